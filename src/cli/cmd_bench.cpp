@@ -1,0 +1,100 @@
+// dsv2 bench: prefill and decode speed of one sequence, with the memory read bandwidth measured
+// in the same run and the decode roofline fraction (active weight bytes per token / bandwidth).
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "model/deepseek_v2.h"
+#include "model/model.h"
+#include "ops/cpu/memory_bandwidth.h"
+
+namespace dsv2 {
+
+namespace {
+
+// Bytes of weights one decode token reads: every dense matrix, K routed experts per MoE
+// layer, the shared experts, lm_head and one embedding row.
+double weight_bytes_per_token(const ModelConfig& cfg, const ModelWeights& w) {
+  double b = double(w.embed.row_bytes()) + double(w.lm_head.bytes());
+  auto sw = [](const SwigluWeights& s) { return double(s.gate.bytes() + s.up.bytes() + s.down.bytes()); };
+  for (const LayerWeights& L : w.layers) {
+    for (const Matrix* m : {&L.q_proj, &L.q_a_proj, &L.q_b_proj, &L.kv_a_proj, &L.kv_b_proj, &L.o_proj})
+      b += double(m->bytes());
+    if (L.moe) {
+      b += double(L.router.bytes()) + double(cfg.num_experts_per_tok) * sw(L.experts[0]);
+      if (L.has_shared) b += sw(L.shared);
+    } else {
+      b += sw(L.dense);
+    }
+  }
+  return b;
+}
+
+}  // namespace
+
+int cmd_bench(Args& args) {
+  const std::string dir = args.required("--model");
+  const int64_t prompt_tokens = args.integer("--prompt-tokens", 128);
+  const int64_t gen_tokens = args.integer("--gen-tokens", 32);
+  check(prompt_tokens >= 1, "--prompt-tokens must be >= 1");
+  check(gen_tokens >= 1, "--gen-tokens must be >= 1");
+  const bool json_out = args.flag("--json");
+  const DType cache_dtype = cache_dtype_option(args, DType::F32);
+  ThreadPool pool(threads_option(args));
+  args.finish();
+
+  LoadedModel m = load_model(dir);
+  const ModelConfig& cfg = m.config;
+  check(prompt_tokens + gen_tokens <= cfg.max_position_embeddings, "--prompt-tokens + --gen-tokens exceed max_position_embeddings");
+  DeepseekV2 net(cfg, m.weights, pool);
+  std::mt19937 rng(1);
+  std::vector<int32_t> prompt(static_cast<size_t>(prompt_tokens));
+  for (auto& id : prompt) id = int32_t(rng() % uint32_t(cfg.vocab_size));
+
+  const double bw_before = measure_read_bandwidth(pool);
+  using clock = std::chrono::steady_clock;
+  LatentCache cache = net.make_cache(prompt_tokens + gen_tokens, cache_dtype);
+  std::vector<float> logits;
+  auto t0 = clock::now();
+  net.forward(prompt, cache, AttentionPath::Decompressed, LogitsRows::Last, logits);
+  const double prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
+  auto t1 = clock::now();
+  for (int64_t i = 0; i < gen_tokens; ++i) {
+    int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    net.forward({next}, cache, AttentionPath::Absorbed, LogitsRows::Last, logits);
+  }
+  const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+  const double bw_after = measure_read_bandwidth(pool);
+
+  const double bytes_per_token = weight_bytes_per_token(cfg, m.weights);
+  const double decode_tps = double(gen_tokens) / decode_s;
+  const double bw = std::max(bw_before, bw_after);
+  nlohmann::json j = {
+      {"model", dir},
+      {"threads", pool.size()},
+      {"weights_dtype", dtype_name(cfg.torch_dtype)},
+      {"cache_dtype", dtype_name(cache_dtype)},
+      {"prompt_tokens", prompt_tokens},
+      {"gen_tokens", gen_tokens},
+      {"prefill_tokens_per_s", double(prompt_tokens) / prefill_s},
+      {"decode_tokens_per_s", decode_tps},
+      {"decode_weight_bytes_per_token", bytes_per_token},
+      {"decode_weight_gb_per_s", bytes_per_token * decode_tps / 1e9},
+      {"read_bandwidth_gb_per_s_before", bw_before / 1e9},
+      {"read_bandwidth_gb_per_s_after", bw_after / 1e9},
+      {"decode_roofline_fraction", bytes_per_token * decode_tps / bw},
+  };
+  if (json_out) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("prefill %lld tokens: %.2f tokens/s\ndecode %lld tokens: %.2f tokens/s (%.1f GB/s of weights, %.0f%% of %.1f GB/s read bandwidth)\n",
+                static_cast<long long>(prompt_tokens), double(prompt_tokens) / prefill_s, static_cast<long long>(gen_tokens),
+                decode_tps, bytes_per_token * decode_tps / 1e9, 100.0 * bytes_per_token * decode_tps / bw, bw / 1e9);
+  }
+  return 0;
+}
+
+}  // namespace dsv2

@@ -1,0 +1,22 @@
+// The subcommands of the dsv2 program; each parses its options and calls the library.
+// Each returns the process exit code; bad input throws dsv2::Error (exit code 1).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "core/dtype.h"
+
+namespace dsv2 {
+
+int cmd_logits(Args& args);
+int cmd_generate(Args& args);
+int cmd_info(Args& args);
+int cmd_init(Args& args);
+int cmd_bench(Args& args);
+
+// Options shared by several commands.
+int threads_option(Args& args);                          // --threads N (default: all cores)
+DType cache_dtype_option(Args& args, DType fallback);    // --cache-dtype f32|bf16
+
+}  // namespace dsv2

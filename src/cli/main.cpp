@@ -1,0 +1,54 @@
+// dsv2: the command-line program over the dsv2 library.
+#include <cstdio>
+#include <exception>
+#include <map>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: dsv2 <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  generate  --model DIR --prompt-ids 5,17,42 [--max-new-tokens N] [--temperature T] [--top-k K]\n"
+    "            [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--no-eos-stop] [--print-ids]\n"
+    "  logits    --model DIR --ids 5,17,42 --out FILE [--path prefill|decode]\n"
+    "  info      --model DIR | --preset v2|v2-lite|tiny [--cache-dtype bf16|f32]\n"
+    "  init      --preset v2|v2-lite|tiny --random --out DIR [--layers N] [--dtype bf16|f16|f32] [--seed S]\n"
+    "  bench     --model DIR [--prompt-tokens N] [--gen-tokens M] [--json]\n"
+    "\n"
+    "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32)\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "help" || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::map<std::string, int (*)(dsv2::Args&)> commands = {
+      {"generate", dsv2::cmd_generate}, {"logits", dsv2::cmd_logits}, {"info", dsv2::cmd_info},
+      {"init", dsv2::cmd_init},         {"bench", dsv2::cmd_bench}};
+  const std::string name = argv[1];
+  auto it = commands.find(name);
+  if (it == commands.end()) {
+    std::fprintf(stderr, "dsv2: unknown command '%s'\n\n%s", name.c_str(), kUsage);
+    return 2;
+  }
+  try {
+    dsv2::Args args("dsv2 " + name, std::vector<std::string>(argv + 2, argv + argc));
+    return it->second(args);
+  } catch (const dsv2::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "internal error: %s\n", e.what());
+    return 3;
+  }
+}

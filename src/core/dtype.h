@@ -1,0 +1,45 @@
+// Storage dtypes of checkpoint tensors and the conversions to and from f32.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+namespace dsv2 {
+
+enum class DType { F32, F16, BF16 };
+
+// Bytes per element.
+inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+
+// Names as safetensors writes them ("F32", "F16", "BF16").
+const char* safetensors_dtype_name(DType t);
+// Short names used on the command line ("f32", "f16", "bf16").
+const char* dtype_name(DType t);
+// Parses a command-line dtype name; throws Error naming `what` on anything else.
+DType parse_dtype_name(const std::string& name, const std::string& what);
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Round to nearest even; NaN stays NaN.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return uint16_t((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return uint16_t(bits >> 16);
+}
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+// dst[i] = f32(src[i]) for n elements of dtype `t`.
+void convert_to_f32(DType t, const void* src, float* dst, size_t n);
+// Writes n f32 values as dtype `t` (rounded to nearest even).
+void convert_from_f32(DType t, const float* src, void* dst, size_t n);
+
+}  // namespace dsv2

@@ -1,0 +1,42 @@
+// A fixed set of worker threads that split index ranges (no oversubscription:
+// the calling thread takes a share of every job).
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace dsv2 {
+
+class ThreadPool {
+ public:
+  // n_threads >= 1 counts the calling thread; 0 means the number of hardware threads.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return int(workers_.size()) + 1; }
+
+  // Calls fn(begin, end) over disjoint chunks covering [0, n), at most one chunk per thread,
+  // each chunk a multiple of `grain` (except the last). Returns when all chunks are done.
+  // The first exception thrown by fn is rethrown here.
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void worker_loop(int index);
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable start_cv_, done_cv_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  std::vector<std::pair<int64_t, int64_t>> chunks_;  // [thread] -> range; index 0 is the caller's
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stopping_ = false;
+  std::exception_ptr error_;
+};
+
+}  // namespace dsv2

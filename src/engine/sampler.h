@@ -1,0 +1,33 @@
+// Token selection from one row of logits: greedy, or sampling with the usual warpers applied
+// in Hugging Face's order (repetition penalty, temperature, top-k, top-p, min-p).
+#pragma once
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace dsv2 {
+
+struct SamplingOptions {
+  float temperature = 0.0f;         // 0: greedy (argmax)
+  int64_t top_k = 0;                // 0: off
+  float top_p = 1.0f;               // 1: off
+  float min_p = 0.0f;               // 0: off
+  float repetition_penalty = 1.0f;  // 1: off; > 1 discourages tokens already in the sequence
+  uint64_t seed = 0;
+};
+
+// Throws Error naming the option if a value is out of range.
+void validate_sampling_options(const SamplingOptions& o);
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingOptions& options);
+  // logits: [vocab] (modified in place); history: the tokens so far (prompt and generated).
+  int32_t sample(float* logits, int64_t vocab, const std::vector<int32_t>& history);
+
+ private:
+  SamplingOptions o_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace dsv2

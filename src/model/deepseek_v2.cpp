@@ -1,0 +1,213 @@
+#include "model/deepseek_v2.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "model/moe_router.h"
+#include "ops/cpu/ops_cpu.h"
+#include "ops/ref/ops_ref.h"
+
+namespace dsv2 {
+
+DeepseekV2::DeepseekV2(const ModelConfig& cfg, const ModelWeights& weights, ThreadPool& pool)
+    : cfg_(cfg), w_(weights), pool_(pool), rope_(cfg), softmax_scale_(float(cfg.softmax_scale())) {}
+
+LatentCache DeepseekV2::make_cache(int64_t capacity, DType dtype) const {
+  return LatentCache(cfg_.num_hidden_layers, cfg_.latent_width(), capacity, dtype);
+}
+
+void DeepseekV2::forward(const std::vector<int32_t>& ids, LatentCache& cache, AttentionPath path, LogitsRows rows,
+                         std::vector<float>& logits) {
+  const int64_t T = int64_t(ids.size()), H = cfg_.hidden_size, pos0 = cache.length();
+  check(T > 0, "forward: no tokens");
+  check(pos0 + T <= cache.capacity(), "sequence of " + std::to_string(pos0 + T) + " tokens exceeds the cache capacity of " +
+                                          std::to_string(cache.capacity()));
+  std::vector<float> x(size_t(T * H));  // [T, H] residual stream
+  for (int64_t t = 0; t < T; ++t) {
+    int32_t id = ids[size_t(t)];
+    check(id >= 0 && id < cfg_.vocab_size, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                               std::to_string(cfg_.vocab_size) + ")");
+    convert_to_f32(w_.embed.dtype, w_.embed.row(id), &x[size_t(t * H)], size_t(H));
+  }
+  std::vector<float> h(size_t(T * H)), y(size_t(T * H));
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    attention_block(l, x, T, pos0, cache, path);
+    const LayerWeights& w = w_.layers[size_t(l)];
+    ref::rms_norm(x.data(), w.post_attention_norm.data(), h.data(), T, H, float(cfg_.rms_norm_eps));
+    mlp_block(l, h.data(), T, y.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += y[i];
+  }
+  cache.set_length(pos0 + T);
+
+  const int64_t first = rows == LogitsRows::All ? 0 : T - 1, n = T - first;
+  ref::rms_norm(x.data() + first * H, w_.final_norm.data(), h.data(), n, H, float(cfg_.rms_norm_eps));
+  logits.resize(size_t(n * cfg_.vocab_size));
+  cpu::matmul(pool_, h.data(), n, w_.lm_head, logits.data());
+}
+
+void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T, int64_t pos0, LatentCache& cache,
+                                 AttentionPath path) {
+  const LayerWeights& w = w_.layers[size_t(layer)];
+  const int64_t H = cfg_.hidden_size, nh = cfg_.num_attention_heads, d_qk = cfg_.qk_head_dim();
+  const int64_t d_nope = cfg_.qk_nope_head_dim, d_rope = cfg_.qk_rope_head_dim, d_c = cfg_.kv_lora_rank;
+  const int64_t width = cfg_.latent_width();
+  const float eps = float(cfg_.rms_norm_eps);
+
+  std::vector<float> a(size_t(T * H));  // [T, H]
+  ref::rms_norm(x.data(), w.input_norm.data(), a.data(), T, H, eps);
+
+  // Query [T, nh, d_qk] = [q_nope (d_nope) | q_pe (d_rope)] per head.
+  std::vector<float> q(size_t(T * nh * d_qk));
+  if (cfg_.q_lora_rank) {
+    const int64_t d_cq = *cfg_.q_lora_rank;
+    std::vector<float> cq(size_t(T * d_cq));  // [T, d_cq]
+    cpu::matmul(pool_, a.data(), T, w.q_a_proj, cq.data());
+    ref::rms_norm(cq.data(), w.q_a_norm.data(), cq.data(), T, d_cq, eps);
+    cpu::matmul(pool_, cq.data(), T, w.q_b_proj, q.data());
+  } else {
+    cpu::matmul(pool_, a.data(), T, w.q_proj, q.data());
+  }
+
+  // Latent [T, d_c + d_rope] = [RMSNorm(c) | RoPE(k_pe)], appended to the cache.
+  std::vector<float> kv(size_t(T * width));
+  cpu::matmul(pool_, a.data(), T, w.kv_a_proj, kv.data());
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = &kv[size_t(t * width)];
+    ref::rms_norm(row, w.kv_a_norm.data(), row, 1, d_c, eps);
+    rope_.rotate(row + d_c, 1, d_rope, pos0 + t);
+    rope_.rotate(&q[size_t(t * nh * d_qk + d_nope)], nh, d_qk, pos0 + t);
+    cache.write(layer, pos0 + t, row);
+  }
+
+  const int64_t L = pos0 + T;
+  std::vector<float> lat(size_t(L * width));  // [L, width]: every cached latent, read back at cache precision
+  cache.read(layer, 0, L, lat.data());
+  std::vector<float> o(size_t(T * nh * cfg_.v_head_dim));  // [T, nh, d_v]
+  if (path == AttentionPath::Decompressed) {
+    attend_decompressed(w, q.data(), lat.data(), T, pos0, o.data());
+  } else {
+    attend_absorbed(w, q.data(), lat.data(), T, pos0, o.data());
+  }
+  std::vector<float> out(size_t(T * H));
+  cpu::matmul(pool_, o.data(), T, w.o_proj, out.data());
+  for (size_t i = 0; i < out.size(); ++i) x[i] += out[i];
+}
+
+void DeepseekV2::attend_decompressed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0,
+                                     float* out) {
+  const int64_t nh = cfg_.num_attention_heads, d_qk = cfg_.qk_head_dim(), d_nope = cfg_.qk_nope_head_dim;
+  const int64_t d_rope = cfg_.qk_rope_head_dim, d_v = cfg_.v_head_dim, d_c = cfg_.kv_lora_rank;
+  const int64_t width = cfg_.latent_width(), L = pos0 + T, kvb_w = nh * (d_nope + d_v);
+
+  // Up-projection of every cached latent: kvb [L, nh, d_nope + d_v] = [k_nope | v] per head.
+  std::vector<float> c(size_t(L * d_c));
+  for (int64_t s = 0; s < L; ++s) std::copy_n(lat + s * width, d_c, &c[size_t(s * d_c)]);
+  std::vector<float> kvb(size_t(L * kvb_w));
+  cpu::matmul(pool_, c.data(), L, w.kv_b_proj, kvb.data());
+
+  pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> p(static_cast<size_t>(L));
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        const float* qh = q + (t * nh + h) * d_qk;
+        const int64_t n_keys = pos0 + t + 1;  // causal: keys 0..pos0+t
+        for (int64_t s = 0; s < n_keys; ++s) {
+          const float* k_nope = &kvb[size_t(s * kvb_w + h * (d_nope + d_v))];
+          p[size_t(s)] = softmax_scale_ * (cpu::dot(qh, k_nope, d_nope) + cpu::dot(qh + d_nope, lat + s * width + d_c, d_rope));
+        }
+        ref::softmax(p.data(), n_keys);
+        float* oh = out + (t * nh + h) * d_v;
+        std::fill(oh, oh + d_v, 0.0f);
+        for (int64_t s = 0; s < n_keys; ++s)
+          cpu::axpy(p[size_t(s)], &kvb[size_t(s * kvb_w + h * (d_nope + d_v) + d_nope)], oh, d_v);
+      }
+    }
+  });
+}
+
+void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0,
+                                 float* out) {
+  const int64_t nh = cfg_.num_attention_heads, d_qk = cfg_.qk_head_dim(), d_nope = cfg_.qk_nope_head_dim;
+  const int64_t d_rope = cfg_.qk_rope_head_dim, d_v = cfg_.v_head_dim, d_c = cfg_.kv_lora_rank;
+  const int64_t width = cfg_.latent_width(), L = pos0 + T, head_rows = d_nope + d_v;
+
+  pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> wkv(size_t(head_rows * d_c));  // this head's kv_b rows: [W_UK (d_nope) ; W_UV (d_v)] x d_c
+    std::vector<float> q_lat(static_cast<size_t>(d_c)), o_lat(static_cast<size_t>(d_c)), p(static_cast<size_t>(L));
+    for (int64_t h = h0; h < h1; ++h) {
+      convert_to_f32(w.kv_b_proj.dtype, w.kv_b_proj.row(h * head_rows), wkv.data(), wkv.size());
+      for (int64_t t = 0; t < T; ++t) {
+        const float* qh = q + (t * nh + h) * d_qk;
+        // q_lat = W_UKᵀ · q_nope  [d_c]
+        std::fill(q_lat.begin(), q_lat.end(), 0.0f);
+        for (int64_t i = 0; i < d_nope; ++i) cpu::axpy(qh[i], &wkv[size_t(i * d_c)], q_lat.data(), d_c);
+        const int64_t n_keys = pos0 + t + 1;
+        for (int64_t s = 0; s < n_keys; ++s) {
+          const float* ls = lat + s * width;
+          p[size_t(s)] = softmax_scale_ * (cpu::dot(q_lat.data(), ls, d_c) + cpu::dot(qh + d_nope, ls + d_c, d_rope));
+        }
+        ref::softmax(p.data(), n_keys);
+        // o_lat = Σ_s p_s · c_s  [d_c];  o = W_UV · o_lat  [d_v]
+        std::fill(o_lat.begin(), o_lat.end(), 0.0f);
+        for (int64_t s = 0; s < n_keys; ++s) cpu::axpy(p[size_t(s)], lat + s * width, o_lat.data(), d_c);
+        float* oh = out + (t * nh + h) * d_v;
+        for (int64_t j = 0; j < d_v; ++j) oh[j] = cpu::dot(&wkv[size_t((d_nope + j) * d_c)], o_lat.data(), d_c);
+      }
+    }
+  });
+}
+
+void DeepseekV2::mlp_block(int64_t layer, const float* x, int64_t T, float* out) {
+  const LayerWeights& w = w_.layers[size_t(layer)];
+  if (w.moe) {
+    moe(w, x, T, out);
+  } else {
+    swiglu(w.dense, x, T, out);
+  }
+}
+
+void DeepseekV2::swiglu(const SwigluWeights& w, const float* x, int64_t T, float* out) {
+  const int64_t I = w.gate.rows;
+  std::vector<float> g(size_t(T * I)), u(size_t(T * I));  // [T, I]
+  cpu::matmul(pool_, x, T, w.gate, g.data());
+  cpu::matmul(pool_, x, T, w.up, u.data());
+  ref::silu_mul(g.data(), u.data(), g.data(), T * I);
+  cpu::matmul(pool_, g.data(), T, w.down, out);
+}
+
+void DeepseekV2::moe(const LayerWeights& w, const float* x, int64_t T, float* out) {
+  const int64_t H = cfg_.hidden_size, E = cfg_.n_routed_experts, K = cfg_.num_experts_per_tok;
+  std::vector<float> scores(size_t(T * E));  // [T, E] router logits -> probabilities (f32)
+  cpu::matmul(pool_, x, T, w.router, scores.data());
+  std::vector<int32_t> ids(size_t(T * K));
+  std::vector<float> gates(size_t(T * K));
+  for (int64_t t = 0; t < T; ++t) {
+    ref::softmax(&scores[size_t(t * E)], E);
+    route_token(cfg_, &scores[size_t(t * E)], &ids[size_t(t * K)], &gates[size_t(t * K)]);
+  }
+  // Group the (token, gate) pairs by expert, run each expert once on its tokens.
+  std::vector<std::vector<std::pair<int64_t, float>>> assigned(static_cast<size_t>(E));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t k = 0; k < K; ++k) assigned[size_t(ids[size_t(t * K + k)])].push_back({t, gates[size_t(t * K + k)]});
+
+  std::fill(out, out + T * H, 0.0f);
+  std::vector<float> xe, ye;
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& list = assigned[size_t(e)];
+    if (list.empty()) continue;
+    const int64_t n = int64_t(list.size());
+    xe.resize(size_t(n * H));
+    ye.resize(size_t(n * H));
+    for (int64_t i = 0; i < n; ++i) std::copy_n(x + list[size_t(i)].first * H, H, &xe[size_t(i * H)]);
+    swiglu(w.experts[size_t(e)], xe.data(), n, ye.data());
+    for (int64_t i = 0; i < n; ++i) cpu::axpy(list[size_t(i)].second, &ye[size_t(i * H)], out + list[size_t(i)].first * H, H);
+  }
+  if (w.has_shared) {
+    ye.resize(size_t(T * H));
+    swiglu(w.shared, x, T, ye.data());
+    for (int64_t i = 0; i < T * H; ++i) out[i] += ye[size_t(i)];
+  }
+}
+
+}  // namespace dsv2

@@ -1,0 +1,54 @@
+// The DeepSeek-V2 forward pass in f32 (spec §3-§7): embedding, RMSNorm, MLA over the latent
+// cache (decompressed or absorbed), dense SwiGLU or DeepSeekMoE, final norm, lm_head.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "model/config.h"
+#include "model/latent_cache.h"
+#include "model/rope.h"
+#include "model/weights.h"
+
+namespace dsv2 {
+
+// How attention reads the latent cache. Both give the same result (spec §5.3).
+enum class AttentionPath {
+  Decompressed,  // expand every cached latent to per-head keys and values (prefill, training)
+  Absorbed,      // fold W_UK into the query and W_UV after the sum: attend on the 576-wide latent (decode)
+};
+
+enum class LogitsRows { All, Last };
+
+class DeepseekV2 {
+ public:
+  DeepseekV2(const ModelConfig& cfg, const ModelWeights& weights, ThreadPool& pool);
+
+  // Runs tokens ids[0..T) at positions cache.length() .. cache.length()+T-1, appends their
+  // latents to the cache and writes logits: [T, vocab] (All) or [1, vocab] (Last).
+  void forward(const std::vector<int32_t>& ids, LatentCache& cache, AttentionPath path, LogitsRows rows,
+               std::vector<float>& logits);
+
+  const ModelConfig& config() const { return cfg_; }
+  LatentCache make_cache(int64_t capacity, DType dtype) const;
+
+ private:
+  // x: [T, H] residual stream, updated in place.
+  void attention_block(int64_t layer, std::vector<float>& x, int64_t T, int64_t pos0, LatentCache& cache, AttentionPath path);
+  // q: [T, nh, d_qk] (rotary part already rotated); lat: [L, d_c + d_rope] cached latents of
+  // positions 0..L-1, L = pos0 + T; out: [T, nh, d_v].
+  void attend_decompressed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0, float* out);
+  void attend_absorbed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0, float* out);
+  // x: [T, H] in, out: [T, H] (overwritten).
+  void mlp_block(int64_t layer, const float* x, int64_t T, float* out);
+  void swiglu(const SwigluWeights& w, const float* x, int64_t T, float* out);
+  void moe(const LayerWeights& w, const float* x, int64_t T, float* out);
+
+  const ModelConfig& cfg_;
+  const ModelWeights& w_;
+  ThreadPool& pool_;
+  RotaryEmbedding rope_;
+  float softmax_scale_;
+};
+
+}  // namespace dsv2

@@ -1,0 +1,40 @@
+// The MLA latent KV cache of one sequence: per layer and token only the normalised latent c
+// (kv_lora_rank values) and the rotated shared key k_pe' (qk_rope_head_dim values), 576 values
+// for the released models. Stored as f32 (exact) or bf16 (half the memory).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace dsv2 {
+
+class LatentCache {
+ public:
+  // Unwritten slots hold NaN so that reading one shows up in every result.
+  LatentCache(int64_t n_layers, int64_t width, int64_t capacity, DType dtype);
+
+  int64_t n_layers() const { return n_layers_; }
+  int64_t width() const { return width_; }        // kv_lora_rank + qk_rope_head_dim
+  int64_t capacity() const { return capacity_; }  // tokens
+  int64_t length() const { return length_; }      // tokens committed
+  DType dtype() const { return dtype_; }
+  size_t bytes_per_token() const { return size_t(n_layers_ * width_) * dtype_size(dtype_); }
+
+  // row: [width] = [c (kv_lora_rank) ; k_pe' (qk_rope_head_dim)]
+  void write(int64_t layer, int64_t pos, const float* row);
+  // dst: [n, width], rows pos0 .. pos0+n-1 of `layer`.
+  void read(int64_t layer, int64_t pos0, int64_t n, float* dst) const;
+  // Marks tokens [0, n) as the sequence (after a forward wrote them, or to roll back).
+  void set_length(int64_t n);
+
+ private:
+  size_t offset(int64_t layer, int64_t pos) const { return size_t((layer * capacity_ + pos) * width_); }
+  int64_t n_layers_, width_, capacity_;
+  int64_t length_ = 0;
+  DType dtype_;
+  std::vector<float> f32_;      // [layers, capacity, width] when dtype is F32
+  std::vector<uint16_t> half_;  // same layout for BF16 / F16
+};
+
+}  // namespace dsv2

@@ -1,0 +1,13 @@
+#include "model/model.h"
+
+namespace dsv2 {
+
+LoadedModel load_model(const std::string& model_dir) {
+  LoadedModel m;
+  m.config = load_model_config(model_dir);
+  m.checkpoint = std::make_unique<Checkpoint>(model_dir);
+  m.weights = bind_weights(m.config, *m.checkpoint);
+  return m;
+}
+
+}  // namespace dsv2

@@ -1,0 +1,22 @@
+// A model directory loaded for inference: config, mapped checkpoint, bound weights.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "model/weights.h"
+
+namespace dsv2 {
+
+struct LoadedModel {
+  ModelConfig config;
+  std::unique_ptr<Checkpoint> checkpoint;
+  ModelWeights weights;
+};
+
+// Reads config.json, maps the safetensors and checks every tensor before any compute.
+// Throws Error naming the file, field or tensor at fault.
+LoadedModel load_model(const std::string& model_dir);
+
+}  // namespace dsv2

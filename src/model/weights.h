@@ -1,0 +1,82 @@
+// The weight table: every tensor the config implies, bound to the checkpoint's mapped data after
+// checking presence, dtype and shape. Large matrices stay in the file (read in place); norm
+// vectors are copied to f32.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "model/config.h"
+
+namespace dsv2 {
+
+class Checkpoint;
+
+// A row-major [rows, cols] weight in its stored dtype. A linear layer y = x · Wᵀ has
+// rows = out_features, cols = in_features.
+struct Matrix {
+  DType dtype = DType::F32;
+  const void* data = nullptr;
+  int64_t rows = 0, cols = 0;
+
+  size_t row_bytes() const { return size_t(cols) * dtype_size(dtype); }
+  const void* row(int64_t r) const { return static_cast<const std::byte*>(data) + size_t(r) * row_bytes(); }
+  size_t bytes() const { return size_t(rows) * row_bytes(); }
+};
+
+struct SwigluWeights {
+  Matrix gate;  // [I, H]
+  Matrix up;    // [I, H]
+  Matrix down;  // [H, I]
+};
+
+struct LayerWeights {
+  std::vector<float> input_norm;           // [H]
+  std::vector<float> post_attention_norm;  // [H]
+  // Query: q_proj [nh*d_qk, H] when q_lora_rank is null, else q_a_proj [d_cq, H] -> q_a_norm [d_cq] -> q_b_proj [nh*d_qk, d_cq].
+  Matrix q_proj, q_a_proj, q_b_proj;
+  std::vector<float> q_a_norm;
+  Matrix kv_a_proj;                        // [d_c + d_rope, H]: rows [0, d_c) latent, [d_c, d_c+d_rope) rotary key
+  std::vector<float> kv_a_norm;            // [d_c]
+  Matrix kv_b_proj;                        // [nh*(d_nope+d_v), d_c]: per head [k_nope rows | v rows]
+  Matrix o_proj;                           // [H, nh*d_v]
+  bool moe = false;
+  SwigluWeights dense;                     // dense layers: I = intermediate_size
+  Matrix router;                           // MoE layers: [E, H]
+  std::vector<SwigluWeights> experts;      // [E], I = moe_intermediate_size
+  bool has_shared = false;
+  SwigluWeights shared;                    // I = n_shared_experts * moe_intermediate_size
+};
+
+struct ModelWeights {
+  Matrix embed;                  // [vocab, H]
+  std::vector<float> final_norm; // [H]
+  Matrix lm_head;                // [vocab, H] (the embedding when tied)
+  std::vector<LayerWeights> layers;
+};
+
+enum class TensorRole { Embedding, Norm, Linear, Router };
+
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  TensorRole role;
+  int64_t layer = -1;       // -1: not in a layer
+  int64_t expert = -1;      // routed expert index, -1 otherwise
+};
+
+// Every tensor of the released checkpoint layout for `cfg`, in file order (spec §2.2).
+std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& cfg);
+
+// Binds every tensor; throws Error listing the missing, mis-typed or mis-shaped ones.
+ModelWeights bind_weights(const ModelConfig& cfg, const Checkpoint& ckpt);
+
+struct ParameterCounts {
+  int64_t total = 0;
+  int64_t active_per_token = 0;                 // excluding the input embedding (one row is read)
+  int64_t active_per_token_with_embedding = 0;
+};
+ParameterCounts count_parameters(const ModelConfig& cfg);
+
+}  // namespace dsv2

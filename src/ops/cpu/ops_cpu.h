@@ -1,0 +1,21 @@
+// Fast CPU ops: threaded over output rows, vectorised dot products with runtime dispatch
+// (AVX-512 / AVX2 / baseline). Each is tested against its counterpart in ops/ref.
+#pragma once
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "model/weights.h"
+
+namespace dsv2::cpu {
+
+// y[t, o] = Σ_i x[t, i] · W[o, i]      x: [T, W.cols], y: [T, W.rows]
+// Each weight row is converted to f32 once per call and used for all T tokens.
+void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
+
+// Σ_i a[i]·b[i] over n values (f32, eight partial sums).
+float dot(const float* a, const float* b, int64_t n);
+
+// y[i] += alpha · x[i] over n values.
+void axpy(float alpha, const float* x, float* y, int64_t n);
+
+}  // namespace dsv2::cpu
