@@ -1,1 +1,128 @@
+// The dsv2 program as users and outside checks call it: exact command forms, outputs, and a
+// clear error with exit code 1 (never a crash) on every bad input.
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace dsv2 {
+namespace {
+
+using test::run_dsv2;
+
+void expect_fails(const std::string& args, const std::string& needle) {
+  test::RunResult r = run_dsv2(args);
+  EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << args << "\nstderr: " << r.err;
+}
+
+TEST(Cli, InfoOnThePresets) {
+  test::RunResult r = run_dsv2("info --preset v2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["params_total"].get<int64_t>(), 235741434880);
+  EXPECT_EQ(j["kv_cache_bytes_per_token"].get<int64_t>(), 69120);
+  EXPECT_EQ(j["kv_cache_width_per_layer"].get<int64_t>(), 576);
+  r = run_dsv2("info --preset v2-lite");
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["params_total"].get<int64_t>(), 15706484224);
+  EXPECT_EQ(j["kv_cache_bytes_per_token"].get<int64_t>(), 31104);
+  EXPECT_EQ(j["params_active_per_token"].get<int64_t>(), 2451435008);  // paper: 2.4B
+  r = run_dsv2("info --preset v2-lite --cache-dtype f32");
+  EXPECT_EQ(nlohmann::json::parse(r.out)["kv_cache_bytes_per_token"].get<int64_t>(), 62208);
+}
+
+TEST(Cli, LogitsWritesEveryPositionOfBothPaths) {
+  test::Golden g = test::load_golden("v2_like");
+  const std::string dir = test::temp_dir("cli");
+  for (const char* path : {"prefill", "decode"}) {
+    const std::string out = dir + "/" + path + ".f32";
+    test::RunResult r = run_dsv2("logits --model " + g.dir + " --ids " + test::join_ids(g.ids) + " --out " + out +
+                                 " --path " + path);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::vector<float> got = test::read_f32_file(out);
+    ASSERT_EQ(got.size(), g.logits.size());
+    for (int64_t p = 0; p < g.n_ids; ++p)
+      EXPECT_LE(test::rel_l2(&got[size_t(p * g.vocab)], &g.logits[size_t(p * g.vocab)], size_t(g.vocab)), 1e-4);
+  }
+}
+
+TEST(Cli, GenerateGreedyPrintsIdsOnTheLastLine) {
+  test::Golden g = test::load_golden("lite_like");
+  test::RunResult r = run_dsv2("generate --model " + g.dir + " --prompt-ids " + test::join_ids(g.greedy_prompt) +
+                               " --max-new-tokens " + std::to_string(g.max_new_tokens) + " --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string last = r.out.substr(0, r.out.size() - 1);
+  last = last.substr(last.rfind('\n') == std::string::npos ? 0 : last.rfind('\n') + 1);
+  EXPECT_EQ(last, test::join_ids(g.greedy_new_tokens));
+}
+
+TEST(Cli, SamplingIsReproducibleWithASeed) {
+  test::Golden g = test::load_golden("lite_like");
+  const std::string args = "generate --model " + g.dir + " --prompt-ids 0,5,9 --max-new-tokens 12 --temperature 0.9 --top-p 0.9 --top-k 40 --min-p 0.01 --repetition-penalty 1.1 --print-ids --seed ";
+  test::RunResult a = run_dsv2(args + "7"), b = run_dsv2(args + "7"), c = run_dsv2(args + "8");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_NE(a.out, c.out);
+}
+
+TEST(Cli, InitWritesALoadableRandomModel) {
+  const std::string dir = test::temp_dir("cli") + "/tiny";
+  test::RunResult r = run_dsv2("init --preset tiny --layers 2 --random --out " + dir + " --dtype f32 --seed 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_dsv2("info --model " + dir);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["num_hidden_layers"].get<int64_t>(), 2);
+  r = run_dsv2("generate --model " + dir + " --prompt-ids 0,1,2 --max-new-tokens 4 --no-eos-stop --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), ','), 3);
+  // The same seed writes the same bytes.
+  const std::string again = test::temp_dir("cli") + "/tiny";
+  ASSERT_EQ(run_dsv2("init --preset tiny --layers 2 --random --out " + again + " --dtype f32 --seed 3").exit_code, 0);
+  EXPECT_EQ(test::read_file(dir + "/model.safetensors"), test::read_file(again + "/model.safetensors"));
+  expect_fails("init --preset tiny --random --out " + dir, "not an empty directory");
+}
+
+TEST(Cli, BadInputGetsAClearError) {
+  test::Golden g = test::load_golden("lite_like");
+  const std::string out = test::temp_dir("cli") + "/x.f32";
+  expect_fails("logits --ids 1,2 --out " + out, "--model is required");
+  expect_fails("logits --model " + g.dir + " --ids 1,x --out " + out, "'x' is not an integer");
+  expect_fails("logits --model " + g.dir + " --ids 1,300 --out " + out, "token id 300 is outside the vocabulary [0, 300)");
+  expect_fails("logits --model " + g.dir + " --ids 1,2 --out " + out + " --path sideways", "--path must be prefill or decode");
+  expect_fails("logits --model " + g.dir + " --ids 1,2 --out /nonexistent/dir/x.f32", "cannot create");
+  expect_fails("logits --model /nonexistent --ids 1 --out " + out, "/nonexistent");
+  expect_fails("generate --model " + g.dir + " --prompt-ids 1 --temperature -2", "--temperature must be >= 0");
+  expect_fails("generate --model " + g.dir + " --prompt-ids 1 --bogus 3", "unknown option --bogus");
+  expect_fails("generate --model " + g.dir + " --prompt-ids 1 --max-new-tokens", "needs a value");
+  expect_fails("info --preset v3", "unknown preset 'v3'");
+  expect_fails("info", "exactly one of --model DIR and --preset NAME");
+  expect_fails("init --preset tiny --out " + out, "--random is required");
+  expect_fails("init --preset tiny --random --out " + out + "d --layers 0", "--layers must be between 1 and 4");
+  expect_fails("info --preset tiny --cache-dtype int3", "unknown dtype 'int3'");
+
+  const std::string bad = test::temp_dir("cli");
+  test::write_file(bad + "/config.json", "{\"architectures\": [\"MistralForCausalLM\"]}");
+  expect_fails("info --model " + bad, "names no supported architecture");
+  test::write_file(bad + "/config.json", "{ not json");
+  expect_fails("info --model " + bad, "invalid JSON");
+
+  test::RunResult r = run_dsv2("frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos);
+}
+
+TEST(Cli, TruncatedWeightsAreAnErrorNotACrash) {
+  test::Golden g = test::load_golden("lite_like");
+  const std::string dir = test::temp_dir("cli") + "/trunc";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(g.dir + "/config.json", dir + "/config.json");
+  std::string bytes = test::read_file(g.dir + "/model.safetensors");
+  test::write_file(dir + "/model.safetensors", bytes.substr(0, bytes.size() / 2));
+  expect_fails("logits --model " + dir + " --ids 1,2 --out " + dir + "/x.f32", "out of range");
+}
+
+}  // namespace
+}  // namespace dsv2

@@ -1,1 +1,91 @@
+// Fast CPU ops against the reference ops on fresh random inputs at many shapes (tails, odd
+// sizes), outputs poisoned with NaN first so an unwritten element fails.
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "ops/cpu/ops_cpu.h"
+#include "ops/ref/ops_ref.h"
+#include "test_util.h"
+
+namespace dsv2 {
+namespace {
+
+std::vector<float> randn(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// A weight matrix stored in `dtype`, with its bytes kept alive in `store`.
+Matrix make_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<std::byte>& store) {
+  std::vector<float> v = randn(size_t(rows * cols), rng);
+  store.resize(v.size() * dtype_size(dtype));
+  convert_from_f32(dtype, v.data(), store.data(), v.size());
+  return Matrix{dtype, store.data(), rows, cols};
+}
+
+TEST(Ops, CpuMatmulMatchesReference) {
+  std::mt19937 rng(1);
+  ThreadPool pool(2);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    for (int64_t T : {1, 3, 17}) {
+      for (int64_t K : {1, 7, 16, 33, 100}) {
+        for (int64_t N : {1, 5, 16, 37}) {
+          std::vector<std::byte> store;
+          Matrix W = make_matrix(dt, N, K, rng, store);
+          std::vector<float> x = randn(size_t(T * K), rng);
+          std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN);
+          ref::matmul(x.data(), T, W, want.data());
+          cpu::matmul(pool, x.data(), T, W, got.data());
+          // f32 sums of up to 100 products against the f64 reference: a few ulps of Σ|x·w|,
+          // which cancellation can turn into ~1e-6 relative to the result; wrong indexing is O(1).
+          double err = test::rel_l2(got.data(), want.data(), got.size());
+          ASSERT_LE(err, 1e-5) << dtype_name(dt) << " T=" << T << " K=" << K << " N=" << N;
+        }
+      }
+    }
+  }
+}
+
+TEST(Ops, DotAndAxpyMatchReference) {
+  std::mt19937 rng(2);
+  for (int64_t n : {0, 1, 15, 16, 17, 100, 1031}) {
+    std::vector<float> a = randn(size_t(n), rng), b = randn(size_t(n), rng);
+    EXPECT_NEAR(cpu::dot(a.data(), b.data(), n), ref::dot(a.data(), b.data(), n), 1e-5 * (1 + std::sqrt(double(n))));
+    std::vector<float> y = b;
+    cpu::axpy(0.5f, a.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i) EXPECT_FLOAT_EQ(y[size_t(i)], b[size_t(i)] + 0.5f * a[size_t(i)]);
+  }
+}
+
+TEST(Ops, RmsNormFollowsTheFormula) {
+  const float x[4] = {1, -2, 3, -4}, w[4] = {1, 0.5f, 2, -1};
+  float y[4];
+  ref::rms_norm(x, w, y, 1, 4, 1e-6f);
+  const double r = 1.0 / std::sqrt((1 + 4 + 9 + 16) / 4.0 + 1e-6);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(y[i], x[i] * r * w[i], 1e-6);
+  // Two rows in place: each row normalised on its own.
+  float xy[8] = {1, 1, 1, 1, 2, 2, 2, 2};
+  const float ones[4] = {1, 1, 1, 1};
+  ref::rms_norm(xy, ones, xy, 2, 4, 0.0f);
+  for (float v : xy) EXPECT_NEAR(v, 1.0f, 1e-6);
+}
+
+TEST(Ops, SoftmaxAndSilu) {
+  float x[3] = {1000, 1000, -INFINITY};  // large values must not overflow; -inf gets 0
+  ref::softmax(x, 3);
+  EXPECT_FLOAT_EQ(x[0], 0.5f);
+  EXPECT_FLOAT_EQ(x[2], 0.0f);
+  const float g[3] = {0, 1, -2}, u[3] = {3, 2, 1};
+  float o[3];
+  ref::silu_mul(g, u, o, 3);
+  EXPECT_FLOAT_EQ(o[0], 0.0f);
+  EXPECT_NEAR(o[1], 2.0 / (1 + std::exp(-1.0)), 1e-6);
+  EXPECT_NEAR(o[2], -2.0 / (1 + std::exp(2.0)), 1e-6);
+}
+
+}  // namespace
+}  // namespace dsv2

@@ -1,1 +1,102 @@
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "core/error.h"
+#include "engine/sampler.h"
+
+namespace dsv2 {
+namespace {
+
+std::map<int32_t, int> histogram(SamplingOptions o, const std::vector<float>& logits, int draws,
+                                 const std::vector<int32_t>& history = {}) {
+  Sampler s(o);
+  std::map<int32_t, int> h;
+  for (int i = 0; i < draws; ++i) {
+    std::vector<float> l = logits;
+    ++h[s.sample(l.data(), int64_t(l.size()), history)];
+  }
+  return h;
+}
+
+const std::vector<float> kLogits = {1.0f, 3.0f, 2.0f, 0.5f, 2.9f};  // probabilities at T=1: .054 .402 .148 .033 .363
+
+TEST(Sampler, GreedyIsArgmax) {
+  auto h = histogram({}, kLogits, 10);
+  EXPECT_EQ(h.size(), 1u);
+  EXPECT_EQ(h.begin()->first, 1);
+}
+
+TEST(Sampler, SameSeedSameTokens) {
+  SamplingOptions o;
+  o.temperature = 1.0f;
+  o.seed = 42;
+  Sampler a(o), b(o);
+  for (int i = 0; i < 50; ++i) {
+    std::vector<float> l1 = kLogits, l2 = kLogits;
+    EXPECT_EQ(a.sample(l1.data(), 5, {}), b.sample(l2.data(), 5, {}));
+  }
+}
+
+TEST(Sampler, TemperatureSamplingFollowsTheDistribution) {
+  SamplingOptions o;
+  o.temperature = 1.0f;
+  auto h = histogram(o, kLogits, 20000);
+  EXPECT_EQ(h.size(), 5u);
+  double z = 0;
+  for (float l : kLogits) z += std::exp(double(l));
+  // 20000 draws: the standard error of a frequency near 0.4 is 0.0035.
+  EXPECT_NEAR(h[1] / 20000.0, std::exp(3.0) / z, 0.015);
+  EXPECT_NEAR(h[3] / 20000.0, std::exp(0.5) / z, 0.006);
+}
+
+TEST(Sampler, TopKTopPMinPRestrictTheCandidates) {
+  SamplingOptions o;
+  o.temperature = 1.0f;
+  o.top_k = 2;
+  auto h = histogram(o, kLogits, 2000);
+  EXPECT_EQ(h.size(), 2u);
+  EXPECT_TRUE(h.count(1) && h.count(4));
+  o.top_k = 0;
+  o.top_p = 0.5f;  // 0.402 < 0.5: the nucleus needs tokens 1 and 4
+  h = histogram(o, kLogits, 2000);
+  EXPECT_EQ(h.size(), 2u);
+  o.top_p = 1.0f;
+  o.min_p = 0.3f;  // keeps p >= 0.3 * 0.402: tokens 1, 4, 2
+  h = histogram(o, kLogits, 2000);
+  EXPECT_EQ(h.size(), 3u);
+  EXPECT_TRUE(h.count(2));
+}
+
+TEST(Sampler, RepetitionPenaltyDemotesSeenTokens) {
+  SamplingOptions o;
+  o.repetition_penalty = 1.1f;  // 3.0 / 1.1 = 2.73 < 2.9
+  auto h = histogram(o, kLogits, 3, {1});
+  EXPECT_EQ(h.begin()->first, 4);
+  std::vector<float> neg = {-1.0f, -1.05f};
+  o.repetition_penalty = 2.0f;  // negative logits are multiplied: -1 -> -2
+  h = histogram(o, neg, 3, {0});
+  EXPECT_EQ(h.begin()->first, 1);
+}
+
+TEST(Sampler, RejectsBadOptions) {
+  SamplingOptions o;
+  o.temperature = -1;
+  EXPECT_THROW(Sampler{o}, Error);
+  o = {};
+  o.top_p = 0;
+  EXPECT_THROW(Sampler{o}, Error);
+  o = {};
+  o.min_p = 1.5f;
+  EXPECT_THROW(Sampler{o}, Error);
+  o = {};
+  o.repetition_penalty = 0;
+  EXPECT_THROW(Sampler{o}, Error);
+  o = {};
+  o.top_k = -3;
+  EXPECT_THROW(Sampler{o}, Error);
+}
+
+}  // namespace
+}  // namespace dsv2

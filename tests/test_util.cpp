@@ -1,1 +1,114 @@
-#include <gtest/gtest.h>
+#include "test_util.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+namespace dsv2::test {
+
+namespace fs = std::filesystem;
+
+namespace {
+struct TempRoot {
+  std::string path;
+  TempRoot() {
+    path = (fs::temp_directory_path() / ("dsv2_tests_" + std::to_string(::getpid()))).string();
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempRoot() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+TempRoot& temp_root() {
+  static TempRoot root;
+  return root;
+}
+}  // namespace
+
+std::string temp_dir(const std::string& tag) {
+  static int counter = 0;
+  std::string p = temp_root().path + "/" + tag + "_" + std::to_string(counter++);
+  fs::create_directories(p);
+  return p;
+}
+
+RunResult run_dsv2(const std::string& args) {
+  const std::string err_path = temp_dir("stderr") + "/err.txt";
+  const std::string cmd = std::string(DSV2_BINARY) + " " + args + " 2>" + err_path + " </dev/null";
+  RunResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) throw std::runtime_error("popen failed: " + cmd);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.err = read_file(err_path);
+  return r;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+std::vector<float> read_f32_file(const std::string& path) {
+  std::string bytes = read_file(path);
+  if (bytes.size() % 4) throw std::runtime_error(path + ": size is not a multiple of 4");
+  std::vector<float> v(bytes.size() / 4);
+  std::memcpy(v.data(), bytes.data(), bytes.size());
+  return v;
+}
+
+double rel_l2(const float* a, const float* b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * b[i];
+  }
+  return std::sqrt(num / den);
+}
+
+std::vector<std::string> golden_names() { return {"lite_like", "v2_like", "no_rope_scaling", "dense2_vdiff"}; }
+
+Golden load_golden(const std::string& name) {
+  Golden g;
+  g.dir = std::string(DSV2_GOLDEN_DIR) + "/" + name;
+  auto j = nlohmann::json::parse(read_file(g.dir + "/reference.json"));
+  g.ids = j["ids"].get<std::vector<int32_t>>();
+  g.n_ids = j["logits_shape"][0].get<int64_t>();
+  g.vocab = j["logits_shape"][1].get<int64_t>();
+  g.logits = read_f32_file(g.dir + "/" + j["logits_file"].get<std::string>());
+  g.greedy_prompt = j["greedy_prompt"].get<std::vector<int32_t>>();
+  g.greedy_new_tokens = j["greedy_new_tokens"].get<std::vector<int32_t>>();
+  g.max_new_tokens = j["max_new_tokens"].get<int64_t>();
+  if (int64_t(g.logits.size()) != g.n_ids * g.vocab) throw std::runtime_error(name + ": logits file has the wrong size");
+  return g;
+}
+
+std::string join_ids(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  return s;
+}
+
+}  // namespace dsv2::test

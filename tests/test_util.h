@@ -1,0 +1,40 @@
+// Helpers shared by the tests: temporary directories, running the dsv2 program, golden fixtures.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dsv2::test {
+
+// A fresh empty directory under the system temp dir, removed at exit of the test process.
+std::string temp_dir(const std::string& tag);
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+// Runs the built dsv2 binary with `args` (shell words) and captures stdout and stderr.
+RunResult run_dsv2(const std::string& args);
+
+std::vector<float> read_f32_file(const std::string& path);
+void write_file(const std::string& path, const std::string& bytes);
+std::string read_file(const std::string& path);
+
+// ‖a − b‖₂ / ‖b‖₂ over n values.
+double rel_l2(const float* a, const float* b, size_t n);
+
+// A fixture made by tools/make_golden_fixtures.py with transformers (float64 reference).
+struct Golden {
+  std::string dir;
+  std::vector<int32_t> ids;
+  int64_t n_ids = 0, vocab = 0;
+  std::vector<float> logits;  // [n_ids, vocab]
+  std::vector<int32_t> greedy_prompt, greedy_new_tokens;
+  int64_t max_new_tokens = 0;
+};
+Golden load_golden(const std::string& name);
+std::vector<std::string> golden_names();
+
+std::string join_ids(const std::vector<int32_t>& ids);
+
+}  // namespace dsv2::test
