@@ -117,7 +117,7 @@ void parse_rope(const json& j, const FieldReader& r, ModelConfig& c) {
   FieldReader rr(rs, r.source() + ": " + field);
   std::string type = rr.string("type", rr.string("rope_type", ""));
   if (rr.has("rope_theta")) c.rope_theta = rr.number("rope_theta");
-  if (type == "default" && std::string(field) == "rope_parameters") return;
+  if (type == "default") return;
   if (type != "yarn")
     throw Error(r.source() + ": " + field + ".type '" + type + "' is not supported (DeepSeek-V2 uses yarn or none)");
   c.yarn = parse_yarn(rs, r.source(), field);
