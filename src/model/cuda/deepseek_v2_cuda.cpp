@@ -201,10 +201,10 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   const int64_t nh = cfg.num_attention_heads, d_qk = cfg.qk_head_dim(), Tm = std::max(opt.max_prefill_chunk, opt.max_batch);
   const int64_t Lm = opt.max_context, K = std::max<int64_t>(cfg.num_experts_per_tok, 1);
   const int64_t I_max = std::max({cfg.intermediate_size, cfg.shared_intermediate(), I_moe});
-  m.ids = m.alloc<int32_t>(size_t(Tm));
-  m.pos = m.alloc<int32_t>(size_t(Tm));
-  m.seq = m.alloc<int32_t>(size_t(Tm));
-  m.argmax = m.alloc<int32_t>(size_t(Tm));
+  m.ids = m.alloc<int32_t>(static_cast<size_t>(Tm));
+  m.pos = m.alloc<int32_t>(static_cast<size_t>(Tm));
+  m.seq = m.alloc<int32_t>(static_cast<size_t>(Tm));
+  m.argmax = m.alloc<int32_t>(static_cast<size_t>(Tm));
   m.seq_lens = m.alloc<int32_t>(size_t(opt.max_batch));
   m.tables = m.alloc<int32_t>(size_t(opt.max_batch * m.max_blocks));
   m.x = m.alloc(size_t(Tm * H));
@@ -334,7 +334,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
                     int64_t prefill_pos0, bool all_logits) {
   cudaStream_t st = m.stream;
   const int64_t H = cfg.hidden_size, nh = cfg.num_attention_heads, d_qk = cfg.qk_head_dim();
-  const int64_t d_c = cfg.kv_lora_rank, d_rope = cfg.qk_rope_head_dim, width = cfg.latent_width();
+  const int64_t d_c = cfg.kv_lora_rank, d_rope = cfg.qk_rope_head_dim;
   const float eps = float(cfg.rms_norm_eps);
   const cuda::MlaShape shape{nh, cfg.qk_nope_head_dim, d_rope, cfg.v_head_dim, d_c, float(cfg.softmax_scale())};
   cuda::embed_rows(m.embed, m.ids, T, m.x, st);
@@ -413,7 +413,7 @@ void CudaDeepseekV2::prefill(int slot, const std::vector<int32_t>& ids, LogitsRo
   if (logits) logits->clear();
   for (int64_t start = 0; start < T_all; start += opt_.max_prefill_chunk) {
     const int64_t T = std::min(opt_.max_prefill_chunk, T_all - start), pos0 = lengths_[size_t(slot)];
-    std::vector<int32_t> pos(size_t(T)), seq(size_t(T), 0);
+    std::vector<int32_t> pos(static_cast<size_t>(T)), seq(size_t(T), 0);
     for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(pos0 + t);
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.ids, ids.data() + start, size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.pos, pos.data(), size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
@@ -437,7 +437,7 @@ void CudaDeepseekV2::decode(const std::vector<int>& slots, const std::vector<int
   Impl& m = *impl_;
   const int64_t B = int64_t(slots.size());
   check(B >= 1 && B <= opt_.max_batch && int64_t(ids.size()) == B, "CUDA decode: need 1..max_batch slots, one id each");
-  std::vector<int32_t> pos(size_t(B)), seq(size_t(B)), lens(size_t(B)), tables;
+  std::vector<int32_t> pos(static_cast<size_t>(B)), seq(static_cast<size_t>(B)), lens(static_cast<size_t>(B)), tables;
   for (int64_t b = 0; b < B; ++b) {
     const int slot = slots[size_t(b)];
     check(slot >= 0 && slot < opt_.max_batch, "CUDA decode: no sequence slot " + std::to_string(slot));
@@ -478,7 +478,7 @@ void CudaDeepseekV2::decode(const std::vector<int>& slots, const std::vector<int
     DSV2_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.logits, logits->size() * 4, cudaMemcpyDeviceToHost, m.stream));
   }
   if (argmax) {
-    argmax->resize(size_t(B));
+    argmax->resize(static_cast<size_t>(B));
     DSV2_CUDA_CHECK(cudaMemcpyAsync(argmax->data(), m.argmax, size_t(B) * 4, cudaMemcpyDeviceToHost, m.stream));
   }
   DSV2_CUDA_CHECK(cudaStreamSynchronize(m.stream));

@@ -222,13 +222,13 @@ void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kv
                      int64_t max_len, float* q_lat, float* o_lat, float* scores, float* out, cudaStream_t stream) {
   const int64_t nh = m.n_heads;
   DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
-    dim3 grid(unsigned((m.d_c + 255) / 256), unsigned(nh), unsigned(B));
+    const dim3 grid = dim3(unsigned((m.d_c + 255) / 256), unsigned(nh), unsigned(B));
     absorb_query_kernel<<<grid, 256, size_t(m.d_nope) * sizeof(float), stream>>>(
         q, nh, m.d_nope, m.d_rope, m.d_v, m.d_c, static_cast<const WT*>(W_kvb.data), q_lat);
   });
   DSV2_CUDA_LAUNCH_CHECK();
   DSV2_DISPATCH_CACHE(cache.dtype, {
-    dim3 grid(unsigned(nh), unsigned(B));
+    const dim3 grid = dim3(unsigned(nh), unsigned(B));
     absorbed_attention_kernel<<<grid, kAttnThreads, size_t(m.d_c + m.d_rope) * sizeof(float), stream>>>(
         q, q_lat, nh, m.d_nope, m.d_rope, m.d_c, m.softmax_scale, static_cast<const CT*>(cache.layer(layer)),
         block_tables, max_blocks, cache.block_size, seq_lens, max_len, scores, o_lat);

@@ -139,11 +139,11 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, con
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
                  float* y, float* out, cudaStream_t stream) {
   DSV2_DISPATCH_DTYPE(dtype, {
-    dim3 g1(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
+    const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
     expert_gate_up_kernel<<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, expert_ids, static_cast<const WT*>(gate),
                                                                   static_cast<const WT*>(up), h);
     DSV2_CUDA_LAUNCH_CHECK();
-    dim3 g2(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
+    const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
     expert_down_kernel<<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, expert_ids, static_cast<const WT*>(down), y);
     DSV2_CUDA_LAUNCH_CHECK();
   });
