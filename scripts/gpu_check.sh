@@ -17,8 +17,10 @@ tests_rc=$?
 grep -E "^\[  (PASSED|FAILED) |worst relative|FAILED  \]" "$OUT/tests.log" | tail -40
 
 rows=()
-for spec in ${BENCHES:-"1 128 64" "16 128 32" "64 128 16" "256 128 8" "1 512 4"}; do
-  set -- $spec
+# Each entry: batch,prompt_tokens,gen_tokens
+for spec in ${BENCHES:-1,128,64 16,128,32 64,128,16 256,128,8 1,512,4}; do
+  IFS=, read -r b p g <<<"$spec"
+  set -- "$b" "$p" "$g"
   json="$OUT/bench_b$1_p$2.json"
   if "$BUILD/dsv2" bench --device cuda --preset v2-lite --batch "$1" --prompt-tokens "$2" --gen-tokens "$3" --json >"$json" 2>"$OUT/bench_b$1_p$2.err"; then
     rows+=("$(python3 -c "import json,sys; j=json.load(open('$json')); print(f\"{j['batch']:>5} {j['prompt_tokens']:>6} {j['decode_tokens_per_s']:>10.1f} {j['decode_step_ms']:>8.2f} {j['prefill_tokens_per_s']:>10.1f} {j['prefill_fraction_of_gemm_peak']:>6.3f} {j.get('decode_fraction_of_roofline', float('nan')):>6.3f} {j['copy_bandwidth_gb_per_s']:>7.0f} {j['bf16_gemm_tflop_per_s']:>6.0f}\")")")

@@ -227,8 +227,9 @@ std::vector<float> reference_attention(const cuda::MlaShape& m, const std::vecto
 TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
   std::mt19937 rng(5);
   const cuda::MlaShape m{3, 16, 8, 12, 24, 0.3f};
-  const int64_t width = m.d_c + m.d_rope, block = 4, B = 3, max_blocks = 6;
-  const std::vector<int64_t> lens = {1, 9, 23};
+  // Lengths across several 256-key splits (some sequences end before the last split).
+  const int64_t width = m.d_c + m.d_rope, block = 16, B = 4, max_len = 700, max_blocks = (max_len + block - 1) / block;
+  const std::vector<int64_t> lens = {1, 9, 300, 600};
   for (DType cache_dtype : {DType::F32, DType::BF16}) {
     // Blocks of the three sequences interleaved in a shuffled order; unused slots stay NaN.
     std::vector<int32_t> order(size_t(B * max_blocks));
@@ -258,9 +259,8 @@ TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
     }
     std::vector<float> q = randn(size_t(B * m.n_heads * (m.d_nope + m.d_rope)), rng);
     std::vector<int32_t> seq_lens(lens.begin(), lens.end());
-    const int64_t max_len = 24;
     DeviceBuffer dq = upload(q), dlens = upload(seq_lens), dqlat = nan_buffer(size_t(B * m.n_heads * m.d_c)),
-                 dolat = nan_buffer(size_t(B * m.n_heads * m.d_c)), dscores = nan_buffer(size_t(B * m.n_heads * max_len)),
+                 dolat = nan_buffer(size_t(B * m.n_heads * m.d_c)), dscores = nan_buffer(size_t(cuda::absorbed_attention_scratch_floats(B, m.n_heads, m.d_c, max_len))),
                  dout = nan_buffer(size_t(B * m.n_heads * m.d_v));
     cuda::attend_absorbed(m, dq.get<float>(), {DType::BF16, dkvb.get(), m.n_heads * (m.d_nope + m.d_v), m.d_c}, cache, 0,
                           dtables.get<int32_t>(), max_blocks, dlens.get<int32_t>(), B, max_len, dqlat.get<float>(),

@@ -64,7 +64,10 @@ struct CudaDeepseekV2::Impl {
   int32_t* expert_ids = nullptr;
   // Attention scratch.
   float *c_all = nullptr, *kpe_all = nullptr, *kvb = nullptr, *keys = nullptr, *scores = nullptr;
-  float *q_lat = nullptr, *o_lat = nullptr, *abs_scores = nullptr;
+  float *q_lat = nullptr, *o_lat = nullptr, *abs_partials = nullptr;
+  // Expert-sorted MoE (prefill): gathered inputs [T·K, H], up projections [T·K, I_moe], row and slot maps [T·K].
+  float *moe_x = nullptr, *moe_u = nullptr;
+  int32_t *moe_rows = nullptr, *moe_slot_of = nullptr;
   void* lowp = nullptr;
   void* blas_workspace = nullptr;
   std::map<int64_t, cudaGraphExec_t> graphs;  // decode step per batch size
@@ -229,7 +232,11 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.scores = m.alloc(size_t(nh * opt.max_prefill_chunk * Lm));
   m.q_lat = m.alloc(size_t(opt.max_batch * nh * cfg.kv_lora_rank));
   m.o_lat = m.alloc(size_t(opt.max_batch * nh * cfg.kv_lora_rank));
-  m.abs_scores = m.alloc(size_t(opt.max_batch * nh * Lm));
+  m.abs_partials = m.alloc(size_t(cuda::absorbed_attention_scratch_floats(opt.max_batch, nh, cfg.kv_lora_rank, Lm)));
+  m.moe_x = m.alloc(size_t(Tm * K * H));
+  m.moe_u = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
+  m.moe_rows = m.alloc<int32_t>(size_t(Tm * K));
+  m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
   const int64_t K_max = std::max({H, I_max, nh * cfg.v_head_dim, cfg.kv_lora_rank, cfg.q_lora_rank.value_or(0)});
   m.lowp = m.alloc_bytes(size_t(std::max(Tm, Lm) * K_max) * 2);
   DSV2_CUDA_CHECK(cudaDeviceSynchronize());
@@ -328,6 +335,42 @@ double CudaDeepseekV2::weight_bytes_per_decode_token() const { return impl_->dec
 
 namespace {
 
+// The routed experts for many tokens (prefill; synchronises with the host): the (token, slot)
+// pairs sorted by expert, each expert one GEMM over its rows, then a weighted sum per token. m.y = result.
+void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const DeviceLayer& L, int64_t T) {
+  cudaStream_t st = m.stream;
+  const int64_t H = cfg.hidden_size, I = cfg.moe_intermediate_size, K = cfg.num_experts_per_tok, E = cfg.n_routed_experts;
+  std::vector<int32_t> ids(static_cast<size_t>(T * K));
+  DSV2_CUDA_CHECK(cudaMemcpyAsync(ids.data(), m.expert_ids, ids.size() * 4, cudaMemcpyDeviceToHost, st));
+  DSV2_CUDA_CHECK(cudaStreamSynchronize(st));
+  std::vector<int64_t> start(size_t(E + 1), 0);
+  for (int32_t e : ids) ++start[size_t(e) + 1];
+  for (int64_t e = 0; e < E; ++e) start[size_t(e + 1)] += start[size_t(e)];
+  std::vector<int32_t> rows(ids.size()), slot_of(ids.size());  // sorted slot -> token; pair -> sorted slot
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  for (int64_t p = 0; p < T * K; ++p) {
+    const int64_t slot = fill[size_t(ids[size_t(p)])]++;
+    rows[size_t(slot)] = int32_t(p / K);
+    slot_of[size_t(p)] = int32_t(slot);
+  }
+  DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_rows, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice, st));
+  DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_slot_of, slot_of.data(), slot_of.size() * 4, cudaMemcpyHostToDevice, st));
+  cuda::gather_rows(m.a, m.moe_rows, T * K, H, m.moe_x, st);
+  const size_t esz = dtype_size(L.expert_dtype);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
+    if (n == 0) continue;
+    const DeviceMatrix gate{L.expert_dtype, static_cast<const char*>(L.experts_gate) + size_t(e * I * H) * esz, I, H};
+    const DeviceMatrix up{L.expert_dtype, static_cast<const char*>(L.experts_up) + size_t(e * I * H) * esz, I, H};
+    const DeviceMatrix down{L.expert_dtype, static_cast<const char*>(L.experts_down) + size_t(e * H * I) * esz, H, I};
+    cuda::linear(m.blas, m.moe_x + b * H, H, n, gate, m.moe_h + b * I, m.lowp, st);
+    cuda::linear(m.blas, m.moe_x + b * H, H, n, up, m.moe_u + b * I, m.lowp, st);
+    cuda::silu_mul(m.moe_h + b * I, m.moe_u + b * I, m.moe_h + b * I, n * I, st);
+    cuda::linear(m.blas, m.moe_h + b * I, I, n, down, m.moe_y + b * H, m.lowp, st);
+  }
+  cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.y, st);
+}
+
 // One forward over T tokens whose inputs (ids, pos, seq, tables, seq_lens) are already on the device.
 // Decode (absorbed) when `prefill_pos0` < 0: token b is the only new token of table row b.
 void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOptions& opt, int64_t T,
@@ -360,7 +403,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::attend_decompressed(m.blas, shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.keys, m.scores, st);
     } else {
       cuda::attend_absorbed(shape, m.q, L.kv_b_proj, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,
-                            m.q_lat, m.o_lat, m.abs_scores, m.o, st);
+                            m.q_lat, m.o_lat, m.abs_partials, m.o, st);
     }
     cuda::linear(m.blas, m.o, nh * cfg.v_head_dim, T, L.o_proj, m.y, m.lowp, st);
     cuda::add_inplace(m.x, m.y, T * H, st);
@@ -378,8 +421,12 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
                                 float(cfg.routed_scaling_factor)};
       cuda::linear(m.blas, m.a, H, T, L.router, m.router_logits, m.lowp, st);
       cuda::route_tokens(r, m.router_logits, T, m.expert_ids, m.gate_w, st);
-      cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, m.expert_ids, m.gate_w,
-                        L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_h, m.moe_y, m.y, st);
+      if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens) {
+        moe_sorted_by_expert(m, cfg, L, T);
+      } else {
+        cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, m.expert_ids, m.gate_w,
+                          L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_h, m.moe_y, m.y, st);
+      }
       cuda::add_inplace(m.x, m.y, T * H, st);
       if (L.has_shared) {
         swiglu(L.shared, m.y);

@@ -46,6 +46,27 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
   return warp_max(v);
 }
 
+// Σ_k w[k]·x[k] over K values by one warp (every lane gets the sum); 16-byte weight loads when the
+// row is aligned and K is a multiple of the vector width.
+template <typename WT>
+__device__ __forceinline__ float warp_dot_row(const WT* __restrict__ w, const float* __restrict__ x, int64_t K) {
+  constexpr int kVec = 16 / sizeof(WT);
+  const int lane = threadIdx.x % 32;
+  float acc = 0;
+  if (K % kVec == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0) {
+#pragma unroll 2
+    for (int64_t k = int64_t(lane) * kVec; k < K; k += 32 * kVec) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(w + k));
+      const WT* wv = reinterpret_cast<const WT*>(&raw);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) acc += to_f32(wv[j]) * x[k + j];
+    }
+  } else {
+    for (int64_t k = lane; k < K; k += 32) acc += to_f32(w[k]) * x[k];
+  }
+  return warp_sum(acc);
+}
+
 }  // namespace dsv2::cuda
 
 // Calls fn.template operator()<T>() with T the device type of `dtype`.

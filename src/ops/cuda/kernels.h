@@ -80,13 +80,15 @@ struct MlaShape {
 void attend_decompressed(cublasHandle_t blas, const MlaShape& s, const float* q, const float* kvb, const float* k_pe,
                          int64_t T, int64_t pos0, float* out, float* scratch_k, float* scratch_s, cudaStream_t stream);
 
-// Absorbed decode attention: one query per sequence b = 0..B-1, at position seq_lens[b] - 1.
+// Absorbed decode attention: one query per sequence b = 0..B-1, at position seq_lens[b] - 1 (<= max_len).
 // q: [B, nh, d_nope + d_rope] (rotated); W_kvb: kv_b_proj [nh·(d_nope + d_v), d_c];
-// q_lat scratch: [B, nh, d_c]; o_lat scratch: [B, nh, d_c]; scores scratch: [B, nh, max_len];
+// q_lat scratch: [B, nh, d_c]; o_lat scratch: [B, nh, d_c]; partials scratch: the count of floats
+// absorbed_attention_scratch_floats() gives (the context is split into chunks attended in parallel);
 // out: [B, nh, d_v].  block_tables: [B, max_blocks], seq_lens: [B] (device).
 void attend_absorbed(const MlaShape& s, const float* q, const DeviceMatrix& W_kvb, const PagedLatentCache& cache,
                      int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B,
-                     int64_t max_len, float* q_lat, float* o_lat, float* scores, float* out, cudaStream_t stream);
+                     int64_t max_len, float* q_lat, float* o_lat, float* partials, float* out, cudaStream_t stream);
+int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len);
 
 // ---- DeepSeekMoE (moe.cu) ----
 struct RouterShape {
@@ -103,6 +105,13 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
 void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
                  float* y, float* out, cudaStream_t stream);
+
+// For many tokens (prefill): the (token, slot) pairs sorted by expert so that each expert runs one
+// GEMM over its rows. out[i] = x[rows[i]] (rows: [n], x: [*, H], out: [n, H]).
+void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream);
+// out[t] = Σ_k gate_weights[t, k] · y[slot_of[t·K + k]]      y: [T·K, H] in expert-sorted order.
+void combine_sorted(const float* y, const int32_t* slot_of, const float* gate_weights, int64_t T, int64_t H, int64_t K,
+                    float* out, cudaStream_t stream);
 
 // ---- random weights on the device (random_fill.cu) ----
 // Fills n values of `dtype` uniformly in centre ± half_width from (seed, stream of values).

@@ -104,47 +104,85 @@ __global__ void absorb_query_kernel(const float* __restrict__ q, int64_t nh, int
   q_lat[(b * nh + h) * d_c + j] = acc;
 }
 
-// One block per (head, sequence): scores over every cached token (one warp per token), softmax,
-// o_lat = Σ_s p_s · c_s.
+// Split-K decode attention. Block (head h, sequence b, split k) attends to keys
+// [k·kSplitKeys, min(len, (k+1)·kSplitKeys)) with one warp per key, and writes its unnormalised
+// partial o = Σ_s exp(score_s − m)·c_s together with m and l = Σ_s exp(score_s − m).
+// partials: [B, nh, n_splits, d_c + 2] = [o (d_c) | m | l].
 constexpr int kAttnThreads = 256;
+constexpr int64_t kSplitKeys = 256;
 template <typename CT>
 __global__ void __launch_bounds__(kAttnThreads)
-    absorbed_attention_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh, int64_t d_nope,
-                              int64_t d_rope, int64_t d_c, float scale, const CT* __restrict__ layer,
-                              const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
-                              const int32_t* __restrict__ seq_lens, int64_t max_len, float* scores, float* o_lat) {
+    absorbed_attention_split_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh, int64_t d_nope,
+                                    int64_t d_rope, int64_t d_c, float scale, const CT* __restrict__ layer,
+                                    const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
+                                    const int32_t* __restrict__ seq_lens, float* partials) {
   extern __shared__ float qs[];  // [d_c + d_rope]: the absorbed query and the rotary query
+  __shared__ float sc[kSplitKeys];
+  __shared__ const CT* rows[kSplitKeys];
   __shared__ float red[32];
-  const int64_t h = blockIdx.x, b = blockIdx.y, width = d_c + d_rope;
+  const int64_t h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z, width = d_c + d_rope;
+  float* part = partials + ((b * nh + h) * n_splits + split) * (d_c + 2);
+  const int64_t begin = split * kSplitKeys, end = min(int64_t(seq_lens[b]), begin + kSplitKeys);
+  if (begin >= end) {  // past the end of this sequence: an empty partial
+    if (threadIdx.x == 0) {
+      part[d_c] = -INFINITY;
+      part[d_c + 1] = 0.0f;
+    }
+    return;
+  }
   for (int64_t i = threadIdx.x; i < d_c; i += blockDim.x) qs[i] = q_lat[(b * nh + h) * d_c + i];
   for (int64_t i = threadIdx.x; i < d_rope; i += blockDim.x) qs[d_c + i] = q[(b * nh + h) * (d_nope + d_rope) + d_nope + i];
-  __syncthreads();
   const int32_t* table = block_tables + b * max_blocks;
-  const int64_t len = seq_lens[b];
-  float* sc = scores + (b * nh + h) * max_len;
+  for (int64_t s = begin + threadIdx.x; s < end; s += blockDim.x) rows[s - begin] = cache_row(layer, table, block_size, width, s);
+  __syncthreads();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = kAttnThreads / 32;
   float mx = -INFINITY;
-  for (int64_t s = warp; s < len; s += n_warps) {
-    const CT* row = cache_row(layer, table, block_size, width, s);
+  for (int64_t s = begin + warp; s < end; s += n_warps) {
+    const CT* row = rows[s - begin];
     float acc = 0;
     for (int64_t i = lane; i < width; i += 32) acc += qs[i] * to_f32(row[i]);
     acc = warp_sum(acc) * scale;
-    if (lane == 0) sc[s] = acc;
+    if (lane == 0) sc[s - begin] = acc;
     mx = fmaxf(mx, acc);
   }
-  mx = block_max(mx, red);  // (its barrier also publishes the scores to the block)
+  mx = block_max(mx, red);  // its barriers also publish sc to the block
   float sum = 0;
-  for (int64_t s = threadIdx.x; s < len; s += blockDim.x) {
-    const float e = expf(sc[s] - mx);
-    sc[s] = e;
+  for (int64_t s = begin + threadIdx.x; s < end; s += blockDim.x) {
+    const float e = expf(sc[s - begin] - mx);
+    sc[s - begin] = e;
     sum += e;
   }
   sum = block_sum(sum, red);
-  const float inv = 1.0f / sum;
   for (int64_t j = threadIdx.x; j < d_c; j += blockDim.x) {
     float acc = 0;
-    for (int64_t s = 0; s < len; ++s) acc += sc[s] * to_f32(cache_row(layer, table, block_size, width, s)[j]);
-    o_lat[(b * nh + h) * d_c + j] = acc * inv;
+    for (int64_t s = 0; s < end - begin; ++s) acc += sc[s] * to_f32(rows[s][j]);
+    part[j] = acc;
+  }
+  if (threadIdx.x == 0) {
+    part[d_c] = mx;
+    part[d_c + 1] = sum;
+  }
+}
+
+// o_lat[b, h] = Σ_k exp(m_k − M)·o_k / Σ_k exp(m_k − M)·l_k over the splits. grid (nh, B)
+__global__ void combine_splits_kernel(const float* __restrict__ partials, int64_t nh, int64_t n_splits, int64_t d_c,
+                                      float* o_lat) {
+  const int64_t h = blockIdx.x, b = blockIdx.y;
+  const float* base = partials + (b * nh + h) * n_splits * (d_c + 2);
+  float M = -INFINITY;
+  for (int64_t k = 0; k < n_splits; ++k) M = fmaxf(M, base[k * (d_c + 2) + d_c]);
+  float L = 0;
+  for (int64_t k = 0; k < n_splits; ++k) {
+    const float m = base[k * (d_c + 2) + d_c];
+    if (m != -INFINITY) L += expf(m - M) * base[k * (d_c + 2) + d_c + 1];
+  }
+  for (int64_t j = threadIdx.x; j < d_c; j += blockDim.x) {
+    float acc = 0;
+    for (int64_t k = 0; k < n_splits; ++k) {
+      const float m = base[k * (d_c + 2) + d_c];
+      if (m != -INFINITY) acc += expf(m - M) * base[k * (d_c + 2) + j];
+    }
+    o_lat[(b * nh + h) * d_c + j] = acc / L;
   }
 }
 
@@ -156,11 +194,7 @@ __global__ void unabsorb_output_kernel(const float* __restrict__ o_lat, int64_t 
   const int lane = threadIdx.x % 32;
   if (i >= B * nh * d_v) return;
   const int64_t j = i % d_v, h = (i / d_v) % nh, b = i / (d_v * nh);
-  const WT* w = W + (h * (d_nope + d_v) + d_nope + j) * d_c;
-  const float* o = o_lat + (b * nh + h) * d_c;
-  float acc = 0;
-  for (int64_t k = lane; k < d_c; k += 32) acc += to_f32(w[k]) * o[k];
-  acc = warp_sum(acc);
+  const float acc = warp_dot_row(W + (h * (d_nope + d_v) + d_nope + j) * d_c, o_lat + (b * nh + h) * d_c, d_c);
   if (lane == 0) out[i] = acc;
 }
 
@@ -219,7 +253,7 @@ void attend_decompressed(cublasHandle_t blas, const MlaShape& m, const float* q,
 
 void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const PagedLatentCache& cache,
                      int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B,
-                     int64_t max_len, float* q_lat, float* o_lat, float* scores, float* out, cudaStream_t stream) {
+                     int64_t max_len, float* q_lat, float* o_lat, float* partials, float* out, cudaStream_t stream) {
   const int64_t nh = m.n_heads;
   DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
     const dim3 grid = dim3(unsigned((m.d_c + 255) / 256), unsigned(nh), unsigned(B));
@@ -227,12 +261,15 @@ void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kv
         q, nh, m.d_nope, m.d_rope, m.d_v, m.d_c, static_cast<const WT*>(W_kvb.data), q_lat);
   });
   DSV2_CUDA_LAUNCH_CHECK();
+  const int64_t n_splits = (max_len + kSplitKeys - 1) / kSplitKeys;
   DSV2_DISPATCH_CACHE(cache.dtype, {
-    const dim3 grid = dim3(unsigned(nh), unsigned(B));
-    absorbed_attention_kernel<<<grid, kAttnThreads, size_t(m.d_c + m.d_rope) * sizeof(float), stream>>>(
+    const dim3 grid = dim3(unsigned(nh), unsigned(B), unsigned(n_splits));
+    absorbed_attention_split_kernel<<<grid, kAttnThreads, size_t(m.d_c + m.d_rope) * sizeof(float), stream>>>(
         q, q_lat, nh, m.d_nope, m.d_rope, m.d_c, m.softmax_scale, static_cast<const CT*>(cache.layer(layer)),
-        block_tables, max_blocks, cache.block_size, seq_lens, max_len, scores, o_lat);
+        block_tables, max_blocks, cache.block_size, seq_lens, partials);
   });
+  DSV2_CUDA_LAUNCH_CHECK();
+  combine_splits_kernel<<<dim3(unsigned(nh), unsigned(B)), 256, 0, stream>>>(partials, nh, n_splits, m.d_c, o_lat);
   DSV2_CUDA_LAUNCH_CHECK();
   const int64_t warps = B * nh * m.d_v;
   DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
@@ -240,6 +277,10 @@ void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kv
         o_lat, B, nh, m.d_nope, m.d_v, m.d_c, static_cast<const WT*>(W_kvb.data), out);
   });
   DSV2_CUDA_LAUNCH_CHECK();
+}
+
+int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len) {
+  return B * n_heads * ((max_len + kSplitKeys - 1) / kSplitKeys) * (d_c + 2);
 }
 
 }  // namespace dsv2::cuda

@@ -86,16 +86,10 @@ __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, in
   const int64_t p = blockIdx.y, i = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (i >= I) return;
-  const int64_t e = ids[p], offset = (e * I + i) * H;
+  const int64_t offset = (int64_t(ids[p]) * I + i) * H;
   const float* xt = x + (p / K) * H;
-  float g = 0, u = 0;
-  for (int64_t k = lane; k < H; k += 32) {
-    const float xv = xt[k];
-    g += to_f32(gate[offset + k]) * xv;
-    u += to_f32(up[offset + k]) * xv;
-  }
-  g = warp_sum(g);
-  u = warp_sum(u);
+  const float g = warp_dot_row(gate + offset, xt, H);
+  const float u = warp_dot_row(up + offset, xt, H);
   if (lane == 0) h[p * I + i] = g / (1.0f + expf(-g)) * u;
 }
 
@@ -106,11 +100,7 @@ __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64
   const int64_t p = blockIdx.y, j = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (j >= H) return;
-  const WT* w = down + (int64_t(ids[p]) * H + j) * I;
-  const float* hp = h + p * I;
-  float acc = 0;
-  for (int64_t k = lane; k < I; k += 32) acc += to_f32(w[k]) * hp[k];
-  acc = warp_sum(acc);
+  const float acc = warp_dot_row(down + (int64_t(ids[p]) * H + j) * I, h + p * I, I);
   if (lane == 0) y[p * H + j] = acc;
 }
 
@@ -125,7 +115,36 @@ __global__ void combine_kernel(const float* __restrict__ y, const float* __restr
   out[i] = acc;
 }
 
+// out[i] = x[rows[i]]      rows: [n], x: [*, H], out: [n, H]
+__global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int64_t H, float* out) {
+  const float* src = x + int64_t(rows[blockIdx.x]) * H;
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) out[blockIdx.x * H + j] = src[j];
+}
+
+// out[t, j] = Σ_k w[t, k] · y[slot_of[t·K + k], j], summed in slot order.
+__global__ void combine_sorted_kernel(const float* __restrict__ y, const int32_t* __restrict__ slot_of,
+                                      const float* __restrict__ w, int64_t T, int64_t H, int64_t K, float* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * H) return;
+  const int64_t t = i / H, j = i % H;
+  float acc = 0;
+  for (int64_t k = 0; k < K; ++k) acc += w[t * K + k] * y[int64_t(slot_of[t * K + k]) * H + j];
+  out[i] = acc;
+}
+
 }  // namespace
+
+void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream) {
+  if (n == 0) return;
+  gather_rows_kernel<<<unsigned(n), 256, 0, stream>>>(x, rows, H, out);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void combine_sorted(const float* y, const int32_t* slot_of, const float* gate_weights, int64_t T, int64_t H, int64_t K,
+                    float* out, cudaStream_t stream) {
+  combine_sorted_kernel<<<unsigned((T * H + 255) / 256), 256, 0, stream>>>(y, slot_of, gate_weights, T, H, K, out);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
 
 void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t* expert_ids, float* gate_weights,
                   cudaStream_t stream) {
