@@ -163,7 +163,8 @@ TEST(CudaKernels, RouterMatchesReference) {
 TEST(CudaKernels, MoeExpertsMatchReference) {
   std::mt19937 rng(4);
   for (DType dt : {DType::BF16, DType::F32}) {
-    const int64_t T = 5, H = 72, I = 40, E = 6, K = 3;
+    // 11 tokens x 3 slots over 6 experts: every expert gets several tokens (more than one group of 8 for some).
+    const int64_t T = 11, H = 72, I = 40, E = 6, K = 3;
     std::vector<float> gate, up, down;
     auto gb = make_weights(dt, size_t(E * I * H), rng, gate, 0.2f);
     auto ub = make_weights(dt, size_t(E * I * H), rng, up, 0.2f);
@@ -183,7 +184,7 @@ TEST(CudaKernels, MoeExpertsMatchReference) {
     }
     DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dd = upload_bytes(db), di = upload(ids), dgw = upload(gw);
     DeviceBuffer dh = nan_buffer(size_t(T * K * I)), dy = nan_buffer(size_t(T * K * H)), dout = nan_buffer(size_t(T * H));
-    cuda::moe_experts(dx.get<float>(), T, H, I, K, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(), dd.get(),
+    cuda::moe_experts(dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(), dd.get(),
                       dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
     EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 1e-5) << dtype_name(dt);
   }

@@ -424,7 +424,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens) {
         moe_sorted_by_expert(m, cfg, L, T);
       } else {
-        cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, m.expert_ids, m.gate_w,
+        cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts, m.expert_ids, m.gate_w,
                           L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_h, m.moe_y, m.y, st);
       }
       cuda::add_inplace(m.x, m.y, T * H, st);

@@ -99,10 +99,11 @@ struct RouterShape {
 // logits: [T, E] router logits (f32) -> expert ids [T, K] and gate weights [T, K] (DeepSeek's rules, ties to the lower index).
 void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t* expert_ids, float* gate_weights,
                   cudaStream_t stream);
-// Routed experts, one (token, slot) pair at a time: for pair p = t·K + k with expert e = expert_ids[p]:
-// h[p] = silu(gate_e · x[t]) ⊙ (up_e · x[t]); y[p] = down_e · h[p]; out[t] = Σ_k gate_weights[t, k] · y[t, k].
-// gate/up: [E, I, H], down: [E, H, I] contiguous per layer. h: [T·K, I], y: [T·K, H] scratch; out: [T, H].
-void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
+// Routed experts for a few tokens, expert-major (each active expert's rows read once): for pair
+// p = t·K + k with expert e = expert_ids[p]: h[p] = silu(gate_e · x[t]) ⊙ (up_e · x[t]); y[p] = down_e · h[p];
+// out[t] = Σ_k gate_weights[t, k] · y[t, k] (slot order). gate/up: [E, I, H], down: [E, H, I] contiguous
+// per layer. h: [T·K, I], y: [T·K, H] scratch; out: [T, H]. T·K <= 4096.
+void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
                  float* y, float* out, cudaStream_t stream);
 

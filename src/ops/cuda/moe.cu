@@ -1,5 +1,6 @@
 // DeepSeekMoE on the GPU: routing (softmax, greedy or group-limited top-k, scaling) and the routed
-// experts run per (token, slot) pair, reading the expert's weights with one warp per row.
+// experts, expert-major: each active expert's weight rows are read once per step for all the tokens
+// routed to it (decode), or the pairs sorted by expert for one GEMM per expert (prefill).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -77,31 +78,103 @@ __global__ void route_kernel(RouterShape r, const float* __restrict__ logits, in
 }
 
 constexpr int kRowsPerBlock = 8;  // one warp per weight row
+constexpr int kMaxPairs = 4096;   // (token, slot) pairs per step that the expert-major kernels accept
+constexpr int kTokenGroup = 8;    // tokens dotted with one load of a weight row
 
-// h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]); grid (I / 8, T·K)
-template <typename WT>
-__global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K,
-                                      const int32_t* __restrict__ ids, const WT* __restrict__ gate,
-                                      const WT* __restrict__ up, float* h) {
-  const int64_t p = blockIdx.y, i = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (i >= I) return;
-  const int64_t offset = (int64_t(ids[p]) * I + i) * H;
-  const float* xt = x + (p / K) * H;
-  const float g = warp_dot_row(gate + offset, xt, H);
-  const float u = warp_dot_row(up + offset, xt, H);
-  if (lane == 0) h[p * I + i] = g / (1.0f + expf(-g)) * u;
+// The pairs routed to expert `e`, in pair order, into list[0..n). Warp 0 compacts with ballots
+// (deterministic order); returns n to every thread.
+__device__ int pairs_of_expert(const int32_t* __restrict__ ids, int64_t n_pairs, int32_t e, int32_t* list) {
+  __shared__ int count;
+  if (threadIdx.x < 32) {
+    int n = 0;
+    for (int64_t base = 0; base < n_pairs; base += 32) {
+      const int64_t p = base + threadIdx.x;
+      const bool mine = p < n_pairs && ids[p] == e;
+      const unsigned ballot = __ballot_sync(0xffffffffu, mine);
+      if (mine) list[n + __popc(ballot & ((1u << threadIdx.x) - 1))] = int32_t(p);
+      n += __popc(ballot);
+    }
+    if (threadIdx.x == 0) count = n;
+  }
+  __syncthreads();
+  return count;
 }
 
-// y[p, j] = down_e[j] · h[p]; grid (H / 8, T·K)
-template <typename WT>
-__global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, const int32_t* __restrict__ ids,
-                                   const WT* __restrict__ down, float* y) {
-  const int64_t p = blockIdx.y, j = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+// out[list[j], r] = f(W_e[r] · in[row_of(list[j])]) for every pair j routed to the expert: each weight
+// row is read from memory once per step whatever the number of tokens routed to it.
+// Warp = one row r; tokens in groups of kTokenGroup share each 16-byte load of the row.
+template <typename WT, bool GATE_UP>
+__device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w_b, const float* __restrict__ in,
+                            int64_t in_stride, int64_t in_div, int64_t K, const int32_t* list, int n, int64_t r,
+                            float* __restrict__ out, int64_t out_stride) {
+  constexpr int kVec = 16 / sizeof(WT);
   const int lane = threadIdx.x % 32;
-  if (j >= H) return;
-  const float acc = warp_dot_row(down + (int64_t(ids[p]) * H + j) * I, h + p * I, I);
-  if (lane == 0) y[p * H + j] = acc;
+  const bool vectorised = K % kVec == 0;
+  for (int g0 = 0; g0 < n; g0 += kTokenGroup) {
+    float acc_a[kTokenGroup] = {}, acc_b[kTokenGroup] = {};
+    const float* x[kTokenGroup];
+#pragma unroll
+    for (int g = 0; g < kTokenGroup; ++g) x[g] = in + (g0 + g < n ? list[g0 + g] / in_div : 0) * in_stride;
+    for (int64_t k = vectorised ? int64_t(lane) * kVec : lane; k < K; k += 32 * (vectorised ? kVec : 1)) {
+      float wa[kVec], wb[kVec];
+      const int nv = vectorised ? kVec : 1;
+      if (vectorised) {
+        const uint4 ra = __ldg(reinterpret_cast<const uint4*>(w_a + k));
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) wa[j] = to_f32(reinterpret_cast<const WT*>(&ra)[j]);
+        if (GATE_UP) {
+          const uint4 rb = __ldg(reinterpret_cast<const uint4*>(w_b + k));
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) wb[j] = to_f32(reinterpret_cast<const WT*>(&rb)[j]);
+        }
+      } else {
+        wa[0] = to_f32(w_a[k]);
+        if (GATE_UP) wb[0] = to_f32(w_b[k]);
+      }
+#pragma unroll
+      for (int g = 0; g < kTokenGroup; ++g) {
+        if (g0 + g < n) {
+          for (int j = 0; j < nv; ++j) {
+            const float xv = x[g][k + j];
+            acc_a[g] += wa[j] * xv;
+            if (GATE_UP) acc_b[g] += wb[j] * xv;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < kTokenGroup; ++g) {
+      const float a = warp_sum(acc_a[g]);
+      const float b = GATE_UP ? warp_sum(acc_b[g]) : 0.0f;
+      if (lane == 0 && g0 + g < n) out[list[g0 + g] * out_stride + r] = GATE_UP ? a / (1.0f + expf(-a)) * b : a;
+    }
+  }
+}
+
+// h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to e; grid (I / 8, E)
+template <typename WT>
+__global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
+                                      const int32_t* __restrict__ ids, const WT* __restrict__ gate,
+                                      const WT* __restrict__ up, float* h) {
+  __shared__ int32_t list[kMaxPairs];
+  const int32_t e = blockIdx.y;
+  const int n = pairs_of_expert(ids, n_pairs, e, list);
+  const int64_t i = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (n == 0 || i >= I) return;
+  const int64_t offset = (int64_t(e) * I + i) * H;
+  expert_rows<WT, true>(gate + offset, up + offset, x, H, K, H, list, n, i, h, I);
+}
+
+// y[p, j] = down_e[j] · h[p]; grid (H / 8, E)
+template <typename WT>
+__global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
+                                   const int32_t* __restrict__ ids, const WT* __restrict__ down, float* y) {
+  __shared__ int32_t list[kMaxPairs];
+  const int32_t e = blockIdx.y;
+  const int n = pairs_of_expert(ids, n_pairs, e, list);
+  const int64_t j = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (n == 0 || j >= H) return;
+  expert_rows<WT, false>(down + (int64_t(e) * H + j) * I, nullptr, h, I, 1, I, list, n, j, y, H);
 }
 
 // out[t, j] = Σ_k w[t, k] · y[t·K + k, j], summed in slot order.
@@ -154,16 +227,17 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
-void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
+void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
                  float* y, float* out, cudaStream_t stream) {
+  check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
   DSV2_DISPATCH_DTYPE(dtype, {
-    const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
-    expert_gate_up_kernel<<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, expert_ids, static_cast<const WT*>(gate),
-                                                                  static_cast<const WT*>(up), h);
+    const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
+    expert_gate_up_kernel<<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids,
+                                                                  static_cast<const WT*>(gate), static_cast<const WT*>(up), h);
     DSV2_CUDA_LAUNCH_CHECK();
-    const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
-    expert_down_kernel<<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, expert_ids, static_cast<const WT*>(down), y);
+    const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
+    expert_down_kernel<<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, static_cast<const WT*>(down), y);
     DSV2_CUDA_LAUNCH_CHECK();
   });
   combine_kernel<<<unsigned((T * H + 255) / 256), 256, 0, stream>>>(y, gate_weights, T, H, K, out);
