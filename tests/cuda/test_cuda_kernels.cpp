@@ -115,8 +115,8 @@ TEST(CudaKernels, NormRopeSiluArgmax) {
   std::vector<float> logits = randn(size_t(3 * V), rng);
   logits[size_t(V + 77)] = 100.0f;
   logits[size_t(V + 99)] = 100.0f;  // a tie: the lower index wins
-  DeviceBuffer dl = upload(logits), di(12);
-  cuda::argmax_rows(dl.get<float>(), 3, V, di.get<int32_t>(), nullptr);
+  DeviceBuffer dl = upload(logits), di(12), scratch(size_t(cuda::argmax_scratch_floats(3)) * 4);
+  cuda::argmax_rows(dl.get<float>(), 3, V, di.get<int32_t>(), scratch.get<float>(), nullptr);
   std::vector<int32_t> ids(3);
   DSV2_CUDA_CHECK(cudaMemcpy(ids.data(), di.get(), 12, cudaMemcpyDeviceToHost));
   for (int64_t r = 0; r < 3; ++r) {
@@ -263,7 +263,10 @@ TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
     DeviceBuffer dq = upload(q), dlens = upload(seq_lens), dqlat = nan_buffer(size_t(B * m.n_heads * m.d_c)),
                  dolat = nan_buffer(size_t(B * m.n_heads * m.d_c)), dscores = nan_buffer(size_t(cuda::absorbed_attention_scratch_floats(B, m.n_heads, m.d_c, max_len))),
                  dout = nan_buffer(size_t(B * m.n_heads * m.d_v));
-    cuda::attend_absorbed(m, dq.get<float>(), {DType::BF16, dkvb.get(), m.n_heads * (m.d_nope + m.d_v), m.d_c}, cache, 0,
+    const cuda::DeviceMatrix kvb{DType::BF16, dkvb.get(), m.n_heads * (m.d_nope + m.d_v), m.d_c};
+    DeviceBuffer wuk_t(size_t(m.n_heads * m.d_c * m.d_nope) * 2);
+    cuda::transpose_wuk(kvb, m.n_heads, m.d_nope, m.d_v, wuk_t.get(), nullptr);
+    cuda::attend_absorbed(m, dq.get<float>(), kvb, wuk_t.get(), cache, 0,
                           dtables.get<int32_t>(), max_blocks, dlens.get<int32_t>(), B, max_len, dqlat.get<float>(),
                           dolat.get<float>(), dscores.get<float>(), dout.get<float>(), nullptr);
     std::vector<float> got = download(dout, size_t(B * m.n_heads * m.d_v));

@@ -25,6 +25,7 @@ struct DeviceSwiglu {
 struct DeviceLayer {
   float *input_norm = nullptr, *post_norm = nullptr, *q_a_norm = nullptr, *kv_a_norm = nullptr;  // f32 [dim]
   DeviceMatrix q_proj, q_a_proj, q_b_proj, kv_a_proj, kv_b_proj, o_proj;
+  void* wuk_t = nullptr;  // kv_b_proj's W_UK blocks transposed: [nh, d_c, d_nope]
   bool moe = false, has_shared = false;
   DeviceSwiglu dense, shared;
   DeviceMatrix router;                                   // [E, H]
@@ -60,7 +61,7 @@ struct CudaDeepseekV2::Impl {
   // Activations (device, f32) sized for max(prefill chunk, batch) tokens.
   float *x = nullptr, *a = nullptr, *y = nullptr, *q = nullptr, *cq = nullptr, *kv = nullptr, *o = nullptr;
   float *g = nullptr, *u = nullptr, *router_logits = nullptr, *gate_w = nullptr, *moe_h = nullptr, *moe_y = nullptr;
-  float *logits = nullptr;
+  float *logits = nullptr, *argmax_scratch = nullptr;
   int32_t* expert_ids = nullptr;
   // Attention scratch.
   float *c_all = nullptr, *kpe_all = nullptr, *kvb = nullptr, *keys = nullptr, *scores = nullptr;
@@ -159,6 +160,8 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
     L.kv_a_proj = matrix(a + "kv_a_proj_with_mqa.weight");
     L.kv_a_norm = vec(a + "kv_a_layernorm.weight");
     L.kv_b_proj = matrix(a + "kv_b_proj.weight");
+    L.wuk_t = m.alloc_bytes(size_t(cfg.num_attention_heads * cfg.kv_lora_rank * cfg.qk_nope_head_dim) * dtype_size(L.kv_b_proj.dtype));
+    cuda::transpose_wuk(L.kv_b_proj, cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim, L.wuk_t, nullptr);
     L.o_proj = matrix(a + "o_proj.weight");
     for (const DeviceMatrix* mm : {&L.q_proj, &L.q_a_proj, &L.q_b_proj, &L.kv_a_proj, &L.kv_b_proj, &L.o_proj})
       m.decode_bytes += double(mm->bytes());
@@ -225,6 +228,7 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.moe_h = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
   m.moe_y = m.alloc(size_t(Tm * K * H));
   m.logits = m.alloc(size_t(Tm * cfg.vocab_size));
+  m.argmax_scratch = m.alloc(size_t(cuda::argmax_scratch_floats(Tm)));
   m.c_all = m.alloc(size_t(Lm * cfg.kv_lora_rank));
   m.kpe_all = m.alloc(size_t(Lm * cfg.qk_rope_head_dim));
   m.kvb = m.alloc(size_t(Lm * nh * (cfg.qk_nope_head_dim + cfg.v_head_dim)));
@@ -402,7 +406,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::linear(m.blas, m.c_all, d_c, Lk, L.kv_b_proj, m.kvb, m.lowp, st);
       cuda::attend_decompressed(m.blas, shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.keys, m.scores, st);
     } else {
-      cuda::attend_absorbed(shape, m.q, L.kv_b_proj, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,
+      cuda::attend_absorbed(shape, m.q, L.kv_b_proj, L.wuk_t, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,
                             m.q_lat, m.o_lat, m.abs_partials, m.o, st);
     }
     cuda::linear(m.blas, m.o, nh * cfg.v_head_dim, T, L.o_proj, m.y, m.lowp, st);
@@ -440,7 +444,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
   const int64_t first = all_logits ? 0 : T - 1, n = T - first;
   cuda::rms_norm(m.x + first * H, H, m.final_norm, m.a, H, n, H, eps, st);
   cuda::linear(m.blas, m.a, H, n, m.lm_head, m.logits, m.lowp, st);
-  cuda::argmax_rows(m.logits, n, cfg.vocab_size, m.argmax, st);
+  cuda::argmax_rows(m.logits, n, cfg.vocab_size, m.argmax, m.argmax_scratch, st);
 }
 
 }  // namespace

@@ -61,41 +61,49 @@ __global__ void add_kernel(float* x, const float* y, int64_t n) {
   if (i < n) x[i] += y[i];
 }
 
-// One block per row; ties go to the lower index.
-__global__ void argmax_kernel(const float* __restrict__ logits, int64_t V, int32_t* ids) {
-  __shared__ float best_v[32];
-  __shared__ int32_t best_i[32];
-  const float* row = logits + blockIdx.x * V;
-  float bv = -INFINITY;
-  int32_t bi = 0x7fffffff;
-  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-    if (row[i] > bv) {
-      bv = row[i];
-      bi = int32_t(i);
-    }
+// Argmax in two passes: blocks (row, chunk) reduce kArgmaxChunks slices of a row, then one warp per
+// row reduces the chunk winners. Larger value wins; ties go to the lower index.
+constexpr int kArgmaxChunks = 64;
+__device__ __forceinline__ void better(float& v, int32_t& i, float ov, int32_t oi) {
+  if (ov > v || (ov == v && oi < i)) {
+    v = ov;
+    i = oi;
   }
-  for (int o = 16; o > 0; o >>= 1) {
-    float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-    int32_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (ov > bv || (ov == bv && oi < bi)) {
-      bv = ov;
-      bi = oi;
-    }
-  }
+}
+__device__ __forceinline__ void warp_best(float& v, int32_t& i) {
+  for (int o = 16; o > 0; o >>= 1) better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+}
+__global__ void argmax_chunks_kernel(const float* __restrict__ logits, int64_t V, float* best_v, int32_t* best_i) {
+  __shared__ float sv[32];
+  __shared__ int32_t si[32];
+  const int64_t row = blockIdx.x, chunk = (V + kArgmaxChunks - 1) / kArgmaxChunks;
+  const int64_t b = blockIdx.y * chunk, e = min(V, b + chunk);
+  float v = -INFINITY;
+  int32_t i = 0x7fffffff;
+  for (int64_t k = b + threadIdx.x; k < e; k += blockDim.x) better(v, i, logits[row * V + k], int32_t(k));
+  warp_best(v, i);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   if (lane == 0) {
-    best_v[warp] = bv;
-    best_i[warp] = bi;
+    sv[warp] = v;
+    si[warp] = i;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < int(blockDim.x / 32); ++w)
-      if (best_v[w] > bv || (best_v[w] == bv && best_i[w] < bi)) {
-        bv = best_v[w];
-        bi = best_i[w];
-      }
-    ids[blockIdx.x] = bi;
+  if (warp == 0) {
+    v = lane < int(blockDim.x / 32) ? sv[lane] : -INFINITY;
+    i = lane < int(blockDim.x / 32) ? si[lane] : 0x7fffffff;
+    warp_best(v, i);
+    if (lane == 0) {
+      best_v[row * kArgmaxChunks + blockIdx.y] = v;
+      best_i[row * kArgmaxChunks + blockIdx.y] = i;
+    }
   }
+}
+__global__ void argmax_final_kernel(const float* __restrict__ best_v, const int32_t* __restrict__ best_i, int32_t* ids) {
+  float v = -INFINITY;
+  int32_t i = 0x7fffffff;
+  for (int c = threadIdx.x; c < kArgmaxChunks; c += 32) better(v, i, best_v[blockIdx.x * kArgmaxChunks + c], best_i[blockIdx.x * kArgmaxChunks + c]);
+  warp_best(v, i);
+  if (threadIdx.x == 0) ids[blockIdx.x] = i;
 }
 
 }  // namespace
@@ -130,9 +138,15 @@ void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream) {
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
-void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, cudaStream_t stream) {
-  argmax_kernel<<<unsigned(T), 1024, 0, stream>>>(logits, V, ids);
+void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float* scratch, cudaStream_t stream) {
+  float* best_v = scratch;
+  int32_t* best_i = reinterpret_cast<int32_t*>(scratch + T * kArgmaxChunks);
+  argmax_chunks_kernel<<<dim3(unsigned(T), kArgmaxChunks), 256, 0, stream>>>(logits, V, best_v, best_i);
+  DSV2_CUDA_LAUNCH_CHECK();
+  argmax_final_kernel<<<unsigned(T), 32, 0, stream>>>(best_v, best_i, ids);
   DSV2_CUDA_LAUNCH_CHECK();
 }
+
+int64_t argmax_scratch_floats(int64_t T) { return 2 * T * kArgmaxChunks; }
 
 }  // namespace dsv2::cuda

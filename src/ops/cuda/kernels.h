@@ -54,8 +54,9 @@ void rope(float* x, int64_t T, int64_t token_stride, int64_t count, int64_t vec_
 void silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
 // x[i] += y[i]
 void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
-// ids[t] = argmax_v logits[t, v]      logits: [T, V]
-void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, cudaStream_t stream);
+// ids[t] = argmax_v logits[t, v] (ties: the lower index)      logits: [T, V]; scratch: argmax_scratch_floats(T)
+void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float* scratch, cudaStream_t stream);
+int64_t argmax_scratch_floats(int64_t T);
 
 // ---- MLA (mla.cu) ----
 // For each token t: normalise kv[t, 0:d_c] with kv_norm, rotate kv[t, d_c:] at pos[t], and store
@@ -81,13 +82,17 @@ void attend_decompressed(cublasHandle_t blas, const MlaShape& s, const float* q,
                          int64_t T, int64_t pos0, float* out, float* scratch_k, float* scratch_s, cudaStream_t stream);
 
 // Absorbed decode attention: one query per sequence b = 0..B-1, at position seq_lens[b] - 1 (<= max_len).
-// q: [B, nh, d_nope + d_rope] (rotated); W_kvb: kv_b_proj [nh·(d_nope + d_v), d_c];
+// q: [B, nh, d_nope + d_rope] (rotated); W_kvb: kv_b_proj [nh·(d_nope + d_v), d_c]; wuk_t: its W_UK
+// blocks transposed, [nh, d_c, d_nope] in W_kvb's dtype (transpose_wuk);
 // q_lat scratch: [B, nh, d_c]; o_lat scratch: [B, nh, d_c]; partials scratch: the count of floats
 // absorbed_attention_scratch_floats() gives (the context is split into chunks attended in parallel);
 // out: [B, nh, d_v].  block_tables: [B, max_blocks], seq_lens: [B] (device).
-void attend_absorbed(const MlaShape& s, const float* q, const DeviceMatrix& W_kvb, const PagedLatentCache& cache,
-                     int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B,
-                     int64_t max_len, float* q_lat, float* o_lat, float* partials, float* out, cudaStream_t stream);
+void attend_absorbed(const MlaShape& s, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
+                     const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
+                     const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
+                     float* out, cudaStream_t stream);
+// out[h, j, i] = W_kvb[h·(d_nope + d_v) + i, j]: the W_UK blocks of kv_b_proj transposed, [nh, d_c, d_nope].
+void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream);
 int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len);
 
 // ---- DeepSeekMoE (moe.cu) ----

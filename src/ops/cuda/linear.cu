@@ -13,8 +13,10 @@ namespace {
 
 constexpr int kGemvThreads = 256;  // 8 warps, one weight row each
 
-// x: [T, K] (row stride xs), W: [N, K], y: [T, N]. One warp per row of W.
-template <typename WT, int MAX_T>
+// x: [T, K] (row stride xs), W: [N, K], y: [T, N]. One warp per row of W; each lane keeps
+// kUnroll 16-byte weight loads in flight before using them (the kernel is bandwidth-bound).
+constexpr int kUnroll = 4;
+template <typename WT, int MAX_T, bool VECTORISED>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restrict__ x, int64_t xs, int T, int64_t K,
                                                              const WT* __restrict__ W, int64_t N, float* __restrict__ y) {
   const int64_t row = (int64_t(blockIdx.x) * kGemvThreads + threadIdx.x) / 32;
@@ -24,19 +26,29 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
   float acc[MAX_T];
 #pragma unroll
   for (int t = 0; t < MAX_T; ++t) acc[t] = 0.0f;
-  constexpr int kVec = 16 / sizeof(WT);  // weights per 16-byte load
-  const bool vectorised = K % kVec == 0 && (reinterpret_cast<uintptr_t>(W) % 16) == 0;
-  if (vectorised) {
-#pragma unroll 4
-    for (int64_t k = int64_t(lane) * kVec; k < K; k += 32 * kVec) {
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(w + k));
-      const WT* wv = reinterpret_cast<const WT*>(&raw);
+  if constexpr (VECTORISED) {
+    constexpr int kVec = 16 / sizeof(WT);  // weights per 16-byte load
+    constexpr int64_t kStep = 32 * kVec;
+    for (int64_t k0 = int64_t(lane) * kVec; k0 < K; k0 += kStep * kUnroll) {
+      uint4 raw[kUnroll];
 #pragma unroll
-      for (int t = 0; t < MAX_T; ++t) {
-        if (t < T) {
-          const float* xt = x + t * xs + k;
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + u * kStep;
+        raw[u] = k < K ? __ldg(reinterpret_cast<const uint4*>(w + k)) : make_uint4(0, 0, 0, 0);
+      }
 #pragma unroll
-          for (int j = 0; j < kVec; ++j) acc[t] += to_f32(wv[j]) * __ldg(xt + j);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + u * kStep;
+        if (k < K) {
+          const WT* wv = reinterpret_cast<const WT*>(&raw[u]);
+#pragma unroll
+          for (int t = 0; t < MAX_T; ++t) {
+            if (t < T) {
+              const float* xt = x + t * xs + k;
+#pragma unroll
+              for (int j = 0; j < kVec; ++j) acc[t] += to_f32(wv[j]) * xt[j];
+            }
+          }
         }
       }
     }
@@ -45,15 +57,27 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
       const float wk = to_f32(w[k]);
 #pragma unroll
       for (int t = 0; t < MAX_T; ++t)
-        if (t < T) acc[t] += wk * __ldg(x + t * xs + k);
+        if (t < T) acc[t] += wk * x[t * xs + k];
     }
   }
 #pragma unroll
   for (int t = 0; t < MAX_T; ++t) {
     if (t < T) {
-      float s = warp_sum(acc[t]);
+      const float s = warp_sum(acc[t]);
       if (lane == 0) y[t * N + row] = s;
     }
+  }
+}
+
+template <typename WT, int MAX_T>
+void launch_gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, cudaStream_t stream) {
+  const unsigned blocks = unsigned((W.rows * 32 + kGemvThreads - 1) / kGemvThreads);
+  const WT* w = static_cast<const WT*>(W.data);
+  const bool vectorised = W.cols % (16 / sizeof(WT)) == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  if (vectorised) {
+    gemv_kernel<WT, MAX_T, true><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), W.cols, w, W.rows, y);
+  } else {
+    gemv_kernel<WT, MAX_T, false><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), W.cols, w, W.rows, y);
   }
 }
 
@@ -70,15 +94,13 @@ void linear(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const De
             cudaStream_t stream) {
   const int64_t K = W.cols, N = W.rows;
   if (T <= kGemvMaxTokens) {
-    const unsigned blocks = unsigned((N * 32 + kGemvThreads - 1) / kGemvThreads);
     DSV2_DISPATCH_DTYPE(W.dtype, {
-      const WT* w = static_cast<const WT*>(W.data);
       if (T == 1) {
-        gemv_kernel<WT, 1><<<blocks, kGemvThreads, 0, stream>>>(x, xs, 1, K, w, N, y);
+        launch_gemv<WT, 1>(x, xs, T, W, y, stream);
       } else if (T <= 4) {
-        gemv_kernel<WT, 4><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), K, w, N, y);
+        launch_gemv<WT, 4>(x, xs, T, W, y, stream);
       } else {
-        gemv_kernel<WT, kGemvMaxTokens><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), K, w, N, y);
+        launch_gemv<WT, kGemvMaxTokens>(x, xs, T, W, y, stream);
       }
     });
     DSV2_CUDA_LAUNCH_CHECK();

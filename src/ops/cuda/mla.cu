@@ -87,39 +87,64 @@ __global__ void causal_softmax_kernel(float* scores, int64_t T, int64_t L, int64
   for (int64_t s = threadIdx.x; s < L; s += blockDim.x) row[s] = s < n ? expf(row[s] - mx) * inv : 0.0f;
 }
 
-// q_lat[b, h, j] = Σ_i q_nope[b, h, i] · W_UK[h][i][j]. grid (d_c / 256, nh, B)
+// out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] for every sequence b: one warp per (head, row), the
+// sequences in groups of 8 sharing each load of the row. W rows: head stride w_h, row stride w_r.
+// Absorbs the query (W = W_UKᵀ) and expands the attention output (W = W_UV).
+constexpr int kHeadGroup = 8;
 template <typename WT>
-__global__ void absorb_query_kernel(const float* __restrict__ q, int64_t nh, int64_t d_nope, int64_t d_rope, int64_t d_v,
-                                    int64_t d_c, const WT* __restrict__ W, float* q_lat) {
-  extern __shared__ float qn[];  // [d_nope]
-  const int64_t h = blockIdx.y, b = blockIdx.z;
-  const float* qh = q + (b * nh + h) * (d_nope + d_rope);
-  for (int64_t i = threadIdx.x; i < d_nope; i += blockDim.x) qn[i] = qh[i];
-  __syncthreads();
-  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (j >= d_c) return;
-  const WT* w = W + h * (d_nope + d_v) * d_c + j;
-  float acc = 0;
-  for (int64_t i = 0; i < d_nope; ++i) acc += qn[i] * to_f32(w[i * d_c]);
-  q_lat[(b * nh + h) * d_c + j] = acc;
+__global__ void head_rows_kernel(const WT* __restrict__ W, int64_t w_h, int64_t w_r, int64_t nh, int64_t R, int64_t K,
+                                 const float* __restrict__ in, int64_t in_b, int64_t in_h, int64_t B, float* out,
+                                 int64_t out_b, int64_t out_h) {
+  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= nh * R) return;
+  const int64_t h = warp / R, r = warp % R;
+  const WT* w = W + h * w_h + r * w_r;
+  for (int64_t b0 = 0; b0 < B; b0 += kHeadGroup) {
+    float acc[kHeadGroup] = {};
+    for (int64_t k = lane; k < K; k += 32) {
+      const float wk = to_f32(w[k]);
+#pragma unroll
+      for (int g = 0; g < kHeadGroup; ++g)
+        if (b0 + g < B) acc[g] += wk * in[(b0 + g) * in_b + h * in_h + k];
+    }
+#pragma unroll
+    for (int g = 0; g < kHeadGroup; ++g) {
+      const float v = warp_sum(acc[g]);
+      if (lane == 0 && b0 + g < B) out[(b0 + g) * out_b + h * out_h + r] = v;
+    }
+  }
 }
 
-// Split-K decode attention. Block (head h, sequence b, split k) attends to keys
-// [k·kSplitKeys, min(len, (k+1)·kSplitKeys)) with one warp per key, and writes its unnormalised
-// partial o = Σ_s exp(score_s − m)·c_s together with m and l = Σ_s exp(score_s − m).
-// partials: [B, nh, n_splits, d_c + 2] = [o (d_c) | m | l].
+// wuk_t[h][j][i] = kv_b[h·(d_nope + d_v) + i][j]: W_UK transposed so that absorbing the query reads rows.
+template <typename WT>
+__global__ void transpose_wuk_kernel(const WT* __restrict__ kvb, int64_t nh, int64_t d_nope, int64_t d_v, int64_t d_c,
+                                     WT* out) {
+  const int64_t n = nh * d_c * d_nope;
+  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < n; o += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = o % d_nope, j = (o / d_nope) % d_c, h = o / (d_nope * d_c);
+    out[o] = kvb[(h * (d_nope + d_v) + i) * d_c + j];
+  }
+}
+
+// Split-K decode attention (flash-decoding). Block (head h, sequence b, split k) attends to keys
+// [k·kSplitKeys, min(len, (k+1)·kSplitKeys)); each warp takes every 8th key with an online softmax,
+// holding the key's latent in registers for both the score and the weighted sum, so each cached row
+// is read once per head. Writes the unnormalised partial o = Σ_s exp(score_s − m)·c_s with m and
+// l = Σ_s exp(score_s − m). partials: [B, nh, n_splits, d_c + 2] = [o (d_c) | m | l].
 constexpr int kAttnThreads = 256;
+constexpr int kAttnWarps = kAttnThreads / 32;
 constexpr int64_t kSplitKeys = 256;
+constexpr int kLatPerLane = 16;  // d_c <= 512
+constexpr int kRopePerLane = 2;  // d_rope <= 64
 template <typename CT>
 __global__ void __launch_bounds__(kAttnThreads)
     absorbed_attention_split_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh, int64_t d_nope,
                                     int64_t d_rope, int64_t d_c, float scale, const CT* __restrict__ layer,
                                     const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
                                     const int32_t* __restrict__ seq_lens, float* partials) {
-  extern __shared__ float qs[];  // [d_c + d_rope]: the absorbed query and the rotary query
-  __shared__ float sc[kSplitKeys];
-  __shared__ const CT* rows[kSplitKeys];
-  __shared__ float red[32];
+  extern __shared__ float smem[];  // [kAttnWarps][d_c] warp accumulators
+  __shared__ float warp_m[kAttnWarps], warp_l[kAttnWarps];
   const int64_t h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z, width = d_c + d_rope;
   float* part = partials + ((b * nh + h) * n_splits + split) * (d_c + 2);
   const int64_t begin = split * kSplitKeys, end = min(int64_t(seq_lens[b]), begin + kSplitKeys);
@@ -130,37 +155,71 @@ __global__ void __launch_bounds__(kAttnThreads)
     }
     return;
   }
-  for (int64_t i = threadIdx.x; i < d_c; i += blockDim.x) qs[i] = q_lat[(b * nh + h) * d_c + i];
-  for (int64_t i = threadIdx.x; i < d_rope; i += blockDim.x) qs[d_c + i] = q[(b * nh + h) * (d_nope + d_rope) + d_nope + i];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float qc[kLatPerLane], qr[kRopePerLane], acc[kLatPerLane];
+#pragma unroll
+  for (int i = 0; i < kLatPerLane; ++i) {
+    const int64_t j = lane + 32 * i;
+    qc[i] = j < d_c ? q_lat[(b * nh + h) * d_c + j] : 0.0f;
+    acc[i] = 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < kRopePerLane; ++i) {
+    const int64_t j = lane + 32 * i;
+    qr[i] = j < d_rope ? q[(b * nh + h) * (d_nope + d_rope) + d_nope + j] : 0.0f;
+  }
   const int32_t* table = block_tables + b * max_blocks;
-  for (int64_t s = begin + threadIdx.x; s < end; s += blockDim.x) rows[s - begin] = cache_row(layer, table, block_size, width, s);
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t s = begin + warp; s < end; s += kAttnWarps) {
+    const CT* row = cache_row(layer, table, block_size, width, s);
+    float c[kLatPerLane];
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kLatPerLane; ++i) {
+      const int64_t j = lane + 32 * i;
+      c[i] = j < d_c ? to_f32(row[j]) : 0.0f;
+      dot += qc[i] * c[i];
+    }
+#pragma unroll
+    for (int i = 0; i < kRopePerLane; ++i) {
+      const int64_t j = lane + 32 * i;
+      if (j < d_rope) dot += qr[i] * to_f32(row[d_c + j]);
+    }
+    dot = warp_sum(dot) * scale;
+    const float m_new = fmaxf(m, dot), correction = expf(m - m_new), p = expf(dot - m_new);
+    l = l * correction + p;
+#pragma unroll
+    for (int i = 0; i < kLatPerLane; ++i) acc[i] = acc[i] * correction + p * c[i];
+    m = m_new;
+  }
+#pragma unroll
+  for (int i = 0; i < kLatPerLane; ++i) {
+    const int64_t j = lane + 32 * i;
+    if (j < d_c) smem[warp * d_c + j] = acc[i];
+  }
+  if (lane == 0) {
+    warp_m[warp] = m;
+    warp_l[warp] = l;
+  }
   __syncthreads();
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = kAttnThreads / 32;
-  float mx = -INFINITY;
-  for (int64_t s = begin + warp; s < end; s += n_warps) {
-    const CT* row = rows[s - begin];
-    float acc = 0;
-    for (int64_t i = lane; i < width; i += 32) acc += qs[i] * to_f32(row[i]);
-    acc = warp_sum(acc) * scale;
-    if (lane == 0) sc[s - begin] = acc;
-    mx = fmaxf(mx, acc);
+  float M = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, warp_m[w]);
+  float L = 0.0f, scale_w[kAttnWarps];
+#pragma unroll
+  for (int w = 0; w < kAttnWarps; ++w) {
+    scale_w[w] = warp_m[w] == -INFINITY ? 0.0f : expf(warp_m[w] - M);
+    L += scale_w[w] * warp_l[w];
   }
-  mx = block_max(mx, red);  // its barriers also publish sc to the block
-  float sum = 0;
-  for (int64_t s = begin + threadIdx.x; s < end; s += blockDim.x) {
-    const float e = expf(sc[s - begin] - mx);
-    sc[s - begin] = e;
-    sum += e;
-  }
-  sum = block_sum(sum, red);
   for (int64_t j = threadIdx.x; j < d_c; j += blockDim.x) {
-    float acc = 0;
-    for (int64_t s = 0; s < end - begin; ++s) acc += sc[s] * to_f32(rows[s][j]);
-    part[j] = acc;
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) o += scale_w[w] * smem[w * d_c + j];
+    part[j] = o;
   }
   if (threadIdx.x == 0) {
-    part[d_c] = mx;
-    part[d_c + 1] = sum;
+    part[d_c] = M;
+    part[d_c + 1] = L;
   }
 }
 
@@ -184,18 +243,6 @@ __global__ void combine_splits_kernel(const float* __restrict__ partials, int64_
     }
     o_lat[(b * nh + h) * d_c + j] = acc / L;
   }
-}
-
-// out[b, h, j] = W_UV[h][j] · o_lat[b, h]: one warp per output value.
-template <typename WT>
-__global__ void unabsorb_output_kernel(const float* __restrict__ o_lat, int64_t B, int64_t nh, int64_t d_nope,
-                                       int64_t d_v, int64_t d_c, const WT* __restrict__ W, float* out) {
-  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (i >= B * nh * d_v) return;
-  const int64_t j = i % d_v, h = (i / d_v) % nh, b = i / (d_v * nh);
-  const float acc = warp_dot_row(W + (h * (d_nope + d_v) + d_nope + j) * d_c, o_lat + (b * nh + h) * d_c, d_c);
-  if (lane == 0) out[i] = acc;
 }
 
 #define DSV2_DISPATCH_CACHE(dtype, ...)                                 \
@@ -251,30 +298,43 @@ void attend_decompressed(cublasHandle_t blas, const MlaShape& m, const float* q,
       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const PagedLatentCache& cache,
-                     int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B,
-                     int64_t max_len, float* q_lat, float* o_lat, float* partials, float* out, cudaStream_t stream) {
-  const int64_t nh = m.n_heads;
+void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
+                     const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
+                     const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
+                     float* out, cudaStream_t stream) {
+  const int64_t nh = m.n_heads, d_qk = m.d_nope + m.d_rope;
+  check(m.d_c <= 32 * kLatPerLane && m.d_rope <= 32 * kRopePerLane, "GPU MLA decode: kv_lora_rank <= 512 and qk_rope_head_dim <= 64");
+  auto warps_blocks = [](int64_t warps) { return unsigned((warps * 32 + 255) / 256); };
+  // q_lat[b, h] = W_UK[h]ᵀ · q_nope[b, h]
   DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
-    const dim3 grid = dim3(unsigned((m.d_c + 255) / 256), unsigned(nh), unsigned(B));
-    absorb_query_kernel<<<grid, 256, size_t(m.d_nope) * sizeof(float), stream>>>(
-        q, nh, m.d_nope, m.d_rope, m.d_v, m.d_c, static_cast<const WT*>(W_kvb.data), q_lat);
+    head_rows_kernel<<<warps_blocks(nh * m.d_c), 256, 0, stream>>>(static_cast<const WT*>(wuk_t), m.d_c * m.d_nope, m.d_nope,
+                                                                   nh, m.d_c, m.d_nope, q, nh * d_qk, d_qk, B, q_lat,
+                                                                   nh * m.d_c, m.d_c);
   });
   DSV2_CUDA_LAUNCH_CHECK();
   const int64_t n_splits = (max_len + kSplitKeys - 1) / kSplitKeys;
   DSV2_DISPATCH_CACHE(cache.dtype, {
     const dim3 grid = dim3(unsigned(nh), unsigned(B), unsigned(n_splits));
-    absorbed_attention_split_kernel<<<grid, kAttnThreads, size_t(m.d_c + m.d_rope) * sizeof(float), stream>>>(
+    absorbed_attention_split_kernel<<<grid, kAttnThreads, size_t(kAttnWarps * m.d_c) * sizeof(float), stream>>>(
         q, q_lat, nh, m.d_nope, m.d_rope, m.d_c, m.softmax_scale, static_cast<const CT*>(cache.layer(layer)),
         block_tables, max_blocks, cache.block_size, seq_lens, partials);
   });
   DSV2_CUDA_LAUNCH_CHECK();
   combine_splits_kernel<<<dim3(unsigned(nh), unsigned(B)), 256, 0, stream>>>(partials, nh, n_splits, m.d_c, o_lat);
   DSV2_CUDA_LAUNCH_CHECK();
-  const int64_t warps = B * nh * m.d_v;
+  // out[b, h] = W_UV[h] · o_lat[b, h]
   DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
-    unabsorb_output_kernel<<<unsigned((warps * 32 + 255) / 256), 256, 0, stream>>>(
-        o_lat, B, nh, m.d_nope, m.d_v, m.d_c, static_cast<const WT*>(W_kvb.data), out);
+    head_rows_kernel<<<warps_blocks(nh * m.d_v), 256, 0, stream>>>(
+        static_cast<const WT*>(W_kvb.data) + m.d_nope * m.d_c, (m.d_nope + m.d_v) * m.d_c, m.d_c, nh, m.d_v, m.d_c, o_lat,
+        nh * m.d_c, m.d_c, B, out, nh * m.d_v, m.d_v);
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream) {
+  DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
+    transpose_wuk_kernel<<<1024, 256, 0, stream>>>(static_cast<const WT*>(W_kvb.data), n_heads, d_nope, d_v, W_kvb.cols,
+                                                   static_cast<WT*>(out));
   });
   DSV2_CUDA_LAUNCH_CHECK();
 }

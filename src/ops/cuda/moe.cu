@@ -15,66 +15,79 @@ namespace {
 constexpr int kMaxExperts = 1024;
 constexpr int kMaxTopK = 32;
 
-// One block per token. The selection itself is a few hundred comparisons: thread 0 does it in the
-// reference order (ties go to the lower index).
+// Warp argmax over (value, index) pairs: larger value wins, ties go to the lower index.
+__device__ __forceinline__ void warp_argmax(float& v, int& i) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (ov > v || (ov == v && oi < i)) {
+      v = ov;
+      i = oi;
+    }
+  }
+}
+
+// One warp per token: softmax over the experts, the group limit, then K rounds of argmax.
 __global__ void route_kernel(RouterShape r, const float* __restrict__ logits, int32_t* ids, float* weights) {
-  __shared__ float s[kMaxExperts];
-  __shared__ float red[32];
+  __shared__ float s[kMaxExperts];       // probabilities (0 outside the kept groups)
+  __shared__ bool taken[kMaxExperts];
+  __shared__ float prob[kMaxTopK];
+  const int lane = threadIdx.x;
   const int64_t E = r.n_experts, t = blockIdx.x;
   float mx = -INFINITY;
-  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) mx = fmaxf(mx, logits[t * E + e]);
-  mx = block_max(mx, red);
+  for (int64_t e = lane; e < E; e += 32) mx = fmaxf(mx, logits[t * E + e]);
+  mx = warp_max(mx);
   float sum = 0;
-  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) {
+  for (int64_t e = lane; e < E; e += 32) {
     s[e] = expf(logits[t * E + e] - mx);
     sum += s[e];
+    taken[e] = false;
   }
-  sum = block_sum(sum, red);
-  for (int64_t e = threadIdx.x; e < E; e += blockDim.x) s[e] /= sum;
-  __syncthreads();
-  if (threadIdx.x != 0) return;
+  sum = warp_sum(sum);
+  for (int64_t e = lane; e < E; e += 32) s[e] /= sum;
+  __syncwarp();
   if (r.group_limited) {
     const int64_t per = E / r.n_group;
-    uint64_t kept = 0;  // bit g: group g kept (n_group <= 64)
+    float gm = -INFINITY;  // lane g < n_group: max probability in group g
+    if (lane < r.n_group)
+      for (int64_t e = lane * per; e < (lane + 1) * per; ++e) gm = fmaxf(gm, s[e]);
+    bool kept = false;
     for (int64_t k = 0; k < r.topk_group; ++k) {
-      int64_t best = -1;
-      float best_v = -INFINITY;
-      for (int64_t g = 0; g < r.n_group; ++g) {
-        if (kept >> g & 1) continue;
-        float gm = -INFINITY;
-        for (int64_t e = g * per; e < (g + 1) * per; ++e) gm = fmaxf(gm, s[e]);
-        if (gm > best_v) {
-          best_v = gm;
-          best = g;
-        }
-      }
-      kept |= uint64_t(1) << best;
+      float v = kept ? -INFINITY : gm;
+      int g = lane < r.n_group ? lane : 0x7fffffff;
+      warp_argmax(v, g);
+      kept |= g == lane;
     }
-    for (int64_t e = 0; e < E; ++e)
-      if (!(kept >> (e / per) & 1)) s[e] = 0.0f;
+    // Zero the experts of the groups not kept.
+    __shared__ bool group_kept[32];
+    if (lane < r.n_group) group_kept[lane] = kept;
+    __syncwarp();
+    for (int64_t e = lane; e < E; e += 32)
+      if (!group_kept[e / per]) s[e] = 0.0f;
+    __syncwarp();
   }
   float chosen_sum = 0;
-  int32_t chosen[kMaxTopK];
   for (int64_t k = 0; k < r.top_k; ++k) {
-    int64_t best = 0;
-    float best_v = -INFINITY;
-    for (int64_t e = 0; e < E; ++e) {
-      bool taken = false;
-      for (int64_t j = 0; j < k; ++j) taken |= chosen[j] == e;
-      if (!taken && s[e] > best_v) {
-        best_v = s[e];
-        best = e;
+    float v = -INFINITY;
+    int best = 0x7fffffff;
+    for (int64_t e = lane; e < E; e += 32)
+      if (!taken[e] && (s[e] > v || (s[e] == v && int(e) < best))) {
+        v = s[e];
+        best = int(e);
       }
+    warp_argmax(v, best);
+    if (lane == 0) {
+      taken[best] = true;
+      ids[t * r.top_k + k] = best;
+      prob[k] = v;
     }
-    chosen[k] = int32_t(best);
-    chosen_sum += best_v;
+    chosen_sum += v;
+    __syncwarp();
   }
   const bool renormalise = r.top_k > 1 && r.norm_topk_prob;
-  for (int64_t k = 0; k < r.top_k; ++k) {
-    const float w = s[chosen[k]];
-    ids[t * r.top_k + k] = chosen[k];
-    weights[t * r.top_k + k] = renormalise ? w / (chosen_sum + 1e-20f) : w * r.routed_scaling_factor;
-  }
+  for (int64_t k = lane; k < r.top_k; k += 32)
+    weights[t * r.top_k + k] = renormalise ? prob[k] / (chosen_sum + 1e-20f) : prob[k] * r.routed_scaling_factor;
 }
 
 constexpr int kRowsPerBlock = 8;  // one warp per weight row
@@ -100,44 +113,45 @@ __device__ int pairs_of_expert(const int32_t* __restrict__ ids, int64_t n_pairs,
   return count;
 }
 
-// out[list[j], r] = f(W_e[r] · in[row_of(list[j])]) for every pair j routed to the expert: each weight
-// row is read from memory once per step whatever the number of tokens routed to it.
+// out[list[j], r] = f(W_e[r] · in[list[j] / in_div]) for every pair j routed to the expert: each
+// weight row is read from memory once per step whatever the number of tokens routed to it.
 // Warp = one row r; tokens in groups of kTokenGroup share each 16-byte load of the row.
-template <typename WT, bool GATE_UP>
+// GATE_UP: two rows (gate and up), f = silu(gate)·up; else f = identity.
+template <typename WT, bool GATE_UP, bool VECTORISED>
 __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w_b, const float* __restrict__ in,
                             int64_t in_stride, int64_t in_div, int64_t K, const int32_t* list, int n, int64_t r,
                             float* __restrict__ out, int64_t out_stride) {
-  constexpr int kVec = 16 / sizeof(WT);
+  constexpr int kVec = VECTORISED ? 16 / sizeof(WT) : 1;
+  constexpr int64_t kStep = 32 * kVec;
   const int lane = threadIdx.x % 32;
-  const bool vectorised = K % kVec == 0;
   for (int g0 = 0; g0 < n; g0 += kTokenGroup) {
     float acc_a[kTokenGroup] = {}, acc_b[kTokenGroup] = {};
     const float* x[kTokenGroup];
 #pragma unroll
     for (int g = 0; g < kTokenGroup; ++g) x[g] = in + (g0 + g < n ? list[g0 + g] / in_div : 0) * in_stride;
-    for (int64_t k = vectorised ? int64_t(lane) * kVec : lane; k < K; k += 32 * (vectorised ? kVec : 1)) {
+    for (int64_t k = int64_t(lane) * kVec; k < K; k += kStep) {
       float wa[kVec], wb[kVec];
-      const int nv = vectorised ? kVec : 1;
-      if (vectorised) {
+      if constexpr (VECTORISED) {
         const uint4 ra = __ldg(reinterpret_cast<const uint4*>(w_a + k));
 #pragma unroll
         for (int j = 0; j < kVec; ++j) wa[j] = to_f32(reinterpret_cast<const WT*>(&ra)[j]);
-        if (GATE_UP) {
+        if constexpr (GATE_UP) {
           const uint4 rb = __ldg(reinterpret_cast<const uint4*>(w_b + k));
 #pragma unroll
           for (int j = 0; j < kVec; ++j) wb[j] = to_f32(reinterpret_cast<const WT*>(&rb)[j]);
         }
       } else {
         wa[0] = to_f32(w_a[k]);
-        if (GATE_UP) wb[0] = to_f32(w_b[k]);
+        if constexpr (GATE_UP) wb[0] = to_f32(w_b[k]);
       }
 #pragma unroll
       for (int g = 0; g < kTokenGroup; ++g) {
         if (g0 + g < n) {
-          for (int j = 0; j < nv; ++j) {
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) {
             const float xv = x[g][k + j];
             acc_a[g] += wa[j] * xv;
-            if (GATE_UP) acc_b[g] += wb[j] * xv;
+            if constexpr (GATE_UP) acc_b[g] += wb[j] * xv;
           }
         }
       }
@@ -152,7 +166,7 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
 }
 
 // h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to e; grid (I / 8, E)
-template <typename WT>
+template <typename WT, bool VECTORISED>
 __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
                                       const int32_t* __restrict__ ids, const WT* __restrict__ gate,
                                       const WT* __restrict__ up, float* h) {
@@ -162,11 +176,11 @@ __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, in
   const int64_t i = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   if (n == 0 || i >= I) return;
   const int64_t offset = (int64_t(e) * I + i) * H;
-  expert_rows<WT, true>(gate + offset, up + offset, x, H, K, H, list, n, i, h, I);
+  expert_rows<WT, true, VECTORISED>(gate + offset, up + offset, x, H, K, H, list, n, i, h, I);
 }
 
 // y[p, j] = down_e[j] · h[p]; grid (H / 8, E)
-template <typename WT>
+template <typename WT, bool VECTORISED>
 __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
                                    const int32_t* __restrict__ ids, const WT* __restrict__ down, float* y) {
   __shared__ int32_t list[kMaxPairs];
@@ -174,7 +188,7 @@ __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64
   const int n = pairs_of_expert(ids, n_pairs, e, list);
   const int64_t j = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   if (n == 0 || j >= H) return;
-  expert_rows<WT, false>(down + (int64_t(e) * H + j) * I, nullptr, h, I, 1, I, list, n, j, y, H);
+  expert_rows<WT, false, VECTORISED>(down + (int64_t(e) * H + j) * I, nullptr, h, I, 1, I, list, n, j, y, H);
 }
 
 // out[t, j] = Σ_k w[t, k] · y[t·K + k, j], summed in slot order.
@@ -221,9 +235,9 @@ void combine_sorted(const float* y, const int32_t* slot_of, const float* gate_we
 
 void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t* expert_ids, float* gate_weights,
                   cudaStream_t stream) {
-  check(r.n_experts <= kMaxExperts && r.top_k <= kMaxTopK && r.n_group <= 64,
-        "GPU router: at most 1024 experts, top-32 and 64 groups");
-  route_kernel<<<unsigned(T), 256, 0, stream>>>(r, logits, expert_ids, gate_weights);
+  check(r.n_experts <= kMaxExperts && r.top_k <= kMaxTopK && r.n_group <= 32,
+        "GPU router: at most 1024 experts, top-32 and 32 groups");
+  route_kernel<<<unsigned(T), 32, 0, stream>>>(r, logits, expert_ids, gate_weights);
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
@@ -232,12 +246,22 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int
                  float* y, float* out, cudaStream_t stream) {
   check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
   DSV2_DISPATCH_DTYPE(dtype, {
+    // 16-byte loads need every row 16-byte aligned: H and I multiples of the vector width.
+    constexpr int64_t kVec = 16 / sizeof(WT);
+    const bool vectorised = H % kVec == 0 && I % kVec == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
+                            reinterpret_cast<uintptr_t>(up) % 16 == 0 && reinterpret_cast<uintptr_t>(down) % 16 == 0;
     const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
-    expert_gate_up_kernel<<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids,
-                                                                  static_cast<const WT*>(gate), static_cast<const WT*>(up), h);
-    DSV2_CUDA_LAUNCH_CHECK();
     const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
-    expert_down_kernel<<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, static_cast<const WT*>(down), y);
+    const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
+    if (vectorised) {
+      expert_gate_up_kernel<WT, true><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, wg, wu, h);
+      DSV2_CUDA_LAUNCH_CHECK();
+      expert_down_kernel<WT, true><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, wd, y);
+    } else {
+      expert_gate_up_kernel<WT, false><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, wg, wu, h);
+      DSV2_CUDA_LAUNCH_CHECK();
+      expert_down_kernel<WT, false><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, wd, y);
+    }
     DSV2_CUDA_LAUNCH_CHECK();
   });
   combine_kernel<<<unsigned((T * H + 255) / 256), 256, 0, stream>>>(y, gate_weights, T, H, K, out);
