@@ -162,7 +162,6 @@ TEST(CudaKernels, RouterMatchesReference) {
 
 TEST(CudaKernels, MoeExpertsMatchReference) {
   std::mt19937 rng(4);
-  cuda::prepare_moe_kernels();
   for (DType dt : {DType::BF16, DType::F32}) {
     // 11 tokens x 3 slots over 6 experts: every expert gets several tokens (more than one group of 8 for some).
     const int64_t T = 11, H = 72, I = 40, E = 6, K = 3;

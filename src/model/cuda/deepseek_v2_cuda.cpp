@@ -108,7 +108,6 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.blas_workspace = m.alloc_bytes(ws_bytes);
   DSV2_CUBLAS_CHECK(cublasSetWorkspace(m.blas, m.blas_workspace, ws_bytes));
   DSV2_CUBLAS_CHECK(cublasSetStream(m.blas, m.stream));
-  cuda::prepare_moe_kernels();
 
   const int64_t H = cfg.hidden_size, E = cfg.n_routed_experts, I_moe = cfg.moe_intermediate_size;
   const std::vector<TensorSpec> specs = checkpoint_tensor_specs(cfg);

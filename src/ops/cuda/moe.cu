@@ -90,6 +90,7 @@ __global__ void route_kernel(RouterShape r, const float* __restrict__ logits, in
     weights[t * r.top_k + k] = renormalise ? prob[k] / (chosen_sum + 1e-20f) : prob[k] * r.routed_scaling_factor;
 }
 
+constexpr int kRowsPerBlock = 8;  // one warp per weight row
 constexpr int kMaxPairs = 4096;   // (token, slot) pairs per step that the expert-major kernels accept
 constexpr int kTokenGroup = 8;    // tokens dotted with one load of a weight row
 
@@ -112,59 +113,46 @@ __device__ int pairs_of_expert(const int32_t* __restrict__ ids, int64_t n_pairs,
   return count;
 }
 
-// out[list[j], r] = f(W_e[r] · in[list[j] / in_div]) for every pair j routed to expert e = blockIdx.y:
-// each weight row is read from memory once per step whatever the number of tokens routed to it.
-// Block = kExpertWarps rows (one per warp); the inputs of kTokenGroup tokens at a time are staged in
-// shared memory (dynamic, [kTokenGroup, K] f32) and shared by every row of the block.
-// GATE_UP: two rows (gate and up) per warp, f = silu(gate)·up; else f = identity.
-constexpr int kExpertWarps = 16;
+// out[list[j], r] = f(W_e[r] · in[list[j] / in_div]) for every pair j routed to the expert: each
+// weight row is read from memory once per step whatever the number of tokens routed to it.
+// Warp = one row r; tokens in groups of kTokenGroup share each 16-byte load of the row.
+// GATE_UP: two rows (gate and up), f = silu(gate)·up; else f = identity.
 template <typename WT, bool GATE_UP, bool VECTORISED>
-__global__ void __launch_bounds__(kExpertWarps * 32)
-    expert_rows_kernel(const float* __restrict__ in, int64_t in_stride, int64_t in_div, int64_t K, int64_t R,
-                       const int32_t* __restrict__ ids, int64_t n_pairs, const WT* __restrict__ w_a,
-                       const WT* __restrict__ w_b, float* __restrict__ out, int64_t out_stride) {
-  extern __shared__ float xs[];  // [kTokenGroup, K]
-  __shared__ int32_t list[kMaxPairs];
-  const int32_t e = blockIdx.y;
-  const int n = pairs_of_expert(ids, n_pairs, e, list);
-  if (n == 0) return;
+__device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w_b, const float* __restrict__ in,
+                            int64_t in_stride, int64_t in_div, int64_t K, const int32_t* list, int n, int64_t r,
+                            float* __restrict__ out, int64_t out_stride) {
   constexpr int kVec = VECTORISED ? 16 / sizeof(WT) : 1;
   constexpr int64_t kStep = 32 * kVec;
   const int lane = threadIdx.x % 32;
-  const int64_t r = int64_t(blockIdx.x) * kExpertWarps + threadIdx.x / 32;
-  const WT* ra = w_a + (int64_t(e) * R + r) * K;
-  const WT* rb = GATE_UP ? w_b + (int64_t(e) * R + r) * K : nullptr;
   for (int g0 = 0; g0 < n; g0 += kTokenGroup) {
-    __syncthreads();  // the previous group's inputs are no longer read
-    for (int64_t i = threadIdx.x; i < kTokenGroup * K; i += blockDim.x) {
-      const int g = int(i / K);
-      xs[i] = g0 + g < n ? in[(list[g0 + g] / in_div) * in_stride + i % K] : 0.0f;
-    }
-    __syncthreads();
-    if (r >= R) continue;
     float acc_a[kTokenGroup] = {}, acc_b[kTokenGroup] = {};
+    const float* x[kTokenGroup];
+#pragma unroll
+    for (int g = 0; g < kTokenGroup; ++g) x[g] = in + (g0 + g < n ? list[g0 + g] / in_div : 0) * in_stride;
     for (int64_t k = int64_t(lane) * kVec; k < K; k += kStep) {
       float wa[kVec], wb[kVec];
       if constexpr (VECTORISED) {
-        const uint4 va = __ldg(reinterpret_cast<const uint4*>(ra + k));
+        const uint4 ra = __ldg(reinterpret_cast<const uint4*>(w_a + k));
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) wa[j] = to_f32(reinterpret_cast<const WT*>(&va)[j]);
+        for (int j = 0; j < kVec; ++j) wa[j] = to_f32(reinterpret_cast<const WT*>(&ra)[j]);
         if constexpr (GATE_UP) {
-          const uint4 vb = __ldg(reinterpret_cast<const uint4*>(rb + k));
+          const uint4 rb = __ldg(reinterpret_cast<const uint4*>(w_b + k));
 #pragma unroll
-          for (int j = 0; j < kVec; ++j) wb[j] = to_f32(reinterpret_cast<const WT*>(&vb)[j]);
+          for (int j = 0; j < kVec; ++j) wb[j] = to_f32(reinterpret_cast<const WT*>(&rb)[j]);
         }
       } else {
-        wa[0] = to_f32(ra[k]);
-        if constexpr (GATE_UP) wb[0] = to_f32(rb[k]);
+        wa[0] = to_f32(w_a[k]);
+        if constexpr (GATE_UP) wb[0] = to_f32(w_b[k]);
       }
 #pragma unroll
       for (int g = 0; g < kTokenGroup; ++g) {
+        if (g0 + g < n) {
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-          const float xv = xs[g * K + k + j];
-          acc_a[g] += wa[j] * xv;
-          if constexpr (GATE_UP) acc_b[g] += wb[j] * xv;
+          for (int j = 0; j < kVec; ++j) {
+            const float xv = x[g][k + j];
+            acc_a[g] += wa[j] * xv;
+            if constexpr (GATE_UP) acc_b[g] += wb[j] * xv;
+          }
         }
       }
     }
@@ -177,26 +165,30 @@ __global__ void __launch_bounds__(kExpertWarps * 32)
   }
 }
 
-constexpr int64_t kMaxExpertInput = 6144;  // staged inputs: kTokenGroup x 6144 f32 = 192 KiB of shared memory
-
-template <typename WT>
-void allow_expert_staging() {
-  const int bytes = int(kTokenGroup * kMaxExpertInput * sizeof(float));
-  DSV2_CUDA_CHECK(cudaFuncSetAttribute(expert_rows_kernel<WT, true, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  DSV2_CUDA_CHECK(cudaFuncSetAttribute(expert_rows_kernel<WT, true, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  DSV2_CUDA_CHECK(cudaFuncSetAttribute(expert_rows_kernel<WT, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-  DSV2_CUDA_CHECK(cudaFuncSetAttribute(expert_rows_kernel<WT, false, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+// h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to e; grid (I / 8, E)
+template <typename WT, bool VECTORISED>
+__global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
+                                      const int32_t* __restrict__ ids, const WT* __restrict__ gate,
+                                      const WT* __restrict__ up, float* h) {
+  __shared__ int32_t list[kMaxPairs];
+  const int32_t e = blockIdx.y;
+  const int n = pairs_of_expert(ids, n_pairs, e, list);
+  const int64_t i = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (n == 0 || i >= I) return;
+  const int64_t offset = (int64_t(e) * I + i) * H;
+  expert_rows<WT, true, VECTORISED>(gate + offset, up + offset, x, H, K, H, list, n, i, h, I);
 }
 
-template <typename WT, bool GATE_UP, bool VECTORISED>
-void launch_expert_rows(const float* in, int64_t in_stride, int64_t in_div, int64_t K, int64_t R, const int32_t* ids,
-                        int64_t n_pairs, int64_t E, const WT* w_a, const WT* w_b, float* out, int64_t out_stride,
-                        cudaStream_t stream) {
-  const size_t smem = size_t(kTokenGroup * K) * sizeof(float);
-  const dim3 grid = dim3(unsigned((R + kExpertWarps - 1) / kExpertWarps), unsigned(E));
-  expert_rows_kernel<WT, GATE_UP, VECTORISED>
-      <<<grid, kExpertWarps * 32, smem, stream>>>(in, in_stride, in_div, K, R, ids, n_pairs, w_a, w_b, out, out_stride);
-  DSV2_CUDA_LAUNCH_CHECK();
+// y[p, j] = down_e[j] · h[p]; grid (H / 8, E)
+template <typename WT, bool VECTORISED>
+__global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
+                                   const int32_t* __restrict__ ids, const WT* __restrict__ down, float* y) {
+  __shared__ int32_t list[kMaxPairs];
+  const int32_t e = blockIdx.y;
+  const int n = pairs_of_expert(ids, n_pairs, e, list);
+  const int64_t j = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (n == 0 || j >= H) return;
+  expert_rows<WT, false, VECTORISED>(down + (int64_t(e) * H + j) * I, nullptr, h, I, 1, I, list, n, j, y, H);
 }
 
 // out[t, j] = Σ_k w[t, k] · y[t·K + k, j], summed in slot order.
@@ -229,12 +221,6 @@ __global__ void combine_sorted_kernel(const float* __restrict__ y, const int32_t
 
 }  // namespace
 
-void prepare_moe_kernels() {
-  allow_expert_staging<float>();
-  allow_expert_staging<__nv_bfloat16>();
-  allow_expert_staging<__half>();
-}
-
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream) {
   if (n == 0) return;
   gather_rows_kernel<<<unsigned(n), 256, 0, stream>>>(x, rows, H, out);
@@ -259,20 +245,24 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
                  float* y, float* out, cudaStream_t stream) {
   check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
-  check(H <= kMaxExpertInput && I <= kMaxExpertInput, "GPU MoE: hidden and expert widths up to 6144 (shared-memory staging)");
   DSV2_DISPATCH_DTYPE(dtype, {
     // 16-byte loads need every row 16-byte aligned: H and I multiples of the vector width.
     constexpr int64_t kVec = 16 / sizeof(WT);
     const bool vectorised = H % kVec == 0 && I % kVec == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
                             reinterpret_cast<uintptr_t>(up) % 16 == 0 && reinterpret_cast<uintptr_t>(down) % 16 == 0;
+    const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
+    const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
     const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
     if (vectorised) {
-      launch_expert_rows<WT, true, true>(x, H, K, H, I, expert_ids, T * K, E, wg, wu, h, I, stream);
-      launch_expert_rows<WT, false, true>(h, I, 1, I, H, expert_ids, T * K, E, wd, nullptr, y, H, stream);
+      expert_gate_up_kernel<WT, true><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, wg, wu, h);
+      DSV2_CUDA_LAUNCH_CHECK();
+      expert_down_kernel<WT, true><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, wd, y);
     } else {
-      launch_expert_rows<WT, true, false>(x, H, K, H, I, expert_ids, T * K, E, wg, wu, h, I, stream);
-      launch_expert_rows<WT, false, false>(h, I, 1, I, H, expert_ids, T * K, E, wd, nullptr, y, H, stream);
+      expert_gate_up_kernel<WT, false><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, wg, wu, h);
+      DSV2_CUDA_LAUNCH_CHECK();
+      expert_down_kernel<WT, false><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, wd, y);
     }
+    DSV2_CUDA_LAUNCH_CHECK();
   });
   combine_kernel<<<unsigned((T * H + 255) / 256), 256, 0, stream>>>(y, gate_weights, T, H, K, out);
   DSV2_CUDA_LAUNCH_CHECK();
