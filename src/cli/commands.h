@@ -14,6 +14,10 @@ int cmd_generate(Args& args);
 int cmd_info(Args& args);
 int cmd_init(Args& args);
 int cmd_bench(Args& args);
+int cmd_tokenize(Args& args);
+int cmd_detokenize(Args& args);
+int cmd_tokenizer(Args& args);
+int cmd_bench_tokenizer(Args& args);
 
 // Options shared by several commands.
 int threads_option(Args& args);                          // --threads N (default: all cores)
