@@ -59,6 +59,8 @@ struct Tokenizer::Impl {
     pool.push_back(std::move(s));
   }
 
+  // Cuts `input` into the pieces of s.list (everything before the model).
+  void cut(std::string_view input, EncodeScratch& s) const;
   void encode(std::string_view input, SpecialTokens special, EncodeScratch& s, std::vector<int32_t>& ids) const;
   // The string of `id` that the decoder sees; nullptr if no token has the id.
   const std::string* token_text(int32_t id) const;
@@ -69,8 +71,7 @@ struct Tokenizer::Impl {
   void add_tokens(const nlohmann::json& list, RegexScratch& scratch);
 };
 
-void Tokenizer::Impl::encode(std::string_view input, SpecialTokens special, EncodeScratch& s,
-                             std::vector<int32_t>& ids) const {
+void Tokenizer::Impl::cut(std::string_view input, EncodeScratch& s) const {
   check(input.size() < std::numeric_limits<uint32_t>::max() / 4, "text too long to tokenize at once (" +
                                                                      std::to_string(input.size()) + " bytes)");
   PieceList& list = s.list;
@@ -91,7 +92,12 @@ void Tokenizer::Impl::encode(std::string_view input, SpecialTokens special, Enco
   }
   added.split(list, s.spare_pieces, true);
   pre_tokenizer.apply(list, s.spare, s.regex);
+}
 
+void Tokenizer::Impl::encode(std::string_view input, SpecialTokens special, EncodeScratch& s,
+                             std::vector<int32_t>& ids) const {
+  cut(input, s);
+  const PieceList& list = s.list;
   if (special == SpecialTokens::Add) ids.insert(ids.end(), frame.prefix.begin(), frame.prefix.end());
   for (const Piece& piece : list.pieces) {
     if (!piece.is_text()) {
@@ -261,6 +267,17 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, SpecialTokenText spe
   for (int32_t id : ids) text += stream.push(id);
   text += stream.finish();
   return text;
+}
+
+std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
+  EncodeScratch scratch;
+  impl_->cut(text, scratch);
+  std::vector<std::string> pieces;
+  for (const Piece& p : scratch.list.pieces) {
+    pieces.push_back(p.is_text() ? scratch.list.text.substr(p.begin, p.end - p.begin)
+                                 : impl_->added.find_by_id(p.added_token_id)->content);
+  }
+  return pieces;
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {

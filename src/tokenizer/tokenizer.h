@@ -42,6 +42,10 @@ class Tokenizer {
   // The text of `ids`; throws Error on an id that names no token.
   std::string decode(std::span<const int32_t> ids, SpecialTokenText special) const;
 
+  // The pieces the model receives for `text` (raw bytes with a byte-level pre-tokenizer);
+  // an added token appears as its content. For tests and inspection.
+  std::vector<std::string> pre_tokenize(std::string_view text) const;
+
   std::optional<int32_t> token_to_id(std::string_view token) const;
   // One past the largest id of a token (model vocabulary or added token).
   int32_t id_limit() const;
