@@ -6,17 +6,18 @@ namespace dsv2 {
 
 ByteLevelAlphabet::ByteLevelAlphabet() {
   byte_of_code_point_.fill(-1);
+  std::array<uint32_t, 256> code_points{};
   uint32_t next_extra = 0x100;
   for (int b = 0; b < 256; ++b) {
     const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    code_points_[b] = printable ? uint32_t(b) : next_extra++;
+    code_points[b] = printable ? uint32_t(b) : next_extra++;
   }
   for (int b = 0; b < 256; ++b) {
     std::string utf8;
-    append_code_point(utf8, code_points_[b]);
+    append_code_point(utf8, code_points[b]);
     lengths_[b] = uint8_t(utf8.size());
     for (size_t i = 0; i < utf8.size(); ++i) characters_[b][i] = utf8[i];
-    byte_of_code_point_[code_points_[b]] = int16_t(b);
+    byte_of_code_point_[code_points[b]] = int16_t(b);
   }
 }
 

@@ -13,7 +13,6 @@ class ByteLevelAlphabet {
  public:
   static const ByteLevelAlphabet& get();
 
-  uint32_t code_point(uint8_t byte) const { return code_points_[byte]; }
   // The UTF-8 encoding of each byte's character (1 or 2 bytes).
   std::string_view character(uint8_t byte) const { return {characters_[byte].data(), lengths_[byte]}; }
 
@@ -25,7 +24,6 @@ class ByteLevelAlphabet {
 
  private:
   ByteLevelAlphabet();
-  std::array<uint32_t, 256> code_points_{};
   std::array<std::array<char, 2>, 256> characters_{};
   std::array<uint8_t, 256> lengths_{};
   std::array<int16_t, 324> byte_of_code_point_{};  // -1 where the code point is no byte character

@@ -36,8 +36,6 @@ class FlatHashMap {
     return slots_[i].key == key ? &slots_[i].value : nullptr;
   }
 
-  size_t size() const { return size_; }
-
  private:
   struct Slot {
     uint64_t key;

@@ -38,12 +38,20 @@ size_t copy_escape(std::string_view pattern, size_t at, std::string& out) {
   return end;
 }
 
+// "[inner]" or "[^inner]".
+std::string bracketed(std::string_view inner, bool negated) {
+  std::string out(negated ? "[^" : "[");
+  out.append(inner);
+  out.push_back(']');
+  return out;
+}
+
 }  // namespace
 
 std::string Regex::translate(std::string_view pattern, RegexDialect dialect, const std::string& what) {
   const std::string_view word = dialect == RegexDialect::Oniguruma ? kOnigWord : kRustWord;
-  const std::string word_class = "[" + std::string(word) + "]";
-  const std::string non_word_class = "[^" + std::string(word) + "]";
+  const std::string word_class = bracketed(word, false);
+  const std::string non_word_class = bracketed(word, true);
   std::string out;
   out.reserve(pattern.size() + 16);
   bool in_class = false;
@@ -72,9 +80,9 @@ std::string Regex::translate(std::string_view pattern, RegexDialect dialect, con
       } else if (e == 'W') {
         throw Error(what + ": \\W inside a character class is not supported (pattern " + std::string(pattern) + ")");
       } else if (e == 'h' && onig) {
-        out.append(in_class ? std::string(kHexDigit) : "[" + std::string(kHexDigit) + "]");
+        out.append(in_class ? std::string(kHexDigit) : bracketed(kHexDigit, false));
       } else if (e == 'H' && onig && !in_class) {
-        out.append("[^" + std::string(kHexDigit) + "]");
+        out.append(bracketed(kHexDigit, true));
       } else if (e == 'H' && onig) {
         throw Error(what + ": \\H inside a character class is not supported (pattern " + std::string(pattern) + ")");
       } else if (e == 'b' && !in_class) {
