@@ -42,9 +42,13 @@ std::string temp_dir(const std::string& tag) {
   return p;
 }
 
-RunResult run_dsv2(const std::string& args) {
-  const std::string err_path = temp_dir("stderr") + "/err.txt";
-  const std::string cmd = std::string(DSV2_BINARY) + " " + args + " 2>" + err_path + " </dev/null";
+RunResult run_dsv2(const std::string& args) { return run_dsv2_with_input(args, ""); }
+
+RunResult run_dsv2_with_input(const std::string& args, const std::string& input) {
+  const std::string dir = temp_dir("run");
+  const std::string err_path = dir + "/err.txt", in_path = dir + "/in.txt";
+  write_file(in_path, input);
+  const std::string cmd = std::string(DSV2_BINARY) + " " + args + " 2>" + err_path + " <" + in_path;
   RunResult r;
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("popen failed: " + cmd);

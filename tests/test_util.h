@@ -15,6 +15,8 @@ struct RunResult {
 };
 // Runs the built dsv2 binary with `args` (shell words) and captures stdout and stderr.
 RunResult run_dsv2(const std::string& args);
+// The same with `input` on standard input.
+RunResult run_dsv2_with_input(const std::string& args, const std::string& input);
 
 std::vector<float> read_f32_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);

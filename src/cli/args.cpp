@@ -57,6 +57,16 @@ double Args::number(const std::string& name, double fallback) {
   return v ? parse_number(*v, command_ + ": " + name) : fallback;
 }
 
+std::vector<std::string> Args::positionals() {
+  std::vector<std::string> result;
+  for (size_t i = 0; i < tokens_.size(); ++i) {
+    if (used_[i] || tokens_[i].rfind("--", 0) == 0) continue;
+    used_[i] = true;
+    result.push_back(tokens_[i]);
+  }
+  return result;
+}
+
 void Args::finish() const {
   for (size_t i = 0; i < tokens_.size(); ++i) {
     if (used_[i]) continue;

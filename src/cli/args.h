@@ -17,6 +17,8 @@ class Args {
   bool flag(const std::string& name);
   int64_t integer(const std::string& name, int64_t fallback);
   double number(const std::string& name, double fallback);
+  // The arguments that are not options (call after reading every option and flag).
+  std::vector<std::string> positionals();
   // Throws Error naming the first option no accessor consumed.
   void finish() const;
 

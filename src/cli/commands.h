@@ -15,6 +15,10 @@ int cmd_info(Args& args);
 int cmd_init(Args& args);
 int cmd_bench(Args& args);
 int bench_cuda(Args& args);  // dsv2 bench --device cuda (cmd_bench_cuda.cpp, CUDA builds only)
+int cmd_tokenize(Args& args);
+int cmd_detokenize(Args& args);
+int cmd_tokenizer(Args& args);
+int cmd_bench_tokenizer(Args& args);
 
 // Options shared by several commands.
 int threads_option(Args& args);                          // --threads N (default: all cores)

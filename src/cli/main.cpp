@@ -19,6 +19,10 @@ const char* kUsage =
     "  info      --model DIR | --preset v2|v2-lite|tiny [--cache-dtype bf16|f32]\n"
     "  init      --preset v2|v2-lite|tiny --random --out DIR [--layers N] [--dtype bf16|f16|f32] [--seed S]\n"
     "  bench     --model DIR [--prompt-tokens N] [--gen-tokens M] [--json]\n"
+    "  tokenize  --tokenizer PATH [--no-special] [--jsonl] < text      (PATH: model directory or tokenizer.json)\n"
+    "  detokenize --tokenizer PATH --ids 1,2,3 [--skip-special]\n"
+    "  tokenizer train --vocab-size N --out tokenizer.json [--config-out tokenizer_config.json] FILES...\n"
+    "  bench-tokenizer --tokenizer PATH FILE [--threads N] [--repeat R] [--chunk-bytes B] [--json]\n"
     "\n"
     "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32)\n";
 
@@ -31,7 +35,9 @@ int main(int argc, char** argv) {
   }
   const std::map<std::string, int (*)(dsv2::Args&)> commands = {
       {"generate", dsv2::cmd_generate}, {"logits", dsv2::cmd_logits}, {"info", dsv2::cmd_info},
-      {"init", dsv2::cmd_init},         {"bench", dsv2::cmd_bench}};
+      {"init", dsv2::cmd_init},         {"bench", dsv2::cmd_bench},
+      {"tokenize", dsv2::cmd_tokenize}, {"detokenize", dsv2::cmd_detokenize},
+      {"tokenizer", dsv2::cmd_tokenizer}, {"bench-tokenizer", dsv2::cmd_bench_tokenizer}};
   const std::string name = argv[1];
   auto it = commands.find(name);
   if (it == commands.end()) {
