@@ -14,6 +14,7 @@ int cmd_generate(Args& args);
 int cmd_info(Args& args);
 int cmd_init(Args& args);
 int cmd_bench(Args& args);
+int cmd_template(Args& args);
 
 // Options shared by several commands.
 int threads_option(Args& args);                          // --threads N (default: all cores)

@@ -19,6 +19,7 @@ const char* kUsage =
     "  info      --model DIR | --preset v2|v2-lite|tiny [--cache-dtype bf16|f32]\n"
     "  init      --preset v2|v2-lite|tiny --random --out DIR [--layers N] [--dtype bf16|f16|f32] [--seed S]\n"
     "  bench     --model DIR [--prompt-tokens N] [--gen-tokens M] [--json]\n"
+    "  template  --model DIR --messages FILE.json [--add-generation-prompt] [--chat-template FILE]\n"
     "\n"
     "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32)\n";
 
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
   }
   const std::map<std::string, int (*)(dsv2::Args&)> commands = {
       {"generate", dsv2::cmd_generate}, {"logits", dsv2::cmd_logits}, {"info", dsv2::cmd_info},
-      {"init", dsv2::cmd_init},         {"bench", dsv2::cmd_bench}};
+      {"init", dsv2::cmd_init},         {"bench", dsv2::cmd_bench},   {"template", dsv2::cmd_template}};
   const std::string name = argv[1];
   auto it = commands.find(name);
   if (it == commands.end()) {
