@@ -20,7 +20,8 @@ using KeywordArguments = std::vector<std::pair<std::string, ExprPtr>>;
 
 enum class ExprKind {
   Literal,      // `value`
-  ListLiteral,  // operands: the items (tuples are lists too)
+  ListLiteral,  // operands: the items
+  TupleLiteral, // operands: the items of `a, b` or `(a, b)`
   DictLiteral,  // operands: key0, value0, key1, value1, ...
   Name,         // `name`
   Attribute,    // operands[0].name

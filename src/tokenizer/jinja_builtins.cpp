@@ -158,9 +158,13 @@ Value filter_abs(const Value& v, const CallArguments& args) {
   throw RenderError("bad operand type for abs(): '" + python_type_name(v) + "'");
 }
 
+// getattr(): methods and namespace attributes, but not dict keys (unlike `.name`).
 Value filter_attr(const Value& v, const CallArguments& args) {
   BoundArguments a(args, "attr", {"name"}, 1);
-  return get_attribute(v, a.get_string(0, ""));
+  const std::string name = a.get_string(0, "");
+  if (v.kind() == Value::Kind::Dict && name != "items" && name != "keys" && name != "values" && name != "get")
+    return Value::undefined("'dict object' has no attribute '" + name + "'");
+  return get_attribute(v, name);
 }
 
 Value filter_capitalize(const Value& v, const CallArguments& args) {
@@ -191,7 +195,7 @@ Value filter_dictsort(const Value& v, const CallArguments& args) {
   if (by != "key" && by != "value") throw RenderError("You can only sort by either 'key' or 'value'");
   const size_t position = by == "key" ? 0 : 1;
   ValueList pairs;
-  for (const auto& [k, item] : v.as_dict().entries()) pairs.push_back(Value::list({k, item}));
+  for (const auto& [k, item] : v.as_dict().entries()) pairs.push_back(Value::tuple({k, item}));
   std::stable_sort(pairs.begin(), pairs.end(), [&](const Value& x, const Value& y) {
     const int c = compare_values(comparison_key(x.as_list()[position], case_sensitive),
                                  comparison_key(y.as_list()[position], case_sensitive), "<");
@@ -246,7 +250,7 @@ Value filter_format(const Value& v, const CallArguments& args) {
     for (const auto& [k, item] : args.keywords) mapping.set(Value(k), item);
     return Value(percent_format(to_python_str(v), Value::dict(std::move(mapping))));
   }
-  return Value(percent_format(to_python_str(v), Value::list(args.positional)));
+  return Value(percent_format(to_python_str(v), Value::tuple(args.positional)));
 }
 
 Value filter_indent(const Value& v, const CallArguments& args) {
@@ -269,7 +273,7 @@ Value filter_items(const Value& v, const CallArguments& args) {
   if (v.is_undefined()) return Value::list({});
   if (v.kind() != Value::Kind::Dict) throw RenderError("Can only get item pairs from a mapping.");
   ValueList pairs;
-  for (const auto& [k, item] : v.as_dict().entries()) pairs.push_back(Value::list({k, item}));
+  for (const auto& [k, item] : v.as_dict().entries()) pairs.push_back(Value::tuple({k, item}));
   return Value::list(std::move(pairs));
 }
 

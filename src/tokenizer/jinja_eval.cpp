@@ -40,8 +40,9 @@ enum class Flow { Normal, Break, Continue };
 [[noreturn]] void unsupported_operands(const char* op, const Value& a, const Value& b) {
   if (a.is_undefined()) fail_undefined(a);
   if (b.is_undefined()) fail_undefined(b);
-  if (a.is_string() && std::string_view(op) == "+")
-    throw RenderError("can only concatenate str (not \"" + python_type_name(b) + "\") to str");
+  if ((a.is_string() || a.kind() == Value::Kind::List) && std::string_view(op) == "+")
+    throw RenderError("can only concatenate " + python_type_name(a) + " (not \"" + python_type_name(b) + "\") to " +
+                      python_type_name(a));
   throw RenderError(std::string("unsupported operand type(s) for ") + op + ": '" + python_type_name(a) + "' and '" +
                     python_type_name(b) + "'");
 }
@@ -60,7 +61,7 @@ Value repeat(const Value& sequence, int64_t times) {
   if (!items.empty() && times > kMaxRepetitionBytes / int64_t(16 * items.size())) throw RenderError("repeated list too large");
   ValueList out;
   for (int64_t i = 0; i < times; ++i) out.insert(out.end(), items.begin(), items.end());
-  return Value::list(std::move(out));
+  return sequence.is_tuple() ? Value::tuple(std::move(out)) : Value::list(std::move(out));
 }
 
 int64_t floor_divide(int64_t a, int64_t b) {
@@ -79,10 +80,10 @@ Value binary_operation(BinaryOp op, const Value& a, const Value& b) {
       if (integers) return Value(checked_add(a.as_int(), b.as_int()));
       if (numbers) return Value(a.as_double() + b.as_double());
       if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
-      if (a.kind() == Value::Kind::List && b.kind() == Value::Kind::List) {
+      if (a.kind() == Value::Kind::List && b.kind() == Value::Kind::List && a.is_tuple() == b.is_tuple()) {
         ValueList items = a.as_list();
         items.insert(items.end(), b.as_list().begin(), b.as_list().end());
-        return Value::list(std::move(items));
+        return a.is_tuple() ? Value::tuple(std::move(items)) : Value::list(std::move(items));
       }
       unsupported_operands("+", a, b);
     case BinaryOp::Subtract:
@@ -409,10 +410,11 @@ class Interpreter {
   Value evaluate_node(const Expr& e, const ScopePtr& scope) {
     switch (e.kind) {
       case ExprKind::Literal: return e.value;
-      case ExprKind::ListLiteral: {
+      case ExprKind::ListLiteral:
+      case ExprKind::TupleLiteral: {
         ValueList items;
         for (const ExprPtr& item : e.operands) items.push_back(evaluate(*item, scope));
-        return Value::list(std::move(items));
+        return e.kind == ExprKind::TupleLiteral ? Value::tuple(std::move(items)) : Value::list(std::move(items));
       }
       case ExprKind::DictLiteral: {
         ValueDict dict;

@@ -133,7 +133,7 @@ bool matches_affix(const std::string& s, const Value& affixes, bool prefix) {
     const std::string& t = require_string(a, prefix ? "startswith() argument" : "endswith() argument");
     return t.size() <= s.size() && (prefix ? s.compare(0, t.size(), t) == 0 : s.compare(s.size() - t.size(), t.size(), t) == 0);
   };
-  if (affixes.kind() == Value::Kind::List) return std::any_of(affixes.as_list().begin(), affixes.as_list().end(), test);
+  if (affixes.is_tuple()) return std::any_of(affixes.as_list().begin(), affixes.as_list().end(), test);
   return test(affixes);
 }
 
@@ -289,7 +289,7 @@ Value dict_method(const Value& dict, std::string_view name, const CallArguments&
   BoundArguments a(args, callee, {});
   ValueList out;
   for (const auto& [k, v] : dict.as_dict().entries()) {
-    if (name == "items") out.push_back(Value::list({k, v}));
+    if (name == "items") out.push_back(Value::tuple({k, v}));
     else out.push_back(name == "keys" ? k : v);
   }
   return Value::list(std::move(out));
@@ -459,7 +459,8 @@ Value get_slice(const Value& object, const Value& start, const Value& stop, cons
     if (is_string) chars.push_back(cps[size_t(i)]);
     else items.push_back(object.as_list()[size_t(i)]);
   }
-  return is_string ? Value(encode_utf8(chars)) : Value::list(std::move(items));
+  if (is_string) return Value(encode_utf8(chars));
+  return object.is_tuple() ? Value::tuple(std::move(items)) : Value::list(std::move(items));
 }
 
 ValueList iterate(const Value& v) {
@@ -510,7 +511,7 @@ int64_t python_len(const Value& v) {
 
 std::string percent_format(const std::string& format, const Value& args) {
   const bool mapping = args.kind() == Value::Kind::Dict;
-  ValueList positional = args.kind() == Value::Kind::List ? args.as_list() : ValueList{args};
+  ValueList positional = args.is_tuple() ? args.as_list() : ValueList{args};
   size_t next = 0;
   std::string out;
   for (size_t i = 0; i < format.size(); ++i) {

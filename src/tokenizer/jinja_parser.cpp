@@ -324,7 +324,7 @@ class Parser {
 
   // ---- expressions -----------------------------------------------------------------------------
 
-  // Expressions separated by commas make a tuple (a list here): `{{ a, b }}`, `set x = 1, 2`.
+  // Expressions separated by commas make a tuple: `{{ a, b }}`, `set x = 1, 2`, `(1,)`.
   ExprPtr parse_tuple(bool with_conditional, bool in_parentheses) {
     const int line = peek().line;
     std::vector<ExprPtr> items;
@@ -340,9 +340,9 @@ class Parser {
     }
     if (!is_tuple && items.size() == 1) return std::move(items[0]);
     if (items.empty() && !in_parentheses) fail(line, "expected an expression, got " + describe(peek()));
-    auto list = make_expr(ExprKind::ListLiteral, line);
-    list->operands = std::move(items);
-    return list;
+    auto tuple = make_expr(ExprKind::TupleLiteral, line);
+    tuple->operands = std::move(items);
+    return tuple;
   }
 
   ExprPtr parse_expression(bool with_conditional) {

@@ -55,7 +55,13 @@ Value Value::list(ValueList items) {
   int inner = 0;
   for (const Value& item : items) inner = std::max(inner, item.nesting_depth());
   Value v;
-  v.data_ = ListData{std::make_shared<const ValueList>(std::move(items)), depth_around(inner)};
+  v.data_ = ListData{std::make_shared<const ValueList>(std::move(items)), depth_around(inner), false};
+  return v;
+}
+
+Value Value::tuple(ValueList items) {
+  Value v = list(std::move(items));
+  std::get<ListData>(v.data_).tuple = true;
   return v;
 }
 
@@ -159,7 +165,7 @@ std::string python_type_name(const Value& v) {
     case Value::Kind::Int: return "int";
     case Value::Kind::Float: return "float";
     case Value::Kind::String: return "str";
-    case Value::Kind::List: return "list";
+    case Value::Kind::List: return v.is_tuple() ? "tuple" : "list";
     case Value::Kind::Dict: return "dict";
     case Value::Kind::Namespace: return "Namespace";
     case Value::Kind::Function: return "function";
@@ -259,13 +265,14 @@ std::string repr_at_depth(const Value& v, int depth) {
     case Value::Kind::Undefined: return "Undefined";
     case Value::Kind::String: return python_string_repr(v.as_string());
     case Value::Kind::List: {
-      std::string out = "[";
+      std::string out = v.is_tuple() ? "(" : "[";
       bool first = true;
       for (const Value& item : v.as_list()) {
         out += (first ? "" : ", ") + repr_at_depth(item, depth + 1);
         first = false;
       }
-      return out + "]";
+      if (v.is_tuple() && v.as_list().size() == 1) out += ",";
+      return out + (v.is_tuple() ? ")" : "]");
     }
     case Value::Kind::Dict: {
       std::string out = "{";
@@ -293,7 +300,7 @@ bool equal_at_depth(const Value& a, const Value& b, int depth) {
     case Value::Kind::String: return a.as_string() == b.as_string();
     case Value::Kind::List: {
       const ValueList &x = a.as_list(), &y = b.as_list();
-      if (x.size() != y.size()) return false;
+      if (x.size() != y.size() || a.is_tuple() != b.is_tuple()) return false;
       for (size_t i = 0; i < x.size(); ++i)
         if (!equal_at_depth(x[i], y[i], depth + 1)) return false;
       return true;
@@ -326,7 +333,7 @@ int compare_at_depth(const Value& a, const Value& b, std::string_view op, int de
     return x < y ? -1 : x > y;
   }
   if (a.is_string() && b.is_string()) return a.as_string().compare(b.as_string()) < 0 ? -1 : a.as_string() != b.as_string();
-  if (a.kind() == Value::Kind::List && b.kind() == Value::Kind::List) {
+  if (a.kind() == Value::Kind::List && b.kind() == Value::Kind::List && a.is_tuple() == b.is_tuple()) {
     const ValueList &x = a.as_list(), &y = b.as_list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i)
       if (!equal_at_depth(x[i], y[i], depth + 1)) return compare_at_depth(x[i], y[i], op, depth + 1);

@@ -65,7 +65,11 @@ class Value {
   static Value make_namespace(ValueDict attributes);
   static Value function(std::string name, std::function<Value(const CallArguments&)> call);
 
+  // A tuple is a list that Python would print with parentheses: `(1, 2)`, the pairs of items().
+  static Value tuple(ValueList items);
+
   Kind kind() const { return Kind(data_.index()); }
+  bool is_tuple() const { return kind() == Kind::List && std::get<ListData>(data_).tuple; }
   bool is_undefined() const { return kind() == Kind::Undefined; }
   bool is_none() const { return kind() == Kind::None; }
   bool is_string() const { return kind() == Kind::String; }
@@ -98,6 +102,7 @@ class Value {
   struct ListData {
     std::shared_ptr<const ValueList> items;
     int depth;
+    bool tuple;
   };
   struct DictData {
     std::shared_ptr<const ValueDict> entries;
