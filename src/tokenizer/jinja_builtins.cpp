@@ -108,6 +108,16 @@ CallArguments without_first(const CallArguments& args) {
   return rest;
 }
 
+// jinja2's generator filters iterate their input only when the result is used: a non-iterable input
+// gives a generator that fails when iterated.
+std::optional<Value> deferred_failure(const Value& input) {
+  if (const std::string* error = input.iteration_error()) return Value::failing_generator(*error);
+  const Value::Kind k = input.kind();
+  if (k == Value::Kind::List || k == Value::Kind::Dict || k == Value::Kind::String || k == Value::Kind::Undefined)
+    return std::nullopt;
+  return Value::failing_generator("'" + python_type_name(input) + "' object is not iterable");
+}
+
 // select/reject: `select()` keeps truthy items, `select('test', args...)` applies a test.
 Value select_items(const Value& input, const CallArguments& args, bool keep, bool by_attribute) {
   const char* callee = by_attribute ? (keep ? "selectattr" : "rejectattr") : (keep ? "select" : "reject");
@@ -126,12 +136,14 @@ Value select_items(const Value& input, const CallArguments& args, bool keep, boo
     test_args = without_first(test_args);
   }
   ValueList out;
+  if (!is_truthy(input)) return Value::generator({});  // jinja2 does not iterate a false input
+  if (auto failure = deferred_failure(input)) return *failure;
   for (const Value& item : iterate(input)) {
     const Value subject = by_attribute ? lookup_path(item, attribute) : item;
     const bool passed = test_name.empty() ? is_truthy(subject) : apply_test(test_name, subject, test_args);
     if (passed == keep) out.push_back(item);
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value min_or_max(const Value& input, const CallArguments& args, bool want_max) {
@@ -217,6 +229,7 @@ Value filter_first(const Value& v, const CallArguments& args) {
 
 Value filter_last(const Value& v, const CallArguments& args) {
   BoundArguments a(args, "last", {});
+  if (v.is_generator()) throw RenderError("'generator' object is not reversible");
   ValueList items = iterate(v);
   return items.empty() ? Value::undefined("No last item, sequence was empty.") : items.back();
 }
@@ -255,6 +268,8 @@ Value filter_format(const Value& v, const CallArguments& args) {
 
 Value filter_indent(const Value& v, const CallArguments& args) {
   BoundArguments a(args, "indent", {"width", "first", "blank"});
+  if (v.is_undefined()) throw RenderError(v.undefined_hint());
+  if (!v.is_string()) throw RenderError("unsupported operand type(s) for +=: '" + python_type_name(v) + "' and 'str'");
   const Value width = a.get_or(0, Value(4));
   const std::string indentation = width.is_string() ? width.as_string() : std::string(size_t(std::max<int64_t>(a.get_int(0, 4), 0)), ' ');
   const std::vector<std::string> lines = python_splitlines(to_python_str(v) + "\n");
@@ -270,11 +285,11 @@ Value filter_indent(const Value& v, const CallArguments& args) {
 
 Value filter_items(const Value& v, const CallArguments& args) {
   BoundArguments a(args, "items", {});
-  if (v.is_undefined()) return Value::list({});
-  if (v.kind() != Value::Kind::Dict) throw RenderError("Can only get item pairs from a mapping.");
+  if (v.is_undefined()) return Value::generator({});
+  if (v.kind() != Value::Kind::Dict) return Value::failing_generator("Can only get item pairs from a mapping.");
   ValueList pairs;
   for (const auto& [k, item] : v.as_dict().entries()) pairs.push_back(Value::tuple({k, item}));
-  return Value::list(std::move(pairs));
+  return Value::generator(std::move(pairs));
 }
 
 Value filter_join(const Value& v, const CallArguments& args) {
@@ -312,6 +327,8 @@ Value filter_upper(const Value& v, const CallArguments& args) {
 
 Value filter_map(const Value& v, const CallArguments& args) {
   ValueList out;
+  if (!is_truthy(v)) return Value::generator({});  // jinja2 does not iterate a false input
+  if (auto failure = deferred_failure(v)) return *failure;
   if (args.positional.empty()) {
     BoundArguments a(args, "map", {"attribute", "default"}, 1);
     const Value attribute = a.get_or(0, Value()), fallback = a.get_or(1, Value::none());
@@ -326,7 +343,7 @@ Value filter_map(const Value& v, const CallArguments& args) {
     const CallArguments rest = without_first(args);
     for (const Value& item : iterate(v)) out.push_back(apply_filter(name, item, rest));
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value filter_max(const Value& v, const CallArguments& args) { return min_or_max(v, args, true); }
@@ -349,9 +366,11 @@ Value filter_reverse(const Value& v, const CallArguments& args) {
     std::reverse(cps.begin(), cps.end());
     return Value(encode_utf8(cps));
   }
+  // reversed() of a list, tuple or dict; jinja2 falls back to a reversed list for other iterables.
+  const bool reversible = v.is_list_or_tuple() || v.kind() == Value::Kind::Dict;
   ValueList items = iterate(v);
   std::reverse(items.begin(), items.end());
-  return Value::list(std::move(items));
+  return reversible ? Value::generator(std::move(items)) : Value::list(std::move(items));
 }
 
 Value filter_round(const Value& v, const CallArguments& args) {
@@ -446,6 +465,7 @@ Value filter_unique(const Value& v, const CallArguments& args) {
   BoundArguments a(args, "unique", {"case_sensitive", "attribute"});
   const bool case_sensitive = a.get_bool(0, false);
   const Value attribute = a.get_or(1, Value::none());
+  if (auto failure = deferred_failure(v)) return *failure;
   ValueList out, seen;
   for (const Value& item : iterate(v)) {
     Value key = comparison_key(attribute.is_none() ? item : lookup_path(item, attribute), case_sensitive);
@@ -454,7 +474,7 @@ Value filter_unique(const Value& v, const CallArguments& args) {
       out.push_back(item);
     }
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value filter_unsupported(const Value&, const CallArguments&) {
@@ -493,11 +513,6 @@ const Value& test_argument(const CallArguments& args, const char* test) {
   return args.positional.empty() ? args.keywords[0].second : args.positional[0];
 }
 
-int64_t integer_subject(const Value& v, const char* test) {
-  if (!v.is_integral()) throw RenderError(std::string("test '") + test + "' needs an integer, not " + python_type_name(v));
-  return v.as_int();
-}
-
 bool no_arguments(const CallArguments& args, const char* test) {
   BoundArguments a(args, std::string("test '") + test + "'", {});
   return true;
@@ -525,7 +540,8 @@ const std::map<std::string, TestFunction, std::less<>>& tests() {
                                                 v.kind() == Value::Kind::Dict);
        }},
       {"sequence", [](V v, A a) {
-         return no_arguments(a, "sequence") && (v.is_undefined() || v.is_string() || v.kind() == Value::Kind::List ||
+         return no_arguments(a, "sequence") && (v.is_undefined() || v.is_string() ||
+                                                v.is_list_or_tuple() ||
                                                 v.kind() == Value::Kind::Dict);
        }},
       {"lower", [](V v, A a) {
@@ -536,14 +552,9 @@ const std::map<std::string, TestFunction, std::less<>>& tests() {
          const std::string s = to_python_str(v);
          return no_arguments(a, "upper") && to_upper(s) == s && to_lower(s) != s;
        }},
-      {"odd", [](V v, A a) { return no_arguments(a, "odd") && (integer_subject(v, "odd") % 2 != 0); }},
-      {"even", [](V v, A a) { return no_arguments(a, "even") && integer_subject(v, "even") % 2 == 0; }},
-      {"divisibleby", [](V v, A a) {
-         const Value& n = test_argument(a, "divisibleby");
-         const int64_t divisor = integer_subject(n, "divisibleby");
-         if (divisor == 0) throw RenderError("integer division or modulo by zero");
-         return integer_subject(v, "divisibleby") % divisor == 0;
-       }},
+      {"odd", [](V v, A a) { return no_arguments(a, "odd") && values_equal(python_modulo(v, Value(2)), Value(1)); }},
+      {"even", [](V v, A a) { return no_arguments(a, "even") && values_equal(python_modulo(v, Value(2)), Value(0)); }},
+      {"divisibleby", [](V v, A a) { return values_equal(python_modulo(v, test_argument(a, "divisibleby")), Value(0)); }},
       {"sameas", [](V v, A a) {
          const Value& other = test_argument(a, "sameas");
          if (v.kind() != other.kind()) return false;

@@ -27,7 +27,7 @@ Value get_attribute(const Value& object, std::string_view name);
 // `object[key]`: a dict key, list or string index (negative from the end), else as get_attribute for
 // string keys, else undefined. Throws RenderError on an undefined object.
 Value get_item(const Value& object, const Value& key);
-// `object[start:stop:step]` of a list or string; absent parts are undefined values.
+// `object[start:stop:step]` of a list or string (anything else is an error); absent parts are undefined.
 Value get_slice(const Value& object, const Value& start, const Value& stop, const Value& step);
 // The items Python iterates: list items, dict keys, string characters; undefined is empty.
 ValueList iterate(const Value& v);
@@ -35,6 +35,8 @@ ValueList iterate(const Value& v);
 bool contains(const Value& container, const Value& item);
 // len(v) for str (code points), list, dict; undefined is 0.
 int64_t python_len(const Value& v);
+// Python's `a % b`: modulo with the sign of the divisor for numbers, printf-style formatting for str.
+Value python_modulo(const Value& a, const Value& b);
 // `format % args` (printf-style) as Python formats strings.
 std::string percent_format(const std::string& format, const Value& args);
 

@@ -80,7 +80,7 @@ Value binary_operation(BinaryOp op, const Value& a, const Value& b) {
       if (integers) return Value(checked_add(a.as_int(), b.as_int()));
       if (numbers) return Value(a.as_double() + b.as_double());
       if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
-      if (a.kind() == Value::Kind::List && b.kind() == Value::Kind::List && a.is_tuple() == b.is_tuple()) {
+      if (a.is_list_or_tuple() && b.is_list_or_tuple() && a.sequence() == b.sequence()) {
         ValueList items = a.as_list();
         items.insert(items.end(), b.as_list().begin(), b.as_list().end());
         return a.is_tuple() ? Value::tuple(std::move(items)) : Value::list(std::move(items));
@@ -93,8 +93,8 @@ Value binary_operation(BinaryOp op, const Value& a, const Value& b) {
     case BinaryOp::Multiply:
       if (integers) return Value(checked_mul(a.as_int(), b.as_int()));
       if (numbers) return Value(a.as_double() * b.as_double());
-      if ((a.is_string() || a.kind() == Value::Kind::List) && b.is_integral()) return repeat(a, b.as_int());
-      if ((b.is_string() || b.kind() == Value::Kind::List) && a.is_integral()) return repeat(b, a.as_int());
+      if ((a.is_string() || a.is_list_or_tuple()) && b.is_integral()) return repeat(a, b.as_int());
+      if ((b.is_string() || b.is_list_or_tuple()) && a.is_integral()) return repeat(b, a.as_int());
       unsupported_operands("*", a, b);
     case BinaryOp::Divide:
       if (!numbers) unsupported_operands("/", a, b);
@@ -105,16 +105,7 @@ Value binary_operation(BinaryOp op, const Value& a, const Value& b) {
       if (!numbers) unsupported_operands("//", a, b);
       if (b.as_double() == 0.0) throw RenderError("float floor division by zero");
       return Value(std::floor(a.as_double() / b.as_double()));
-    case BinaryOp::Modulo:
-      if (a.is_string()) return Value(percent_format(a.as_string(), b));
-      if (integers) return Value(a.as_int() - checked_mul(floor_divide(a.as_int(), b.as_int()), b.as_int()));
-      if (!numbers) unsupported_operands("%", a, b);
-      if (b.as_double() == 0.0) throw RenderError("float modulo");
-      {
-        double r = std::fmod(a.as_double(), b.as_double());
-        if (r != 0.0 && ((r < 0) != (b.as_double() < 0))) r += b.as_double();
-        return Value(r);
-      }
+    case BinaryOp::Modulo: return python_modulo(a, b);
     case BinaryOp::Power:
       if (integers && b.as_int() >= 0) {
         int64_t result = 1, base = a.as_int();

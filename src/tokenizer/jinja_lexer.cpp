@@ -9,7 +9,6 @@ namespace dsv2::jinja {
 
 namespace {
 
-bool is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
@@ -140,6 +139,13 @@ class Lexer {
   bool line_starting_ = true;  // the previous tag (or the template start) ended at a line start
   std::vector<Token> tokens_;
 
+  // The end of the whitespace (Python's \s: Unicode whitespace) starting at `p`.
+  size_t skip_space(size_t p) const {
+    size_t length = 0;
+    while (p < src_.size() && is_python_space(decode_utf8_at(src_, p, length))) p += length;
+    return p;
+  }
+
   void emit(TokenKind kind, std::string text, int line) {
     if (kind == TokenKind::Text && text.empty()) return;
     tokens_.push_back({kind, std::move(text), line});
@@ -176,8 +182,7 @@ class Lexer {
   void finish_tag(size_t after, char sign, bool block_like) {
     size_t end = after;
     if (sign == '-') {
-      size_t length = 0;
-      while (end < src_.size() && is_python_space(decode_utf8_at(src_, end, length))) end += length;
+      end = skip_space(end);
     } else if (sign != '+' && block_like && end < src_.size() && src_[end] == '\n') {
       ++end;
     }
@@ -195,13 +200,13 @@ class Lexer {
 
   // `{% raw %}` (or `{%- raw -%}`) at `p` (after the opener); sets `body` to where the raw text starts.
   bool is_raw_begin(size_t p, size_t& body) const {
-    while (p < src_.size() && is_ascii_space(src_[p])) ++p;
+    p = skip_space(p);
     if (src_.compare(p, 3, "raw") != 0) return false;
     p += 3;
-    while (p < src_.size() && is_ascii_space(src_[p])) ++p;
+    p = skip_space(p);
     if (src_.compare(p, 3, "-%}") == 0) {
       p += 3;
-      while (p < src_.size() && is_ascii_space(src_[p])) ++p;
+      p = skip_space(p);
     } else if (src_.compare(p, 2, "%}") == 0) {
       p += 2;
     } else {
@@ -216,10 +221,10 @@ class Lexer {
       size_t p = open + 2;
       const char sign = (p < src_.size() && (src_[p] == '-' || src_[p] == '+')) ? src_[p] : 0;
       if (sign) ++p;
-      while (p < src_.size() && is_ascii_space(src_[p])) ++p;
+      p = skip_space(p);
       if (src_.compare(p, 6, "endraw") != 0) continue;
       p += 6;
-      while (p < src_.size() && is_ascii_space(src_[p])) ++p;
+      p = skip_space(p);
       char end_sign = 0;
       if (src_.compare(p, 3, "+%}") == 0 || src_.compare(p, 3, "-%}") == 0) end_sign = src_[p++];
       if (src_.compare(p, 2, "%}") != 0) continue;
@@ -236,7 +241,7 @@ class Lexer {
     emit(variable ? TokenKind::VariableBegin : TokenKind::BlockBegin, "", tag_line);
     std::string open_brackets;  // expected closers, innermost last
     while (true) {
-      while (pos_ < src_.size() && is_ascii_space(src_[pos_])) advance_to(pos_ + 1);
+      advance_to(skip_space(pos_));
       if (pos_ >= src_.size())
         throw_template_error(tag_line, std::string("unexpected end of template: '") + (variable ? "{{" : "{%") +
                                            "' opened here is never closed");

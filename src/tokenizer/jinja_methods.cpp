@@ -292,7 +292,10 @@ Value dict_method(const Value& dict, std::string_view name, const CallArguments&
     if (name == "items") out.push_back(Value::tuple({k, v}));
     else out.push_back(name == "keys" ? k : v);
   }
-  return Value::list(std::move(out));
+  const Value::Sequence view = name == "items"  ? Value::Sequence::DictItems
+                               : name == "keys" ? Value::Sequence::DictKeys
+                                                : Value::Sequence::DictValues;
+  return Value::sequence_of(view, std::move(out));
 }
 
 Value list_method(const Value& list, std::string_view name, const CallArguments& args) {
@@ -322,9 +325,10 @@ std::optional<Value> bound_method(const Value& object, std::string_view name) {
       if (name != "items" && name != "keys" && name != "values" && name != "get") return std::nullopt;
       return Value::function("dict." + method, [object, method](const CallArguments& a) { return dict_method(object, method, a); });
     case Value::Kind::List:
-      if (std::find(std::begin(kUnsafeList), std::end(kUnsafeList), name) != std::end(kUnsafeList))
+      if (object.sequence() == Value::Sequence::List &&
+          std::find(std::begin(kUnsafeList), std::end(kUnsafeList), name) != std::end(kUnsafeList))
         return unsafe_attribute(object, name);
-      if (name != "count" && name != "index") return std::nullopt;
+      if (!object.is_list_or_tuple() || (name != "count" && name != "index")) return std::nullopt;
       return Value::function("list." + method, [object, method](const CallArguments& a) { return list_method(object, method, a); });
     default: return std::nullopt;
   }
@@ -415,7 +419,7 @@ Value get_item(const Value& object, const Value& key) {
   if (object.is_undefined()) throw RenderError(object.undefined_hint());
   if (object.kind() == Value::Kind::Dict) {
     if (const Value* v = object.as_dict().find(key)) return *v;
-  } else if ((object.kind() == Value::Kind::List || object.is_string()) && key.is_integral()) {
+  } else if ((object.is_list_or_tuple() || object.is_string()) && key.is_integral()) {
     int64_t index = key.as_int();
     if (object.is_string()) {
       std::u32string cps = decode_utf8(object.as_string());
@@ -439,7 +443,10 @@ Value get_slice(const Value& object, const Value& start, const Value& stop, cons
   const int64_t s = as_bound(step, "step").value_or(1);
   if (s == 0) throw RenderError("slice step cannot be zero");
   const bool is_string = object.is_string();
-  if (!is_string && object.kind() != Value::Kind::List) return Value::undefined("'" + object_description(object) + "' cannot be sliced");
+  // jinja2 slices with Python's obj[a:b:c] directly (not through getitem): anything else is an error.
+  if (object.kind() == Value::Kind::Dict) throw RenderError("unhashable type: 'slice'");
+  if (!is_string && !object.is_list_or_tuple())
+    throw RenderError("'" + python_type_name(object) + "' object is not subscriptable");
   std::u32string cps;
   if (is_string) cps = decode_utf8(object.as_string());
   const int64_t n = is_string ? int64_t(cps.size()) : int64_t(object.as_list().size());
@@ -466,7 +473,9 @@ Value get_slice(const Value& object, const Value& start, const Value& stop, cons
 ValueList iterate(const Value& v) {
   switch (v.kind()) {
     case Value::Kind::Undefined: return {};
-    case Value::Kind::List: return v.as_list();
+    case Value::Kind::List:
+      if (const std::string* error = v.iteration_error()) throw RenderError(*error);
+      return v.as_list();
     case Value::Kind::Dict: {
       ValueList keys;
       for (const auto& entry : v.as_dict().entries()) keys.push_back(entry.first);
@@ -491,10 +500,15 @@ bool contains(const Value& container, const Value& item) {
     case Value::Kind::String:
       if (!item.is_string()) throw RenderError("'in <string>' requires string as left operand, not " + python_type_name(item));
       return container.as_string().find(item.as_string()) != std::string::npos;
-    case Value::Kind::List:
-      return std::any_of(container.as_list().begin(), container.as_list().end(),
-                         [&](const Value& v) { return values_equal(v, item); });
-    case Value::Kind::Dict: return container.as_dict().find(item) != nullptr;
+    case Value::Kind::List: {
+      const ValueList items = iterate(container);
+      return std::any_of(items.begin(), items.end(), [&](const Value& v) { return values_equal(v, item); });
+    }
+    case Value::Kind::Dict:
+      if (item.kind() == Value::Kind::List && item.sequence() == Value::Sequence::List)
+        throw RenderError("unhashable type: 'list'");
+      if (item.kind() == Value::Kind::Dict) throw RenderError("unhashable type: 'dict'");
+      return container.as_dict().find(item) != nullptr;
     default: throw RenderError("argument of type '" + python_type_name(container) + "' is not iterable");
   }
 }
@@ -503,15 +517,40 @@ int64_t python_len(const Value& v) {
   switch (v.kind()) {
     case Value::Kind::Undefined: return 0;
     case Value::Kind::String: return int64_t(count_code_points(v.as_string()));
-    case Value::Kind::List: return int64_t(v.as_list().size());
+    case Value::Kind::List:
+      if (v.is_generator()) break;
+      return int64_t(v.as_list().size());
     case Value::Kind::Dict: return int64_t(v.as_dict().size());
-    default: throw RenderError("object of type '" + python_type_name(v) + "' has no len()");
+    default: break;
   }
+  throw RenderError("object of type '" + python_type_name(v) + "' has no len()");
+}
+
+Value python_modulo(const Value& a, const Value& b) {
+  if (a.is_undefined()) throw RenderError(a.undefined_hint());
+  if (a.is_string()) return Value(percent_format(a.as_string(), b));
+  if (b.is_undefined()) throw RenderError(b.undefined_hint());
+  if (a.is_integral() && b.is_integral()) {
+    const int64_t x = a.as_int(), y = b.as_int();
+    if (y == 0) throw RenderError("integer division or modulo by zero");
+    if (y == -1) return Value(int64_t(0));
+    int64_t r = x % y;
+    if (r != 0 && ((r < 0) != (y < 0))) r += y;
+    return Value(r);
+  }
+  if (!a.is_number() || !b.is_number())
+    throw RenderError("unsupported operand type(s) for %: '" + python_type_name(a) + "' and '" + python_type_name(b) + "'");
+  if (b.as_double() == 0.0) throw RenderError("float modulo");
+  double r = std::fmod(a.as_double(), b.as_double());
+  if (r != 0.0 && ((r < 0) != (b.as_double() < 0))) r += b.as_double();
+  return Value(r);
 }
 
 std::string percent_format(const std::string& format, const Value& args) {
   const bool mapping = args.kind() == Value::Kind::Dict;
   ValueList positional = args.is_tuple() ? args.as_list() : ValueList{args};
+  // Python treats any non-tuple with __getitem__ (a list too) as a mapping: no "not all converted" check.
+  const bool mapping_like = mapping || (args.is_list_or_tuple() && !args.is_tuple());
   size_t next = 0;
   std::string out;
   for (size_t i = 0; i < format.size(); ++i) {
@@ -550,7 +589,7 @@ std::string percent_format(const std::string& format, const Value& args) {
     }
     out += format_one(conversion, flags, width, precision, *value);
   }
-  if (!mapping && next < positional.size()) throw RenderError("not all arguments converted during string formatting");
+  if (!mapping_like && next < positional.size()) throw RenderError("not all arguments converted during string formatting");
   return out;
 }
 

@@ -55,14 +55,25 @@ Value Value::list(ValueList items) {
   int inner = 0;
   for (const Value& item : items) inner = std::max(inner, item.nesting_depth());
   Value v;
-  v.data_ = ListData{std::make_shared<const ValueList>(std::move(items)), depth_around(inner), false};
+  v.data_ = ListData{std::make_shared<const ValueList>(std::move(items)), depth_around(inner), Sequence::List, nullptr};
   return v;
 }
 
-Value Value::tuple(ValueList items) {
+Value Value::sequence_of(Sequence sequence, ValueList items) {
   Value v = list(std::move(items));
-  std::get<ListData>(v.data_).tuple = true;
+  std::get<ListData>(v.data_).sequence = sequence;
   return v;
+}
+
+Value Value::failing_generator(std::string error) {
+  Value v = generator({});
+  std::get<ListData>(v.data_).iteration_error = std::make_shared<const std::string>(std::move(error));
+  return v;
+}
+
+const std::string* Value::iteration_error() const {
+  if (kind() != Kind::List) return nullptr;
+  return std::get<ListData>(data_).iteration_error.get();
 }
 
 Value Value::dict(ValueDict entries) {
@@ -149,7 +160,7 @@ bool is_truthy(const Value& v) {
     case Value::Kind::Int: return v.as_int() != 0;
     case Value::Kind::Float: return v.as_double() != 0.0;
     case Value::Kind::String: return !v.as_string().empty();
-    case Value::Kind::List: return !v.as_list().empty();
+    case Value::Kind::List: return v.is_generator() || !v.as_list().empty();  // generators are always true
     case Value::Kind::Dict: return !v.as_dict().empty();
     case Value::Kind::Namespace:
     case Value::Kind::Function: return true;
@@ -165,7 +176,16 @@ std::string python_type_name(const Value& v) {
     case Value::Kind::Int: return "int";
     case Value::Kind::Float: return "float";
     case Value::Kind::String: return "str";
-    case Value::Kind::List: return v.is_tuple() ? "tuple" : "list";
+    case Value::Kind::List:
+      switch (v.sequence()) {
+        case Value::Sequence::List: return "list";
+        case Value::Sequence::Tuple: return "tuple";
+        case Value::Sequence::Generator: return "generator";
+        case Value::Sequence::DictKeys: return "dict_keys";
+        case Value::Sequence::DictValues: return "dict_values";
+        case Value::Sequence::DictItems: return "dict_items";
+      }
+      return "list";
     case Value::Kind::Dict: return "dict";
     case Value::Kind::Namespace: return "Namespace";
     case Value::Kind::Function: return "function";
@@ -265,6 +285,7 @@ std::string repr_at_depth(const Value& v, int depth) {
     case Value::Kind::Undefined: return "Undefined";
     case Value::Kind::String: return python_string_repr(v.as_string());
     case Value::Kind::List: {
+      if (v.is_generator()) return "<generator object>";
       std::string out = v.is_tuple() ? "(" : "[";
       bool first = true;
       for (const Value& item : v.as_list()) {
@@ -272,7 +293,8 @@ std::string repr_at_depth(const Value& v, int depth) {
         first = false;
       }
       if (v.is_tuple() && v.as_list().size() == 1) out += ",";
-      return out + (v.is_tuple() ? ")" : "]");
+      out += v.is_tuple() ? ")" : "]";
+      return v.is_list_or_tuple() ? out : python_type_name(v) + "(" + out + ")";  // dict_keys([...])
     }
     case Value::Kind::Dict: {
       std::string out = "{";
@@ -300,7 +322,8 @@ bool equal_at_depth(const Value& a, const Value& b, int depth) {
     case Value::Kind::String: return a.as_string() == b.as_string();
     case Value::Kind::List: {
       const ValueList &x = a.as_list(), &y = b.as_list();
-      if (x.size() != y.size() || a.is_tuple() != b.is_tuple()) return false;
+      if (!a.is_list_or_tuple() || !b.is_list_or_tuple()) return a.identity() == b.identity();
+      if (x.size() != y.size() || a.sequence() != b.sequence()) return false;
       for (size_t i = 0; i < x.size(); ++i)
         if (!equal_at_depth(x[i], y[i], depth + 1)) return false;
       return true;
@@ -333,7 +356,7 @@ int compare_at_depth(const Value& a, const Value& b, std::string_view op, int de
     return x < y ? -1 : x > y;
   }
   if (a.is_string() && b.is_string()) return a.as_string().compare(b.as_string()) < 0 ? -1 : a.as_string() != b.as_string();
-  if (a.kind() == Value::Kind::List && b.kind() == Value::Kind::List && a.is_tuple() == b.is_tuple()) {
+  if (a.is_list_or_tuple() && b.is_list_or_tuple() && a.sequence() == b.sequence()) {
     const ValueList &x = a.as_list(), &y = b.as_list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i)
       if (!equal_at_depth(x[i], y[i], depth + 1)) return compare_at_depth(x[i], y[i], op, depth + 1);
@@ -405,6 +428,7 @@ void append_json(std::string& out, const Value& v, const JsonStyle& style, int d
     case Value::Kind::Float: out += json_float(v.as_double()); return;
     case Value::Kind::String: append_json_string(out, v.as_string(), style.ensure_ascii); return;
     case Value::Kind::List: {
+      if (!v.is_list_or_tuple()) break;
       const ValueList& items = v.as_list();
       if (items.empty()) {
         out += "[]";
@@ -443,8 +467,9 @@ void append_json(std::string& out, const Value& v, const JsonStyle& style, int d
       out += '}';
       return;
     }
-    default: throw RenderError("Object of type " + python_type_name(v) + " is not JSON serializable");
+    default: break;
   }
+  throw RenderError("Object of type " + python_type_name(v) + " is not JSON serializable");
 }
 
 Value from_json_at_depth(const nlohmann::ordered_json& j, int depth) {

@@ -65,11 +65,26 @@ class Value {
   static Value make_namespace(ValueDict attributes);
   static Value function(std::string name, std::function<Value(const CallArguments&)> call);
 
-  // A tuple is a list that Python would print with parentheses: `(1, 2)`, the pairs of items().
-  static Value tuple(ValueList items);
+  // Sequences that are not plain lists (all of Kind::List). A tuple prints with parentheses: `(1, 2)`.
+  // A generator is what jinja2's select, reject, map, selectattr, rejectattr, unique, items and reverse
+  // return: always true, without len(), not indexable, not JSON. Dict views (keys(), values(),
+  // items()) print as dict_keys([...]) and are not indexable or JSON either.
+  enum class Sequence { List, Tuple, Generator, DictKeys, DictValues, DictItems };
+  static Value sequence_of(Sequence sequence, ValueList items);
+  static Value tuple(ValueList items) { return sequence_of(Sequence::Tuple, std::move(items)); }
+  static Value generator(ValueList items) { return sequence_of(Sequence::Generator, std::move(items)); }
+  // A generator that fails with `error` when iterated (jinja2's lazy filters on a non-iterable input).
+  static Value failing_generator(std::string error);
 
   Kind kind() const { return Kind(data_.index()); }
-  bool is_tuple() const { return kind() == Kind::List && std::get<ListData>(data_).tuple; }
+  // The flavour of a List-kind value.
+  Sequence sequence() const { return std::get<ListData>(data_).sequence; }
+  bool is_tuple() const { return kind() == Kind::List && sequence() == Sequence::Tuple; }
+  bool is_generator() const { return kind() == Kind::List && sequence() == Sequence::Generator; }
+  // A list or tuple: indexable, sliceable, JSON-serialisable.
+  bool is_list_or_tuple() const { return kind() == Kind::List && (sequence() == Sequence::List || is_tuple()); }
+  // The error iterating a failing generator raises, or null.
+  const std::string* iteration_error() const;
   bool is_undefined() const { return kind() == Kind::Undefined; }
   bool is_none() const { return kind() == Kind::None; }
   bool is_string() const { return kind() == Kind::String; }
@@ -102,7 +117,8 @@ class Value {
   struct ListData {
     std::shared_ptr<const ValueList> items;
     int depth;
-    bool tuple;
+    Sequence sequence;
+    std::shared_ptr<const std::string> iteration_error;
   };
   struct DictData {
     std::shared_ptr<const ValueDict> entries;
