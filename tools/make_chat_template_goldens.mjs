@@ -290,6 +290,17 @@ const FEATURES = [
   ["dict_methods", "{% set d = {'a': 1, 'b': 2} %}{{ d.items()|list }}|{{ d.keys()|list }}|{{ d.values()|list }}|{{ d.get('a') }}|{{ d.get('z') }}|{{ d.get('z', 'dflt') }}|{% for k, v in d.items() %}{{ k }}{{ v }}{% endfor %}"],
   ["list_methods", "{{ [1, 2, 1].count(1) }} {{ ['a', 'b'].index('b') }}"],
   ["globals", "{{ range(3)|list }} {{ range(1, 7, 2)|list }} {{ range(5, 0, -2)|list }} {{ dict(a=1, b='x') }} {{ namespace(a=1).a }}"],
+  // found by differential fuzzing against jinja2
+  ["unicode_whitespace_control", "a {%- raw -%}\u3000r\u00a0{%- endraw -%}\u3000b\n\u3000{%- if true -%}\u3000c{{- '\u3000' -}}\u3000d{% endif %}"],
+  ["generators_are_true", "{{ 'yes' if messages|selectattr('role', 'equalto', 'nobody') else 'no' }} {{ 'yes' if messages|selectattr('role', 'equalto', 'nobody')|list else 'no' }} {{ 'yes' if (5|map('upper')) else 'no' }} {{ [1, 2]|select|reverse }} {{ none|select|list }}"],
+  ["dict_views", "{% set d = {'a': 1, 'b': [2]} %}{{ d.keys() }} {{ d.values() }} {{ d.items() }} {{ d.keys()|length }} {{ 'a' in d.keys() }} [{{ d.keys()[0] }}]"],
+  ["tests_on_floats", "{{ 3.0 is odd }} {{ 4.0 is even }} {{ 4.5 is divisibleby 1.5 }} {{ 2.5 is odd }} {{ true is odd }}"],
+  ["percent_with_lists", "{{ '%s' % [1, 2] }}|{{ 'plain' % [1] }}|{{ '%s' % (1,) }}|{{ '%d%%' % 50 }}"],
+  ["error_length_of_generator", "{{ messages|map(attribute='role')|length }}", undefined, "has no len()"],
+  ["error_slice_of_number", "{% set n = 5 %}{{ n[1:] }}", undefined, "not subscriptable"],
+  ["error_indent_of_list", "{{ messages|indent }}", undefined, "unsupported operand type(s) for +="],
+  ["error_lazy_map_used", "{{ 5|map('upper')|list }}", undefined, "not iterable"],
+  ["error_unhashable_in_dict", "{{ [1] in {'a': 1} }}", undefined, "unhashable type: 'list'"],
   // real-world shapes
   ["mistral_alternation", MISTRAL_TEMPLATE, { ...BASE_CONTEXT, messages: BASE_CONTEXT.messages.slice(0, 3) }],
   ["tools_with_tojson", TOOLS_TEMPLATE, TOOLS_CONTEXT],
