@@ -440,8 +440,12 @@ Value filter_tojson(const Value& v, const CallArguments& args) {
   style.ensure_ascii = a.get_bool(0, false);
   style.sort_keys = a.get_bool(3, false);
   const Value indent = a.get_or(1, Value::none());
-  if (indent.is_string()) style.indent_text = indent.as_string(), style.indent = 0;
-  else if (!indent.is_none()) style.indent = int(std::max<int64_t>(a.get_int(1, 0), 0));
+  if (indent.is_string()) {
+    style.indent_text = indent.as_string();
+    style.indent = 0;
+  } else if (!indent.is_none()) {
+    style.indent = int(std::max<int64_t>(a.get_int(1, 0), 0));
+  }
   if (style.indent >= 0) style.item_separator = ",";
   const Value separators = a.get_or(2, Value::none());
   if (!separators.is_none()) {

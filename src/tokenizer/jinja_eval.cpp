@@ -173,8 +173,9 @@ class Interpreter {
   class Depth {
    public:
     explicit Depth(Interpreter& in) : in_(in) {
-      if (++in_.depth_ > kMaxRenderDepth)
+      if (in_.depth_ >= kMaxRenderDepth)
         throw RenderError("recursion deeper than " + std::to_string(kMaxRenderDepth) + " levels");
+      ++in_.depth_;
     }
     ~Depth() { --in_.depth_; }
 

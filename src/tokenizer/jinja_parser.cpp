@@ -54,8 +54,8 @@ class Parser {
   class Nesting {
    public:
     Nesting(Parser& p, int line) : p_(p) {
-      if (++p_.depth_ > kMaxNesting)
-        p_.fail(line, "nested more than " + std::to_string(kMaxNesting) + " levels deep");
+      if (p_.depth_ >= kMaxNesting) p_.fail(line, "nested more than " + std::to_string(kMaxNesting) + " levels deep");
+      ++p_.depth_;
     }
     ~Nesting() { --p_.depth_; }
 
