@@ -84,7 +84,8 @@ TEST_P(GoldenTest, GreedyContinuationMatchesReference) {
   DeepseekV2 net(model_.config, model_.weights, pool_);
   GenerationOptions opt;
   opt.max_new_tokens = g_.max_new_tokens;
-  GenerationResult r = generate(net, g_.greedy_prompt, opt);
+  CpuSequence seq(net, int64_t(g_.greedy_prompt.size()) + g_.max_new_tokens, DType::F32);
+  GenerationResult r = generate(seq, g_.greedy_prompt, opt);
   EXPECT_EQ(r.tokens, g_.greedy_new_tokens);
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "cli/backend.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "model/deepseek_v2.h"
@@ -36,6 +37,11 @@ double weight_bytes_per_token(const ModelConfig& cfg, const ModelWeights& w) {
 }  // namespace
 
 int cmd_bench(Args& args) {
+#ifdef DSV2_WITH_CUDA
+  if (device_option(args) == Device::Cuda) return bench_cuda(args);
+#else
+  device_option(args);  // rejects --device cuda with a clear message
+#endif
   const std::string dir = args.required("--model");
   const int64_t prompt_tokens = args.integer("--prompt-tokens", 128);
   const int64_t gen_tokens = args.integer("--gen-tokens", 32);

@@ -1,10 +1,10 @@
 // dsv2 generate: continue a prompt given as token ids.
 #include <cstdio>
 
+#include "cli/backend.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "engine/generator.h"
-#include "model/model.h"
 
 namespace dsv2 {
 
@@ -22,20 +22,19 @@ int cmd_generate(Args& args) {
   opt.sampling.seed = uint64_t(args.integer("--seed", 0));
   opt.stop_at_eos = !args.flag("--no-eos-stop");
   args.flag("--print-ids");  // ids are the only output until text prompts exist
-  opt.cache_dtype = cache_dtype_option(args, DType::F32);
-  ThreadPool pool(threads_option(args));
+  const Device device = device_option(args);
+  const DType cache_dtype = cache_dtype_option(args, DType::F32);
+  const int threads = threads_option(args);
   args.finish();
   validate_sampling_options(opt.sampling);
 
-  LoadedModel m = load_model(dir);
-  for (int32_t id : prompt)
-    check(id < m.config.vocab_size, "--prompt-ids: id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                                        std::to_string(m.config.vocab_size) + ")");
-  DeepseekV2 net(m.config, m.weights, pool);
-  GenerationResult r = generate(net, prompt, opt);
-  std::fprintf(stderr, "prompt %zu tokens in %.3f s; generated %zu tokens in %.3f s (%.2f tokens/s); stop: %s\n",
-               prompt.size(), r.prefill_seconds, r.tokens.size(), r.decode_seconds,
-               r.decode_seconds > 0 ? double(r.tokens.size()) / r.decode_seconds : 0.0, stop_reason_name(r.stop));
+  const int64_t wanted = int64_t(prompt.size()) + std::max<int64_t>(opt.max_new_tokens, 1);
+  Backend backend(dir, device, threads, cache_dtype, wanted);
+  std::unique_ptr<SequenceModel> seq = backend.new_sequence();
+  GenerationResult r = generate(*seq, prompt, opt);
+  std::fprintf(stderr, "prompt %zu tokens in %.3f s; generated %zu tokens, %lld decode steps in %.3f s (%.2f tokens/s); stop: %s\n",
+               prompt.size(), r.prefill_seconds, r.tokens.size(), static_cast<long long>(r.decode_steps), r.decode_seconds,
+               r.decode_seconds > 0 ? double(r.decode_steps) / r.decode_seconds : 0.0, stop_reason_name(r.stop));
   std::string line;
   for (size_t i = 0; i < r.tokens.size(); ++i) line += (i ? "," : "") + std::to_string(r.tokens[i]);
   std::printf("%s\n", line.c_str());

@@ -2,10 +2,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "cli/backend.h"
 #include "cli/commands.h"
 #include "core/error.h"
-#include "model/deepseek_v2.h"
-#include "model/model.h"
 
 namespace dsv2 {
 
@@ -15,20 +14,23 @@ int cmd_logits(Args& args) {
   const std::string out_path = args.required("--out");
   const std::string path = args.value("--path").value_or("prefill");
   check(path == "prefill" || path == "decode", "--path must be prefill or decode (seen '" + path + "')");
-  ThreadPool pool(threads_option(args));
+  const Device device = device_option(args);
+  const int threads = threads_option(args);
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
   args.finish();
 
-  LoadedModel m = load_model(dir);
-  DeepseekV2 net(m.config, m.weights, pool);
-  LatentCache cache = net.make_cache(int64_t(ids.size()), cache_dtype);
+  Backend backend(dir, device, threads, cache_dtype, int64_t(ids.size()));
+  const int64_t vocab = backend.config().vocab_size;
+  for (int32_t id : ids)
+    check(id < vocab, "--ids: token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  std::unique_ptr<SequenceModel> seq = backend.new_sequence();
   std::vector<float> logits;
   if (path == "prefill") {
-    net.forward(ids, cache, AttentionPath::Decompressed, LogitsRows::All, logits);
+    seq->append(ids, AttentionPath::Decompressed, LogitsRows::All, logits);
   } else {
     std::vector<float> row;
     for (int32_t id : ids) {
-      net.forward({id}, cache, AttentionPath::Absorbed, LogitsRows::Last, row);
+      seq->append({id}, AttentionPath::Absorbed, LogitsRows::Last, row);
       logits.insert(logits.end(), row.begin(), row.end());
     }
   }
@@ -38,8 +40,8 @@ int cmd_logits(Args& args) {
   size_t written = std::fwrite(logits.data(), sizeof(float), logits.size(), f);  // x86-64: little-endian
   bool ok = std::fclose(f) == 0 && written == logits.size();
   check(ok, out_path + ": write failed");
-  std::fprintf(stderr, "wrote %zu x %lld float32 logits (%s path) to %s\n", ids.size(),
-               static_cast<long long>(m.config.vocab_size), path.c_str(), out_path.c_str());
+  std::fprintf(stderr, "wrote %zu x %lld float32 logits (%s path) to %s\n", ids.size(), static_cast<long long>(vocab),
+               path.c_str(), out_path.c_str());
   return 0;
 }
 

@@ -15,6 +15,7 @@ int cmd_info(Args& args);
 int cmd_init(Args& args);
 int cmd_bench(Args& args);
 int cmd_template(Args& args);
+int bench_cuda(Args& args);  // dsv2 bench --device cuda (cmd_bench_cuda.cpp, CUDA builds only)
 
 // Options shared by several commands.
 int threads_option(Args& args);                          // --threads N (default: all cores)

@@ -17,16 +17,18 @@ const char* stop_reason_name(StopReason r) {
   return "?";
 }
 
-GenerationResult generate(DeepseekV2& model, const std::vector<int32_t>& prompt, const GenerationOptions& options,
+GenerationResult generate(SequenceModel& sequence, const std::vector<int32_t>& prompt, const GenerationOptions& options,
                           const std::function<bool(int32_t)>& on_token) {
-  const ModelConfig& cfg = model.config();
+  const ModelConfig& cfg = sequence.config();
   check(!prompt.empty(), "the prompt holds no tokens");
   check(options.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
-  const int64_t limit = options.context_limit > 0 ? options.context_limit : cfg.max_position_embeddings;
-  check(int64_t(prompt.size()) <= limit, "the prompt has " + std::to_string(prompt.size()) +
-                                              " tokens, more than the context limit of " + std::to_string(limit));
-  const int64_t capacity = std::min<int64_t>(limit, int64_t(prompt.size()) + std::max<int64_t>(options.max_new_tokens, 1));
-  LatentCache cache = model.make_cache(capacity, options.cache_dtype);
+  check(sequence.length() == 0, "generate: the sequence is not empty");
+  check(int64_t(prompt.size()) <= sequence.capacity(), "the prompt has " + std::to_string(prompt.size()) +
+                                                            " tokens, more than the context of " +
+                                                            std::to_string(sequence.capacity()));
+  for (int32_t id : prompt)
+    check(id >= 0 && id < cfg.vocab_size, "prompt token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                              std::to_string(cfg.vocab_size) + ")");
   Sampler sampler(options.sampling);
   GenerationResult result;
   std::vector<int32_t> history = prompt;
@@ -34,7 +36,7 @@ GenerationResult generate(DeepseekV2& model, const std::vector<int32_t>& prompt,
 
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now();
-  model.forward(prompt, cache, AttentionPath::Decompressed, LogitsRows::Last, logits);
+  sequence.append(prompt, AttentionPath::Decompressed, LogitsRows::Last, logits);
   result.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   auto t1 = clock::now();
   while (int64_t(result.tokens.size()) < options.max_new_tokens) {
@@ -51,11 +53,12 @@ GenerationResult generate(DeepseekV2& model, const std::vector<int32_t>& prompt,
       break;
     }
     if (int64_t(result.tokens.size()) == options.max_new_tokens) break;
-    if (cache.length() >= cache.capacity()) {
+    if (sequence.length() >= sequence.capacity()) {
       result.stop = StopReason::ContextFull;
       break;
     }
-    model.forward({next}, cache, AttentionPath::Absorbed, LogitsRows::Last, logits);
+    sequence.append({next}, AttentionPath::Absorbed, LogitsRows::Last, logits);
+    ++result.decode_steps;
   }
   result.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
   return result;

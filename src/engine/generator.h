@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "engine/sampler.h"
-#include "model/deepseek_v2.h"
+#include "engine/sequence_model.h"
 
 namespace dsv2 {
 
@@ -17,18 +17,18 @@ struct GenerationOptions {
   int64_t max_new_tokens = 16;
   SamplingOptions sampling;
   bool stop_at_eos = true;
-  DType cache_dtype = DType::F32;
-  int64_t context_limit = 0;  // 0: the model's max_position_embeddings
 };
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // generated ids (the EOS that stopped it included)
   StopReason stop = StopReason::MaxTokens;
+  int64_t decode_steps = 0;     // forwards after the prefill
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
+// Extends an empty `sequence` with the prompt and up to max_new_tokens tokens.
 // on_token(id) is called as each token is produced; returning false stops generation.
-GenerationResult generate(DeepseekV2& model, const std::vector<int32_t>& prompt, const GenerationOptions& options,
+GenerationResult generate(SequenceModel& sequence, const std::vector<int32_t>& prompt, const GenerationOptions& options,
                           const std::function<bool(int32_t)>& on_token = {});
 
 }  // namespace dsv2

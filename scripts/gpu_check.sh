@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA H200 (sm_90): builds the CUDA backend unless $BUILD already holds it,
+# runs the GPU test suite, then the decode/prefill benchmarks on random DeepSeek-V2-Lite weights,
+# and prints a short table. Logs go to $OUT (default: gpu-results/).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build-cuda}
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+if [ ! -x "$BUILD/dsv2" ] || [ ! -x "$BUILD/tests/dsv2_cuda_tests" ]; then
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSV2_CUDA=ON >/dev/null && cmake --build "$BUILD" -j"$(nproc)" || exit 1
+fi
+export DSV2_GOLDEN_DIR="$PWD/tests/golden"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
+"$BUILD/tests/dsv2_cuda_tests" ${GTEST_FILTER:+--gtest_filter=$GTEST_FILTER} >"$OUT/tests.log" 2>&1
+tests_rc=$?
+grep -E "^\[  (PASSED|FAILED) |worst relative|FAILED  \]" "$OUT/tests.log" | tail -40
+
+rows=()
+# Each entry: batch,prompt_tokens,gen_tokens
+for spec in ${BENCHES:-1,128,64 16,128,32 64,128,16 256,128,8 1,512,4}; do
+  IFS=, read -r b p g <<<"$spec"
+  set -- "$b" "$p" "$g"
+  json="$OUT/bench_b$1_p$2.json"
+  if "$BUILD/dsv2" bench --device cuda --preset v2-lite --batch "$1" --prompt-tokens "$2" --gen-tokens "$3" --json >"$json" 2>"$OUT/bench_b$1_p$2.err"; then
+    rows+=("$(python3 -c "import json,sys; j=json.load(open('$json')); print(f\"{j['batch']:>5} {j['prompt_tokens']:>6} {j['decode_tokens_per_s']:>10.1f} {j['decode_step_ms']:>8.2f} {j['prefill_tokens_per_s']:>10.1f} {j['prefill_fraction_of_gemm_peak']:>6.3f} {j.get('decode_fraction_of_roofline', float('nan')):>6.3f} {j['copy_bandwidth_gb_per_s']:>7.0f} {j['bf16_gemm_tflop_per_s']:>6.0f}\")")")
+  else
+    rows+=("batch $1 prompt $2: FAILED ($(tail -1 "$OUT/bench_b$1_p$2.err"))")
+  fi
+done
+echo
+echo "DeepSeek-V2-Lite shapes, random bf16 weights, bf16 latent cache"
+echo "batch prompt  decode/s  step_ms  prefill/s  pf/pk  dec/rf  copyGB/s  TFLOPs"
+printf '%s\n' "${rows[@]}"
+echo "GPU tests exit code: $tests_rc"
+exit $tests_rc

@@ -1,0 +1,116 @@
+// dsv2 bench --device cuda: prefill and batched decode on one GPU, with the copy bandwidth and
+// the bf16 GEMM rate measured in the same run, and the fractions of those ceilings reached.
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "model/cuda/deepseek_v2_cuda.h"
+#include "model/model.h"
+#include "model/weights.h"
+#include "ops/cuda/ceilings.h"
+
+namespace dsv2 {
+
+int bench_cuda(Args& args) {
+  auto dir = args.value("--model");
+  auto preset = args.value("--preset");
+  check(dir.has_value() != preset.has_value(), "dsv2 bench --device cuda: give exactly one of --model DIR and --preset NAME");
+  const int64_t prompt_tokens = args.integer("--prompt-tokens", 128);
+  const int64_t gen_tokens = args.integer("--gen-tokens", 64);
+  const int64_t batch = args.integer("--batch", 1);
+  const int64_t layers = args.integer("--layers", 0);
+  check(prompt_tokens >= 1 && gen_tokens >= 2, "--prompt-tokens must be >= 1 and --gen-tokens >= 2");
+  check(batch >= 1 && batch <= 4096, "--batch must be between 1 and 4096");
+  const bool json_out = args.flag("--json");
+  const bool no_graphs = args.flag("--no-graphs");
+  CudaOptions opt;
+  opt.cache_dtype = cache_dtype_option(args, DType::BF16);
+  opt.max_batch = batch;
+  opt.max_context = prompt_tokens + gen_tokens;
+  opt.max_prefill_chunk = std::min<int64_t>(prompt_tokens, 2048);
+  opt.use_graphs = !no_graphs;
+  args.flag("--random");  // presets are always random weights
+  threads_option(args);
+  args.finish();
+
+  const double copy_bw = cuda::measure_copy_bandwidth();
+  const double gemm_flops = cuda::measure_bf16_gemm_flops();
+
+  std::unique_ptr<LoadedModel> loaded;
+  std::unique_ptr<CudaDeepseekV2> net;
+  ModelConfig cfg;
+  if (dir) {
+    loaded = std::make_unique<LoadedModel>(load_model(*dir));
+    cfg = loaded->config;
+    net = std::make_unique<CudaDeepseekV2>(cfg, loaded->weights, opt);
+  } else {
+    cfg = preset_config(*preset);
+    if (layers > 0) {
+      check(layers <= cfg.num_hidden_layers, "--layers must be <= " + std::to_string(cfg.num_hidden_layers));
+      cfg.num_hidden_layers = layers;
+    }
+    net = std::make_unique<CudaDeepseekV2>(cfg, DType::BF16, 7, opt);
+  }
+
+  std::mt19937 rng(1);
+  auto random_ids = [&](int64_t n) {
+    std::vector<int32_t> v(static_cast<size_t>(n));
+    for (auto& id : v) id = int32_t(rng() % uint32_t(cfg.vocab_size));
+    return v;
+  };
+  using clock = std::chrono::steady_clock;
+  // Prefill every sequence (one prompt at a time); the first one also warms up.
+  net->prefill(0, random_ids(prompt_tokens), LogitsRows::Last, nullptr);
+  net->reset(0);
+  auto t0 = clock::now();
+  for (int b = 0; b < batch; ++b) net->prefill(b, random_ids(prompt_tokens), LogitsRows::Last, nullptr);
+  const double prefill_s = std::chrono::duration<double>(clock::now() - t0).count();
+
+  std::vector<int> slots(static_cast<size_t>(batch));
+  for (int b = 0; b < batch; ++b) slots[size_t(b)] = b;
+  std::vector<int32_t> ids = random_ids(batch), next;
+  net->decode(slots, ids, nullptr, &next);  // captures the graph
+  auto t1 = clock::now();
+  for (int64_t s = 1; s < gen_tokens; ++s) {
+    net->decode(slots, next, nullptr, &ids);
+    std::swap(ids, next);
+  }
+  const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+  const int64_t steps = gen_tokens - 1;
+
+  const ParameterCounts params = count_parameters(cfg);
+  const double flops_per_token = 2.0 * double(params.active_per_token);
+  const double decode_tps = double(batch * steps) / decode_s;
+  const double step_bytes = net->weight_bytes_per_decode_token();  // at batch 1 every step reads these
+  nlohmann::json j = {
+      {"device", "cuda"},
+      {"model", dir ? *dir : "preset:" + *preset},
+      {"layers", cfg.num_hidden_layers},
+      {"batch", batch},
+      {"prompt_tokens", prompt_tokens},
+      {"gen_tokens", gen_tokens},
+      {"cache_dtype", dtype_name(opt.cache_dtype)},
+      {"cuda_graphs", !no_graphs},
+      {"copy_bandwidth_gb_per_s", copy_bw / 1e9},
+      {"bf16_gemm_tflop_per_s", gemm_flops / 1e12},
+      {"prefill_tokens_per_s", double(batch * prompt_tokens) / prefill_s},
+      {"prefill_tflop_per_s", flops_per_token * double(batch * prompt_tokens) / prefill_s / 1e12},
+      {"prefill_fraction_of_gemm_peak", flops_per_token * double(batch * prompt_tokens) / prefill_s / gemm_flops},
+      {"decode_tokens_per_s", decode_tps},
+      {"decode_step_ms", 1e3 * decode_s / double(steps)},
+      {"decode_weight_bytes_per_token_batch1", step_bytes},
+      {"batch1_roofline_tokens_per_s", copy_bw / step_bytes},
+  };
+  if (batch == 1) j["decode_fraction_of_roofline"] = decode_tps * step_bytes / copy_bw;
+  if (json_out) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+
+}  // namespace dsv2

@@ -1,0 +1,538 @@
+#include "model/cuda/deepseek_v2_cuda.h"
+
+#include <algorithm>
+#include <functional>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "model/rope.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_buffer.h"
+#include "ops/cuda/kernels.h"
+
+namespace dsv2 {
+
+using cuda::DeviceBuffer;
+using cuda::DeviceMatrix;
+
+namespace {
+
+struct DeviceSwiglu {
+  DeviceMatrix gate, up, down;  // [I, H], [I, H], [H, I]
+};
+
+struct DeviceLayer {
+  float *input_norm = nullptr, *post_norm = nullptr, *q_a_norm = nullptr, *kv_a_norm = nullptr;  // f32 [dim]
+  DeviceMatrix q_proj, q_a_proj, q_b_proj, kv_a_proj, kv_b_proj, o_proj;
+  void* wuk_t = nullptr;  // kv_b_proj's W_UK blocks transposed: [nh, d_c, d_nope]
+  bool moe = false, has_shared = false;
+  DeviceSwiglu dense, shared;
+  DeviceMatrix router;                                   // [E, H]
+  DType expert_dtype = DType::BF16;
+  void *experts_gate = nullptr, *experts_up = nullptr;   // [E, I, H]
+  void* experts_down = nullptr;                          // [E, H, I]
+};
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+}  // namespace
+
+struct CudaDeepseekV2::Impl {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  std::vector<DeviceBuffer> owned;  // every device allocation of weights and scratch
+  DeviceMatrix embed, lm_head;
+  float* final_norm = nullptr;
+  std::vector<DeviceLayer> layers;
+  float* inv_freq = nullptr;
+  float amplitude = 1.0f;
+  cuda::PagedLatentCache cache;
+  std::vector<std::vector<int32_t>> host_tables;  // [slot][max_blocks]
+  int64_t max_blocks = 0;
+  double decode_bytes = 0;
+
+  // Step inputs (device): ids, positions, sequence rows, block tables, lengths.
+  int32_t *ids = nullptr, *pos = nullptr, *seq = nullptr, *tables = nullptr, *seq_lens = nullptr, *argmax = nullptr;
+  // Activations (device, f32) sized for max(prefill chunk, batch) tokens.
+  float *x = nullptr, *a = nullptr, *y = nullptr, *q = nullptr, *cq = nullptr, *kv = nullptr, *o = nullptr;
+  float *g = nullptr, *u = nullptr, *router_logits = nullptr, *gate_w = nullptr, *moe_h = nullptr, *moe_y = nullptr;
+  float *logits = nullptr, *argmax_scratch = nullptr;
+  int32_t* expert_ids = nullptr;
+  // Attention scratch.
+  float *c_all = nullptr, *kpe_all = nullptr, *kvb = nullptr, *keys = nullptr, *scores = nullptr;
+  float *q_lat = nullptr, *o_lat = nullptr, *abs_partials = nullptr;
+  // Expert-sorted MoE (prefill): gathered inputs [T·K, H], up projections [T·K, I_moe], row and slot maps [T·K].
+  float *moe_x = nullptr, *moe_u = nullptr;
+  int32_t *moe_rows = nullptr, *moe_slot_of = nullptr;
+  void* lowp = nullptr;
+  void* blas_workspace = nullptr;
+  std::map<int64_t, cudaGraphExec_t> graphs;  // decode step per batch size
+
+  template <typename T = float>
+  T* alloc(size_t count) {
+    owned.emplace_back(count * sizeof(T));
+    return owned.back().get<T>();
+  }
+  void* alloc_bytes(size_t bytes) {
+    owned.emplace_back(bytes);
+    return owned.back().get();
+  }
+  ~Impl() {
+    for (auto& [b, g] : graphs) cudaGraphExecDestroy(g);
+    if (blas) cublasDestroy(blas);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+namespace {
+
+// Where each checkpoint tensor lives on the device; experts of a layer share one block per projection.
+struct Placement {
+  void* data;
+  DType dtype;
+};
+
+}  // namespace
+
+static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOptions& opt,
+                  const std::function<DType(const TensorSpec&)>& dtype_of,
+                  const std::function<void(const TensorSpec&, void*, DType)>& fill) {
+  DSV2_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  DSV2_CUBLAS_CHECK(cublasCreate(&m.blas));
+  const size_t ws_bytes = 64ull << 20;
+  m.blas_workspace = m.alloc_bytes(ws_bytes);
+  DSV2_CUBLAS_CHECK(cublasSetWorkspace(m.blas, m.blas_workspace, ws_bytes));
+  DSV2_CUBLAS_CHECK(cublasSetStream(m.blas, m.stream));
+
+  const int64_t H = cfg.hidden_size, E = cfg.n_routed_experts, I_moe = cfg.moe_intermediate_size;
+  const std::vector<TensorSpec> specs = checkpoint_tensor_specs(cfg);
+  std::map<std::string, const TensorSpec*> spec_of;
+  for (const TensorSpec& s : specs) spec_of[s.name] = &s;
+  std::map<std::string, Placement> placed;
+  std::map<std::pair<int64_t, std::string>, void*> expert_blocks;  // (layer, projection) -> [E, rows, cols]
+  for (const TensorSpec& s : specs) {
+    const DType dt = s.role == TensorRole::Norm ? DType::F32 : dtype_of(s);
+    void* dst;
+    if (s.expert >= 0) {
+      // "model.layers.L.mlp.experts.E.gate_proj.weight" -> "gate_proj.weight"
+      const size_t after_index = s.name.find('.', s.name.find(".experts.") + 9) + 1;
+      const std::string proj = s.name.substr(after_index);
+      auto key = std::make_pair(s.layer, proj);
+      auto it = expert_blocks.find(key);
+      if (it == expert_blocks.end()) it = expert_blocks.emplace(key, m.alloc_bytes(size_t(E * I_moe * H) * dtype_size(dt))).first;
+      dst = static_cast<char*>(it->second) + size_t(s.expert * I_moe * H) * dtype_size(dt);
+    } else {
+      dst = m.alloc_bytes(size_t(numel_of(s.shape)) * dtype_size(dt));
+    }
+    fill(s, dst, dt);
+    placed[s.name] = {dst, dt};
+  }
+  auto matrix = [&](const std::string& name) {
+    const Placement& p = placed.at(name);
+    const TensorSpec& s = *spec_of.at(name);
+    return DeviceMatrix{p.dtype, p.data, s.shape[0], s.shape[1]};
+  };
+  auto vec = [&](const std::string& name) { return static_cast<float*>(placed.at(name).data); };
+  auto swiglu = [&](const std::string& p) {
+    return DeviceSwiglu{matrix(p + "gate_proj.weight"), matrix(p + "up_proj.weight"), matrix(p + "down_proj.weight")};
+  };
+  m.embed = matrix("model.embed_tokens.weight");
+  m.lm_head = cfg.tie_word_embeddings ? m.embed : matrix("lm_head.weight");
+  m.final_norm = vec("model.norm.weight");
+  m.decode_bytes = double(m.embed.bytes()) / double(cfg.vocab_size) + double(m.lm_head.bytes());
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    DeviceLayer L;
+    const std::string p = "model.layers." + std::to_string(i) + ".", a = p + "self_attn.";
+    L.input_norm = vec(p + "input_layernorm.weight");
+    L.post_norm = vec(p + "post_attention_layernorm.weight");
+    if (cfg.q_lora_rank) {
+      L.q_a_proj = matrix(a + "q_a_proj.weight");
+      L.q_a_norm = vec(a + "q_a_layernorm.weight");
+      L.q_b_proj = matrix(a + "q_b_proj.weight");
+    } else {
+      L.q_proj = matrix(a + "q_proj.weight");
+    }
+    L.kv_a_proj = matrix(a + "kv_a_proj_with_mqa.weight");
+    L.kv_a_norm = vec(a + "kv_a_layernorm.weight");
+    L.kv_b_proj = matrix(a + "kv_b_proj.weight");
+    L.wuk_t = m.alloc_bytes(size_t(cfg.num_attention_heads * cfg.kv_lora_rank * cfg.qk_nope_head_dim) * dtype_size(L.kv_b_proj.dtype));
+    cuda::transpose_wuk(L.kv_b_proj, cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim, L.wuk_t, nullptr);
+    L.o_proj = matrix(a + "o_proj.weight");
+    for (const DeviceMatrix* mm : {&L.q_proj, &L.q_a_proj, &L.q_b_proj, &L.kv_a_proj, &L.kv_b_proj, &L.o_proj})
+      m.decode_bytes += double(mm->bytes());
+    L.moe = cfg.is_moe_layer(i);
+    if (L.moe) {
+      L.router = matrix(p + "mlp.gate.weight");
+      const std::string e0 = p + "mlp.experts.0.";
+      L.expert_dtype = placed.at(e0 + "gate_proj.weight").dtype;
+      L.experts_gate = expert_blocks.at({i, "gate_proj.weight"});
+      L.experts_up = expert_blocks.at({i, "up_proj.weight"});
+      L.experts_down = expert_blocks.at({i, "down_proj.weight"});
+      m.decode_bytes += double(L.router.bytes()) + double(cfg.num_experts_per_tok * 3 * I_moe * H) * dtype_size(L.expert_dtype);
+      L.has_shared = cfg.n_shared_experts > 0;
+      if (L.has_shared) {
+        L.shared = swiglu(p + "mlp.shared_experts.");
+        m.decode_bytes += double(L.shared.gate.bytes() * 3);
+      }
+    } else {
+      L.dense = swiglu(p + "mlp.");
+      m.decode_bytes += double(L.dense.gate.bytes() * 3);
+    }
+    m.layers.push_back(L);
+  }
+
+  RotaryEmbedding rope(cfg);
+  m.inv_freq = m.alloc(rope.inv_freq().size());
+  DSV2_CUDA_CHECK(cudaMemcpy(m.inv_freq, rope.inv_freq().data(), rope.inv_freq().size() * 4, cudaMemcpyHostToDevice));
+  m.amplitude = rope.amplitude();
+
+  // Paged latent cache: every slot owns ceil(max_context / block_size) blocks; unused slots hold NaN.
+  m.max_blocks = (opt.max_context + opt.block_size - 1) / opt.block_size;
+  m.cache = {nullptr, opt.cache_dtype, cfg.num_hidden_layers, opt.max_batch * m.max_blocks, opt.block_size, cfg.latent_width()};
+  const size_t cache_bytes = size_t(m.cache.n_layers * m.cache.n_blocks * m.cache.block_size * m.cache.width) * dtype_size(m.cache.dtype);
+  m.cache.data = m.alloc_bytes(cache_bytes);
+  DSV2_CUDA_CHECK(cudaMemset(m.cache.data, 0xff, cache_bytes));  // all-ones bits: NaN in f32 and bf16
+  std::vector<int32_t> order(size_t(m.cache.n_blocks));
+  std::iota(order.begin(), order.end(), 0);
+  if (opt.shuffle_block_tables) std::shuffle(order.begin(), order.end(), std::mt19937(12345));
+  for (int64_t s = 0; s < opt.max_batch; ++s)
+    m.host_tables.emplace_back(order.begin() + s * m.max_blocks, order.begin() + (s + 1) * m.max_blocks);
+
+  // Scratch.
+  const int64_t nh = cfg.num_attention_heads, d_qk = cfg.qk_head_dim(), Tm = std::max(opt.max_prefill_chunk, opt.max_batch);
+  const int64_t Lm = opt.max_context, K = std::max<int64_t>(cfg.num_experts_per_tok, 1);
+  const int64_t I_max = std::max({cfg.intermediate_size, cfg.shared_intermediate(), I_moe});
+  m.ids = m.alloc<int32_t>(static_cast<size_t>(Tm));
+  m.pos = m.alloc<int32_t>(static_cast<size_t>(Tm));
+  m.seq = m.alloc<int32_t>(static_cast<size_t>(Tm));
+  m.argmax = m.alloc<int32_t>(static_cast<size_t>(Tm));
+  m.seq_lens = m.alloc<int32_t>(size_t(opt.max_batch));
+  m.tables = m.alloc<int32_t>(size_t(opt.max_batch * m.max_blocks));
+  m.x = m.alloc(size_t(Tm * H));
+  m.a = m.alloc(size_t(Tm * H));
+  m.y = m.alloc(size_t(Tm * H));
+  m.q = m.alloc(size_t(Tm * nh * d_qk));
+  m.cq = m.alloc(size_t(Tm * cfg.q_lora_rank.value_or(1)));
+  m.kv = m.alloc(size_t(Tm * cfg.latent_width()));
+  m.o = m.alloc(size_t(Tm * nh * cfg.v_head_dim));
+  m.g = m.alloc(size_t(Tm * I_max));
+  m.u = m.alloc(size_t(Tm * I_max));
+  m.router_logits = m.alloc(size_t(Tm * std::max<int64_t>(E, 1)));
+  m.expert_ids = m.alloc<int32_t>(size_t(Tm * K));
+  m.gate_w = m.alloc(size_t(Tm * K));
+  m.moe_h = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
+  m.moe_y = m.alloc(size_t(Tm * K * H));
+  m.logits = m.alloc(size_t(Tm * cfg.vocab_size));
+  m.argmax_scratch = m.alloc(size_t(cuda::argmax_scratch_floats(Tm)));
+  m.c_all = m.alloc(size_t(Lm * cfg.kv_lora_rank));
+  m.kpe_all = m.alloc(size_t(Lm * cfg.qk_rope_head_dim));
+  m.kvb = m.alloc(size_t(Lm * nh * (cfg.qk_nope_head_dim + cfg.v_head_dim)));
+  m.keys = m.alloc(size_t(Lm * nh * d_qk));
+  m.scores = m.alloc(size_t(nh * opt.max_prefill_chunk * Lm));
+  m.q_lat = m.alloc(size_t(opt.max_batch * nh * cfg.kv_lora_rank));
+  m.o_lat = m.alloc(size_t(opt.max_batch * nh * cfg.kv_lora_rank));
+  m.abs_partials = m.alloc(size_t(cuda::absorbed_attention_scratch_floats(opt.max_batch, nh, cfg.kv_lora_rank, Lm)));
+  m.moe_x = m.alloc(size_t(Tm * K * H));
+  m.moe_u = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
+  m.moe_rows = m.alloc<int32_t>(size_t(Tm * K));
+  m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
+  const int64_t K_max = std::max({H, I_max, nh * cfg.v_head_dim, cfg.kv_lora_rank, cfg.q_lora_rank.value_or(0)});
+  m.lowp = m.alloc_bytes(size_t(std::max(Tm, Lm) * K_max) * 2);
+  DSV2_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+static void validate(const ModelConfig& cfg, const CudaOptions& opt) {
+  check(opt.cache_dtype == DType::BF16 || opt.cache_dtype == DType::F32, "CUDA latent cache dtype must be bf16 or f32");
+  check(opt.max_batch >= 1 && opt.max_context >= 1 && opt.max_prefill_chunk >= 1 && opt.block_size >= 1,
+        "CUDA options: batch, context, prefill chunk and block size must be >= 1");
+  check(opt.max_context <= cfg.max_position_embeddings,
+        "CUDA options: max_context " + std::to_string(opt.max_context) + " exceeds max_position_embeddings " +
+            std::to_string(cfg.max_position_embeddings));
+  int n = 0;
+  DSV2_CUDA_CHECK(cudaGetDeviceCount(&n));
+  check(n > 0, "no CUDA device found");
+}
+
+CudaDeepseekV2::CudaDeepseekV2(const ModelConfig& cfg, const ModelWeights& w, const CudaOptions& opt)
+    : cfg_(cfg), opt_(opt), lengths_(size_t(opt.max_batch), 0), impl_(std::make_unique<Impl>()) {
+  validate(cfg, opt);
+  // Host matrices by tensor name, from the bound weight table.
+  std::map<std::string, Matrix> host;
+  std::map<std::string, const std::vector<float>*> norms;
+  host["model.embed_tokens.weight"] = w.embed;
+  host["lm_head.weight"] = w.lm_head;
+  norms["model.norm.weight"] = &w.final_norm;
+  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    const LayerWeights& L = w.layers[size_t(i)];
+    const std::string p = "model.layers." + std::to_string(i) + ".", a = p + "self_attn.";
+    norms[p + "input_layernorm.weight"] = &L.input_norm;
+    norms[p + "post_attention_layernorm.weight"] = &L.post_attention_norm;
+    norms[a + "q_a_layernorm.weight"] = &L.q_a_norm;
+    norms[a + "kv_a_layernorm.weight"] = &L.kv_a_norm;
+    host[a + "q_proj.weight"] = L.q_proj;
+    host[a + "q_a_proj.weight"] = L.q_a_proj;
+    host[a + "q_b_proj.weight"] = L.q_b_proj;
+    host[a + "kv_a_proj_with_mqa.weight"] = L.kv_a_proj;
+    host[a + "kv_b_proj.weight"] = L.kv_b_proj;
+    host[a + "o_proj.weight"] = L.o_proj;
+    auto add = [&](const std::string& pre, const SwigluWeights& s) {
+      host[pre + "gate_proj.weight"] = s.gate;
+      host[pre + "up_proj.weight"] = s.up;
+      host[pre + "down_proj.weight"] = s.down;
+    };
+    if (L.moe) {
+      host[p + "mlp.gate.weight"] = L.router;
+      for (size_t e = 0; e < L.experts.size(); ++e) add(p + "mlp.experts." + std::to_string(e) + ".", L.experts[e]);
+      if (L.has_shared) add(p + "mlp.shared_experts.", L.shared);
+    } else {
+      add(p + "mlp.", L.dense);
+    }
+  }
+  DType expert_dtype = DType::BF16;
+  bool seen_expert = false;
+  build(*impl_, cfg, opt, [&](const TensorSpec& s) {
+        DType dt = host.at(s.name).dtype;
+        if (s.expert >= 0) {  // one block per projection: every expert must share the dtype
+          check(!seen_expert || dt == expert_dtype, "CUDA: routed experts stored in different dtypes");
+          expert_dtype = dt;
+          seen_expert = true;
+        }
+        return dt;
+      },
+      [&](const TensorSpec& s, void* dst, DType dt) {
+        if (s.role == TensorRole::Norm) {
+          const std::vector<float>& v = *norms.at(s.name);
+          DSV2_CUDA_CHECK(cudaMemcpy(dst, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+        } else {
+          const Matrix& mm = host.at(s.name);
+          DSV2_CUDA_CHECK(cudaMemcpy(dst, mm.data, mm.bytes(), cudaMemcpyHostToDevice));
+        }
+      });
+}
+
+CudaDeepseekV2::CudaDeepseekV2(const ModelConfig& cfg, DType dtype, uint64_t seed, const CudaOptions& opt)
+    : cfg_(cfg), opt_(opt), lengths_(size_t(opt.max_batch), 0), impl_(std::make_unique<Impl>()) {
+  validate(cfg, opt);
+  uint64_t n = 0;
+  build(*impl_, cfg, opt, [&](const TensorSpec&) { return dtype; },
+        [&](const TensorSpec& s, void* dst, DType dt) {
+          float centre = 0, half = std::sqrt(3.0f / float(s.shape.back()));
+          if (s.role == TensorRole::Norm) {
+            centre = 1.0f;
+            half = 0.1f;
+          } else if (s.role == TensorRole::Embedding) {
+            half = std::sqrt(3.0f);
+          }
+          cuda::fill_uniform(dst, dt, numel_of(s.shape), centre, half, seed + 0x9e37ull * ++n, nullptr);
+        });
+  DSV2_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+CudaDeepseekV2::~CudaDeepseekV2() = default;
+
+double CudaDeepseekV2::weight_bytes_per_decode_token() const { return impl_->decode_bytes; }
+
+namespace {
+
+// The routed experts for many tokens (prefill; synchronises with the host): the (token, slot)
+// pairs sorted by expert, each expert one GEMM over its rows, then a weighted sum per token. m.y = result.
+void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const DeviceLayer& L, int64_t T) {
+  cudaStream_t st = m.stream;
+  const int64_t H = cfg.hidden_size, I = cfg.moe_intermediate_size, K = cfg.num_experts_per_tok, E = cfg.n_routed_experts;
+  std::vector<int32_t> ids(static_cast<size_t>(T * K));
+  DSV2_CUDA_CHECK(cudaMemcpyAsync(ids.data(), m.expert_ids, ids.size() * 4, cudaMemcpyDeviceToHost, st));
+  DSV2_CUDA_CHECK(cudaStreamSynchronize(st));
+  std::vector<int64_t> start(size_t(E + 1), 0);
+  for (int32_t e : ids) ++start[size_t(e) + 1];
+  for (int64_t e = 0; e < E; ++e) start[size_t(e + 1)] += start[size_t(e)];
+  std::vector<int32_t> rows(ids.size()), slot_of(ids.size());  // sorted slot -> token; pair -> sorted slot
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  for (int64_t p = 0; p < T * K; ++p) {
+    const int64_t slot = fill[size_t(ids[size_t(p)])]++;
+    rows[size_t(slot)] = int32_t(p / K);
+    slot_of[size_t(p)] = int32_t(slot);
+  }
+  DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_rows, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice, st));
+  DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_slot_of, slot_of.data(), slot_of.size() * 4, cudaMemcpyHostToDevice, st));
+  cuda::gather_rows(m.a, m.moe_rows, T * K, H, m.moe_x, st);
+  const size_t esz = dtype_size(L.expert_dtype);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
+    if (n == 0) continue;
+    const DeviceMatrix gate{L.expert_dtype, static_cast<const char*>(L.experts_gate) + size_t(e * I * H) * esz, I, H};
+    const DeviceMatrix up{L.expert_dtype, static_cast<const char*>(L.experts_up) + size_t(e * I * H) * esz, I, H};
+    const DeviceMatrix down{L.expert_dtype, static_cast<const char*>(L.experts_down) + size_t(e * H * I) * esz, H, I};
+    cuda::linear(m.blas, m.moe_x + b * H, H, n, gate, m.moe_h + b * I, m.lowp, st);
+    cuda::linear(m.blas, m.moe_x + b * H, H, n, up, m.moe_u + b * I, m.lowp, st);
+    cuda::silu_mul(m.moe_h + b * I, m.moe_u + b * I, m.moe_h + b * I, n * I, st);
+    cuda::linear(m.blas, m.moe_h + b * I, I, n, down, m.moe_y + b * H, m.lowp, st);
+  }
+  cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.y, st);
+}
+
+// One forward over T tokens whose inputs (ids, pos, seq, tables, seq_lens) are already on the device.
+// Decode (absorbed) when `prefill_pos0` < 0: token b is the only new token of table row b.
+void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOptions& opt, int64_t T,
+                    int64_t prefill_pos0, bool all_logits) {
+  cudaStream_t st = m.stream;
+  const int64_t H = cfg.hidden_size, nh = cfg.num_attention_heads, d_qk = cfg.qk_head_dim();
+  const int64_t d_c = cfg.kv_lora_rank, d_rope = cfg.qk_rope_head_dim;
+  const float eps = float(cfg.rms_norm_eps);
+  const cuda::MlaShape shape{nh, cfg.qk_nope_head_dim, d_rope, cfg.v_head_dim, d_c, float(cfg.softmax_scale())};
+  cuda::embed_rows(m.embed, m.ids, T, m.x, st);
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const DeviceLayer& L = m.layers[size_t(l)];
+    cuda::rms_norm(m.x, H, L.input_norm, m.a, H, T, H, eps, st);
+    if (cfg.q_lora_rank) {
+      const int64_t d_cq = *cfg.q_lora_rank;
+      cuda::linear(m.blas, m.a, H, T, L.q_a_proj, m.cq, m.lowp, st);
+      cuda::rms_norm(m.cq, d_cq, L.q_a_norm, m.cq, d_cq, T, d_cq, eps, st);
+      cuda::linear(m.blas, m.cq, d_cq, T, L.q_b_proj, m.q, m.lowp, st);
+    } else {
+      cuda::linear(m.blas, m.a, H, T, L.q_proj, m.q, m.lowp, st);
+    }
+    cuda::rope(m.q + cfg.qk_nope_head_dim, T, nh * d_qk, nh, d_qk, m.pos, m.inv_freq, d_rope / 2, m.amplitude, st);
+    cuda::linear(m.blas, m.a, H, T, L.kv_a_proj, m.kv, m.lowp, st);
+    cuda::write_latents(m.kv, T, L.kv_a_norm, eps, d_c, d_rope, m.seq, m.pos, m.inv_freq, m.amplitude, m.cache, l, m.tables,
+                        m.max_blocks, st);
+    if (prefill_pos0 >= 0) {
+      const int64_t Lk = prefill_pos0 + T;
+      cuda::gather_latents(m.cache, l, m.tables, Lk, d_c, m.c_all, m.kpe_all, st);
+      cuda::linear(m.blas, m.c_all, d_c, Lk, L.kv_b_proj, m.kvb, m.lowp, st);
+      cuda::attend_decompressed(m.blas, shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.keys, m.scores, st);
+    } else {
+      cuda::attend_absorbed(shape, m.q, L.kv_b_proj, L.wuk_t, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,
+                            m.q_lat, m.o_lat, m.abs_partials, m.o, st);
+    }
+    cuda::linear(m.blas, m.o, nh * cfg.v_head_dim, T, L.o_proj, m.y, m.lowp, st);
+    cuda::add_inplace(m.x, m.y, T * H, st);
+    cuda::rms_norm(m.x, H, L.post_norm, m.a, H, T, H, eps, st);
+    auto swiglu = [&](const DeviceSwiglu& s, float* out) {
+      const int64_t I = s.gate.rows;
+      cuda::linear(m.blas, m.a, H, T, s.gate, m.g, m.lowp, st);
+      cuda::linear(m.blas, m.a, H, T, s.up, m.u, m.lowp, st);
+      cuda::silu_mul(m.g, m.u, m.g, T * I, st);
+      cuda::linear(m.blas, m.g, I, T, s.down, out, m.lowp, st);
+    };
+    if (L.moe) {
+      const cuda::RouterShape r{cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group,
+                                cfg.topk_method == TopkMethod::GroupLimitedGreedy, cfg.norm_topk_prob,
+                                float(cfg.routed_scaling_factor)};
+      cuda::linear(m.blas, m.a, H, T, L.router, m.router_logits, m.lowp, st);
+      cuda::route_tokens(r, m.router_logits, T, m.expert_ids, m.gate_w, st);
+      if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens) {
+        moe_sorted_by_expert(m, cfg, L, T);
+      } else {
+        cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts, m.expert_ids, m.gate_w,
+                          L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_h, m.moe_y, m.y, st);
+      }
+      cuda::add_inplace(m.x, m.y, T * H, st);
+      if (L.has_shared) {
+        swiglu(L.shared, m.y);
+        cuda::add_inplace(m.x, m.y, T * H, st);
+      }
+    } else {
+      swiglu(L.dense, m.y);
+      cuda::add_inplace(m.x, m.y, T * H, st);
+    }
+  }
+  const int64_t first = all_logits ? 0 : T - 1, n = T - first;
+  cuda::rms_norm(m.x + first * H, H, m.final_norm, m.a, H, n, H, eps, st);
+  cuda::linear(m.blas, m.a, H, n, m.lm_head, m.logits, m.lowp, st);
+  cuda::argmax_rows(m.logits, n, cfg.vocab_size, m.argmax, m.argmax_scratch, st);
+}
+
+}  // namespace
+
+void CudaDeepseekV2::prefill(int slot, const std::vector<int32_t>& ids, LogitsRows rows, std::vector<float>* logits) {
+  Impl& m = *impl_;
+  check(slot >= 0 && slot < opt_.max_batch, "CUDA prefill: no sequence slot " + std::to_string(slot));
+  const int64_t T_all = int64_t(ids.size());
+  check(T_all > 0, "CUDA prefill: no tokens");
+  check(lengths_[size_t(slot)] + T_all <= opt_.max_context,
+        "sequence of " + std::to_string(lengths_[size_t(slot)] + T_all) + " tokens exceeds the context of " +
+            std::to_string(opt_.max_context));
+  for (int32_t id : ids)
+    check(id >= 0 && id < cfg_.vocab_size, "token id " + std::to_string(id) + " is outside the vocabulary");
+  DSV2_CUDA_CHECK(cudaMemcpyAsync(m.tables, m.host_tables[size_t(slot)].data(), size_t(m.max_blocks) * 4,
+                                  cudaMemcpyHostToDevice, m.stream));
+  if (logits) logits->clear();
+  for (int64_t start = 0; start < T_all; start += opt_.max_prefill_chunk) {
+    const int64_t T = std::min(opt_.max_prefill_chunk, T_all - start), pos0 = lengths_[size_t(slot)];
+    std::vector<int32_t> pos(static_cast<size_t>(T)), seq(size_t(T), 0);
+    for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(pos0 + t);
+    DSV2_CUDA_CHECK(cudaMemcpyAsync(m.ids, ids.data() + start, size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
+    DSV2_CUDA_CHECK(cudaMemcpyAsync(m.pos, pos.data(), size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
+    DSV2_CUDA_CHECK(cudaMemcpyAsync(m.seq, seq.data(), size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
+    const bool last_chunk = start + T == T_all, all = rows == LogitsRows::All;
+    forward_tokens(m, cfg_, opt_, T, pos0, all);
+    lengths_[size_t(slot)] += T;
+    if (logits && (all || last_chunk)) {
+      const int64_t n = all ? T : 1;
+      const size_t at = logits->size();
+      logits->resize(at + size_t(n * cfg_.vocab_size));
+      DSV2_CUDA_CHECK(cudaMemcpyAsync(logits->data() + at, m.logits, size_t(n * cfg_.vocab_size) * 4, cudaMemcpyDeviceToHost,
+                                      m.stream));
+    }
+    DSV2_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  }
+}
+
+void CudaDeepseekV2::decode(const std::vector<int>& slots, const std::vector<int32_t>& ids, std::vector<float>* logits,
+                            std::vector<int32_t>* argmax) {
+  Impl& m = *impl_;
+  const int64_t B = int64_t(slots.size());
+  check(B >= 1 && B <= opt_.max_batch && int64_t(ids.size()) == B, "CUDA decode: need 1..max_batch slots, one id each");
+  std::vector<int32_t> pos(static_cast<size_t>(B)), seq(static_cast<size_t>(B)), lens(static_cast<size_t>(B)), tables;
+  for (int64_t b = 0; b < B; ++b) {
+    const int slot = slots[size_t(b)];
+    check(slot >= 0 && slot < opt_.max_batch, "CUDA decode: no sequence slot " + std::to_string(slot));
+    check(lengths_[size_t(slot)] < opt_.max_context, "CUDA decode: sequence in slot " + std::to_string(slot) + " is full");
+    check(ids[size_t(b)] >= 0 && ids[size_t(b)] < cfg_.vocab_size, "token id " + std::to_string(ids[size_t(b)]) + " is outside the vocabulary");
+    pos[size_t(b)] = int32_t(lengths_[size_t(slot)]);
+    seq[size_t(b)] = int32_t(b);
+    lens[size_t(b)] = pos[size_t(b)] + 1;
+    tables.insert(tables.end(), m.host_tables[size_t(slot)].begin(), m.host_tables[size_t(slot)].end());
+  }
+  auto up = [&](int32_t* dst, const std::vector<int32_t>& v) {
+    DSV2_CUDA_CHECK(cudaMemcpyAsync(dst, v.data(), v.size() * 4, cudaMemcpyHostToDevice, m.stream));
+  };
+  up(m.ids, ids);
+  up(m.pos, pos);
+  up(m.seq, seq);
+  up(m.seq_lens, lens);
+  up(m.tables, tables);
+  if (opt_.use_graphs) {
+    auto it = m.graphs.find(B);
+    if (it == m.graphs.end()) {
+      cudaGraph_t graph;
+      DSV2_CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
+      forward_tokens(m, cfg_, opt_, B, -1, true);
+      DSV2_CUDA_CHECK(cudaStreamEndCapture(m.stream, &graph));
+      cudaGraphExec_t exec;
+      DSV2_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      DSV2_CUDA_CHECK(cudaGraphDestroy(graph));
+      it = m.graphs.emplace(B, exec).first;
+    }
+    DSV2_CUDA_CHECK(cudaGraphLaunch(it->second, m.stream));
+  } else {
+    forward_tokens(m, cfg_, opt_, B, -1, true);
+  }
+  for (int64_t b = 0; b < B; ++b) ++lengths_[size_t(slots[size_t(b)])];
+  if (logits) {
+    logits->resize(size_t(B * cfg_.vocab_size));
+    DSV2_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.logits, logits->size() * 4, cudaMemcpyDeviceToHost, m.stream));
+  }
+  if (argmax) {
+    argmax->resize(static_cast<size_t>(B));
+    DSV2_CUDA_CHECK(cudaMemcpyAsync(argmax->data(), m.argmax, size_t(B) * 4, cudaMemcpyDeviceToHost, m.stream));
+  }
+  DSV2_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+}
+
+}  // namespace dsv2

@@ -1,0 +1,60 @@
+// The DeepSeek-V2 forward on one NVIDIA GPU: weights uploaded once (stored dtype kept), a paged
+// latent cache, prefill with decompressed attention and batched decode with absorbed attention,
+// each decode step captured once per batch size as a CUDA graph and replayed.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/deepseek_v2.h"
+#include "model/weights.h"
+
+namespace dsv2 {
+
+struct CudaOptions {
+  DType cache_dtype = DType::BF16;   // BF16 or F32
+  int64_t block_size = 64;           // tokens per cache block
+  int64_t max_batch = 1;             // sequences decoded together
+  int64_t max_context = 4096;        // tokens per sequence
+  int64_t max_prefill_chunk = 1024;  // tokens per prefill forward
+  bool shuffle_block_tables = false; // give each sequence its cache blocks in a random order (tests)
+  bool use_graphs = true;            // capture decode steps as CUDA graphs
+};
+
+class CudaDeepseekV2 {
+ public:
+  // Uploads the weights of a loaded checkpoint.
+  CudaDeepseekV2(const ModelConfig& cfg, const ModelWeights& weights, const CudaOptions& options);
+  // Random weights of the config's shapes, generated on the device in `dtype` (benchmarks).
+  CudaDeepseekV2(const ModelConfig& cfg, DType dtype, uint64_t seed, const CudaOptions& options);
+  ~CudaDeepseekV2();
+  CudaDeepseekV2(const CudaDeepseekV2&) = delete;
+  CudaDeepseekV2& operator=(const CudaDeepseekV2&) = delete;
+
+  const ModelConfig& config() const { return cfg_; }
+  const CudaOptions& options() const { return opt_; }
+  int64_t length(int slot) const { return lengths_.at(size_t(slot)); }
+  void reset(int slot) { lengths_.at(size_t(slot)) = 0; }
+
+  // Runs ids through sequence `slot` at positions length(slot)...; logits (host): [T, V] or [1, V].
+  void prefill(int slot, const std::vector<int32_t>& ids, LogitsRows rows, std::vector<float>* logits);
+  // One token for each of the sequences `slots` (absorbed attention). Optional host outputs:
+  // logits [B, V], argmax ids [B].
+  void decode(const std::vector<int>& slots, const std::vector<int32_t>& ids, std::vector<float>* logits,
+              std::vector<int32_t>* argmax);
+  // Weight bytes one decode token reads (dense matrices, K experts per MoE layer, lm_head, one embedding row).
+  double weight_bytes_per_decode_token() const;
+
+  struct Impl;
+
+ private:
+  ModelConfig cfg_;
+  CudaOptions opt_;
+  std::vector<int64_t> lengths_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dsv2

@@ -1,0 +1,78 @@
+// Small device helpers shared by the kernels: loads of any weight dtype as f32, warp and block reductions.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+
+namespace dsv2::cuda {
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+
+__device__ __forceinline__ void from_f32(float v, float* p) { *p = v; }
+__device__ __forceinline__ void from_f32(float v, __nv_bfloat16* p) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void from_f32(float v, __half* p) { *p = __float2half_rn(v); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum (or max) over the whole block; every thread gets the result. `shared` holds >= 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = (blockDim.x + 31) / 32;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? shared[lane] : 0.0f;
+  return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float* shared) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = (blockDim.x + 31) / 32;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? shared[lane] : -FLT_MAX;
+  return warp_max(v);
+}
+
+// Σ_k w[k]·x[k] over K values by one warp (every lane gets the sum); 16-byte weight loads when the
+// row is aligned and K is a multiple of the vector width.
+template <typename WT>
+__device__ __forceinline__ float warp_dot_row(const WT* __restrict__ w, const float* __restrict__ x, int64_t K) {
+  constexpr int kVec = 16 / sizeof(WT);
+  const int lane = threadIdx.x % 32;
+  float acc = 0;
+  if (K % kVec == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0) {
+#pragma unroll 2
+    for (int64_t k = int64_t(lane) * kVec; k < K; k += 32 * kVec) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(w + k));
+      const WT* wv = reinterpret_cast<const WT*>(&raw);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) acc += to_f32(wv[j]) * x[k + j];
+    }
+  } else {
+    for (int64_t k = lane; k < K; k += 32) acc += to_f32(w[k]) * x[k];
+  }
+  return warp_sum(acc);
+}
+
+}  // namespace dsv2::cuda
+
+// Calls fn.template operator()<T>() with T the device type of `dtype`.
+#define DSV2_DISPATCH_DTYPE(dtype, ...)                                \
+  switch (dtype) {                                                     \
+    case ::dsv2::DType::F32: { using WT = float; __VA_ARGS__; break; }   \
+    case ::dsv2::DType::BF16: { using WT = __nv_bfloat16; __VA_ARGS__; break; } \
+    case ::dsv2::DType::F16: { using WT = __half; __VA_ARGS__; break; }  \
+  }

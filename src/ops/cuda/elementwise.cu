@@ -1,0 +1,152 @@
+// Per-element and per-row kernels: embedding rows, RMSNorm, RoPE, SwiGLU's product, residual adds, argmax.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_math.cuh"
+#include "ops/cuda/kernels.h"
+
+namespace dsv2::cuda {
+
+namespace {
+
+unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+template <typename WT>
+__global__ void embed_kernel(const WT* __restrict__ table, int64_t H, const int32_t* __restrict__ ids, float* __restrict__ out) {
+  const int64_t t = blockIdx.x;
+  const WT* row = table + int64_t(ids[t]) * H;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) out[t * H + i] = to_f32(row[i]);
+}
+
+__global__ void rms_norm_kernel(const float* __restrict__ x, int64_t xs, const float* __restrict__ w, float* y, int64_t ys,
+                                int64_t D, float eps) {
+  __shared__ float red[32];
+  const float* xr = x + blockIdx.x * xs;
+  float ss = 0;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
+  ss = block_sum(ss, red);
+  const float r = rsqrtf(ss / float(D) + eps);
+  float* yr = y + blockIdx.x * ys;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = xr[i] * r * w[i];
+}
+
+// One thread per (token, vector, pair).
+__global__ void rope_kernel(float* x, int64_t T, int64_t ts, int64_t count, int64_t vs, const int32_t* __restrict__ pos,
+                            const float* __restrict__ inv_freq, int64_t n_pairs, float amplitude) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * count * n_pairs) return;
+  const int64_t p = i % n_pairs, c = (i / n_pairs) % count, t = i / (n_pairs * count);
+  const float phi = float(pos[t]) * inv_freq[p];
+  float s, co;
+  sincosf(phi, &s, &co);
+  s *= amplitude;
+  co *= amplitude;
+  float* v = x + t * ts + c * vs + 2 * p;
+  const float a = v[0], b = v[1];
+  v[0] = a * co - b * s;
+  v[1] = a * s + b * co;
+}
+
+__global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+
+// Argmax in two passes: blocks (row, chunk) reduce kArgmaxChunks slices of a row, then one warp per
+// row reduces the chunk winners. Larger value wins; ties go to the lower index.
+constexpr int kArgmaxChunks = 64;
+__device__ __forceinline__ void better(float& v, int32_t& i, float ov, int32_t oi) {
+  if (ov > v || (ov == v && oi < i)) {
+    v = ov;
+    i = oi;
+  }
+}
+__device__ __forceinline__ void warp_best(float& v, int32_t& i) {
+  for (int o = 16; o > 0; o >>= 1) better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
+}
+__global__ void argmax_chunks_kernel(const float* __restrict__ logits, int64_t V, float* best_v, int32_t* best_i) {
+  __shared__ float sv[32];
+  __shared__ int32_t si[32];
+  const int64_t row = blockIdx.x, chunk = (V + kArgmaxChunks - 1) / kArgmaxChunks;
+  const int64_t b = blockIdx.y * chunk, e = min(V, b + chunk);
+  float v = -INFINITY;
+  int32_t i = 0x7fffffff;
+  for (int64_t k = b + threadIdx.x; k < e; k += blockDim.x) better(v, i, logits[row * V + k], int32_t(k));
+  warp_best(v, i);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) {
+    sv[warp] = v;
+    si[warp] = i;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < int(blockDim.x / 32) ? sv[lane] : -INFINITY;
+    i = lane < int(blockDim.x / 32) ? si[lane] : 0x7fffffff;
+    warp_best(v, i);
+    if (lane == 0) {
+      best_v[row * kArgmaxChunks + blockIdx.y] = v;
+      best_i[row * kArgmaxChunks + blockIdx.y] = i;
+    }
+  }
+}
+__global__ void argmax_final_kernel(const float* __restrict__ best_v, const int32_t* __restrict__ best_i, int32_t* ids) {
+  float v = -INFINITY;
+  int32_t i = 0x7fffffff;
+  for (int c = threadIdx.x; c < kArgmaxChunks; c += 32) better(v, i, best_v[blockIdx.x * kArgmaxChunks + c], best_i[blockIdx.x * kArgmaxChunks + c]);
+  warp_best(v, i);
+  if (threadIdx.x == 0) ids[blockIdx.x] = i;
+}
+
+}  // namespace
+
+void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t T, float* out, cudaStream_t stream) {
+  DSV2_DISPATCH_DTYPE(table.dtype, {
+    embed_kernel<<<unsigned(T), 256, 0, stream>>>(static_cast<const WT*>(table.data), table.cols, ids, out);
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void rms_norm(const float* x, int64_t xs, const float* w, float* y, int64_t ys, int64_t T, int64_t D, float eps,
+              cudaStream_t stream) {
+  rms_norm_kernel<<<unsigned(T), 256, 0, stream>>>(x, xs, w, y, ys, D, eps);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void rope(float* x, int64_t T, int64_t ts, int64_t count, int64_t vs, const int32_t* pos, const float* inv_freq,
+          int64_t n_pairs, float amplitude, cudaStream_t stream) {
+  const int64_t n = T * count * n_pairs;
+  rope_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, T, ts, count, vs, pos, inv_freq, n_pairs, amplitude);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
+  silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(gate, up, out, n);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream) {
+  add_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, y, n);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float* scratch, cudaStream_t stream) {
+  float* best_v = scratch;
+  int32_t* best_i = reinterpret_cast<int32_t*>(scratch + T * kArgmaxChunks);
+  argmax_chunks_kernel<<<dim3(unsigned(T), kArgmaxChunks), 256, 0, stream>>>(logits, V, best_v, best_i);
+  DSV2_CUDA_LAUNCH_CHECK();
+  argmax_final_kernel<<<unsigned(T), 32, 0, stream>>>(best_v, best_i, ids);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+int64_t argmax_scratch_floats(int64_t T) { return 2 * T * kArgmaxChunks; }
+
+}  // namespace dsv2::cuda

@@ -1,0 +1,126 @@
+// Host-side launchers of the CUDA kernels (implemented in *.cu). All pointers are device
+// pointers; activations are f32, weights are stored BF16, F16 or F32. Every launch goes on
+// `stream` and is checked. Sizes that change between decode steps (positions, sequence
+// lengths, block tables, token ids) are read from device memory so that a decode step can be
+// captured once as a CUDA graph and replayed.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace dsv2::cuda {
+
+// A row-major [rows, cols] weight in device memory.
+struct DeviceMatrix {
+  DType dtype = DType::BF16;
+  const void* data = nullptr;
+  int64_t rows = 0, cols = 0;
+  size_t bytes() const { return size_t(rows * cols) * dtype_size(dtype); }
+};
+
+// The paged latent cache: [layers][blocks][block_size][width] in `dtype` (BF16 or F32).
+struct PagedLatentCache {
+  void* data = nullptr;
+  DType dtype = DType::BF16;
+  int64_t n_layers = 0, n_blocks = 0, block_size = 64, width = 0;
+  const void* layer(int64_t l) const {
+    return static_cast<const char*>(data) + size_t(l * n_blocks * block_size * width) * dtype_size(dtype);
+  }
+  void* layer(int64_t l) { return static_cast<char*>(data) + size_t(l * n_blocks * block_size * width) * dtype_size(dtype); }
+};
+
+// ---- dense algebra (linear.cu) ----
+// y[t, n] = Σ_k x[t, k] · W[n, k]      x: [T, K] f32 (row stride x_stride), y: [T, N] f32.
+// T <= kGemvMaxTokens: a bandwidth-bound GEMV kernel; larger T: cuBLAS (x rounded to the weight
+// dtype for BF16/F16 weights, f32 accumulation). `lowp` is scratch of T·K 2-byte values.
+constexpr int64_t kGemvMaxTokens = 8;
+void linear(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W, float* y,
+            void* lowp, cudaStream_t stream);
+
+// ---- elementwise and per-row kernels (elementwise.cu) ----
+// out[t] = f32(table[ids[t]])      ids: [T] int32, out: [T, H]
+void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t T, float* out, cudaStream_t stream);
+// y[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ w      x: [T, D] (row stride x_stride), y: [T, D] (stride y_stride)
+void rms_norm(const float* x, int64_t x_stride, const float* w, float* y, int64_t y_stride, int64_t T, int64_t D,
+              float eps, cudaStream_t stream);
+// Interleaved-pair RoPE of x: [T, count, *] vectors of 2·n_pairs values starting at x + t·token_stride + c·vec_stride,
+// each token at position pos[t].  inv_freq: [n_pairs]
+void rope(float* x, int64_t T, int64_t token_stride, int64_t count, int64_t vec_stride, const int32_t* pos,
+          const float* inv_freq, int64_t n_pairs, float amplitude, cudaStream_t stream);
+// out[i] = silu(gate[i]) · up[i] (may alias gate)
+void silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+// x[i] += y[i]
+void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
+// ids[t] = argmax_v logits[t, v] (ties: the lower index)      logits: [T, V]; scratch: argmax_scratch_floats(T)
+void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float* scratch, cudaStream_t stream);
+int64_t argmax_scratch_floats(int64_t T);
+
+// ---- MLA (mla.cu) ----
+// For each token t: normalise kv[t, 0:d_c] with kv_norm, rotate kv[t, d_c:] at pos[t], and store
+// the row in the cache slot of position pos[t] of sequence seq[t] (block_tables: [n_seqs, max_blocks]).
+// kv: [T, width] f32 (updated in place).
+void write_latents(float* kv, int64_t T, const float* kv_norm, float eps, int64_t d_c, int64_t d_rope,
+                   const int32_t* seq, const int32_t* pos, const float* inv_freq, float amplitude,
+                   PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
+                   cudaStream_t stream);
+// Copies positions [0, L) of sequence `seq_index` out of the cache: c: [L, d_c], k_pe: [L, d_rope] (f32).
+void gather_latents(const PagedLatentCache& cache, int64_t layer, const int32_t* block_table, int64_t L, int64_t d_c,
+                    float* c, float* k_pe, cudaStream_t stream);
+
+struct MlaShape {
+  int64_t n_heads, d_nope, d_rope, d_v, d_c;
+  float softmax_scale;
+};
+
+// Decompressed attention of T queries at positions pos0 .. pos0+T-1 over keys 0 .. pos0+T-1 of one sequence.
+// q: [T, nh, d_nope + d_rope] (rotated), kvb: [L, nh, d_nope + d_v] (kv_b_proj of the cached latents),
+// k_pe: [L, d_rope]; out: [T, nh, d_v]. scratch_k: [L, nh, d_nope + d_rope] f32; scratch_s: [nh, T, L] f32.
+void attend_decompressed(cublasHandle_t blas, const MlaShape& s, const float* q, const float* kvb, const float* k_pe,
+                         int64_t T, int64_t pos0, float* out, float* scratch_k, float* scratch_s, cudaStream_t stream);
+
+// Absorbed decode attention: one query per sequence b = 0..B-1, at position seq_lens[b] - 1 (<= max_len).
+// q: [B, nh, d_nope + d_rope] (rotated); W_kvb: kv_b_proj [nh·(d_nope + d_v), d_c]; wuk_t: its W_UK
+// blocks transposed, [nh, d_c, d_nope] in W_kvb's dtype (transpose_wuk);
+// q_lat scratch: [B, nh, d_c]; o_lat scratch: [B, nh, d_c]; partials scratch: the count of floats
+// absorbed_attention_scratch_floats() gives (the context is split into chunks attended in parallel);
+// out: [B, nh, d_v].  block_tables: [B, max_blocks], seq_lens: [B] (device).
+void attend_absorbed(const MlaShape& s, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
+                     const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
+                     const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
+                     float* out, cudaStream_t stream);
+// out[h, j, i] = W_kvb[h·(d_nope + d_v) + i, j]: the W_UK blocks of kv_b_proj transposed, [nh, d_c, d_nope].
+void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream);
+int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len);
+
+// ---- DeepSeekMoE (moe.cu) ----
+struct RouterShape {
+  int64_t n_experts, top_k, n_group, topk_group;
+  bool group_limited, norm_topk_prob;
+  float routed_scaling_factor;
+};
+// logits: [T, E] router logits (f32) -> expert ids [T, K] and gate weights [T, K] (DeepSeek's rules, ties to the lower index).
+void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t* expert_ids, float* gate_weights,
+                  cudaStream_t stream);
+// Routed experts for a few tokens, expert-major (each active expert's rows read once): for pair
+// p = t·K + k with expert e = expert_ids[p]: h[p] = silu(gate_e · x[t]) ⊙ (up_e · x[t]); y[p] = down_e · h[p];
+// out[t] = Σ_k gate_weights[t, k] · y[t, k] (slot order). gate/up: [E, I, H], down: [E, H, I] contiguous
+// per layer. h: [T·K, I], y: [T·K, H] scratch; out: [T, H]. T·K <= 4096.
+void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
+                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
+                 float* y, float* out, cudaStream_t stream);
+
+// For many tokens (prefill): the (token, slot) pairs sorted by expert so that each expert runs one
+// GEMM over its rows. out[i] = x[rows[i]] (rows: [n], x: [*, H], out: [n, H]).
+void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream);
+// out[t] = Σ_k gate_weights[t, k] · y[slot_of[t·K + k]]      y: [T·K, H] in expert-sorted order.
+void combine_sorted(const float* y, const int32_t* slot_of, const float* gate_weights, int64_t T, int64_t H, int64_t K,
+                    float* out, cudaStream_t stream);
+
+// ---- random weights on the device (random_fill.cu) ----
+// Fills n values of `dtype` uniformly in centre ± half_width from (seed, stream of values).
+void fill_uniform(void* data, DType dtype, int64_t n, float centre, float half_width, uint64_t seed, cudaStream_t stream);
+
+}  // namespace dsv2::cuda

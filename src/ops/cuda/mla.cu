@@ -1,0 +1,346 @@
+// Multi-head Latent Attention on the GPU: writing latents to the paged cache, the decompressed
+// form for prefill (cuBLAS batched GEMMs over per-head keys and values) and the absorbed form for
+// decode (attention directly on the 576-wide cached latent).
+#include <cuda_bf16.h>
+
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_math.cuh"
+#include "ops/cuda/kernels.h"
+
+namespace dsv2::cuda {
+
+namespace {
+
+template <typename CT>
+__device__ __forceinline__ const CT* cache_row(const CT* layer, const int32_t* block_table, int64_t block_size,
+                                               int64_t width, int64_t pos) {
+  return layer + (int64_t(block_table[pos / block_size]) * block_size + pos % block_size) * width;
+}
+
+// One block per token: RMSNorm of the latent, RoPE of the rotary key, store into the cache.
+template <typename CT>
+__global__ void write_latents_kernel(float* kv, int64_t width, const float* __restrict__ kv_norm, float eps, int64_t d_c,
+                                     int64_t n_pairs, const int32_t* __restrict__ seq, const int32_t* __restrict__ pos,
+                                     const float* __restrict__ inv_freq, float amplitude, CT* layer,
+                                     const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size) {
+  __shared__ float red[32];
+  float* row = kv + blockIdx.x * width;
+  float ss = 0;
+  for (int64_t i = threadIdx.x; i < d_c; i += blockDim.x) ss += row[i] * row[i];
+  ss = block_sum(ss, red);
+  const float r = rsqrtf(ss / float(d_c) + eps);
+  for (int64_t i = threadIdx.x; i < d_c; i += blockDim.x) row[i] = row[i] * r * kv_norm[i];
+  const int32_t p = pos[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < n_pairs; i += blockDim.x) {
+    float s, c;
+    sincosf(float(p) * inv_freq[i], &s, &c);
+    s *= amplitude;
+    c *= amplitude;
+    float* v = row + d_c + 2 * i;
+    const float a = v[0], b = v[1];
+    v[0] = a * c - b * s;
+    v[1] = a * s + b * c;
+  }
+  __syncthreads();
+  const int32_t* table = block_tables + int64_t(seq[blockIdx.x]) * max_blocks;
+  CT* dst = layer + (int64_t(table[p / block_size]) * block_size + p % block_size) * width;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) from_f32(row[i], dst + i);
+}
+
+template <typename CT>
+__global__ void gather_latents_kernel(const CT* __restrict__ layer, const int32_t* __restrict__ table, int64_t block_size,
+                                      int64_t width, int64_t d_c, float* c, float* k_pe) {
+  const CT* src = cache_row(layer, table, block_size, width, blockIdx.x);
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
+    const float v = to_f32(src[i]);
+    if (i < d_c) {
+      c[blockIdx.x * d_c + i] = v;
+    } else {
+      k_pe[blockIdx.x * (width - d_c) + i - d_c] = v;
+    }
+  }
+}
+
+// keys[s, h] = [kvb[s, h, 0:d_nope] ; k_pe[s]]
+__global__ void build_keys_kernel(const float* __restrict__ kvb, const float* __restrict__ k_pe, int64_t L, int64_t nh,
+                                  int64_t d_nope, int64_t d_rope, int64_t d_v, float* keys) {
+  const int64_t d_qk = d_nope + d_rope;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= L * nh * d_qk) return;
+  const int64_t j = i % d_qk, h = (i / d_qk) % nh, s = i / (d_qk * nh);
+  keys[i] = j < d_nope ? kvb[(s * nh + h) * (d_nope + d_v) + j] : k_pe[s * d_rope + j - d_nope];
+}
+
+// Row (h, t) of scores [nh, T, L]: softmax over keys 0 .. pos0 + t, zero beyond.
+__global__ void causal_softmax_kernel(float* scores, int64_t T, int64_t L, int64_t pos0) {
+  __shared__ float red[32];
+  const int64_t t = blockIdx.x % T;
+  float* row = scores + int64_t(blockIdx.x) * L;
+  const int64_t n = pos0 + t + 1;
+  float mx = -INFINITY;
+  for (int64_t s = threadIdx.x; s < n; s += blockDim.x) mx = fmaxf(mx, row[s]);
+  mx = block_max(mx, red);
+  float sum = 0;
+  for (int64_t s = threadIdx.x; s < n; s += blockDim.x) sum += expf(row[s] - mx);
+  sum = block_sum(sum, red);
+  const float inv = 1.0f / sum;
+  for (int64_t s = threadIdx.x; s < L; s += blockDim.x) row[s] = s < n ? expf(row[s] - mx) * inv : 0.0f;
+}
+
+// out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] for every sequence b: one warp per (head, row), the
+// sequences in groups of 8 sharing each load of the row. W rows: head stride w_h, row stride w_r.
+// Absorbs the query (W = W_UKᵀ) and expands the attention output (W = W_UV).
+constexpr int kHeadGroup = 8;
+template <typename WT>
+__global__ void head_rows_kernel(const WT* __restrict__ W, int64_t w_h, int64_t w_r, int64_t nh, int64_t R, int64_t K,
+                                 const float* __restrict__ in, int64_t in_b, int64_t in_h, int64_t B, float* out,
+                                 int64_t out_b, int64_t out_h) {
+  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= nh * R) return;
+  const int64_t h = warp / R, r = warp % R;
+  const WT* w = W + h * w_h + r * w_r;
+  for (int64_t b0 = 0; b0 < B; b0 += kHeadGroup) {
+    float acc[kHeadGroup] = {};
+    for (int64_t k = lane; k < K; k += 32) {
+      const float wk = to_f32(w[k]);
+#pragma unroll
+      for (int g = 0; g < kHeadGroup; ++g)
+        if (b0 + g < B) acc[g] += wk * in[(b0 + g) * in_b + h * in_h + k];
+    }
+#pragma unroll
+    for (int g = 0; g < kHeadGroup; ++g) {
+      const float v = warp_sum(acc[g]);
+      if (lane == 0 && b0 + g < B) out[(b0 + g) * out_b + h * out_h + r] = v;
+    }
+  }
+}
+
+// wuk_t[h][j][i] = kv_b[h·(d_nope + d_v) + i][j]: W_UK transposed so that absorbing the query reads rows.
+template <typename WT>
+__global__ void transpose_wuk_kernel(const WT* __restrict__ kvb, int64_t nh, int64_t d_nope, int64_t d_v, int64_t d_c,
+                                     WT* out) {
+  const int64_t n = nh * d_c * d_nope;
+  for (int64_t o = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; o < n; o += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = o % d_nope, j = (o / d_nope) % d_c, h = o / (d_nope * d_c);
+    out[o] = kvb[(h * (d_nope + d_v) + i) * d_c + j];
+  }
+}
+
+// Split-K decode attention (flash-decoding). Block (head h, sequence b, split k) attends to keys
+// [k·kSplitKeys, min(len, (k+1)·kSplitKeys)); each warp takes every 8th key with an online softmax,
+// holding the key's latent in registers for both the score and the weighted sum, so each cached row
+// is read once per head. Writes the unnormalised partial o = Σ_s exp(score_s − m)·c_s with m and
+// l = Σ_s exp(score_s − m). partials: [B, nh, n_splits, d_c + 2] = [o (d_c) | m | l].
+constexpr int kAttnThreads = 256;
+constexpr int kAttnWarps = kAttnThreads / 32;
+constexpr int64_t kSplitKeys = 256;
+constexpr int kLatPerLane = 16;  // d_c <= 512
+constexpr int kRopePerLane = 2;  // d_rope <= 64
+template <typename CT>
+__global__ void __launch_bounds__(kAttnThreads)
+    absorbed_attention_split_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh, int64_t d_nope,
+                                    int64_t d_rope, int64_t d_c, float scale, const CT* __restrict__ layer,
+                                    const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
+                                    const int32_t* __restrict__ seq_lens, float* partials) {
+  extern __shared__ float smem[];  // [kAttnWarps][d_c] warp accumulators
+  __shared__ float warp_m[kAttnWarps], warp_l[kAttnWarps];
+  const int64_t h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z, width = d_c + d_rope;
+  float* part = partials + ((b * nh + h) * n_splits + split) * (d_c + 2);
+  const int64_t begin = split * kSplitKeys, end = min(int64_t(seq_lens[b]), begin + kSplitKeys);
+  if (begin >= end) {  // past the end of this sequence: an empty partial
+    if (threadIdx.x == 0) {
+      part[d_c] = -INFINITY;
+      part[d_c + 1] = 0.0f;
+    }
+    return;
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float qc[kLatPerLane], qr[kRopePerLane], acc[kLatPerLane];
+#pragma unroll
+  for (int i = 0; i < kLatPerLane; ++i) {
+    const int64_t j = lane + 32 * i;
+    qc[i] = j < d_c ? q_lat[(b * nh + h) * d_c + j] : 0.0f;
+    acc[i] = 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < kRopePerLane; ++i) {
+    const int64_t j = lane + 32 * i;
+    qr[i] = j < d_rope ? q[(b * nh + h) * (d_nope + d_rope) + d_nope + j] : 0.0f;
+  }
+  const int32_t* table = block_tables + b * max_blocks;
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t s = begin + warp; s < end; s += kAttnWarps) {
+    const CT* row = cache_row(layer, table, block_size, width, s);
+    float c[kLatPerLane];
+    float dot = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kLatPerLane; ++i) {
+      const int64_t j = lane + 32 * i;
+      c[i] = j < d_c ? to_f32(row[j]) : 0.0f;
+      dot += qc[i] * c[i];
+    }
+#pragma unroll
+    for (int i = 0; i < kRopePerLane; ++i) {
+      const int64_t j = lane + 32 * i;
+      if (j < d_rope) dot += qr[i] * to_f32(row[d_c + j]);
+    }
+    dot = warp_sum(dot) * scale;
+    const float m_new = fmaxf(m, dot), correction = expf(m - m_new), p = expf(dot - m_new);
+    l = l * correction + p;
+#pragma unroll
+    for (int i = 0; i < kLatPerLane; ++i) acc[i] = acc[i] * correction + p * c[i];
+    m = m_new;
+  }
+#pragma unroll
+  for (int i = 0; i < kLatPerLane; ++i) {
+    const int64_t j = lane + 32 * i;
+    if (j < d_c) smem[warp * d_c + j] = acc[i];
+  }
+  if (lane == 0) {
+    warp_m[warp] = m;
+    warp_l[warp] = l;
+  }
+  __syncthreads();
+  float M = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, warp_m[w]);
+  float L = 0.0f, scale_w[kAttnWarps];
+#pragma unroll
+  for (int w = 0; w < kAttnWarps; ++w) {
+    scale_w[w] = warp_m[w] == -INFINITY ? 0.0f : expf(warp_m[w] - M);
+    L += scale_w[w] * warp_l[w];
+  }
+  for (int64_t j = threadIdx.x; j < d_c; j += blockDim.x) {
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) o += scale_w[w] * smem[w * d_c + j];
+    part[j] = o;
+  }
+  if (threadIdx.x == 0) {
+    part[d_c] = M;
+    part[d_c + 1] = L;
+  }
+}
+
+// o_lat[b, h] = Σ_k exp(m_k − M)·o_k / Σ_k exp(m_k − M)·l_k over the splits. grid (nh, B)
+__global__ void combine_splits_kernel(const float* __restrict__ partials, int64_t nh, int64_t n_splits, int64_t d_c,
+                                      float* o_lat) {
+  const int64_t h = blockIdx.x, b = blockIdx.y;
+  const float* base = partials + (b * nh + h) * n_splits * (d_c + 2);
+  float M = -INFINITY;
+  for (int64_t k = 0; k < n_splits; ++k) M = fmaxf(M, base[k * (d_c + 2) + d_c]);
+  float L = 0;
+  for (int64_t k = 0; k < n_splits; ++k) {
+    const float m = base[k * (d_c + 2) + d_c];
+    if (m != -INFINITY) L += expf(m - M) * base[k * (d_c + 2) + d_c + 1];
+  }
+  for (int64_t j = threadIdx.x; j < d_c; j += blockDim.x) {
+    float acc = 0;
+    for (int64_t k = 0; k < n_splits; ++k) {
+      const float m = base[k * (d_c + 2) + d_c];
+      if (m != -INFINITY) acc += expf(m - M) * base[k * (d_c + 2) + j];
+    }
+    o_lat[(b * nh + h) * d_c + j] = acc / L;
+  }
+}
+
+#define DSV2_DISPATCH_CACHE(dtype, ...)                                 \
+  if ((dtype) == DType::F32) {                                          \
+    using CT = float;                                                   \
+    __VA_ARGS__;                                                        \
+  } else {                                                              \
+    using CT = __nv_bfloat16;                                           \
+    __VA_ARGS__;                                                        \
+  }
+
+}  // namespace
+
+void write_latents(float* kv, int64_t T, const float* kv_norm, float eps, int64_t d_c, int64_t d_rope, const int32_t* seq,
+                   const int32_t* pos, const float* inv_freq, float amplitude, PagedLatentCache& cache, int64_t layer,
+                   const int32_t* block_tables, int64_t max_blocks, cudaStream_t stream) {
+  DSV2_DISPATCH_CACHE(cache.dtype, {
+    write_latents_kernel<<<unsigned(T), 256, 0, stream>>>(kv, cache.width, kv_norm, eps, d_c, d_rope / 2, seq, pos,
+                                                           inv_freq, amplitude, static_cast<CT*>(cache.layer(layer)),
+                                                           block_tables, max_blocks, cache.block_size);
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void gather_latents(const PagedLatentCache& cache, int64_t layer, const int32_t* block_table, int64_t L, int64_t d_c,
+                    float* c, float* k_pe, cudaStream_t stream) {
+  DSV2_DISPATCH_CACHE(cache.dtype, {
+    gather_latents_kernel<<<unsigned(L), 256, 0, stream>>>(static_cast<const CT*>(cache.layer(layer)), block_table,
+                                                            cache.block_size, cache.width, d_c, c, k_pe);
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void attend_decompressed(cublasHandle_t blas, const MlaShape& m, const float* q, const float* kvb, const float* k_pe,
+                         int64_t T, int64_t pos0, float* out, float* keys, float* scores, cudaStream_t stream) {
+  const int64_t L = pos0 + T, nh = m.n_heads, d_qk = m.d_nope + m.d_rope, kvb_w = nh * (m.d_nope + m.d_v);
+  const int64_t n = L * nh * d_qk;
+  build_keys_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(kvb, k_pe, L, nh, m.d_nope, m.d_rope, m.d_v, keys);
+  DSV2_CUDA_LAUNCH_CHECK();
+  DSV2_CUBLAS_CHECK(cublasSetStream(blas, stream));
+  const float scale = m.softmax_scale, one = 1.0f, zero = 0.0f;
+  // scores_h (column-major L×T) = K_hᵀ · Q_h, K_h and Q_h column-major d_qk×L and d_qk×T.
+  DSV2_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      blas, CUBLAS_OP_T, CUBLAS_OP_N, int(L), int(T), int(d_qk), &scale, keys, CUDA_R_32F, int(nh * d_qk), d_qk, q,
+      CUDA_R_32F, int(nh * d_qk), d_qk, &zero, scores, CUDA_R_32F, int(L), T * L, int(nh), CUBLAS_COMPUTE_32F,
+      CUBLAS_GEMM_DEFAULT));
+  causal_softmax_kernel<<<unsigned(nh * T), 256, 0, stream>>>(scores, T, L, pos0);
+  DSV2_CUDA_LAUNCH_CHECK();
+  // out_h (column-major d_v×T, ld nh·d_v) = V_h (d_v×L, ld kvb_w) · P_h (L×T).
+  DSV2_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      blas, CUBLAS_OP_N, CUBLAS_OP_N, int(m.d_v), int(T), int(L), &one, kvb + m.d_nope, CUDA_R_32F, int(kvb_w),
+      m.d_nope + m.d_v, scores, CUDA_R_32F, int(L), T * L, &zero, out, CUDA_R_32F, int(nh * m.d_v), m.d_v, int(nh),
+      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
+                     const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
+                     const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
+                     float* out, cudaStream_t stream) {
+  const int64_t nh = m.n_heads, d_qk = m.d_nope + m.d_rope;
+  check(m.d_c <= 32 * kLatPerLane && m.d_rope <= 32 * kRopePerLane, "GPU MLA decode: kv_lora_rank <= 512 and qk_rope_head_dim <= 64");
+  auto warps_blocks = [](int64_t warps) { return unsigned((warps * 32 + 255) / 256); };
+  // q_lat[b, h] = W_UK[h]ᵀ · q_nope[b, h]
+  DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
+    head_rows_kernel<<<warps_blocks(nh * m.d_c), 256, 0, stream>>>(static_cast<const WT*>(wuk_t), m.d_c * m.d_nope, m.d_nope,
+                                                                   nh, m.d_c, m.d_nope, q, nh * d_qk, d_qk, B, q_lat,
+                                                                   nh * m.d_c, m.d_c);
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+  const int64_t n_splits = (max_len + kSplitKeys - 1) / kSplitKeys;
+  DSV2_DISPATCH_CACHE(cache.dtype, {
+    const dim3 grid = dim3(unsigned(nh), unsigned(B), unsigned(n_splits));
+    absorbed_attention_split_kernel<<<grid, kAttnThreads, size_t(kAttnWarps * m.d_c) * sizeof(float), stream>>>(
+        q, q_lat, nh, m.d_nope, m.d_rope, m.d_c, m.softmax_scale, static_cast<const CT*>(cache.layer(layer)),
+        block_tables, max_blocks, cache.block_size, seq_lens, partials);
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+  combine_splits_kernel<<<dim3(unsigned(nh), unsigned(B)), 256, 0, stream>>>(partials, nh, n_splits, m.d_c, o_lat);
+  DSV2_CUDA_LAUNCH_CHECK();
+  // out[b, h] = W_UV[h] · o_lat[b, h]
+  DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
+    head_rows_kernel<<<warps_blocks(nh * m.d_v), 256, 0, stream>>>(
+        static_cast<const WT*>(W_kvb.data) + m.d_nope * m.d_c, (m.d_nope + m.d_v) * m.d_c, m.d_c, nh, m.d_v, m.d_c, o_lat,
+        nh * m.d_c, m.d_c, B, out, nh * m.d_v, m.d_v);
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream) {
+  DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
+    transpose_wuk_kernel<<<1024, 256, 0, stream>>>(static_cast<const WT*>(W_kvb.data), n_heads, d_nope, d_v, W_kvb.cols,
+                                                   static_cast<WT*>(out));
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len) {
+  return B * n_heads * ((max_len + kSplitKeys - 1) / kSplitKeys) * (d_c + 2);
+}
+
+}  // namespace dsv2::cuda

@@ -1,0 +1,271 @@
+// DeepSeekMoE on the GPU: routing (softmax, greedy or group-limited top-k, scaling) and the routed
+// experts, expert-major: each active expert's weight rows are read once per step for all the tokens
+// routed to it (decode), or the pairs sorted by expert for one GEMM per expert (prefill).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_math.cuh"
+#include "ops/cuda/kernels.h"
+
+namespace dsv2::cuda {
+
+namespace {
+
+constexpr int kMaxExperts = 1024;
+constexpr int kMaxTopK = 32;
+
+// Warp argmax over (value, index) pairs: larger value wins, ties go to the lower index.
+__device__ __forceinline__ void warp_argmax(float& v, int& i) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (ov > v || (ov == v && oi < i)) {
+      v = ov;
+      i = oi;
+    }
+  }
+}
+
+// One warp per token: softmax over the experts, the group limit, then K rounds of argmax.
+__global__ void route_kernel(RouterShape r, const float* __restrict__ logits, int32_t* ids, float* weights) {
+  __shared__ float s[kMaxExperts];       // probabilities (0 outside the kept groups)
+  __shared__ bool taken[kMaxExperts];
+  __shared__ float prob[kMaxTopK];
+  const int lane = threadIdx.x;
+  const int64_t E = r.n_experts, t = blockIdx.x;
+  float mx = -INFINITY;
+  for (int64_t e = lane; e < E; e += 32) mx = fmaxf(mx, logits[t * E + e]);
+  mx = warp_max(mx);
+  float sum = 0;
+  for (int64_t e = lane; e < E; e += 32) {
+    s[e] = expf(logits[t * E + e] - mx);
+    sum += s[e];
+    taken[e] = false;
+  }
+  sum = warp_sum(sum);
+  for (int64_t e = lane; e < E; e += 32) s[e] /= sum;
+  __syncwarp();
+  if (r.group_limited) {
+    const int64_t per = E / r.n_group;
+    float gm = -INFINITY;  // lane g < n_group: max probability in group g
+    if (lane < r.n_group)
+      for (int64_t e = lane * per; e < (lane + 1) * per; ++e) gm = fmaxf(gm, s[e]);
+    bool kept = false;
+    for (int64_t k = 0; k < r.topk_group; ++k) {
+      float v = kept ? -INFINITY : gm;
+      int g = lane < r.n_group ? lane : 0x7fffffff;
+      warp_argmax(v, g);
+      kept |= g == lane;
+    }
+    // Zero the experts of the groups not kept.
+    __shared__ bool group_kept[32];
+    if (lane < r.n_group) group_kept[lane] = kept;
+    __syncwarp();
+    for (int64_t e = lane; e < E; e += 32)
+      if (!group_kept[e / per]) s[e] = 0.0f;
+    __syncwarp();
+  }
+  float chosen_sum = 0;
+  for (int64_t k = 0; k < r.top_k; ++k) {
+    float v = -INFINITY;
+    int best = 0x7fffffff;
+    for (int64_t e = lane; e < E; e += 32)
+      if (!taken[e] && (s[e] > v || (s[e] == v && int(e) < best))) {
+        v = s[e];
+        best = int(e);
+      }
+    warp_argmax(v, best);
+    if (lane == 0) {
+      taken[best] = true;
+      ids[t * r.top_k + k] = best;
+      prob[k] = v;
+    }
+    chosen_sum += v;
+    __syncwarp();
+  }
+  const bool renormalise = r.top_k > 1 && r.norm_topk_prob;
+  for (int64_t k = lane; k < r.top_k; k += 32)
+    weights[t * r.top_k + k] = renormalise ? prob[k] / (chosen_sum + 1e-20f) : prob[k] * r.routed_scaling_factor;
+}
+
+constexpr int kRowsPerBlock = 8;  // one warp per weight row
+constexpr int kMaxPairs = 4096;   // (token, slot) pairs per step that the expert-major kernels accept
+constexpr int kTokenGroup = 8;    // tokens dotted with one load of a weight row
+
+// The pairs routed to expert `e`, in pair order, into list[0..n). Warp 0 compacts with ballots
+// (deterministic order); returns n to every thread.
+__device__ int pairs_of_expert(const int32_t* __restrict__ ids, int64_t n_pairs, int32_t e, int32_t* list) {
+  __shared__ int count;
+  if (threadIdx.x < 32) {
+    int n = 0;
+    for (int64_t base = 0; base < n_pairs; base += 32) {
+      const int64_t p = base + threadIdx.x;
+      const bool mine = p < n_pairs && ids[p] == e;
+      const unsigned ballot = __ballot_sync(0xffffffffu, mine);
+      if (mine) list[n + __popc(ballot & ((1u << threadIdx.x) - 1))] = int32_t(p);
+      n += __popc(ballot);
+    }
+    if (threadIdx.x == 0) count = n;
+  }
+  __syncthreads();
+  return count;
+}
+
+// out[list[j], r] = f(W_e[r] · in[list[j] / in_div]) for every pair j routed to the expert: each
+// weight row is read from memory once per step whatever the number of tokens routed to it.
+// Warp = one row r; tokens in groups of kTokenGroup share each 16-byte load of the row.
+// GATE_UP: two rows (gate and up), f = silu(gate)·up; else f = identity.
+template <typename WT, bool GATE_UP, bool VECTORISED>
+__device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w_b, const float* __restrict__ in,
+                            int64_t in_stride, int64_t in_div, int64_t K, const int32_t* list, int n, int64_t r,
+                            float* __restrict__ out, int64_t out_stride) {
+  constexpr int kVec = VECTORISED ? 16 / sizeof(WT) : 1;
+  constexpr int64_t kStep = 32 * kVec;
+  const int lane = threadIdx.x % 32;
+  for (int g0 = 0; g0 < n; g0 += kTokenGroup) {
+    float acc_a[kTokenGroup] = {}, acc_b[kTokenGroup] = {};
+    const float* x[kTokenGroup];
+#pragma unroll
+    for (int g = 0; g < kTokenGroup; ++g) x[g] = in + (g0 + g < n ? list[g0 + g] / in_div : 0) * in_stride;
+    for (int64_t k = int64_t(lane) * kVec; k < K; k += kStep) {
+      float wa[kVec], wb[kVec];
+      if constexpr (VECTORISED) {
+        const uint4 ra = __ldg(reinterpret_cast<const uint4*>(w_a + k));
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) wa[j] = to_f32(reinterpret_cast<const WT*>(&ra)[j]);
+        if constexpr (GATE_UP) {
+          const uint4 rb = __ldg(reinterpret_cast<const uint4*>(w_b + k));
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) wb[j] = to_f32(reinterpret_cast<const WT*>(&rb)[j]);
+        }
+      } else {
+        wa[0] = to_f32(w_a[k]);
+        if constexpr (GATE_UP) wb[0] = to_f32(w_b[k]);
+      }
+#pragma unroll
+      for (int g = 0; g < kTokenGroup; ++g) {
+        if (g0 + g < n) {
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) {
+            const float xv = x[g][k + j];
+            acc_a[g] += wa[j] * xv;
+            if constexpr (GATE_UP) acc_b[g] += wb[j] * xv;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < kTokenGroup; ++g) {
+      const float a = warp_sum(acc_a[g]);
+      const float b = GATE_UP ? warp_sum(acc_b[g]) : 0.0f;
+      if (lane == 0 && g0 + g < n) out[list[g0 + g] * out_stride + r] = GATE_UP ? a / (1.0f + expf(-a)) * b : a;
+    }
+  }
+}
+
+// h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to e; grid (I / 8, E)
+template <typename WT, bool VECTORISED>
+__global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
+                                      const int32_t* __restrict__ ids, const WT* __restrict__ gate,
+                                      const WT* __restrict__ up, float* h) {
+  __shared__ int32_t list[kMaxPairs];
+  const int32_t e = blockIdx.y;
+  const int n = pairs_of_expert(ids, n_pairs, e, list);
+  const int64_t i = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (n == 0 || i >= I) return;
+  const int64_t offset = (int64_t(e) * I + i) * H;
+  expert_rows<WT, true, VECTORISED>(gate + offset, up + offset, x, H, K, H, list, n, i, h, I);
+}
+
+// y[p, j] = down_e[j] · h[p]; grid (H / 8, E)
+template <typename WT, bool VECTORISED>
+__global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
+                                   const int32_t* __restrict__ ids, const WT* __restrict__ down, float* y) {
+  __shared__ int32_t list[kMaxPairs];
+  const int32_t e = blockIdx.y;
+  const int n = pairs_of_expert(ids, n_pairs, e, list);
+  const int64_t j = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
+  if (n == 0 || j >= H) return;
+  expert_rows<WT, false, VECTORISED>(down + (int64_t(e) * H + j) * I, nullptr, h, I, 1, I, list, n, j, y, H);
+}
+
+// out[t, j] = Σ_k w[t, k] · y[t·K + k, j], summed in slot order.
+__global__ void combine_kernel(const float* __restrict__ y, const float* __restrict__ w, int64_t T, int64_t H, int64_t K,
+                               float* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * H) return;
+  const int64_t t = i / H, j = i % H;
+  float acc = 0;
+  for (int64_t k = 0; k < K; ++k) acc += w[t * K + k] * y[(t * K + k) * H + j];
+  out[i] = acc;
+}
+
+// out[i] = x[rows[i]]      rows: [n], x: [*, H], out: [n, H]
+__global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int64_t H, float* out) {
+  const float* src = x + int64_t(rows[blockIdx.x]) * H;
+  for (int64_t j = threadIdx.x; j < H; j += blockDim.x) out[blockIdx.x * H + j] = src[j];
+}
+
+// out[t, j] = Σ_k w[t, k] · y[slot_of[t·K + k], j], summed in slot order.
+__global__ void combine_sorted_kernel(const float* __restrict__ y, const int32_t* __restrict__ slot_of,
+                                      const float* __restrict__ w, int64_t T, int64_t H, int64_t K, float* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= T * H) return;
+  const int64_t t = i / H, j = i % H;
+  float acc = 0;
+  for (int64_t k = 0; k < K; ++k) acc += w[t * K + k] * y[int64_t(slot_of[t * K + k]) * H + j];
+  out[i] = acc;
+}
+
+}  // namespace
+
+void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream) {
+  if (n == 0) return;
+  gather_rows_kernel<<<unsigned(n), 256, 0, stream>>>(x, rows, H, out);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void combine_sorted(const float* y, const int32_t* slot_of, const float* gate_weights, int64_t T, int64_t H, int64_t K,
+                    float* out, cudaStream_t stream) {
+  combine_sorted_kernel<<<unsigned((T * H + 255) / 256), 256, 0, stream>>>(y, slot_of, gate_weights, T, H, K, out);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t* expert_ids, float* gate_weights,
+                  cudaStream_t stream) {
+  check(r.n_experts <= kMaxExperts && r.top_k <= kMaxTopK && r.n_group <= 32,
+        "GPU router: at most 1024 experts, top-32 and 32 groups");
+  route_kernel<<<unsigned(T), 32, 0, stream>>>(r, logits, expert_ids, gate_weights);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
+                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
+                 float* y, float* out, cudaStream_t stream) {
+  check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
+  DSV2_DISPATCH_DTYPE(dtype, {
+    // 16-byte loads need every row 16-byte aligned: H and I multiples of the vector width.
+    constexpr int64_t kVec = 16 / sizeof(WT);
+    const bool vectorised = H % kVec == 0 && I % kVec == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
+                            reinterpret_cast<uintptr_t>(up) % 16 == 0 && reinterpret_cast<uintptr_t>(down) % 16 == 0;
+    const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
+    const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
+    const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
+    if (vectorised) {
+      expert_gate_up_kernel<WT, true><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, wg, wu, h);
+      DSV2_CUDA_LAUNCH_CHECK();
+      expert_down_kernel<WT, true><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, wd, y);
+    } else {
+      expert_gate_up_kernel<WT, false><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, wg, wu, h);
+      DSV2_CUDA_LAUNCH_CHECK();
+      expert_down_kernel<WT, false><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, wd, y);
+    }
+    DSV2_CUDA_LAUNCH_CHECK();
+  });
+  combine_kernel<<<unsigned((T * H + 255) / 256), 256, 0, stream>>>(y, gate_weights, T, H, K, out);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace dsv2::cuda

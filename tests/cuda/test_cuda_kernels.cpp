@@ -1,0 +1,283 @@
+// CUDA kernels against the CPU reference on fresh random inputs at many shapes. Outputs and unused
+// cache slots hold NaN before each run; block tables are shuffled.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "model/config.h"
+#include "model/moe_router.h"
+#include "model/rope.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_buffer.h"
+#include "ops/cuda/kernels.h"
+#include "ops/ref/ops_ref.h"
+#include "test_util.h"
+
+namespace dsv2 {
+namespace {
+
+using cuda::DeviceBuffer;
+
+std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+template <typename T>
+DeviceBuffer upload(const std::vector<T>& v) {
+  DeviceBuffer b(v.size() * sizeof(T));
+  DSV2_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return b;
+}
+DeviceBuffer upload_bytes(const std::vector<std::byte>& v) {
+  DeviceBuffer b(v.size());
+  DSV2_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size(), cudaMemcpyHostToDevice));
+  return b;
+}
+std::vector<float> download(const DeviceBuffer& b, size_t n) {
+  std::vector<float> v(n);
+  DSV2_CUDA_CHECK(cudaMemcpy(v.data(), b.get(), n * 4, cudaMemcpyDeviceToHost));
+  return v;
+}
+DeviceBuffer nan_buffer(size_t floats) {
+  DeviceBuffer b(floats * 4);
+  DSV2_CUDA_CHECK(cudaMemset(b.get(), 0xff, floats * 4));
+  return b;
+}
+// Weights stored in `dtype`; `as_f32` receives the values the device sees.
+std::vector<std::byte> make_weights(DType dtype, size_t n, std::mt19937& rng, std::vector<float>& as_f32, float scale = 1.0f) {
+  std::vector<float> v = randn(n, rng, scale);
+  std::vector<std::byte> bytes(n * dtype_size(dtype));
+  convert_from_f32(dtype, v.data(), bytes.data(), n);
+  as_f32.resize(n);
+  convert_to_f32(dtype, bytes.data(), as_f32.data(), n);
+  return bytes;
+}
+
+TEST(CudaKernels, LinearMatchesReference) {
+  std::mt19937 rng(1);
+  cublasHandle_t blas;
+  DSV2_CUBLAS_CHECK(cublasCreate(&blas));
+  for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
+    for (int64_t T : {1, 3, 8, 9, 40}) {
+      for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 8}, {37, 20}, {64, 48}, {300, 256}, {129, 1000}}) {
+        std::vector<float> w;
+        auto wb = make_weights(dt, size_t(N * K), rng, w);
+        std::vector<float> x = randn(size_t(T * K), rng);
+        std::vector<float> want(size_t(T * N));
+        ref::matmul(x.data(), T, Matrix{DType::F32, w.data(), N, K}, want.data());
+        DeviceBuffer dw = upload_bytes(wb), dx = upload(x), dy = nan_buffer(size_t(T * N)), lowp(size_t(T * K) * 2);
+        cuda::linear(blas, dx.get<float>(), K, T, {dt, dw.get(), N, K}, dy.get<float>(), lowp.get(), nullptr);
+        std::vector<float> got = download(dy, size_t(T * N));
+        // GEMV: f32 products of the stored weights; cuBLAS with 2-byte weights rounds x to that
+        // dtype (bf16: 2^-9 relative per element, ~4e-3 on a sum of random terms).
+        const double tol = T <= cuda::kGemvMaxTokens || dt == DType::F32 ? 1e-5 : dt == DType::BF16 ? 1e-2 : 2e-3;
+        EXPECT_LE(test::rel_l2(got.data(), want.data(), got.size()), tol) << dtype_name(dt) << " T=" << T << " N=" << N << " K=" << K;
+      }
+    }
+  }
+  cublasDestroy(blas);
+}
+
+TEST(CudaKernels, NormRopeSiluArgmax) {
+  std::mt19937 rng(2);
+  const int64_t T = 5, D = 96;
+  std::vector<float> x = randn(size_t(T * D), rng), w = randn(size_t(D), rng);
+  std::vector<float> want(x.size());
+  ref::rms_norm(x.data(), w.data(), want.data(), T, D, 1e-6f);
+  DeviceBuffer dx = upload(x), dw = upload(w), dy = nan_buffer(x.size());
+  cuda::rms_norm(dx.get<float>(), D, dw.get<float>(), dy.get<float>(), D, T, D, 1e-6f, nullptr);
+  EXPECT_LE(test::rel_l2(download(dy, x.size()).data(), want.data(), x.size()), 1e-6);
+
+  ModelConfig cfg = preset_config("v2");
+  RotaryEmbedding rope(cfg);
+  const int64_t heads = 3, stride = 192;
+  std::vector<float> q = randn(size_t(T * heads * stride), rng), q_want = q;
+  std::vector<int32_t> pos = {0, 7, 4095, 4096, 150000};
+  for (int64_t t = 0; t < T; ++t) rope.rotate(&q_want[size_t(t * heads * stride + 128)], heads, stride, pos[size_t(t)]);
+  DeviceBuffer dq = upload(q), dpos = upload(pos), dfreq = upload(rope.inv_freq());
+  cuda::rope(dq.get<float>() + 128, T, heads * stride, heads, stride, dpos.get<int32_t>(), dfreq.get<float>(), 32, rope.amplitude(), nullptr);
+  std::vector<float> q_got = download(dq, q.size());
+  for (size_t i = 0; i < q.size(); ++i) ASSERT_NEAR(q_got[i], q_want[i], 2e-4 * (1 + std::fabs(q_want[i]))) << i;
+
+  std::vector<float> g = randn(1000, rng), u = randn(1000, rng), s_want(1000);
+  ref::silu_mul(g.data(), u.data(), s_want.data(), 1000);
+  DeviceBuffer dg = upload(g), du = upload(u), ds = nan_buffer(1000);
+  cuda::silu_mul(dg.get<float>(), du.get<float>(), ds.get<float>(), 1000, nullptr);
+  EXPECT_LE(test::rel_l2(download(ds, 1000).data(), s_want.data(), 1000), 1e-6);
+
+  const int64_t V = 102400;
+  std::vector<float> logits = randn(size_t(3 * V), rng);
+  logits[size_t(V + 77)] = 100.0f;
+  logits[size_t(V + 99)] = 100.0f;  // a tie: the lower index wins
+  DeviceBuffer dl = upload(logits), di(12), scratch(size_t(cuda::argmax_scratch_floats(3)) * 4);
+  cuda::argmax_rows(dl.get<float>(), 3, V, di.get<int32_t>(), scratch.get<float>(), nullptr);
+  std::vector<int32_t> ids(3);
+  DSV2_CUDA_CHECK(cudaMemcpy(ids.data(), di.get(), 12, cudaMemcpyDeviceToHost));
+  for (int64_t r = 0; r < 3; ++r) {
+    int64_t want_id = std::max_element(logits.begin() + r * V, logits.begin() + (r + 1) * V) - (logits.begin() + r * V);
+    EXPECT_EQ(ids[size_t(r)], want_id);
+  }
+}
+
+TEST(CudaKernels, RouterMatchesReference) {
+  std::mt19937 rng(3);
+  struct Case { TopkMethod m; int64_t E, K, groups, keep; bool norm; double scale; };
+  for (const Case& c : {Case{TopkMethod::Greedy, 64, 6, 1, 1, false, 1.0}, Case{TopkMethod::GroupLimitedGreedy, 160, 6, 8, 3, false, 16.0},
+                        Case{TopkMethod::Greedy, 8, 3, 1, 1, true, 2.5}, Case{TopkMethod::GroupLimitedGreedy, 256, 8, 8, 4, true, 1.0}}) {
+    ModelConfig cfg = preset_config("v2");
+    cfg.topk_method = c.m;
+    cfg.n_routed_experts = c.E;
+    cfg.num_experts_per_tok = c.K;
+    cfg.n_group = c.groups;
+    cfg.topk_group = c.keep;
+    cfg.norm_topk_prob = c.norm;
+    cfg.routed_scaling_factor = c.scale;
+    const int64_t T = 33;
+    std::vector<float> logits = randn(size_t(T * c.E), rng, 2.0f);
+    DeviceBuffer dl = upload(logits), di(size_t(T * c.K) * 4), dw = nan_buffer(size_t(T * c.K));
+    cuda::route_tokens({c.E, c.K, c.groups, c.keep, c.m == TopkMethod::GroupLimitedGreedy, c.norm, float(c.scale)},
+                       dl.get<float>(), T, di.get<int32_t>(), dw.get<float>(), nullptr);
+    std::vector<int32_t> ids(size_t(T * c.K));
+    DSV2_CUDA_CHECK(cudaMemcpy(ids.data(), di.get(), ids.size() * 4, cudaMemcpyDeviceToHost));
+    std::vector<float> w = download(dw, size_t(T * c.K));
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<float> p(logits.begin() + t * c.E, logits.begin() + (t + 1) * c.E);
+      ref::softmax(p.data(), c.E);
+      std::vector<int32_t> want_ids(size_t(c.K));
+      std::vector<float> want_w(size_t(c.K));
+      route_token(cfg, p.data(), want_ids.data(), want_w.data());
+      for (int64_t k = 0; k < c.K; ++k) {
+        EXPECT_EQ(ids[size_t(t * c.K + k)], want_ids[size_t(k)]) << "E=" << c.E << " t=" << t;
+        EXPECT_NEAR(w[size_t(t * c.K + k)], want_w[size_t(k)], 1e-5 * (1 + std::fabs(want_w[size_t(k)])));
+      }
+    }
+  }
+}
+
+TEST(CudaKernels, MoeExpertsMatchReference) {
+  std::mt19937 rng(4);
+  for (DType dt : {DType::BF16, DType::F32}) {
+    // 11 tokens x 3 slots over 6 experts: every expert gets several tokens (more than one group of 8 for some).
+    const int64_t T = 11, H = 72, I = 40, E = 6, K = 3;
+    std::vector<float> gate, up, down;
+    auto gb = make_weights(dt, size_t(E * I * H), rng, gate, 0.2f);
+    auto ub = make_weights(dt, size_t(E * I * H), rng, up, 0.2f);
+    auto db = make_weights(dt, size_t(E * H * I), rng, down, 0.2f);
+    std::vector<float> x = randn(size_t(T * H), rng), gw = randn(size_t(T * K), rng);
+    std::vector<int32_t> ids(size_t(T * K));
+    for (auto& id : ids) id = int32_t(rng() % E);
+    std::vector<float> want(size_t(T * H), 0.0f);
+    for (int64_t p = 0; p < T * K; ++p) {
+      const int64_t e = ids[size_t(p)], t = p / K;
+      std::vector<float> g(static_cast<size_t>(I)), u(static_cast<size_t>(I)), y(static_cast<size_t>(H));
+      ref::matmul(&x[size_t(t * H)], 1, Matrix{DType::F32, &gate[size_t(e * I * H)], I, H}, g.data());
+      ref::matmul(&x[size_t(t * H)], 1, Matrix{DType::F32, &up[size_t(e * I * H)], I, H}, u.data());
+      ref::silu_mul(g.data(), u.data(), g.data(), I);
+      ref::matmul(g.data(), 1, Matrix{DType::F32, &down[size_t(e * H * I)], H, I}, y.data());
+      for (int64_t j = 0; j < H; ++j) want[size_t(t * H + j)] += gw[size_t(p)] * y[size_t(j)];
+    }
+    DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dd = upload_bytes(db), di = upload(ids), dgw = upload(gw);
+    DeviceBuffer dh = nan_buffer(size_t(T * K * I)), dy = nan_buffer(size_t(T * K * H)), dout = nan_buffer(size_t(T * H));
+    cuda::moe_experts(dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(), dd.get(),
+                      dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
+    EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 1e-5) << dtype_name(dt);
+  }
+}
+
+// Reference attention in f64, decompressed: K[h] = [W_UK[h]·c ; k_pe], V[h] = W_UV[h]·c.
+std::vector<float> reference_attention(const cuda::MlaShape& m, const std::vector<float>& q /*[nh, d_qk]*/,
+                                       const std::vector<float>& kvb_w /*[nh·(dn+dv), d_c]*/,
+                                       const std::vector<float>& lat /*[L, d_c + d_rope]*/, int64_t L) {
+  const int64_t nh = m.n_heads, dn = m.d_nope, dr = m.d_rope, dv = m.d_v, dc = m.d_c, width = dc + dr;
+  std::vector<float> out(size_t(nh * dv));
+  for (int64_t h = 0; h < nh; ++h) {
+    std::vector<double> s(static_cast<size_t>(L));
+    double mx = -1e300;
+    for (int64_t t = 0; t < L; ++t) {
+      double acc = 0;
+      for (int64_t i = 0; i < dn; ++i) {
+        double k = 0;
+        for (int64_t j = 0; j < dc; ++j) k += double(kvb_w[size_t((h * (dn + dv) + i) * dc + j)]) * lat[size_t(t * width + j)];
+        acc += double(q[size_t(h * (dn + dr) + i)]) * k;
+      }
+      for (int64_t i = 0; i < dr; ++i) acc += double(q[size_t(h * (dn + dr) + dn + i)]) * lat[size_t(t * width + dc + i)];
+      s[size_t(t)] = acc * m.softmax_scale;
+      mx = std::max(mx, s[size_t(t)]);
+    }
+    double sum = 0;
+    for (auto& v : s) sum += v = std::exp(v - mx);
+    for (int64_t j = 0; j < dv; ++j) {
+      double acc = 0;
+      for (int64_t t = 0; t < L; ++t) {
+        double v = 0;
+        for (int64_t k = 0; k < dc; ++k) v += double(kvb_w[size_t((h * (dn + dv) + dn + j) * dc + k)]) * lat[size_t(t * width + k)];
+        acc += s[size_t(t)] / sum * v;
+      }
+      out[size_t(h * dv + j)] = float(acc);
+    }
+  }
+  return out;
+}
+
+TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
+  std::mt19937 rng(5);
+  const cuda::MlaShape m{3, 16, 8, 12, 24, 0.3f};
+  // Lengths across several 256-key splits (some sequences end before the last split).
+  const int64_t width = m.d_c + m.d_rope, block = 16, B = 4, max_len = 700, max_blocks = (max_len + block - 1) / block;
+  const std::vector<int64_t> lens = {1, 9, 300, 600};
+  for (DType cache_dtype : {DType::F32, DType::BF16}) {
+    // Blocks of the three sequences interleaved in a shuffled order; unused slots stay NaN.
+    std::vector<int32_t> order(size_t(B * max_blocks));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    cuda::PagedLatentCache cache{nullptr, cache_dtype, 1, B * max_blocks, block, width};
+    const size_t cache_bytes = size_t(B * max_blocks * block * width) * dtype_size(cache_dtype);
+    DeviceBuffer dcache(cache_bytes);
+    DSV2_CUDA_CHECK(cudaMemset(dcache.get(), 0xff, cache_bytes));
+    cache.data = dcache.get();
+    std::vector<float> kvb_w;
+    auto kvb_bytes = make_weights(DType::BF16, size_t(m.n_heads * (m.d_nope + m.d_v) * m.d_c), rng, kvb_w, 0.3f);
+    DeviceBuffer dkvb = upload_bytes(kvb_bytes), dtables = upload(order);
+    std::vector<std::vector<float>> lat(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      lat[size_t(b)] = randn(size_t(lens[size_t(b)] * width), rng);
+      std::vector<float> rounded(lat[size_t(b)].size());  // what the cache will hold
+      std::vector<std::byte> stored(rounded.size() * dtype_size(cache_dtype));
+      convert_from_f32(cache_dtype, lat[size_t(b)].data(), stored.data(), rounded.size());
+      convert_to_f32(cache_dtype, stored.data(), lat[size_t(b)].data(), rounded.size());
+      for (int64_t t = 0; t < lens[size_t(b)]; ++t) {
+        const int64_t blk = order[size_t(b * max_blocks + t / block)];
+        const size_t at = size_t((blk * block + t % block) * width) * dtype_size(cache_dtype);
+        DSV2_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dcache.get()) + at, stored.data() + size_t(t * width) * dtype_size(cache_dtype),
+                                   size_t(width) * dtype_size(cache_dtype), cudaMemcpyHostToDevice));
+      }
+    }
+    std::vector<float> q = randn(size_t(B * m.n_heads * (m.d_nope + m.d_rope)), rng);
+    std::vector<int32_t> seq_lens(lens.begin(), lens.end());
+    DeviceBuffer dq = upload(q), dlens = upload(seq_lens), dqlat = nan_buffer(size_t(B * m.n_heads * m.d_c)),
+                 dolat = nan_buffer(size_t(B * m.n_heads * m.d_c)), dscores = nan_buffer(size_t(cuda::absorbed_attention_scratch_floats(B, m.n_heads, m.d_c, max_len))),
+                 dout = nan_buffer(size_t(B * m.n_heads * m.d_v));
+    const cuda::DeviceMatrix kvb{DType::BF16, dkvb.get(), m.n_heads * (m.d_nope + m.d_v), m.d_c};
+    DeviceBuffer wuk_t(size_t(m.n_heads * m.d_c * m.d_nope) * 2);
+    cuda::transpose_wuk(kvb, m.n_heads, m.d_nope, m.d_v, wuk_t.get(), nullptr);
+    cuda::attend_absorbed(m, dq.get<float>(), kvb, wuk_t.get(), cache, 0,
+                          dtables.get<int32_t>(), max_blocks, dlens.get<int32_t>(), B, max_len, dqlat.get<float>(),
+                          dolat.get<float>(), dscores.get<float>(), dout.get<float>(), nullptr);
+    std::vector<float> got = download(dout, size_t(B * m.n_heads * m.d_v));
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<float> qb(q.begin() + b * m.n_heads * (m.d_nope + m.d_rope), q.begin() + (b + 1) * m.n_heads * (m.d_nope + m.d_rope));
+      std::vector<float> want = reference_attention(m, qb, kvb_w, lat[size_t(b)], lens[size_t(b)]);
+      EXPECT_LE(test::rel_l2(&got[size_t(b * m.n_heads * m.d_v)], want.data(), want.size()), 1e-5)
+          << dtype_name(cache_dtype) << " sequence " << b;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dsv2
