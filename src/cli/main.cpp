@@ -23,6 +23,7 @@ const char* kUsage =
     "  detokenize --tokenizer PATH --ids 1,2,3 [--skip-special]\n"
     "  tokenizer train --vocab-size N --out tokenizer.json [--config-out tokenizer_config.json] FILES...\n"
     "  bench-tokenizer --tokenizer PATH FILE [--threads N] [--repeat R] [--chunk-bytes B] [--json]\n"
+    "  template  --model DIR --messages FILE.json [--add-generation-prompt] [--chat-template FILE]\n"
     "\n"
     "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32)\n";
 
@@ -34,9 +35,10 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::map<std::string, int (*)(dsv2::Args&)> commands = {
-      {"generate", dsv2::cmd_generate}, {"logits", dsv2::cmd_logits}, {"info", dsv2::cmd_info},
-      {"init", dsv2::cmd_init},         {"bench", dsv2::cmd_bench},
-      {"tokenize", dsv2::cmd_tokenize}, {"detokenize", dsv2::cmd_detokenize},
+      {"generate", dsv2::cmd_generate},   {"logits", dsv2::cmd_logits},
+      {"info", dsv2::cmd_info},           {"init", dsv2::cmd_init},
+      {"bench", dsv2::cmd_bench},         {"template", dsv2::cmd_template},
+      {"tokenize", dsv2::cmd_tokenize},   {"detokenize", dsv2::cmd_detokenize},
       {"tokenizer", dsv2::cmd_tokenizer}, {"bench-tokenizer", dsv2::cmd_bench_tokenizer}};
   const std::string name = argv[1];
   auto it = commands.find(name);
