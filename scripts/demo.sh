@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
-./build/dsv2 generate --model models/default --prompt-ids 0,17,42,99,7 --max-new-tokens 24 --temperature 0.8 --top-p 0.95 --seed 1 --print-ids
+./build/dsv2 generate --model models/default --prompt "The old house on the hill" --max-new-tokens 60 --temperature 0.7 --top-p 0.95 --seed 4

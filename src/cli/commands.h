@@ -6,11 +6,13 @@
 
 #include "cli/args.h"
 #include "core/dtype.h"
+#include "engine/generator.h"
 
 namespace dsv2 {
 
 int cmd_logits(Args& args);
 int cmd_generate(Args& args);
+int cmd_chat(Args& args);
 int cmd_info(Args& args);
 int cmd_init(Args& args);
 int cmd_bench(Args& args);
@@ -22,6 +24,9 @@ int cmd_tokenizer(Args& args);
 int cmd_bench_tokenizer(Args& args);
 
 // Options shared by several commands.
+// --max-new-tokens, --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --seed, --no-eos-stop;
+// `fallback` gives the values of options not given.
+GenerationOptions generation_options(Args& args, const GenerationOptions& fallback);
 int threads_option(Args& args);                          // --threads N (default: all cores)
 DType cache_dtype_option(Args& args, DType fallback);    // --cache-dtype f32|bf16
 

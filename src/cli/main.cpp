@@ -13,8 +13,10 @@ const char* kUsage =
     "usage: dsv2 <command> [options]\n"
     "\n"
     "commands:\n"
-    "  generate  --model DIR --prompt-ids 5,17,42 [--max-new-tokens N] [--temperature T] [--top-k K]\n"
-    "            [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S] [--no-eos-stop] [--print-ids]\n"
+    "  generate  --model DIR (--prompt TEXT [--chat [--system TEXT] [--chat-template FILE]] | --prompt-ids 5,17,42)\n"
+    "            [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
+    "            [--repetition-penalty R] [--seed S] [--no-eos-stop] [--print-ids] [--device cpu|cuda]\n"
+    "  chat      --model DIR [--system TEXT] [--chat-template FILE] [--context N] [sampling options]\n"
     "  logits    --model DIR --ids 5,17,42 --out FILE [--path prefill|decode]\n"
     "  info      --model DIR | --preset v2|v2-lite|tiny [--cache-dtype bf16|f32]\n"
     "  init      --preset v2|v2-lite|tiny --random --out DIR [--layers N] [--dtype bf16|f16|f32] [--seed S]\n"
@@ -35,7 +37,8 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::map<std::string, int (*)(dsv2::Args&)> commands = {
-      {"generate", dsv2::cmd_generate},   {"logits", dsv2::cmd_logits},
+      {"generate", dsv2::cmd_generate},   {"chat", dsv2::cmd_chat},
+      {"logits", dsv2::cmd_logits},
       {"info", dsv2::cmd_info},           {"init", dsv2::cmd_init},
       {"bench", dsv2::cmd_bench},         {"template", dsv2::cmd_template},
       {"tokenize", dsv2::cmd_tokenize},   {"detokenize", dsv2::cmd_detokenize},
