@@ -1,11 +1,23 @@
 #include "core/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace dsv2 {
 
+namespace {
+// Busy-wait iterations before a worker sleeps (~tens of microseconds).
+constexpr int kSpinIterations = 20000;
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+}  // namespace
+
 ThreadPool::ThreadPool(int n_threads) {
-  if (n_threads <= 0) n_threads = std::max(1u, std::thread::hardware_concurrency());
+  if (n_threads <= 0) n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  chunks_.assign(size_t(n_threads), {0, 0});
   for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -13,74 +25,77 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   start_cv_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain,
-                              const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::run_chunk(int index) {
+  const auto [b, e] = chunks_[size_t(index)];
+  if (e <= b) return;
+  try {
+    (*job_)(b, e);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) error_ = std::current_exception();
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  int64_t units = (n + grain - 1) / grain;
-  int used = int(std::min<int64_t>(units, size()));
+  const int64_t units = (n + grain - 1) / grain;
+  const int used = int(std::min<int64_t>(units, size()));
   if (used == 1) {
     fn(0, n);
     return;
   }
-  std::vector<std::pair<int64_t, int64_t>> chunks(size(), {0, 0});
-  for (int t = 0; t < used; ++t) {
-    int64_t b = units * t / used * grain, e = std::min(n, units * (t + 1) / used * grain);
-    chunks[t] = {b, e};
-  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    for (int t = 0; t < size(); ++t) {
+      const int64_t b = t < used ? units * t / used * grain : n, e = t < used ? std::min(n, units * (t + 1) / used * grain) : n;
+      chunks_[size_t(t)] = {b, e};
+    }
     job_ = &fn;
-    chunks_ = std::move(chunks);
-    pending_ = int(workers_.size());
     error_ = nullptr;
-    ++generation_;
+    pending_.store(int(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   start_cv_.notify_all();
-  std::exception_ptr mine;
-  try {
-    if (chunks_[0].second > chunks_[0].first) fn(chunks_[0].first, chunks_[0].second);
-  } catch (...) {
-    mine = std::current_exception();
+  run_chunk(0);
+  for (int spins = 0; pending_.load(std::memory_order_acquire) > 0; ++spins) {
+    if (spins < kSpinIterations) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
   }
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
-  job_ = nullptr;
-  if (mine) std::rethrow_exception(mine);
-  if (error_) std::rethrow_exception(error_);
+  std::exception_ptr err;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = nullptr;
+    err = error_;
+  }
+  if (err) std::rethrow_exception(err);
 }
 
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    std::pair<int64_t, int64_t> range;
-    const std::function<void(int64_t, int64_t)>* job;
-    {
+    int spins = 0;
+    while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
+      cpu_relax();
+      ++spins;
+    }
+    if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
-      start_cv_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-      if (stopping_) return;
-      seen = generation_;
-      range = chunks_[index];
-      job = job_;
+      start_cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
     }
-    std::exception_ptr err;
-    if (range.second > range.first) {
-      try {
-        (*job)(range.first, range.second);
-      } catch (...) {
-        err = std::current_exception();
-      }
-    }
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (err && !error_) error_ = err;
-      if (--pending_ == 0) done_cv_.notify_one();
-    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stopping_.load()) return;
+    run_chunk(index);
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 

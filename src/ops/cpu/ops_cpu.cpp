@@ -1,5 +1,7 @@
 #include "ops/cpu/ops_cpu.h"
 
+#include "ops/cpu/gemv_avx512.h"
+
 #include <algorithm>
 #include <vector>
 
@@ -25,6 +27,19 @@ DSV2_MULTIVERSION void axpy(float alpha, const float* x, float* y, int64_t n) {
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y) {
   constexpr int64_t kRowBlock = 16;  // weight rows converted together, reused across all T tokens
   const int64_t K = W.cols, N = W.rows;
+  if (has_avx512()) {
+    // Each thread takes tiles of kTileRows weight rows (kept in L2 while every group of up to
+    // kGemvMaxTokens tokens streams over them); each row is converted in registers, never stored.
+    constexpr int64_t kTileRows = 64;
+    pool.parallel_for(N, kRowBlock, [&](int64_t begin, int64_t end) {
+      for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
+        const int64_t r1 = std::min(end, r0 + kTileRows);
+        for (int64_t t0 = 0; t0 < T; t0 += kGemvMaxTokens)
+          gemv_rows_avx512(x + t0 * K, std::min(kGemvMaxTokens, T - t0), W, r0, r1, y + t0 * N);
+      }
+    });
+    return;
+  }
   pool.parallel_for(N, kRowBlock, [&](int64_t begin, int64_t end) {
     std::vector<float> rows(size_t(kRowBlock * K));
     for (int64_t o0 = begin; o0 < end; o0 += kRowBlock) {
