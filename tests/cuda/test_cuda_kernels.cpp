@@ -187,6 +187,18 @@ TEST(CudaKernels, MoeExpertsMatchReference) {
     cuda::moe_experts(dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(), dd.get(),
                       dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
     EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 1e-5) << dtype_name(dt);
+
+    // The batched tensor-core form (decode batches > 8): inputs rounded to the weight dtype.
+    cublasHandle_t blas;
+    DSV2_CUBLAS_CHECK(cublasCreate(&blas));
+    DeviceBuffer xs(size_t(E * T * H) * 4), g = nan_buffer(size_t(E * T * I)), u = nan_buffer(size_t(E * T * I)),
+        hs(size_t(E * T * I) * 4), yb = nan_buffer(size_t(E * T * H)), slots(size_t(T * K) * 4), out2 = nan_buffer(size_t(T * H));
+    const cuda::MoeBatchedScratch scratch{xs.get(), g.get<float>(), u.get<float>(), hs.get(), yb.get<float>(), slots.get<int32_t>()};
+    cuda::moe_experts_batched(blas, dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(),
+                              dd.get(), scratch, out2.get<float>(), nullptr);
+    EXPECT_LE(test::rel_l2(download(out2, want.size()).data(), want.data(), want.size()), dt == DType::F32 ? 1e-5 : 1e-2)
+        << "batched " << dtype_name(dt);
+    cublasDestroy(blas);
   }
 }
 

@@ -69,6 +69,7 @@ struct CudaDeepseekV2::Impl {
   // Expert-sorted MoE (prefill): gathered inputs [T·K, H], up projections [T·K, I_moe], row and slot maps [T·K].
   float *moe_x = nullptr, *moe_u = nullptr;
   int32_t *moe_rows = nullptr, *moe_slot_of = nullptr;
+  cuda::MoeBatchedScratch moe_batched{};  // decode batches of more than 8 tokens
   void* lowp = nullptr;
   void* blas_workspace = nullptr;
   std::map<int64_t, cudaGraphExec_t> graphs;  // decode step per batch size
@@ -241,6 +242,15 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.moe_u = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
   m.moe_rows = m.alloc<int32_t>(size_t(Tm * K));
   m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
+  if (opt.max_batch > cuda::kGemvMaxTokens && E > 0) {
+    const int64_t B = opt.max_batch;
+    m.moe_batched.xs = m.alloc_bytes(size_t(E * B * H) * 4);
+    m.moe_batched.g = m.alloc(size_t(E * B * I_moe));
+    m.moe_batched.u = m.alloc(size_t(E * B * I_moe));
+    m.moe_batched.hs = m.alloc_bytes(size_t(E * B * I_moe) * 4);
+    m.moe_batched.y = m.alloc(size_t(E * B * H));
+    m.moe_batched.slot_of = m.alloc<int32_t>(size_t(B * K));
+  }
   const int64_t K_max = std::max({H, I_max, nh * cfg.v_head_dim, cfg.kv_lora_rank, cfg.q_lora_rank.value_or(0)});
   m.lowp = m.alloc_bytes(size_t(std::max(Tm, Lm) * K_max) * 2);
   DSV2_CUDA_CHECK(cudaDeviceSynchronize());
@@ -427,6 +437,10 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::route_tokens(r, m.router_logits, T, m.expert_ids, m.gate_w, st);
       if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens) {
         moe_sorted_by_expert(m, cfg, L, T);
+      } else if (T > cuda::kGemvMaxTokens) {
+        cuda::moe_experts_batched(m.blas, m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok,
+                                  cfg.n_routed_experts, m.expert_ids, m.gate_w, L.expert_dtype, L.experts_gate,
+                                  L.experts_up, L.experts_down, m.moe_batched, m.y, st);
       } else {
         cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts, m.expert_ids, m.gate_w,
                           L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_h, m.moe_y, m.y, st);

@@ -112,6 +112,21 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
                  float* y, float* out, cudaStream_t stream);
 
+// Routed experts for a batch of decode tokens on tensor cores with fixed shapes (so the step stays
+// capturable as a graph): expert e's tokens are packed into rows [e·T, e·T + n_e) of xs, then three
+// GEMMs strided over the experts (cuBLAS, inputs rounded to the weight dtype) and the weighted sum.
+// Every expert computes T rows whether it has tokens or not: worth it once most experts are active.
+struct MoeBatchedScratch {
+  void* xs;          // [E·T, H] in the weight dtype
+  float *g, *u;      // [E·T, I]
+  void* hs;          // [E·T, I] in the weight dtype
+  float* y;          // [E·T, H]
+  int32_t* slot_of;  // [T·K]
+};
+void moe_experts_batched(cublasHandle_t blas, const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
+                         const int32_t* expert_ids, const float* gate_weights, DType dtype, const void* gate,
+                         const void* up, const void* down, const MoeBatchedScratch& scratch, float* out,
+                         cudaStream_t stream);
 // For many tokens (prefill): the (token, slot) pairs sorted by expert so that each expert runs one
 // GEMM over its rows. out[i] = x[rows[i]] (rows: [n], x: [*, H], out: [n, H]).
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream);

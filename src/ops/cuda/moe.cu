@@ -219,7 +219,57 @@ __global__ void combine_sorted_kernel(const float* __restrict__ y, const int32_t
   out[i] = acc;
 }
 
+// Expert e's pairs packed into rows e·T + 0..n_e−1 of xs [E·T, H] (in the weight dtype); slot_of[p]
+// = the row of pair p. grid E. No expert gets a token twice, so n_e <= T.
+template <typename WT>
+__global__ void pack_expert_rows_kernel(const float* __restrict__ x, int64_t T, int64_t H, int64_t K,
+                                        const int32_t* __restrict__ ids, WT* xs, int32_t* slot_of) {
+  __shared__ int32_t list[kMaxPairs];
+  const int32_t e = blockIdx.x;
+  const int n = pairs_of_expert(ids, T * K, e, list);
+  for (int j = threadIdx.x; j < n; j += blockDim.x) slot_of[list[j]] = int32_t(e * T + j);
+  for (int64_t i = threadIdx.x; i < int64_t(n) * H; i += blockDim.x) {
+    const int64_t j = i / H, k = i % H;
+    from_f32(x[(list[j] / K) * H + k], xs + (e * T + j) * H + k);
+  }
+}
+
+// hs[i] = round(silu(g[i]) · u[i]) to the weight dtype.
+template <typename WT>
+__global__ void silu_mul_round_kernel(const float* __restrict__ g, const float* __restrict__ u, int64_t n, WT* hs) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) from_f32(g[i] / (1.0f + expf(-g[i])) * u[i], hs + i);
+}
+
 }  // namespace
+
+void moe_experts_batched(cublasHandle_t blas, const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
+                         const int32_t* expert_ids, const float* gate_weights, DType dtype, const void* gate,
+                         const void* up, const void* down, const MoeBatchedScratch& s, float* out, cudaStream_t stream) {
+  check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
+  const cudaDataType_t type = dtype == DType::BF16 ? CUDA_R_16BF : dtype == DType::F16 ? CUDA_R_16F : CUDA_R_32F;
+  DSV2_DISPATCH_DTYPE(dtype, {
+    pack_expert_rows_kernel<WT><<<unsigned(E), 256, 0, stream>>>(x, T, H, K, expert_ids, static_cast<WT*>(s.xs), s.slot_of);
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+  DSV2_CUBLAS_CHECK(cublasSetStream(blas, stream));
+  const float one = 1.0f, zero = 0.0f;
+  // Per expert e: result[e] (T×rows) = in[e] (T×cols) · W[e]ᵀ — column-major R(rows×T) = Wᵀ(rows×cols) · X(cols×T).
+  auto gemm = [&](const void* W, int64_t rows, int64_t cols, const void* in, float* result) {
+    DSV2_CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(T), int(cols), &one, W, type,
+                                                 int(cols), rows * cols, in, type, int(cols), T * cols, &zero, result,
+                                                 CUDA_R_32F, int(rows), T * rows, int(E), CUBLAS_COMPUTE_32F,
+                                                 CUBLAS_GEMM_DEFAULT));
+  };
+  gemm(gate, I, H, s.xs, s.g);
+  gemm(up, I, H, s.xs, s.u);
+  DSV2_DISPATCH_DTYPE(dtype, {
+    silu_mul_round_kernel<WT><<<unsigned((E * T * I + 255) / 256), 256, 0, stream>>>(s.g, s.u, E * T * I, static_cast<WT*>(s.hs));
+  });
+  DSV2_CUDA_LAUNCH_CHECK();
+  gemm(down, H, I, s.hs, s.y);
+  combine_sorted(s.y, s.slot_of, gate_weights, T, H, K, out, stream);
+}
 
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream) {
   if (n == 0) return;
