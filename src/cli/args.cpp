@@ -92,6 +92,15 @@ double parse_number(const std::string& text, const std::string& what) {
   return v;
 }
 
+std::string format_id_list(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
+  return s;
+}
+
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& what) {
   std::vector<int32_t> ids;
   size_t start = 0;

@@ -28,6 +28,8 @@ class Args {
   std::vector<bool> used_;
 };
 
+// {5, 17, 42} -> "5,17,42" (the inverse of parse_id_list).
+std::string format_id_list(const std::vector<int32_t>& ids);
 // "5,17,42" -> {5, 17, 42}; throws Error naming `what` on anything else.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& what);
 int64_t parse_integer(const std::string& text, const std::string& what);

@@ -68,11 +68,7 @@ int cmd_generate(Args& args) {
   std::fprintf(stderr, "prompt %zu tokens in %.3f s; generated %zu tokens, %lld decode steps in %.3f s (%.2f tokens/s); stop: %s\n",
                prompt.size(), r.prefill_seconds, r.tokens.size(), static_cast<long long>(r.decode_steps), r.decode_seconds,
                r.decode_seconds > 0 ? double(r.decode_steps) / r.decode_seconds : 0.0, stop_reason_name(r.stop));
-  if (!stream) {
-    std::string line;
-    for (size_t i = 0; i < r.tokens.size(); ++i) line += (i ? "," : "") + std::to_string(r.tokens[i]);
-    std::printf("%s\n", line.c_str());
-  }
+  if (!stream) std::printf("%s\n", format_id_list(r.tokens).c_str());
   return 0;
 }
 
