@@ -184,8 +184,9 @@ TEST(CudaKernels, MoeExpertsMatchReference) {
     }
     DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dd = upload_bytes(db), di = upload(ids), dgw = upload(gw);
     DeviceBuffer dh = nan_buffer(size_t(T * K * I)), dy = nan_buffer(size_t(T * K * H)), dout = nan_buffer(size_t(T * H));
-    cuda::moe_experts(dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(), dd.get(),
-                      dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
+    DeviceBuffer active(size_t(T * K) * 4);
+    cuda::moe_experts(dx.get<float>(), T, H, I, K, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(), dd.get(),
+                      active.get<int32_t>(), dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
     EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 1e-5) << dtype_name(dt);
 
     // The batched tensor-core form (decode batches > 8): inputs rounded to the weight dtype.

@@ -68,7 +68,7 @@ struct CudaDeepseekV2::Impl {
   float *q_lat = nullptr, *o_lat = nullptr, *abs_partials = nullptr;
   // Expert-sorted MoE (prefill): gathered inputs [T·K, H], up projections [T·K, I_moe], row and slot maps [T·K].
   float *moe_x = nullptr, *moe_u = nullptr;
-  int32_t *moe_rows = nullptr, *moe_slot_of = nullptr;
+  int32_t *moe_rows = nullptr, *moe_slot_of = nullptr, *moe_active = nullptr;
   cuda::MoeBatchedScratch moe_batched{};  // decode batches of more than 8 tokens
   void* lowp = nullptr;
   void* blas_workspace = nullptr;
@@ -242,6 +242,7 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.moe_u = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
   m.moe_rows = m.alloc<int32_t>(size_t(Tm * K));
   m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
+  m.moe_active = m.alloc<int32_t>(size_t(Tm * K));
   if (opt.max_batch > cuda::kGemvMaxTokens && E > 0) {
     const int64_t B = opt.max_batch;
     m.moe_batched.xs = m.alloc_bytes(size_t(E * B * H) * 4);
@@ -442,8 +443,9 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
                                   cfg.n_routed_experts, m.expert_ids, m.gate_w, L.expert_dtype, L.experts_gate,
                                   L.experts_up, L.experts_down, m.moe_batched, m.y, st);
       } else {
-        cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts, m.expert_ids, m.gate_w,
-                          L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_h, m.moe_y, m.y, st);
+        cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, m.expert_ids, m.gate_w,
+                          L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_active, m.moe_h, m.moe_y,
+                          m.y, st);
       }
       cuda::add_inplace(m.x, m.y, T * H, st);
       if (L.has_shared) {

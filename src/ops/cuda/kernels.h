@@ -107,10 +107,11 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
 // Routed experts for a few tokens, expert-major (each active expert's rows read once): for pair
 // p = t·K + k with expert e = expert_ids[p]: h[p] = silu(gate_e · x[t]) ⊙ (up_e · x[t]); y[p] = down_e · h[p];
 // out[t] = Σ_k gate_weights[t, k] · y[t, k] (slot order). gate/up: [E, I, H], down: [E, H, I] contiguous
-// per layer. h: [T·K, I], y: [T·K, H] scratch; out: [T, H]. T·K <= 4096.
-void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
-                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
-                 float* y, float* out, cudaStream_t stream);
+// per layer. active: [T·K] scratch (the distinct experts); h: [T·K, I], y: [T·K, H] scratch; out: [T, H].
+// T·K <= 4096.
+void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
+                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down,
+                 int32_t* active, float* h, float* y, float* out, cudaStream_t stream);
 
 // Routed experts for a batch of decode tokens on tensor cores with fixed shapes (so the step stays
 // capturable as a graph): expert e's tokens are packed into rows [e·T, e·T + n_e) of xs, then three

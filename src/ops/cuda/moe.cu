@@ -165,13 +165,27 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
   }
 }
 
-// h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to e; grid (I / 8, E)
+// active[j] = the j-th distinct expert of ids in order of first appearance, -1 past the last. One thread:
+// at most 8 tokens × top-k pairs.
+__global__ void active_experts_kernel(const int32_t* __restrict__ ids, int64_t n_pairs, int32_t* active) {
+  int64_t n = 0;
+  for (int64_t p = 0; p < n_pairs; ++p) {
+    bool seen = false;
+    for (int64_t q = 0; q < p; ++q) seen |= ids[q] == ids[p];
+    if (!seen) active[n++] = ids[p];
+  }
+  for (; n < n_pairs; ++n) active[n] = -1;
+}
+
+// h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to expert
+// e = active[blockIdx.y]; grid (I / 8, T·K), blocks of absent experts return at once.
 template <typename WT, bool VECTORISED>
 __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
-                                      const int32_t* __restrict__ ids, const WT* __restrict__ gate,
-                                      const WT* __restrict__ up, float* h) {
+                                      const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
+                                      const WT* __restrict__ gate, const WT* __restrict__ up, float* h) {
   __shared__ int32_t list[kMaxPairs];
-  const int32_t e = blockIdx.y;
+  const int32_t e = active[blockIdx.y];
+  if (e < 0) return;
   const int n = pairs_of_expert(ids, n_pairs, e, list);
   const int64_t i = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   if (n == 0 || i >= I) return;
@@ -179,12 +193,14 @@ __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, in
   expert_rows<WT, true, VECTORISED>(gate + offset, up + offset, x, H, K, H, list, n, i, h, I);
 }
 
-// y[p, j] = down_e[j] · h[p]; grid (H / 8, E)
+// y[p, j] = down_e[j] · h[p] with e = active[blockIdx.y]; grid (H / 8, T·K)
 template <typename WT, bool VECTORISED>
 __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
-                                   const int32_t* __restrict__ ids, const WT* __restrict__ down, float* y) {
+                                   const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
+                                   const WT* __restrict__ down, float* y) {
   __shared__ int32_t list[kMaxPairs];
-  const int32_t e = blockIdx.y;
+  const int32_t e = active[blockIdx.y];
+  if (e < 0) return;
   const int n = pairs_of_expert(ids, n_pairs, e, list);
   const int64_t j = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   if (n == 0 || j >= H) return;
@@ -291,26 +307,28 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
-void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
-                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
-                 float* y, float* out, cudaStream_t stream) {
+void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
+                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down,
+                 int32_t* active, float* h, float* y, float* out, cudaStream_t stream) {
   check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
+  active_experts_kernel<<<1, 1, 0, stream>>>(expert_ids, T * K, active);
+  DSV2_CUDA_LAUNCH_CHECK();
   DSV2_DISPATCH_DTYPE(dtype, {
     // 16-byte loads need every row 16-byte aligned: H and I multiples of the vector width.
     constexpr int64_t kVec = 16 / sizeof(WT);
     const bool vectorised = H % kVec == 0 && I % kVec == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
                             reinterpret_cast<uintptr_t>(up) % 16 == 0 && reinterpret_cast<uintptr_t>(down) % 16 == 0;
-    const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
-    const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(E));
+    const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
+    const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
     const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
     if (vectorised) {
-      expert_gate_up_kernel<WT, true><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, wg, wu, h);
+      expert_gate_up_kernel<WT, true><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, active, wg, wu, h);
       DSV2_CUDA_LAUNCH_CHECK();
-      expert_down_kernel<WT, true><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, wd, y);
+      expert_down_kernel<WT, true><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, active, wd, y);
     } else {
-      expert_gate_up_kernel<WT, false><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, wg, wu, h);
+      expert_gate_up_kernel<WT, false><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, active, wg, wu, h);
       DSV2_CUDA_LAUNCH_CHECK();
-      expert_down_kernel<WT, false><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, wd, y);
+      expert_down_kernel<WT, false><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, active, wd, y);
     }
     DSV2_CUDA_LAUNCH_CHECK();
   });
