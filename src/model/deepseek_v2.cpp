@@ -130,30 +130,79 @@ void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const fl
                                  float* out) {
   const int64_t nh = cfg_.num_attention_heads, d_qk = cfg_.qk_head_dim(), d_nope = cfg_.qk_nope_head_dim;
   const int64_t d_rope = cfg_.qk_rope_head_dim, d_v = cfg_.v_head_dim, d_c = cfg_.kv_lora_rank;
-  const int64_t width = cfg_.latent_width(), L = pos0 + T, head_rows = d_nope + d_v;
+  const int64_t width = cfg_.latent_width(), head_rows = d_nope + d_v;
 
+  // q_lat[t, h] = W_UK[h]ᵀ · q_nope[t, h]      [T, nh, d_c]
+  std::vector<float> q_lat(size_t(T * nh * d_c), 0.0f);
   pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
-    std::vector<float> wkv(size_t(head_rows * d_c));  // this head's kv_b rows: [W_UK (d_nope) ; W_UV (d_v)] x d_c
-    std::vector<float> q_lat(static_cast<size_t>(d_c)), o_lat(static_cast<size_t>(d_c)), p(static_cast<size_t>(L));
+    std::vector<float> w_uk(size_t(d_nope * d_c));
     for (int64_t h = h0; h < h1; ++h) {
-      convert_to_f32(w.kv_b_proj.dtype, w.kv_b_proj.row(h * head_rows), wkv.data(), wkv.size());
+      convert_to_f32(w.kv_b_proj.dtype, w.kv_b_proj.row(h * head_rows), w_uk.data(), w_uk.size());
       for (int64_t t = 0; t < T; ++t) {
         const float* qh = q + (t * nh + h) * d_qk;
-        // q_lat = W_UKᵀ · q_nope  [d_c]
-        std::fill(q_lat.begin(), q_lat.end(), 0.0f);
-        for (int64_t i = 0; i < d_nope; ++i) cpu::axpy(qh[i], &wkv[size_t(i * d_c)], q_lat.data(), d_c);
-        const int64_t n_keys = pos0 + t + 1;
-        for (int64_t s = 0; s < n_keys; ++s) {
-          const float* ls = lat + s * width;
-          p[size_t(s)] = softmax_scale_ * (cpu::dot(q_lat.data(), ls, d_c) + cpu::dot(qh + d_nope, ls + d_c, d_rope));
-        }
-        ref::softmax(p.data(), n_keys);
-        // o_lat = Σ_s p_s · c_s  [d_c];  o = W_UV · o_lat  [d_v]
-        std::fill(o_lat.begin(), o_lat.end(), 0.0f);
-        for (int64_t s = 0; s < n_keys; ++s) cpu::axpy(p[size_t(s)], lat + s * width, o_lat.data(), d_c);
-        float* oh = out + (t * nh + h) * d_v;
-        for (int64_t j = 0; j < d_v; ++j) oh[j] = cpu::dot(&wkv[size_t((d_nope + j) * d_c)], o_lat.data(), d_c);
+        float* ql = &q_lat[size_t((t * nh + h) * d_c)];
+        for (int64_t i = 0; i < d_nope; ++i) cpu::axpy(qh[i], &w_uk[size_t(i * d_c)], ql, d_c);
       }
+    }
+  });
+
+  // o_lat[t, h] = Σ_s softmax_s(score[t, h, s]) · c_s over keys 0 .. pos0 + t. The keys are cut into
+  // chunks of kKeyChunk attended in parallel; each chunk reads every cached latent once for all heads
+  // (an online softmax per head) and leaves a partial (m, l, Σ exp(score − m)·c) per head, merged in
+  // chunk order, so the result does not depend on the thread count.
+  constexpr int64_t kKeyChunk = 256;
+  std::vector<float> o_lat(size_t(T * nh * d_c));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t n_keys = pos0 + t + 1, n_chunks = (n_keys + kKeyChunk - 1) / kKeyChunk;
+    std::vector<float> part_acc(size_t(n_chunks * nh * d_c), 0.0f), part_m(size_t(n_chunks * nh), -INFINITY),
+        part_l(size_t(n_chunks * nh), 0.0f);
+    pool_.parallel_for(n_chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        float* m = &part_m[size_t(c * nh)];
+        float* l = &part_l[size_t(c * nh)];
+        float* acc = &part_acc[size_t(c * nh * d_c)];
+        for (int64_t s = c * kKeyChunk; s < std::min(n_keys, (c + 1) * kKeyChunk); ++s) {
+          const float* ls = lat + s * width;
+          for (int64_t h = 0; h < nh; ++h) {
+            const float score = softmax_scale_ * (cpu::dot(&q_lat[size_t((t * nh + h) * d_c)], ls, d_c) +
+                                                  cpu::dot(q + (t * nh + h) * d_qk + d_nope, ls + d_c, d_rope));
+            float* a = acc + h * d_c;
+            if (score > m[h]) {  // a new maximum: rescale what was summed so far
+              const float shrink = std::exp(m[h] - score);
+              for (int64_t j = 0; j < d_c; ++j) a[j] *= shrink;
+              l[h] *= shrink;
+              m[h] = score;
+            }
+            const float p = std::exp(score - m[h]);
+            l[h] += p;
+            cpu::axpy(p, ls, a, d_c);
+          }
+        }
+      }
+    });
+    for (int64_t h = 0; h < nh; ++h) {
+      float M = -INFINITY;
+      for (int64_t c = 0; c < n_chunks; ++c) M = std::max(M, part_m[size_t(c * nh + h)]);
+      float L = 0;
+      float* o = &o_lat[size_t((t * nh + h) * d_c)];
+      std::fill(o, o + d_c, 0.0f);
+      for (int64_t c = 0; c < n_chunks; ++c) {
+        const float f = std::exp(part_m[size_t(c * nh + h)] - M);
+        L += f * part_l[size_t(c * nh + h)];
+        cpu::axpy(f, &part_acc[size_t((c * nh + h) * d_c)], o, d_c);
+      }
+      for (int64_t j = 0; j < d_c; ++j) o[j] /= L;
+    }
+  }
+
+  // out[t, h] = W_UV[h] · o_lat[t, h]      [T, nh, d_v]
+  pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<float> w_uv(size_t(d_v * d_c));
+    for (int64_t h = h0; h < h1; ++h) {
+      convert_to_f32(w.kv_b_proj.dtype, w.kv_b_proj.row(h * head_rows + d_nope), w_uv.data(), w_uv.size());
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < d_v; ++j)
+          out[(t * nh + h) * d_v + j] = cpu::dot(&w_uv[size_t(j * d_c)], &o_lat[size_t((t * nh + h) * d_c)], d_c);
     }
   });
 }
