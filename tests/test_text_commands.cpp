@@ -80,6 +80,20 @@ TEST(TextCommands, InteractiveChatKeepsHistoryAndResets) {
   EXPECT_NE(r.out.find(first_answer), std::string::npos) << r.out << "\nvs\n" << again.out;
 }
 
+TEST(TextCommands, CtrlCStopsTheAnswerAndTheChatGoesOn) {
+  // An answer that would run for minutes (no EOS stop, a huge token limit) gets SIGINT after 1 s (the model holds 1,024 tokens: ~3 s of generation);
+  // the chat prints "[stopped]", reads the next line (/exit, sent at 4 s) and leaves with status 0.
+  const std::string dir = test::temp_dir("sigint");
+  test::write_file(dir + "/run.sh",
+                   "exec 3< <(printf 'Tell me a story\\n'; sleep 4; printf '/exit\\n')\n" + std::string(DSV2_BINARY) +
+                       " chat --model " + kModel + " --no-eos-stop --max-new-tokens 1000000 <&3 >" + dir + "/out 2>" + dir +
+                       "/err &\npid=$!\nsleep 1\nkill -INT $pid\nwait $pid\necho $? >" + dir + "/rc\n");
+  ASSERT_EQ(std::system(("bash " + dir + "/run.sh").c_str()), 0);
+  EXPECT_EQ(test::read_file(dir + "/rc"), "0\n") << test::read_file(dir + "/err");
+  const std::string out = test::read_file(dir + "/out");
+  EXPECT_NE(out.find(" [stopped]\n> "), std::string::npos) << out.substr(out.size() > 300 ? out.size() - 300 : 0) << test::read_file(dir + "/err");
+}
+
 TEST(TextCommands, BadCombinationsAreErrors) {
   auto fails = [](const std::string& args, const std::string& needle) {
     test::RunResult r = test::run_dsv2(args);
