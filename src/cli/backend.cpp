@@ -36,7 +36,7 @@ Backend::Backend(const std::string& model_dir, Device device, int threads, DType
   opt.cache_dtype = cache_dtype;
   opt.max_context = capacity_;
   opt.max_prefill_chunk = std::min<int64_t>(capacity_, 1024);
-  gpu_ = std::make_shared<CudaDeepseekV2>(model_.config, model_.weights, opt);
+  gpu_ = std::make_shared<CudaDeepseekV2>(model_.config, *model_.checkpoint, opt);
 #endif
 }
 

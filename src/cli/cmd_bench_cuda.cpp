@@ -45,7 +45,7 @@ int bench_cuda(Args& args) {
   if (dir) {
     loaded = std::make_unique<LoadedModel>(load_model(*dir));
     cfg = loaded->config;
-    net = std::make_unique<CudaDeepseekV2>(cfg, loaded->weights, opt);
+    net = std::make_unique<CudaDeepseekV2>(cfg, *loaded->checkpoint, opt);
   } else {
     cfg = preset_config(*preset);
     if (layers > 0) {

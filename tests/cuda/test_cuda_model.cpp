@@ -26,7 +26,7 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
     opt.block_size = 16;
     opt.max_prefill_chunk = chunk;
     opt.shuffle_block_tables = true;
-    return std::make_unique<CudaDeepseekV2>(model_.config, model_.weights, opt);
+    return std::make_unique<CudaDeepseekV2>(model_.config, *model_.checkpoint, opt);
   }
   void expect_matches_reference(const std::vector<float>& got, double tol, const std::string& what) {
     ASSERT_EQ(got.size(), g_.logits.size()) << what;

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "model/rope.h"
+#include "model/safetensors.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/kernels.h"
@@ -269,45 +270,18 @@ static void validate(const ModelConfig& cfg, const CudaOptions& opt) {
   check(n > 0, "no CUDA device found");
 }
 
-CudaDeepseekV2::CudaDeepseekV2(const ModelConfig& cfg, const ModelWeights& w, const CudaOptions& opt)
+CudaDeepseekV2::CudaDeepseekV2(const ModelConfig& cfg, const Checkpoint& checkpoint, const CudaOptions& opt)
     : cfg_(cfg), opt_(opt), lengths_(size_t(opt.max_batch), 0), impl_(std::make_unique<Impl>()) {
   validate(cfg, opt);
-  // Host matrices by tensor name, from the bound weight table.
-  std::map<std::string, Matrix> host;
-  std::map<std::string, const std::vector<float>*> norms;
-  host["model.embed_tokens.weight"] = w.embed;
-  host["lm_head.weight"] = w.lm_head;
-  norms["model.norm.weight"] = &w.final_norm;
-  for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
-    const LayerWeights& L = w.layers[size_t(i)];
-    const std::string p = "model.layers." + std::to_string(i) + ".", a = p + "self_attn.";
-    norms[p + "input_layernorm.weight"] = &L.input_norm;
-    norms[p + "post_attention_layernorm.weight"] = &L.post_attention_norm;
-    norms[a + "q_a_layernorm.weight"] = &L.q_a_norm;
-    norms[a + "kv_a_layernorm.weight"] = &L.kv_a_norm;
-    host[a + "q_proj.weight"] = L.q_proj;
-    host[a + "q_a_proj.weight"] = L.q_a_proj;
-    host[a + "q_b_proj.weight"] = L.q_b_proj;
-    host[a + "kv_a_proj_with_mqa.weight"] = L.kv_a_proj;
-    host[a + "kv_b_proj.weight"] = L.kv_b_proj;
-    host[a + "o_proj.weight"] = L.o_proj;
-    auto add = [&](const std::string& pre, const SwigluWeights& s) {
-      host[pre + "gate_proj.weight"] = s.gate;
-      host[pre + "up_proj.weight"] = s.up;
-      host[pre + "down_proj.weight"] = s.down;
-    };
-    if (L.moe) {
-      host[p + "mlp.gate.weight"] = L.router;
-      for (size_t e = 0; e < L.experts.size(); ++e) add(p + "mlp.experts." + std::to_string(e) + ".", L.experts[e]);
-      if (L.has_shared) add(p + "mlp.shared_experts.", L.shared);
-    } else {
-      add(p + "mlp.", L.dense);
-    }
-  }
+  auto tensor = [&](const TensorSpec& s) -> const TensorRef& {
+    const TensorRef* t = checkpoint.find(s.name);
+    check(t != nullptr, checkpoint.dir() + ": missing tensor '" + s.name + "'");
+    return *t;
+  };
   DType expert_dtype = DType::BF16;
   bool seen_expert = false;
   build(*impl_, cfg, opt, [&](const TensorSpec& s) {
-        DType dt = host.at(s.name).dtype;
+        const DType dt = tensor(s).dtype();
         if (s.expert >= 0) {  // one block per projection: every expert must share the dtype
           check(!seen_expert || dt == expert_dtype, "CUDA: routed experts stored in different dtypes");
           expert_dtype = dt;
@@ -315,13 +289,14 @@ CudaDeepseekV2::CudaDeepseekV2(const ModelConfig& cfg, const ModelWeights& w, co
         }
         return dt;
       },
-      [&](const TensorSpec& s, void* dst, DType dt) {
-        if (s.role == TensorRole::Norm) {
-          const std::vector<float>& v = *norms.at(s.name);
+      [&](const TensorSpec& s, void* dst, DType) {
+        const TensorRef& t = tensor(s);
+        if (s.role == TensorRole::Norm) {  // kept as f32 on the device
+          std::vector<float> v(static_cast<size_t>(t.numel()));
+          convert_to_f32(t.dtype(), t.data, v.data(), v.size());
           DSV2_CUDA_CHECK(cudaMemcpy(dst, v.data(), v.size() * 4, cudaMemcpyHostToDevice));
         } else {
-          const Matrix& mm = host.at(s.name);
-          DSV2_CUDA_CHECK(cudaMemcpy(dst, mm.data, mm.bytes(), cudaMemcpyHostToDevice));
+          DSV2_CUDA_CHECK(cudaMemcpy(dst, t.data, t.n_bytes, cudaMemcpyHostToDevice));
         }
       });
 }

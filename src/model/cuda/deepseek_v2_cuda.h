@@ -14,6 +14,8 @@
 
 namespace dsv2 {
 
+class Checkpoint;
+
 struct CudaOptions {
   DType cache_dtype = DType::BF16;   // BF16 or F32
   int64_t block_size = 64;           // tokens per cache block
@@ -26,8 +28,8 @@ struct CudaOptions {
 
 class CudaDeepseekV2 {
  public:
-  // Uploads the weights of a loaded checkpoint.
-  CudaDeepseekV2(const ModelConfig& cfg, const ModelWeights& weights, const CudaOptions& options);
+  // Uploads the weights of a checkpoint (already checked against the config by load_model).
+  CudaDeepseekV2(const ModelConfig& cfg, const Checkpoint& checkpoint, const CudaOptions& options);
   // Random weights of the config's shapes, generated on the device in `dtype` (benchmarks).
   CudaDeepseekV2(const ModelConfig& cfg, DType dtype, uint64_t seed, const CudaOptions& options);
   ~CudaDeepseekV2();
