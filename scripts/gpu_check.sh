@@ -2,6 +2,10 @@
 # On a machine with an NVIDIA H200 (sm_90): builds the CUDA backend unless $BUILD already holds it,
 # runs the GPU test suite, then the decode/prefill benchmarks on random DeepSeek-V2-Lite weights,
 # and prints a short table. Logs go to $OUT (default: gpu-results/).
+# A GPU host without this project's build dependencies can run binaries built elsewhere: configure
+# with -DDSV2_CUDA=ON -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc", copy build-cuda/dsv2 and
+# build-cuda/tests/dsv2_cuda_tests into $BUILD (same layout) with libpcre2-8.so.0 and libicu{uc,data}
+# in a folder on LD_LIBRARY_PATH, and set BUILD. BENCHES="batch,prompt,gen ..." picks the benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-cuda}
