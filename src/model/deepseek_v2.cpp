@@ -17,7 +17,7 @@ LatentCache DeepseekV2::make_cache(int64_t capacity, DType dtype) const {
   return LatentCache(cfg_.num_hidden_layers, cfg_.latent_width(), capacity, dtype);
 }
 
-void DeepseekV2::forward(const std::vector<int32_t>& ids, LatentCache& cache, AttentionPath path, LogitsRows rows,
+void DeepseekV2::forward(const std::vector<int32_t>& ids, LatentStorage& cache, AttentionPath path, LogitsRows rows,
                          std::vector<float>& logits) {
   const int64_t T = int64_t(ids.size()), H = cfg_.hidden_size, pos0 = cache.length();
   check(T > 0, "forward: no tokens");
@@ -46,7 +46,7 @@ void DeepseekV2::forward(const std::vector<int32_t>& ids, LatentCache& cache, At
   cpu::matmul(pool_, h.data(), n, w_.lm_head, logits.data());
 }
 
-void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T, int64_t pos0, LatentCache& cache,
+void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T, int64_t pos0, LatentStorage& cache,
                                  AttentionPath path) {
   const LayerWeights& w = w_.layers[size_t(layer)];
   const int64_t H = cfg_.hidden_size, nh = cfg_.num_attention_heads, d_qk = cfg_.qk_head_dim();

@@ -26,7 +26,7 @@ class DeepseekV2 {
 
   // Runs tokens ids[0..T) at positions cache.length() .. cache.length()+T-1, appends their
   // latents to the cache and writes logits: [T, vocab] (All) or [1, vocab] (Last).
-  void forward(const std::vector<int32_t>& ids, LatentCache& cache, AttentionPath path, LogitsRows rows,
+  void forward(const std::vector<int32_t>& ids, LatentStorage& cache, AttentionPath path, LogitsRows rows,
                std::vector<float>& logits);
 
   const ModelConfig& config() const { return cfg_; }
@@ -34,7 +34,7 @@ class DeepseekV2 {
 
  private:
   // x: [T, H] residual stream, updated in place.
-  void attention_block(int64_t layer, std::vector<float>& x, int64_t T, int64_t pos0, LatentCache& cache, AttentionPath path);
+  void attention_block(int64_t layer, std::vector<float>& x, int64_t T, int64_t pos0, LatentStorage& cache, AttentionPath path);
   // q: [T, nh, d_qk] (rotary part already rotated); lat: [L, d_c + d_rope] cached latents of
   // positions 0..L-1, L = pos0 + T; out: [T, nh, d_v].
   void attend_decompressed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0, float* out);
