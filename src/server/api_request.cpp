@@ -187,6 +187,7 @@ CompletionRequest parse_completion_request(const json& body, Endpoint endpoint) 
   } else {
     r.top_logprobs = int32_t(integer_in(body, "logprobs", 0, 5, -1));
   }
+  r.ignore_eos = boolean(body, "ignore_eos", false);
   r.stream = boolean(body, "stream", false);
   if (const json* so = field(body, "stream_options")) {
     if (!so->is_object()) bad("stream_options", "'stream_options' must be an object");

@@ -42,6 +42,7 @@ struct CompletionRequest {
   int32_t top_logprobs = -1;         // -1: no logprobs
   bool stream = false;
   bool include_usage = false;
+  bool ignore_eos = false;           // an extension (as vLLM's): generate past EOS up to max_tokens
 };
 
 // Largest accepted body and nesting depth (checked before parsing, so no input can exhaust the stack).

@@ -143,6 +143,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
       g.sampling = r.sampling;
       g.sampling.seed = seed + uint64_t(c);
       g.top_logprobs = r.top_logprobs;
+      g.stop_at_eos = !r.ignore_eos;
       job->engine_ids.push_back(engine.submit(std::move(g), job->callbacks(c)));
     }
   } catch (...) {
