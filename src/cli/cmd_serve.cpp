@@ -1,6 +1,7 @@
 // dsv2 serve: the OpenAI-compatible HTTP server over the CPU engine (continuous batching over a
 // paged latent cache). Prints "listening on http://HOST:PORT" on stderr once it accepts connections;
 // SIGINT/SIGTERM stop it.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -47,7 +48,10 @@ int cmd_serve(Args& args) {
   eo.scheduler.prefill_chunk = args.integer("--prefill-chunk", 64);
   check(eo.n_blocks >= 1, "--cache-blocks must be >= 1");
   check(eo.block_size >= 1 && eo.block_size <= 1024, "--block-size must be in [1, 1024]");
-  const int threads = threads_option(args);
+  // Default: all cores but one, which stays free for the HTTP threads (the model's workers spin
+  // between jobs; on 2 cores two spinning workers starve the connections).
+  int threads = threads_option(args);
+  if (threads == 0) threads = int(std::max(1u, std::thread::hardware_concurrency() - 1));
   args.finish();
   validate_scheduler_options(eo.scheduler);
 

@@ -295,6 +295,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
 
 void Server::Impl::routes() {
   http.set_payload_max_length(kMaxBodyBytes);
+  http.set_tcp_nodelay(true);  // streamed tokens leave at once (no Nagle delay against delayed ACKs)
   const int threads = o.http_threads;
   http.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
