@@ -132,6 +132,9 @@ TEST_F(EngineTest, RejectsBadRequests) {
   r.prompt = {5};
   r.sampling.top_p = 0;
   EXPECT_THROW(engine.submit(r, {}), Error);
+  // The context defaults to what the cache holds, and may not exceed it.
+  EXPECT_EQ(Engine(*net_, {.n_blocks = 2, .block_size = 4, .scheduler = {}}).max_context(), 8);
+  EXPECT_THROW(Engine(*net_, {.n_blocks = 2, .block_size = 4, .max_context = 9, .scheduler = {}}), Error);
 }
 
 }  // namespace

@@ -22,12 +22,16 @@ Engine::Engine(DeepseekV2& net, const EngineOptions& options)
     : net_(net),
       cfg_(net.config()),
       o_(options),
-      max_context_(options.max_context > 0 ? options.max_context : net.config().max_position_embeddings),
+      max_context_(options.max_context > 0 ? options.max_context
+                                           : std::min<int64_t>(net.config().max_position_embeddings,
+                                                               int64_t(options.n_blocks) * options.block_size)),
       blocks_(options.n_blocks, options.block_size),
       pool_(options.n_blocks, net.config().num_hidden_layers, options.block_size, net.config().latent_width(), options.cache_dtype),
       scheduler_(blocks_, options.scheduler) {
-  check(max_context_ > 0 && max_context_ <= cfg_.max_position_embeddings,
-        "--context must be in [1, " + std::to_string(cfg_.max_position_embeddings) + "] (seen " + std::to_string(max_context_) + ")");
+  const int64_t limit = std::min<int64_t>(cfg_.max_position_embeddings, int64_t(options.n_blocks) * options.block_size);
+  check(max_context_ > 0 && max_context_ <= limit,
+        "--context must be in [1, " + std::to_string(limit) + "] (the smaller of max_position_embeddings, " +
+            std::to_string(cfg_.max_position_embeddings) + ", and the cache's blocks x block size) (seen " + std::to_string(max_context_) + ")");
   stats_.blocks_total = stats_.blocks_free = blocks_.total_blocks();
   thread_ = std::thread([this] { loop(); });
 }

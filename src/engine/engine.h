@@ -28,7 +28,9 @@ struct EngineOptions {
   int32_t n_blocks = 1024;
   int32_t block_size = 16;
   DType cache_dtype = DType::F32;
-  int64_t max_context = 0;  // tokens per sequence (prompt + generated); 0: the model's max_position_embeddings
+  // Tokens per sequence (prompt + generated); 0: the smaller of max_position_embeddings and the cache
+  // (n_blocks x block_size), so that one sequence always fits.
+  int64_t max_context = 0;
   SchedulerOptions scheduler;
 };
 
