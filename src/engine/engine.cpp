@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
 #include "core/error.h"
@@ -14,6 +15,7 @@ const char* finish_reason_name(FinishReason r) {
     case FinishReason::Length: return "length";
     case FinishReason::Stopped: return "stop";
     case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Error: return "error";
   }
   return "?";
 }
@@ -113,7 +115,15 @@ void Engine::loop() {
 void Engine::step() {
   Schedule schedule = scheduler_.schedule();
   for (const SequencePtr& s : schedule.unservable) end(s->id, FinishReason::Length);
-  for (const StepWork& w : schedule.work) run_work(*active_.at(w.sequence->id), w.n_tokens);
+  for (const StepWork& w : schedule.work) {
+    try {
+      run_work(*active_.at(w.sequence->id), w.n_tokens);
+    } catch (const std::exception& e) {
+      // A failing request (a callback that threw, a model check) ends alone; the engine keeps serving.
+      std::fprintf(stderr, "engine: request %llu failed: %s\n", (unsigned long long)w.sequence->id, e.what());
+      end(w.sequence->id, FinishReason::Error);
+    }
+  }
   std::lock_guard lock(mu_);
   ++stats_.steps;
   publish_stats();

@@ -48,7 +48,7 @@ struct TokenEvent {
   std::vector<std::pair<int32_t, float>> top;   // [top_logprobs] (id, logprob), most likely first
 };
 
-enum class FinishReason { Eos, Length, Stopped, Cancelled };
+enum class FinishReason { Eos, Length, Stopped, Cancelled, Error };
 const char* finish_reason_name(FinishReason r);
 
 struct RequestCallbacks {

@@ -24,7 +24,9 @@ RequestCallbacks CompletionJob::callbacks(int choice) {
       std::lock_guard lock(mu_);
       ++completion_tokens_;
     }
-    push({choice, c.stops.push(c.detokenizer.push(e.token)), e, false, ""});
+    // An id past the tokenizer's (a padded model vocabulary) has no text.
+    const std::string text = e.token < tokenizer_.id_limit() ? c.detokenizer.push(e.token) : std::string();
+    push({choice, c.stops.push(text), e, false, ""});
     return !c.stops.stopped() && !abandoned_;
   };
   cb.on_finish = [this, self = shared_from_this(), choice](FinishReason reason, int64_t cached) {
@@ -38,7 +40,7 @@ RequestCallbacks CompletionJob::callbacks(int choice) {
       std::lock_guard lock(mu_);
       cached_tokens_ += cached;
     }
-    push({choice, tail, std::nullopt, true, reason == FinishReason::Length ? "length" : "stop"});
+    push({choice, tail, std::nullopt, true, reason == FinishReason::Length ? "length" : reason == FinishReason::Error ? "error" : "stop"});
   };
   return cb;
 }

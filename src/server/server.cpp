@@ -42,10 +42,21 @@ const char* status_error_type(int status) {
 
 int64_t unix_time() { return int64_t(std::time(nullptr)); }
 
+// The text of one token; empty for an id the tokenizer does not know (a model's vocabulary may be
+// padded past the tokenizer's).
+std::string token_text(const Tokenizer& tok, int32_t id) {
+  if (id < 0 || id >= tok.id_limit()) return {};
+  try {
+    return tok.decode(std::span<const int32_t>(&id, 1), SpecialTokenText::Keep);
+  } catch (const Error&) {
+    return {};
+  }
+}
+
 // The logprobs entry of one token, in the chat format ({token, logprob, bytes, top_logprobs}).
 json chat_logprob(const Tokenizer& tok, const TokenEvent& e) {
   auto entry = [&](int32_t id, float lp) {
-    const std::string text = tok.decode(std::span<const int32_t>(&id, 1), SpecialTokenText::Keep);
+    const std::string text = token_text(tok, id);
     std::vector<int> bytes;
     for (char ch : text) bytes.push_back(int(uint8_t(ch)));
     return json{{"token", text}, {"logprob", lp}, {"bytes", bytes}};
@@ -167,10 +178,10 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
   // Completions logprobs: the legacy format of lists per field.
   auto completion_logprobs = [tokenizer](json& lp, const TokenEvent& e, size_t text_offset) {
     const int32_t tid = e.token;
-    lp["tokens"].push_back(tokenizer->decode(std::span<const int32_t>(&tid, 1), SpecialTokenText::Keep));
+    lp["tokens"].push_back(token_text(*tokenizer, tid));
     lp["token_logprobs"].push_back(e.logprob);
     json top = json::object();
-    for (auto [t, v] : e.top) top[tokenizer->decode(std::span<const int32_t>(&t, 1), SpecialTokenText::Keep)] = v;
+    for (auto [t, v] : e.top) top[token_text(*tokenizer, t)] = v;
     lp["top_logprobs"].push_back(top);
     lp["text_offset"].push_back(text_offset);
   };
