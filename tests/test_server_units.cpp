@@ -4,6 +4,7 @@
 #include "server/api_request.h"
 #include "server/metrics.h"
 #include "server/stop_strings.h"
+#include "test_util.h"
 
 namespace dsv2 {
 namespace {
@@ -84,6 +85,19 @@ TEST(Metrics, HistogramBucketsAreCumulative) {
   EXPECT_NE(out.find("x_bucket{le=\"1\"} 2\n"), std::string::npos);
   EXPECT_NE(out.find("x_bucket{le=\"+Inf\"} 3\n"), std::string::npos);
   EXPECT_NE(out.find("x_count 3\n"), std::string::npos);
+}
+
+TEST(ServeCommand, BadOptionsAreErrorsBeforeListening) {
+  const std::string model = std::string(DSV2_SOURCE_DIR) + "/models/default";
+  for (const std::string& args : {std::string("serve"), "serve --model " + model + " --port 70000", "serve --model " + model + " --max-running 0",
+                                  "serve --model " + model + " --prefill-chunk 512 --step-tokens 256",
+                                  "serve --model " + model + " --cache-blocks 0", "serve --model " + model + " --context 5000",
+                                  "serve --model " + model + " --cache-blocks 2 --block-size 4 --context 9",
+                                  std::string("serve --model /nonexistent"), "serve --model " + model + " --bogus 1"}) {
+    test::RunResult r = test::run_dsv2(args);
+    EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.err;
+    EXPECT_FALSE(r.err.empty()) << args;
+  }
 }
 
 }  // namespace
