@@ -47,6 +47,7 @@ void Scheduler::release_blocks(ScheduledSequenceState& s) {
   s.n_computed = 0;
   s.n_registered = 0;
   s.last_hash = kRootBlockHash;
+  s.prefix_looked_up = false;
 }
 
 Schedule Scheduler::schedule() {
@@ -94,7 +95,8 @@ Schedule Scheduler::schedule() {
   while (!waiting_.empty() && int64_t(running_.size()) < o_.max_running && budget > 0) {
     SequencePtr seq = waiting_.front();
     ScheduledSequenceState& s = *seq;
-    if (s.blocks.empty()) {  // take what the prefix cache holds, leaving at least one token to compute
+    if (!s.prefix_looked_up) {  // take what the prefix cache holds, leaving at least one token to compute
+      s.prefix_looked_up = true;
       s.blocks = blocks_.acquire_cached_prefix(s.tokens, int64_t(s.tokens.size()) - 1);
       s.n_computed = int64_t(s.blocks.size()) * blocks_.block_size();
       s.n_registered = int64_t(s.blocks.size());

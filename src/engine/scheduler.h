@@ -36,6 +36,7 @@ struct ScheduledSequenceState {
   int64_t n_registered = 0;      // leading full blocks registered with the prefix cache
   uint64_t last_hash = kRootBlockHash;  // chained hash of those blocks
   int64_t cached_prefix_tokens = 0;     // tokens taken from the prefix cache at the last admission
+  bool prefix_looked_up = false;        // since it last held no blocks (so a waiting sequence looks up once)
   int32_t preemptions = 0;
 
   int64_t tokens_to_compute() const { return int64_t(tokens.size()) - n_computed; }
