@@ -49,6 +49,42 @@ TEST(PagedLatentCache, ShuffledBlocksGiveTheContiguousLogitsExactly) {
   }
 }
 
+TEST(ForwardBatch, EachSequenceGetsExactlyItsAloneLogits) {
+  test::Golden g = test::load_golden("v2_like");
+  LoadedModel model = load_model(g.dir);
+  ThreadPool pool(2);
+  DeepseekV2 net(model.config, model.weights, pool);
+  const int64_t V = model.config.vocab_size;
+  // Three sequences with different histories: decoding, prefilling a chunk, and a fresh prompt.
+  std::vector<std::vector<int32_t>> history = {{g.ids.begin(), g.ids.begin() + 9}, {g.ids.begin() + 3, g.ids.begin() + 7}, {}};
+  std::vector<std::vector<int32_t>> step = {{g.ids[9]}, {g.ids.begin() + 10, g.ids.begin() + 15}, {g.ids.begin(), g.ids.begin() + 6}};
+  const AttentionPath paths[] = {AttentionPath::Absorbed, AttentionPath::Decompressed, AttentionPath::Decompressed};
+  std::vector<LatentCache> alone, together;
+  std::vector<float> want, logits;
+  for (size_t i = 0; i < 3; ++i) {
+    alone.push_back(net.make_cache(32, DType::F32));
+    together.push_back(net.make_cache(32, DType::F32));
+    if (!history[i].empty()) {
+      net.forward(history[i], alone[i], AttentionPath::Decompressed, LogitsRows::Last, logits);
+      net.forward(history[i], together[i], AttentionPath::Decompressed, LogitsRows::Last, logits);
+    }
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    net.forward(step[i], alone[i], paths[i], LogitsRows::Last, logits);
+    want.insert(want.end(), logits.begin(), logits.end());
+  }
+  std::vector<DeepseekV2::SequenceStep> steps;
+  for (size_t i = 0; i < 3; ++i) steps.push_back({&step[i], &together[i], paths[i]});
+  std::vector<float> got;
+  net.forward_batch(steps, got);
+  ASSERT_EQ(got.size(), size_t(3 * V));
+  for (int64_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(std::vector<float>(got.begin() + i * V, got.begin() + (i + 1) * V), std::vector<float>(want.begin() + i * V, want.begin() + (i + 1) * V))
+        << "sequence " << i;
+    EXPECT_EQ(together[size_t(i)].length(), alone[size_t(i)].length());
+  }
+}
+
 TEST(PagedLatentCache, WritingPastTheBlockTableIsAnError) {
   LatentBlockPool blocks(2, 1, 4, 8, DType::F32);
   PagedLatentCache paged(blocks);

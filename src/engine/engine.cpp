@@ -115,18 +115,48 @@ void Engine::loop() {
 void Engine::step() {
   Schedule schedule = scheduler_.schedule();
   for (const SequencePtr& s : schedule.unservable) end(s->id, FinishReason::Length);
-  for (const StepWork& w : schedule.work) {
-    try {
-      run_work(*active_.at(w.sequence->id), w.n_tokens);
-    } catch (const std::exception& e) {
-      // A failing request (a callback that threw, a model check) ends alone; the engine keeps serving.
-      std::fprintf(stderr, "engine: request %llu failed: %s\n", (unsigned long long)w.sequence->id, e.what());
-      end(w.sequence->id, FinishReason::Error);
-    }
-  }
+  if (!schedule.work.empty()) run_step(schedule.work);
   std::lock_guard lock(mu_);
   ++stats_.steps;
   publish_stats();
+}
+
+void Engine::run_step(const std::vector<StepWork>& work) {
+  const size_t B = work.size();
+  std::vector<PagedLatentCache> views;
+  views.reserve(B);  // steps point into it
+  std::vector<std::vector<int32_t>> ids(B);
+  std::vector<bool> decoding(B);
+  std::vector<DeepseekV2::SequenceStep> steps;
+  for (size_t b = 0; b < B; ++b) {
+    const Active& a = *active_.at(work[b].sequence->id);
+    const ScheduledSequenceState& s = *a.state;
+    const int64_t n = work[b].n_tokens;
+    views.emplace_back(pool_);
+    views.back().block_table() = s.blocks;
+    views.back().set_length(s.n_computed);
+    ids[b].assign(s.tokens.begin() + s.n_computed, s.tokens.begin() + s.n_computed + n);
+    // Decode (absorbed attention) for the one new token after a sample; the prompt, and any tokens
+    // recomputed after a preemption, go through the prefill form, as `dsv2 generate` does.
+    decoding[b] = a.generated > 0 && n == 1 && s.n_computed + 1 == int64_t(s.tokens.size());
+    steps.push_back({&ids[b], &views.back(), decoding[b] ? AttentionPath::Absorbed : AttentionPath::Decompressed});
+  }
+  try {
+    net_.forward_batch(steps, logits_);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "engine: a step of %zu sequences failed: %s\n", B, e.what());
+    for (const StepWork& w : work) end(w.sequence->id, FinishReason::Error);
+    return;
+  }
+  for (size_t b = 0; b < B; ++b) {
+    try {
+      after_forward(*active_.at(work[b].sequence->id), work[b].n_tokens, decoding[b], &logits_[b * size_t(cfg_.vocab_size)]);
+    } catch (const std::exception& e) {
+      // A failing request (a callback that threw) ends alone; the engine keeps serving.
+      std::fprintf(stderr, "engine: request %llu failed: %s\n", (unsigned long long)work[b].sequence->id, e.what());
+      end(work[b].sequence->id, FinishReason::Error);
+    }
+  }
 }
 
 void Engine::publish_stats() {
@@ -140,16 +170,8 @@ void Engine::publish_stats() {
   stats_.preemptions = scheduler_.preemptions();
 }
 
-void Engine::run_work(Active& a, int64_t n_tokens) {
+void Engine::after_forward(Active& a, int64_t n_tokens, bool decoding, float* logits) {
   ScheduledSequenceState& s = *a.state;
-  PagedLatentCache view(pool_);
-  view.block_table() = s.blocks;
-  view.set_length(s.n_computed);
-  const std::vector<int32_t> ids(s.tokens.begin() + s.n_computed, s.tokens.begin() + s.n_computed + n_tokens);
-  // Decode (absorbed attention) for the one new token after a sample; the prompt, and any tokens
-  // recomputed after a preemption, go through the prefill form, as `dsv2 generate` does.
-  const bool decoding = a.generated > 0 && n_tokens == 1 && s.n_computed + 1 == int64_t(s.tokens.size());
-  net_.forward(ids, view, decoding ? AttentionPath::Absorbed : AttentionPath::Decompressed, LogitsRows::Last, logits_);
   scheduler_.computed(s, n_tokens);
   {
     std::lock_guard lock(mu_);
@@ -157,8 +179,8 @@ void Engine::run_work(Active& a, int64_t n_tokens) {
   }
   if (s.tokens_to_compute() > 0) return;  // more prompt chunks to go
 
-  if (a.request.top_logprobs >= 0) raw_logits_ = logits_;
-  const int32_t token = a.sampler.sample(logits_.data(), cfg_.vocab_size, s.tokens, s.prompt_length);
+  if (a.request.top_logprobs >= 0) raw_logits_.assign(logits, logits + cfg_.vocab_size);
+  const int32_t token = a.sampler.sample(logits, cfg_.vocab_size, s.tokens, s.prompt_length);
   s.tokens.push_back(token);
   ++a.generated;
   {

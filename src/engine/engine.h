@@ -1,8 +1,8 @@
 // The serving engine: a thread that runs continuous batching over a paged CPU latent cache.
 // Requests are submitted from any thread; each step the scheduler picks the sequences and token
-// counts, and the engine runs the model once per scheduled sequence (a fused multi-sequence
-// forward is a later optimisation), samples where a sequence has caught up, and reports tokens
-// through the request's callbacks (called on the engine thread; keep them short).
+// counts, and the engine runs them all in one DeepseekV2::forward_batch (attention per sequence,
+// every weight read once for all their tokens), samples where a sequence has caught up, and reports
+// tokens through the request's callbacks (called on the engine thread; keep them short).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -91,7 +91,11 @@ class Engine {
   };
   void loop();
   void step();
-  void run_work(Active& a, int64_t n_tokens);
+  // One forward over every scheduled sequence, then sampling where a sequence caught up.
+  void run_step(const std::vector<StepWork>& work);
+  // After the forward of n_tokens of the request: commits them; samples from logits ([vocab], its
+  // last token's row) when the sequence has caught up, reports the token, ends the request if done.
+  void after_forward(Active& a, int64_t n_tokens, bool decoding, float* logits);
   void end(uint64_t id, FinishReason reason);
   void publish_stats();  // copies the scheduler's and block manager's counters into stats_ (mu_ held)
   TokenEvent token_event(const float* logits, int32_t token, int32_t top_n) const;
@@ -104,7 +108,7 @@ class Engine {
   LatentBlockPool pool_;
   Scheduler scheduler_;
   std::unordered_map<uint64_t, std::unique_ptr<Active>> active_;  // engine thread only
-  std::vector<float> logits_;                                     // [vocab]
+  std::vector<float> logits_;                                     // [scheduled sequences, vocab]
   std::vector<float> raw_logits_;                                 // [vocab] before the sampler's changes
 
   mutable std::mutex mu_;  // guards the fields below
