@@ -88,7 +88,7 @@ for (const c of levels) {
         const r = await one(client, i);
         requests++;
         tokens += r.tokens;
-        ttfts.push(r.ttft);
+        if (r.ttft !== null) ttfts.push(r.ttft);  // null: no text came (ids past the tokenizer, random models)
         gaps.push(...r.gaps);
       } catch (e) {
         failed++;
