@@ -79,6 +79,10 @@ std::string ServerMetrics::render(const EngineStats& e) const {
   gauge("dsv2_prefix_cache_hit_tokens_total", "counter", "Prompt tokens served from the prefix cache.", double(e.prefix_hit_tokens));
   gauge("dsv2_preemptions_total", "counter", "Sequences preempted (blocks freed, recomputed later).", double(e.preemptions));
   gauge("dsv2_engine_steps_total", "counter", "Engine scheduler steps.", double(e.steps));
+  gauge("dsv2_engine_prefill_tokens_total", "counter", "Prompt (and recomputed) tokens the engine ran through the model.",
+        double(e.prompt_tokens_computed));
+  gauge("dsv2_engine_generated_tokens_total", "counter", "Tokens the engine sampled (cancelled requests included).",
+        double(e.generated_tokens));
   ttft_.write(out, "dsv2_time_to_first_token_seconds", "Time from request arrival to its first generated token.");
   itl_.write(out, "dsv2_inter_token_latency_seconds", "Time between consecutive generated tokens of a request.");
   return out;
