@@ -80,6 +80,33 @@ TEST(Sampler, RepetitionPenaltyDemotesSeenTokens) {
   EXPECT_EQ(h.begin()->first, 1);
 }
 
+TEST(Sampler, PresenceAndFrequencyPenaltiesCountGeneratedTokensOnly) {
+  // history: prompt {1, 1} then generated {1, 4, 4}; token 1 counted once, token 4 twice.
+  const std::vector<int32_t> history = {1, 1, 1, 4, 4};
+  SamplingOptions o;
+  o.presence_penalty = 0.5f;
+  o.frequency_penalty = 0.25f;
+  Sampler s(o);
+  std::vector<float> l = kLogits;
+  s.sample(l.data(), 5, history, 2);
+  EXPECT_FLOAT_EQ(l[0], 1.0f);
+  EXPECT_FLOAT_EQ(l[1], 3.0f - 0.25f - 0.5f);
+  EXPECT_FLOAT_EQ(l[2], 2.0f);
+  EXPECT_FLOAT_EQ(l[4], 2.9f - 2 * 0.25f - 0.5f);
+  // Greedy follows the penalised logits: 2.9 - 1.0 < 2.0 < 3.0 - 0.75.
+  o.frequency_penalty = 1.0f;
+  o.presence_penalty = 0.5f;
+  Sampler strong(o);
+  std::vector<float> l2 = kLogits;
+  EXPECT_EQ(strong.sample(l2.data(), 5, history, 2), 2);
+  SamplingOptions bad;
+  bad.presence_penalty = 2.5f;
+  EXPECT_THROW(validate_sampling_options(bad), Error);
+  bad.presence_penalty = 0;
+  bad.frequency_penalty = -3;
+  EXPECT_THROW(validate_sampling_options(bad), Error);
+}
+
 TEST(Sampler, RejectsBadOptions) {
   SamplingOptions o;
   o.temperature = -1;

@@ -26,6 +26,8 @@ const char* kUsage =
     "  tokenizer train --vocab-size N --out tokenizer.json [--config-out tokenizer_config.json] FILES...\n"
     "  bench-tokenizer --tokenizer PATH FILE [--threads N] [--repeat R] [--chunk-bytes B] [--json]\n"
     "  template  --model DIR --messages FILE.json [--add-generation-prompt] [--chat-template FILE]\n"
+    "  serve     --model DIR [--host H] [--port P] [--api-key K] [--max-running N] [--cache-blocks N]\n"
+    "            [--block-size B] [--step-tokens T] [--prefill-chunk C] [--context N] [--served-model-name NAME]\n"
     "\n"
     "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32)\n";
 
@@ -42,7 +44,8 @@ int main(int argc, char** argv) {
       {"info", dsv2::cmd_info},           {"init", dsv2::cmd_init},
       {"bench", dsv2::cmd_bench},         {"template", dsv2::cmd_template},
       {"tokenize", dsv2::cmd_tokenize},   {"detokenize", dsv2::cmd_detokenize},
-      {"tokenizer", dsv2::cmd_tokenizer}, {"bench-tokenizer", dsv2::cmd_bench_tokenizer}};
+      {"tokenizer", dsv2::cmd_tokenizer}, {"bench-tokenizer", dsv2::cmd_bench_tokenizer},
+      {"serve", dsv2::cmd_serve}};
   const std::string name = argv[1];
   auto it = commands.find(name);
   if (it == commands.end()) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "core/error.h"
@@ -16,11 +17,23 @@ void validate_sampling_options(const SamplingOptions& o) {
   check(o.min_p >= 0 && o.min_p <= 1, "--min-p must be in [0, 1] (seen " + std::to_string(o.min_p) + ")");
   check(std::isfinite(o.repetition_penalty) && o.repetition_penalty > 0,
         "--repetition-penalty must be > 0 (seen " + std::to_string(o.repetition_penalty) + ")");
+  check(std::isfinite(o.presence_penalty) && o.presence_penalty >= -2 && o.presence_penalty <= 2,
+        "presence_penalty must be in [-2, 2] (seen " + std::to_string(o.presence_penalty) + ")");
+  check(std::isfinite(o.frequency_penalty) && o.frequency_penalty >= -2 && o.frequency_penalty <= 2,
+        "frequency_penalty must be in [-2, 2] (seen " + std::to_string(o.frequency_penalty) + ")");
 }
 
 Sampler::Sampler(const SamplingOptions& options) : o_(options), rng_(options.seed) { validate_sampling_options(options); }
 
-int32_t Sampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>& history) {
+int32_t Sampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>& history, int64_t n_prompt) {
+  if (o_.presence_penalty != 0.0f || o_.frequency_penalty != 0.0f) {
+    std::unordered_map<int32_t, int64_t> counts;
+    for (size_t i = size_t(std::clamp<int64_t>(n_prompt, 0, int64_t(history.size()))); i < history.size(); ++i) ++counts[history[i]];
+    for (auto [id, count] : counts) {
+      if (id < 0 || id >= vocab) continue;
+      logits[id] -= float(count) * o_.frequency_penalty + o_.presence_penalty;
+    }
+  }
   if (o_.repetition_penalty != 1.0f) {
     std::unordered_set<int32_t> seen(history.begin(), history.end());
     for (int32_t id : seen) {

@@ -1,5 +1,6 @@
 // Token selection from one row of logits: greedy, or sampling with the usual warpers applied
-// in Hugging Face's order (repetition penalty, temperature, top-k, top-p, min-p).
+// in Hugging Face's order (repetition penalty, temperature, top-k, top-p, min-p), after OpenAI's
+// presence and frequency penalties.
 #pragma once
 #include <cstdint>
 #include <random>
@@ -13,6 +14,9 @@ struct SamplingOptions {
   float top_p = 1.0f;               // 1: off
   float min_p = 0.0f;               // 0: off
   float repetition_penalty = 1.0f;  // 1: off; > 1 discourages tokens already in the sequence
+  // OpenAI's penalties over the generated tokens: logit -= count * frequency + (count > 0) * presence.
+  float presence_penalty = 0.0f;    // 0: off; in [-2, 2]
+  float frequency_penalty = 0.0f;   // 0: off; in [-2, 2]
   uint64_t seed = 0;
 };
 
@@ -22,8 +26,9 @@ void validate_sampling_options(const SamplingOptions& o);
 class Sampler {
  public:
   explicit Sampler(const SamplingOptions& options);
-  // logits: [vocab] (modified in place); history: the tokens so far (prompt and generated).
-  int32_t sample(float* logits, int64_t vocab, const std::vector<int32_t>& history);
+  // logits: [vocab] (modified in place); history: the tokens so far, the first n_prompt of them the
+  // prompt (the presence and frequency penalties count only the tokens after it).
+  int32_t sample(float* logits, int64_t vocab, const std::vector<int32_t>& history, int64_t n_prompt = 0);
 
  private:
   SamplingOptions o_;

@@ -17,37 +17,70 @@ LatentCache DeepseekV2::make_cache(int64_t capacity, DType dtype) const {
   return LatentCache(cfg_.num_hidden_layers, cfg_.latent_width(), capacity, dtype);
 }
 
-void DeepseekV2::forward(const std::vector<int32_t>& ids, LatentCache& cache, AttentionPath path, LogitsRows rows,
+void DeepseekV2::forward(const std::vector<int32_t>& ids, LatentStorage& cache, AttentionPath path, LogitsRows rows,
                          std::vector<float>& logits) {
-  const int64_t T = int64_t(ids.size()), H = cfg_.hidden_size, pos0 = cache.length();
-  check(T > 0, "forward: no tokens");
-  check(pos0 + T <= cache.capacity(), "sequence of " + std::to_string(pos0 + T) + " tokens exceeds the cache capacity of " +
-                                          std::to_string(cache.capacity()));
-  std::vector<float> x(size_t(T * H));  // [T, H] residual stream
-  for (int64_t t = 0; t < T; ++t) {
-    int32_t id = ids[size_t(t)];
-    check(id >= 0 && id < cfg_.vocab_size, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                                               std::to_string(cfg_.vocab_size) + ")");
-    convert_to_f32(w_.embed.dtype, w_.embed.row(id), &x[size_t(t * H)], size_t(H));
-  }
-  std::vector<float> h(size_t(T * H)), y(size_t(T * H));
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    attention_block(l, x, T, pos0, cache, path);
-    const LayerWeights& w = w_.layers[size_t(l)];
-    ref::rms_norm(x.data(), w.post_attention_norm.data(), h.data(), T, H, float(cfg_.rms_norm_eps));
-    mlp_block(l, h.data(), T, y.data());
-    for (size_t i = 0; i < x.size(); ++i) x[i] += y[i];
-  }
-  cache.set_length(pos0 + T);
-
+  const int64_t T = int64_t(ids.size()), H = cfg_.hidden_size;
+  std::vector<float> x = run_layers({&ids}, {{0, T, cache.length(), &cache, path}}, T);
   const int64_t first = rows == LogitsRows::All ? 0 : T - 1, n = T - first;
+  std::vector<float> h(size_t(n * H));
   ref::rms_norm(x.data() + first * H, w_.final_norm.data(), h.data(), n, H, float(cfg_.rms_norm_eps));
   logits.resize(size_t(n * cfg_.vocab_size));
   cpu::matmul(pool_, h.data(), n, w_.lm_head, logits.data());
 }
 
-void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T, int64_t pos0, LatentCache& cache,
-                                 AttentionPath path) {
+void DeepseekV2::forward_batch(const std::vector<SequenceStep>& steps, std::vector<float>& logits) {
+  check(!steps.empty(), "forward_batch: no sequences");
+  const int64_t H = cfg_.hidden_size, B = int64_t(steps.size());
+  std::vector<SequenceRows> seqs;
+  std::vector<const std::vector<int32_t>*> ids;
+  int64_t T = 0;
+  for (const SequenceStep& s : steps) {
+    seqs.push_back({T, int64_t(s.ids->size()), s.cache->length(), s.cache, s.path});
+    ids.push_back(s.ids);
+    T += int64_t(s.ids->size());
+  }
+  std::vector<float> x = run_layers(ids, seqs, T);
+  std::vector<float> last(size_t(B * H)), h(size_t(B * H));
+  for (int64_t b = 0; b < B; ++b) {
+    const SequenceRows& r = seqs[size_t(b)];
+    std::copy_n(&x[size_t((r.row0 + r.n - 1) * H)], H, &last[size_t(b * H)]);
+  }
+  ref::rms_norm(last.data(), w_.final_norm.data(), h.data(), B, H, float(cfg_.rms_norm_eps));
+  logits.resize(size_t(B * cfg_.vocab_size));
+  cpu::matmul(pool_, h.data(), B, w_.lm_head, logits.data());
+}
+
+std::vector<float> DeepseekV2::run_layers(const std::vector<const std::vector<int32_t>*>& ids, const std::vector<SequenceRows>& seqs,
+                                          int64_t T) {
+  const int64_t H = cfg_.hidden_size;
+  check(T > 0, "forward: no tokens");
+  for (const SequenceRows& r : seqs) {
+    check(r.n > 0, "forward: no tokens");
+    check(r.pos0 + r.n <= r.cache->capacity(), "sequence of " + std::to_string(r.pos0 + r.n) +
+                                                   " tokens exceeds the cache capacity of " + std::to_string(r.cache->capacity()));
+  }
+  std::vector<float> x(size_t(T * H));  // [T, H] residual stream
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    for (int64_t t = 0; t < seqs[i].n; ++t) {
+      const int32_t id = (*ids[i])[size_t(t)];
+      check(id >= 0 && id < cfg_.vocab_size, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                                 std::to_string(cfg_.vocab_size) + ")");
+      convert_to_f32(w_.embed.dtype, w_.embed.row(id), &x[size_t((seqs[i].row0 + t) * H)], size_t(H));
+    }
+  }
+  std::vector<float> h(size_t(T * H)), y(size_t(T * H));
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+    attention_block(l, x, T, seqs);
+    const LayerWeights& w = w_.layers[size_t(l)];
+    ref::rms_norm(x.data(), w.post_attention_norm.data(), h.data(), T, H, float(cfg_.rms_norm_eps));
+    mlp_block(l, h.data(), T, y.data());
+    for (size_t i = 0; i < x.size(); ++i) x[i] += y[i];
+  }
+  for (const SequenceRows& r : seqs) r.cache->set_length(r.pos0 + r.n);
+  return x;
+}
+
+void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T, const std::vector<SequenceRows>& seqs) {
   const LayerWeights& w = w_.layers[size_t(layer)];
   const int64_t H = cfg_.hidden_size, nh = cfg_.num_attention_heads, d_qk = cfg_.qk_head_dim();
   const int64_t d_nope = cfg_.qk_nope_head_dim, d_rope = cfg_.qk_rope_head_dim, d_c = cfg_.kv_lora_rank;
@@ -72,22 +105,27 @@ void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T
   // Latent [T, d_c + d_rope] = [RMSNorm(c) | RoPE(k_pe)], appended to the cache.
   std::vector<float> kv(size_t(T * width));
   cpu::matmul(pool_, a.data(), T, w.kv_a_proj, kv.data());
-  for (int64_t t = 0; t < T; ++t) {
-    float* row = &kv[size_t(t * width)];
-    ref::rms_norm(row, w.kv_a_norm.data(), row, 1, d_c, eps);
-    rope_.rotate(row + d_c, 1, d_rope, pos0 + t);
-    rope_.rotate(&q[size_t(t * nh * d_qk + d_nope)], nh, d_qk, pos0 + t);
-    cache.write(layer, pos0 + t, row);
-  }
-
-  const int64_t L = pos0 + T;
-  std::vector<float> lat(size_t(L * width));  // [L, width]: every cached latent, read back at cache precision
-  cache.read(layer, 0, L, lat.data());
   std::vector<float> o(size_t(T * nh * cfg_.v_head_dim));  // [T, nh, d_v]
-  if (path == AttentionPath::Decompressed) {
-    attend_decompressed(w, q.data(), lat.data(), T, pos0, o.data());
-  } else {
-    attend_absorbed(w, q.data(), lat.data(), T, pos0, o.data());
+  std::vector<float> lat;
+  for (const SequenceRows& r : seqs) {
+    for (int64_t t = 0; t < r.n; ++t) {
+      const int64_t row_index = r.row0 + t, pos = r.pos0 + t;
+      float* row = &kv[size_t(row_index * width)];
+      ref::rms_norm(row, w.kv_a_norm.data(), row, 1, d_c, eps);
+      rope_.rotate(row + d_c, 1, d_rope, pos);
+      rope_.rotate(&q[size_t(row_index * nh * d_qk + d_nope)], nh, d_qk, pos);
+      r.cache->write(layer, pos, row);
+    }
+    const int64_t L = r.pos0 + r.n;
+    lat.resize(size_t(L * width));  // [L, width]: every cached latent of the sequence, read back at cache precision
+    r.cache->read(layer, 0, L, lat.data());
+    const float* q_seq = &q[size_t(r.row0 * nh * d_qk)];
+    float* o_seq = &o[size_t(r.row0 * nh * cfg_.v_head_dim)];
+    if (r.path == AttentionPath::Decompressed) {
+      attend_decompressed(w, q_seq, lat.data(), r.n, r.pos0, o_seq);
+    } else {
+      attend_absorbed(w, q_seq, lat.data(), r.n, r.pos0, o_seq);
+    }
   }
   std::vector<float> out(size_t(T * H));
   cpu::matmul(pool_, o.data(), T, w.o_proj, out.data());

@@ -26,15 +26,35 @@ class DeepseekV2 {
 
   // Runs tokens ids[0..T) at positions cache.length() .. cache.length()+T-1, appends their
   // latents to the cache and writes logits: [T, vocab] (All) or [1, vocab] (Last).
-  void forward(const std::vector<int32_t>& ids, LatentCache& cache, AttentionPath path, LogitsRows rows,
+  void forward(const std::vector<int32_t>& ids, LatentStorage& cache, AttentionPath path, LogitsRows rows,
                std::vector<float>& logits);
+
+  // One sequence's part of a multi-sequence step: its new tokens, its cache, how it attends.
+  struct SequenceStep {
+    const std::vector<int32_t>* ids;  // tokens appended at positions cache->length() ..
+    LatentStorage* cache;
+    AttentionPath path;
+  };
+  // Runs several sequences in one pass: attention per sequence (over its own cache), every projection,
+  // MLP/MoE and the lm_head over all their tokens together, so each weight is read once per step.
+  // logits: [n_sequences, vocab], the last token's row of each. A sequence's rows are computed as
+  // forward() computes them alone (each output row is its own dot products).
+  void forward_batch(const std::vector<SequenceStep>& steps, std::vector<float>& logits);
 
   const ModelConfig& config() const { return cfg_; }
   LatentCache make_cache(int64_t capacity, DType dtype) const;
 
  private:
-  // x: [T, H] residual stream, updated in place.
-  void attention_block(int64_t layer, std::vector<float>& x, int64_t T, int64_t pos0, LatentCache& cache, AttentionPath path);
+  // The sequences of a step laid out in the residual stream: rows [row0, row0 + n) are sequence i's.
+  struct SequenceRows {
+    int64_t row0, n, pos0;
+    LatentStorage* cache;
+    AttentionPath path;
+  };
+  // x: [T, H] residual stream over every sequence's rows, updated in place.
+  void attention_block(int64_t layer, std::vector<float>& x, int64_t T, const std::vector<SequenceRows>& seqs);
+  // Embeds the ids of every sequence and runs all layers; returns x: [T, H] before the final norm.
+  std::vector<float> run_layers(const std::vector<const std::vector<int32_t>*>& ids, const std::vector<SequenceRows>& seqs, int64_t T);
   // q: [T, nh, d_qk] (rotary part already rotated); lat: [L, d_c + d_rope] cached latents of
   // positions 0..L-1, L = pos0 + T; out: [T, nh, d_v].
   void attend_decompressed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0, float* out);

@@ -9,24 +9,39 @@
 
 namespace dsv2 {
 
-class LatentCache {
+// What the forward needs of a sequence's latent cache, wherever its rows live: one contiguous
+// buffer (LatentCache below) or blocks of a shared pool (engine/paged_latent_cache.h).
+class LatentStorage {
+ public:
+  virtual ~LatentStorage() = default;
+  virtual int64_t n_layers() const = 0;
+  virtual int64_t width() const = 0;     // kv_lora_rank + qk_rope_head_dim
+  virtual int64_t capacity() const = 0;  // tokens
+  virtual int64_t length() const = 0;    // tokens committed
+  // row: [width] = [c (kv_lora_rank) ; k_pe' (qk_rope_head_dim)]
+  virtual void write(int64_t layer, int64_t pos, const float* row) = 0;
+  // dst: [n, width], rows pos0 .. pos0+n-1 of `layer`.
+  virtual void read(int64_t layer, int64_t pos0, int64_t n, float* dst) const = 0;
+  // Marks tokens [0, n) as the sequence (after a forward wrote them, or to roll back).
+  virtual void set_length(int64_t n) = 0;
+};
+
+// One sequence's cache in one contiguous buffer.
+class LatentCache : public LatentStorage {
  public:
   // Unwritten slots hold NaN so that reading one shows up in every result.
   LatentCache(int64_t n_layers, int64_t width, int64_t capacity, DType dtype);
 
-  int64_t n_layers() const { return n_layers_; }
-  int64_t width() const { return width_; }        // kv_lora_rank + qk_rope_head_dim
-  int64_t capacity() const { return capacity_; }  // tokens
-  int64_t length() const { return length_; }      // tokens committed
+  int64_t n_layers() const override { return n_layers_; }
+  int64_t width() const override { return width_; }
+  int64_t capacity() const override { return capacity_; }
+  int64_t length() const override { return length_; }
   DType dtype() const { return dtype_; }
   size_t bytes_per_token() const { return size_t(n_layers_ * width_) * dtype_size(dtype_); }
 
-  // row: [width] = [c (kv_lora_rank) ; k_pe' (qk_rope_head_dim)]
-  void write(int64_t layer, int64_t pos, const float* row);
-  // dst: [n, width], rows pos0 .. pos0+n-1 of `layer`.
-  void read(int64_t layer, int64_t pos0, int64_t n, float* dst) const;
-  // Marks tokens [0, n) as the sequence (after a forward wrote them, or to roll back).
-  void set_length(int64_t n);
+  void write(int64_t layer, int64_t pos, const float* row) override;
+  void read(int64_t layer, int64_t pos0, int64_t n, float* dst) const override;
+  void set_length(int64_t n) override;
 
  private:
   size_t offset(int64_t layer, int64_t pos) const { return size_t((layer * capacity_ + pos) * width_); }

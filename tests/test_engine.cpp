@@ -1,0 +1,141 @@
+// The serving engine on the default model: greedy output equals `generate` over a contiguous cache,
+// alone, in a full batch, with prefix sharing and with preemption; cancellation frees every block.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "engine/engine.h"
+#include "engine/generator.h"
+#include "model/model.h"
+
+namespace dsv2 {
+namespace {
+
+const std::string kModel = std::string(DSV2_SOURCE_DIR) + "/models/default";
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  FinishReason reason = FinishReason::Cancelled;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    model_ = load_model(kModel);
+    net_ = std::make_unique<DeepseekV2>(model_.config, model_.weights, pool_);
+  }
+  std::vector<int32_t> reference(const std::vector<int32_t>& prompt, int64_t n) {
+    CpuSequence seq(*net_, int64_t(prompt.size()) + n, DType::F32);
+    GenerationOptions o;
+    o.max_new_tokens = n;
+    return generate(seq, prompt, o).tokens;
+  }
+  // Submits every prompt at once and waits for all.
+  std::vector<Outcome> serve(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, int64_t n) {
+    std::vector<std::promise<Outcome>> done(prompts.size());
+    std::vector<Outcome> partial(prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      GenerationRequest r;
+      r.prompt = prompts[i];
+      r.max_new_tokens = n;
+      engine.submit(r, {[&partial, i](const TokenEvent& e) {
+                          partial[i].tokens.push_back(e.token);
+                          return true;
+                        },
+                        [&partial, &done, i](FinishReason why, int64_t) {
+                          partial[i].reason = why;
+                          done[i].set_value(partial[i]);
+                        }});
+    }
+    std::vector<Outcome> out;
+    for (auto& d : done) out.push_back(d.get_future().get());
+    return out;
+  }
+  std::vector<std::vector<int32_t>> prompts() const {
+    std::vector<std::vector<int32_t>> p;
+    for (int i = 0; i < 6; ++i) {
+      std::vector<int32_t> ids = {0, 300, 301, 302, 303, 304, 305, 306, 307, 308};  // shared prefix
+      for (int j = 0; j <= i * 7; ++j) ids.push_back(int32_t(400 + 13 * i + j));
+      p.push_back(ids);
+    }
+    return p;
+  }
+
+  ThreadPool pool_{2};
+  LoadedModel model_;
+  std::unique_ptr<DeepseekV2> net_;
+};
+
+TEST_F(EngineTest, GreedyOutputDoesNotDependOnBatching) {
+  const int64_t n = 12;
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& p : prompts()) want.push_back(reference(p, n));
+
+  EngineOptions one_at_a_time{.n_blocks = 64, .block_size = 4, .scheduler = {}};
+  one_at_a_time.scheduler = {.max_running = 1, .step_token_budget = 16, .prefill_chunk = 16};
+  EngineOptions batched{.n_blocks = 128, .block_size = 4, .scheduler = {}};
+  batched.scheduler = {.max_running = 6, .step_token_budget = 24, .prefill_chunk = 8};
+  EngineOptions tight{.n_blocks = 24, .block_size = 4, .scheduler = {}};  // 96 slots for 6 sequences of up to 58: preemptions
+  tight.scheduler = {.max_running = 6, .step_token_budget = 32, .prefill_chunk = 8};
+  for (const EngineOptions* options : {&one_at_a_time, &batched, &tight}) {
+    const EngineOptions& o = *options;
+    Engine engine(*net_, o);
+    std::vector<Outcome> got = serve(engine, prompts(), n);
+    for (size_t i = 0; i < got.size(); ++i) {
+      std::vector<int32_t> expect = want[i];
+      EXPECT_EQ(got[i].tokens, expect) << "prompt " << i << ", max_running " << o.scheduler.max_running;
+    }
+    EngineStats st = engine.stats();
+    EXPECT_EQ(st.blocks_used, 0);
+    EXPECT_EQ(st.blocks_free, o.n_blocks);
+    if (options == &tight) {
+      EXPECT_GT(st.preemptions, 0);
+    }
+    if (options == &batched) {
+      EXPECT_GT(st.prefix_hit_tokens, 0);
+    }
+  }
+}
+
+TEST_F(EngineTest, CancelFreesTheSequenceAndItsBlocks) {
+  Engine engine(*net_, {.n_blocks = 32, .block_size = 4, .scheduler = {}});
+  std::promise<FinishReason> finished;
+  std::atomic<int> produced = 0;
+  GenerationRequest r;
+  r.prompt = {0, 300, 301, 302, 303, 304};
+  r.max_new_tokens = 100;
+  r.stop_at_eos = false;
+  uint64_t id = engine.submit(r, {[&](const TokenEvent&) {
+                                    ++produced;
+                                    return true;
+                                  },
+                                  [&](FinishReason why, int64_t) { finished.set_value(why); }});
+  while (produced < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  engine.cancel(id);
+  EXPECT_EQ(finished.get_future().get(), FinishReason::Cancelled);
+  EXPECT_LT(produced.load(), 100);
+  EXPECT_EQ(engine.stats().blocks_used, 0);
+}
+
+TEST_F(EngineTest, RejectsBadRequests) {
+  Engine engine(*net_, {.n_blocks = 8, .block_size = 4, .max_context = 32, .scheduler = {}});
+  GenerationRequest r;
+  EXPECT_THROW(engine.submit(r, {}), Error);  // empty prompt
+  r.prompt = {0, int32_t(model_.config.vocab_size)};
+  EXPECT_THROW(engine.submit(r, {}), Error);
+  r.prompt = std::vector<int32_t>(32, 5);
+  EXPECT_THROW(engine.submit(r, {}), Error);  // fills the context
+  r.prompt = {5};
+  r.sampling.top_p = 0;
+  EXPECT_THROW(engine.submit(r, {}), Error);
+  // The context defaults to what the cache holds, and may not exceed it.
+  EXPECT_EQ(Engine(*net_, {.n_blocks = 2, .block_size = 4, .scheduler = {}}).max_context(), 8);
+  EXPECT_THROW(Engine(*net_, {.n_blocks = 2, .block_size = 4, .max_context = 9, .scheduler = {}}), Error);
+}
+
+}  // namespace
+}  // namespace dsv2
