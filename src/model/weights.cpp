@@ -27,35 +27,53 @@ void add_swiglu(std::vector<TensorSpec>& out, const std::string& prefix, int64_t
 
 }  // namespace
 
+std::string LayerTensorNames::expert(int64_t e) const { return mlp + "experts." + std::to_string(e) + "."; }
+
+LayerTensorNames layer_tensor_names(int64_t layer) {
+  const std::string p = "model.layers." + std::to_string(layer) + ".", a = p + "self_attn.";
+  LayerTensorNames n;
+  n.input_norm = p + "input_layernorm.weight";
+  n.post_attention_norm = p + "post_attention_layernorm.weight";
+  n.q_proj = a + "q_proj.weight";
+  n.q_a_proj = a + "q_a_proj.weight";
+  n.q_a_norm = a + "q_a_layernorm.weight";
+  n.q_b_proj = a + "q_b_proj.weight";
+  n.kv_a_proj = a + "kv_a_proj_with_mqa.weight";
+  n.kv_a_norm = a + "kv_a_layernorm.weight";
+  n.kv_b_proj = a + "kv_b_proj.weight";
+  n.o_proj = a + "o_proj.weight";
+  n.mlp = p + "mlp.";
+  n.router = n.mlp + "gate.weight";
+  n.shared_experts = n.mlp + "shared_experts.";
+  return n;
+}
+
 std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& c) {
   const int64_t H = c.hidden_size, nh = c.num_attention_heads;
   std::vector<TensorSpec> out;
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, H}, TensorRole::Embedding});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    out.push_back({p + "input_layernorm.weight", {H}, TensorRole::Norm, i});
-    const std::string a = p + "self_attn.";
+    const LayerTensorNames n = layer_tensor_names(i);
+    out.push_back({n.input_norm, {H}, TensorRole::Norm, i});
     if (c.q_lora_rank) {
-      out.push_back({a + "q_a_proj.weight", {*c.q_lora_rank, H}, TensorRole::Linear, i});
-      out.push_back({a + "q_a_layernorm.weight", {*c.q_lora_rank}, TensorRole::Norm, i});
-      out.push_back({a + "q_b_proj.weight", {nh * c.qk_head_dim(), *c.q_lora_rank}, TensorRole::Linear, i});
+      out.push_back({n.q_a_proj, {*c.q_lora_rank, H}, TensorRole::Linear, i});
+      out.push_back({n.q_a_norm, {*c.q_lora_rank}, TensorRole::Norm, i});
+      out.push_back({n.q_b_proj, {nh * c.qk_head_dim(), *c.q_lora_rank}, TensorRole::Linear, i});
     } else {
-      out.push_back({a + "q_proj.weight", {nh * c.qk_head_dim(), H}, TensorRole::Linear, i});
+      out.push_back({n.q_proj, {nh * c.qk_head_dim(), H}, TensorRole::Linear, i});
     }
-    out.push_back({a + "kv_a_proj_with_mqa.weight", {c.latent_width(), H}, TensorRole::Linear, i});
-    out.push_back({a + "kv_a_layernorm.weight", {c.kv_lora_rank}, TensorRole::Norm, i});
-    out.push_back({a + "kv_b_proj.weight", {nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}, TensorRole::Linear, i});
-    out.push_back({a + "o_proj.weight", {H, nh * c.v_head_dim}, TensorRole::Linear, i});
-    const std::string m = p + "mlp.";
+    out.push_back({n.kv_a_proj, {c.latent_width(), H}, TensorRole::Linear, i});
+    out.push_back({n.kv_a_norm, {c.kv_lora_rank}, TensorRole::Norm, i});
+    out.push_back({n.kv_b_proj, {nh * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank}, TensorRole::Linear, i});
+    out.push_back({n.o_proj, {H, nh * c.v_head_dim}, TensorRole::Linear, i});
     if (c.is_moe_layer(i)) {
-      out.push_back({m + "gate.weight", {c.n_routed_experts, H}, TensorRole::Router, i});
-      for (int64_t e = 0; e < c.n_routed_experts; ++e)
-        add_swiglu(out, m + "experts." + std::to_string(e) + ".", c.moe_intermediate_size, H, i, e);
-      if (c.n_shared_experts > 0) add_swiglu(out, m + "shared_experts.", c.shared_intermediate(), H, i, -1);
+      out.push_back({n.router, {c.n_routed_experts, H}, TensorRole::Router, i});
+      for (int64_t e = 0; e < c.n_routed_experts; ++e) add_swiglu(out, n.expert(e), c.moe_intermediate_size, H, i, e);
+      if (c.n_shared_experts > 0) add_swiglu(out, n.shared_experts, c.shared_intermediate(), H, i, -1);
     } else {
-      add_swiglu(out, m, c.intermediate_size, H, i, -1);
+      add_swiglu(out, n.mlp, c.intermediate_size, H, i, -1);
     }
-    out.push_back({p + "post_attention_layernorm.weight", {H}, TensorRole::Norm, i});
+    out.push_back({n.post_attention_norm, {H}, TensorRole::Norm, i});
   }
   out.push_back({"model.norm.weight", {H}, TensorRole::Norm});
   if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, H}, TensorRole::Linear});
@@ -111,29 +129,28 @@ ModelWeights bind_weights(const ModelConfig& c, const Checkpoint& ckpt) {
   w.layers.resize(size_t(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     LayerWeights& L = w.layers[size_t(i)];
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    const std::string a = p + "self_attn.";
-    L.input_norm = vec(p + "input_layernorm.weight");
-    L.post_attention_norm = vec(p + "post_attention_layernorm.weight");
+    const LayerTensorNames n = layer_tensor_names(i);
+    L.input_norm = vec(n.input_norm);
+    L.post_attention_norm = vec(n.post_attention_norm);
     if (c.q_lora_rank) {
-      L.q_a_proj = matrix(a + "q_a_proj.weight");
-      L.q_a_norm = vec(a + "q_a_layernorm.weight");
-      L.q_b_proj = matrix(a + "q_b_proj.weight");
+      L.q_a_proj = matrix(n.q_a_proj);
+      L.q_a_norm = vec(n.q_a_norm);
+      L.q_b_proj = matrix(n.q_b_proj);
     } else {
-      L.q_proj = matrix(a + "q_proj.weight");
+      L.q_proj = matrix(n.q_proj);
     }
-    L.kv_a_proj = matrix(a + "kv_a_proj_with_mqa.weight");
-    L.kv_a_norm = vec(a + "kv_a_layernorm.weight");
-    L.kv_b_proj = matrix(a + "kv_b_proj.weight");
-    L.o_proj = matrix(a + "o_proj.weight");
+    L.kv_a_proj = matrix(n.kv_a_proj);
+    L.kv_a_norm = vec(n.kv_a_norm);
+    L.kv_b_proj = matrix(n.kv_b_proj);
+    L.o_proj = matrix(n.o_proj);
     L.moe = c.is_moe_layer(i);
     if (L.moe) {
-      L.router = matrix(p + "mlp.gate.weight");
-      for (int64_t e = 0; e < c.n_routed_experts; ++e) L.experts.push_back(swiglu(p + "mlp.experts." + std::to_string(e) + "."));
+      L.router = matrix(n.router);
+      for (int64_t e = 0; e < c.n_routed_experts; ++e) L.experts.push_back(swiglu(n.expert(e)));
       L.has_shared = c.n_shared_experts > 0;
-      if (L.has_shared) L.shared = swiglu(p + "mlp.shared_experts.");
+      if (L.has_shared) L.shared = swiglu(n.shared_experts);
     } else {
-      L.dense = swiglu(p + "mlp.");
+      L.dense = swiglu(n.mlp);
     }
   }
   return w;

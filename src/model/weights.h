@@ -66,6 +66,20 @@ struct TensorSpec {
   int64_t expert = -1;      // routed expert index, -1 otherwise
 };
 
+// The checkpoint names of layer i's tensors (spec §2.2). A SwiGLU block's tensors are its prefix
+// followed by gate_proj.weight, up_proj.weight and down_proj.weight.
+struct LayerTensorNames {
+  std::string input_norm, post_attention_norm;
+  std::string q_proj;                       // without q compression
+  std::string q_a_proj, q_a_norm, q_b_proj; // with it
+  std::string kv_a_proj, kv_a_norm, kv_b_proj, o_proj;
+  std::string mlp;                          // the dense MLP's prefix
+  std::string router;                       // MoE layers
+  std::string shared_experts;               // prefix
+  std::string expert(int64_t e) const;      // prefix of routed expert e
+};
+LayerTensorNames layer_tensor_names(int64_t layer);
+
 // Every tensor of the released checkpoint layout for `cfg`, in file order (spec §2.2).
 std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& cfg);
 

@@ -149,40 +149,39 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.decode_bytes = double(m.embed.bytes()) / double(cfg.vocab_size) + double(m.lm_head.bytes());
   for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
     DeviceLayer L;
-    const std::string p = "model.layers." + std::to_string(i) + ".", a = p + "self_attn.";
-    L.input_norm = vec(p + "input_layernorm.weight");
-    L.post_norm = vec(p + "post_attention_layernorm.weight");
+    const LayerTensorNames n = layer_tensor_names(i);
+    L.input_norm = vec(n.input_norm);
+    L.post_norm = vec(n.post_attention_norm);
     if (cfg.q_lora_rank) {
-      L.q_a_proj = matrix(a + "q_a_proj.weight");
-      L.q_a_norm = vec(a + "q_a_layernorm.weight");
-      L.q_b_proj = matrix(a + "q_b_proj.weight");
+      L.q_a_proj = matrix(n.q_a_proj);
+      L.q_a_norm = vec(n.q_a_norm);
+      L.q_b_proj = matrix(n.q_b_proj);
     } else {
-      L.q_proj = matrix(a + "q_proj.weight");
+      L.q_proj = matrix(n.q_proj);
     }
-    L.kv_a_proj = matrix(a + "kv_a_proj_with_mqa.weight");
-    L.kv_a_norm = vec(a + "kv_a_layernorm.weight");
-    L.kv_b_proj = matrix(a + "kv_b_proj.weight");
+    L.kv_a_proj = matrix(n.kv_a_proj);
+    L.kv_a_norm = vec(n.kv_a_norm);
+    L.kv_b_proj = matrix(n.kv_b_proj);
     L.wuk_t = m.alloc_bytes(size_t(cfg.num_attention_heads * cfg.kv_lora_rank * cfg.qk_nope_head_dim) * dtype_size(L.kv_b_proj.dtype));
     cuda::transpose_wuk(L.kv_b_proj, cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim, L.wuk_t, nullptr);
-    L.o_proj = matrix(a + "o_proj.weight");
+    L.o_proj = matrix(n.o_proj);
     for (const DeviceMatrix* mm : {&L.q_proj, &L.q_a_proj, &L.q_b_proj, &L.kv_a_proj, &L.kv_b_proj, &L.o_proj})
       m.decode_bytes += double(mm->bytes());
     L.moe = cfg.is_moe_layer(i);
     if (L.moe) {
-      L.router = matrix(p + "mlp.gate.weight");
-      const std::string e0 = p + "mlp.experts.0.";
-      L.expert_dtype = placed.at(e0 + "gate_proj.weight").dtype;
+      L.router = matrix(n.router);
+      L.expert_dtype = placed.at(n.expert(0) + "gate_proj.weight").dtype;
       L.experts_gate = expert_blocks.at({i, "gate_proj.weight"});
       L.experts_up = expert_blocks.at({i, "up_proj.weight"});
       L.experts_down = expert_blocks.at({i, "down_proj.weight"});
       m.decode_bytes += double(L.router.bytes()) + double(cfg.num_experts_per_tok * 3 * I_moe * H) * dtype_size(L.expert_dtype);
       L.has_shared = cfg.n_shared_experts > 0;
       if (L.has_shared) {
-        L.shared = swiglu(p + "mlp.shared_experts.");
+        L.shared = swiglu(n.shared_experts);
         m.decode_bytes += double(L.shared.gate.bytes() * 3);
       }
     } else {
-      L.dense = swiglu(p + "mlp.");
+      L.dense = swiglu(n.mlp);
       m.decode_bytes += double(L.dense.gate.bytes() * 3);
     }
     m.layers.push_back(L);
