@@ -4,8 +4,9 @@
 # and prints a short table. Logs go to $OUT (default: gpu-results/).
 # A GPU host without this project's build dependencies can run binaries built elsewhere: configure
 # with -DDSV2_CUDA=ON -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc", copy build-cuda/dsv2 and
-# build-cuda/tests/dsv2_cuda_tests into $BUILD (same layout) with libpcre2-8.so.0 and libicu{uc,data}
-# in a folder on LD_LIBRARY_PATH, and set BUILD. BENCHES="batch,prompt,gen ..." picks the benchmarks.
+# build-cuda/tests/dsv2_cuda_tests into $BUILD (same layout) with the shared libraries `ldd` lists that
+# the host lacks (libpcre2-8, libicuuc/libicudata, libcpp-httplib and its TLS/compression libraries) in a
+# folder on LD_LIBRARY_PATH, and set BUILD. BENCHES="batch,prompt,gen ..." picks the benchmarks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-cuda}
