@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "model/config.h"
+#include "model/weights.h"
 
 namespace dsv2 {
 namespace {
@@ -48,6 +49,8 @@ TEST(Config, DerivedConstantsOfTheReleasedModels) {
   ModelConfig v25 = v2;  // DeepSeek-V2.5: mscale = mscale_all_dim = 1.0
   v25.yarn->mscale = v25.yarn->mscale_all_dim = 1.0;
   EXPECT_NEAR(v25.softmax_scale(), 0.1352337789, 1e-10);
+  // A decode token reads the active parameters and one embedding row (2.45B + 2,048 for V2-Lite).
+  EXPECT_EQ(count_parameters(preset_config("v2-lite")).read_per_decode_token, 2451435008 + 2048);
   ModelConfig plain = v2;
   plain.yarn.reset();
   EXPECT_NEAR(plain.softmax_scale(), 0.0721687836, 1e-10);

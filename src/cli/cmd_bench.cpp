@@ -14,27 +14,6 @@
 
 namespace dsv2 {
 
-namespace {
-
-// Bytes of weights one decode token reads: every dense matrix, K routed experts per MoE
-// layer, the shared experts, lm_head and one embedding row.
-double weight_bytes_per_token(const ModelConfig& cfg, const ModelWeights& w) {
-  double b = double(w.embed.row_bytes()) + double(w.lm_head.bytes());
-  auto sw = [](const SwigluWeights& s) { return double(s.gate.bytes() + s.up.bytes() + s.down.bytes()); };
-  for (const LayerWeights& L : w.layers) {
-    for (const Matrix* m : {&L.q_proj, &L.q_a_proj, &L.q_b_proj, &L.kv_a_proj, &L.kv_b_proj, &L.o_proj})
-      b += double(m->bytes());
-    if (L.moe) {
-      b += double(L.router.bytes()) + double(cfg.num_experts_per_tok) * sw(L.experts[0]);
-      if (L.has_shared) b += sw(L.shared);
-    } else {
-      b += sw(L.dense);
-    }
-  }
-  return b;
-}
-
-}  // namespace
 
 int cmd_bench(Args& args) {
 #ifdef DSV2_WITH_CUDA
@@ -75,7 +54,9 @@ int cmd_bench(Args& args) {
   const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
   const double bw_after = measure_read_bandwidth(pool);
 
-  const double bytes_per_token = weight_bytes_per_token(cfg, m.weights);
+  // Every weight one decode token reads, in the checkpoint's dtype (that of its embedding).
+  const double bytes_per_token =
+      double(count_parameters(cfg).read_per_decode_token) * double(dtype_size(m.weights.embed.dtype));
   const double decode_tps = double(gen_tokens) / decode_s;
   const double bw = std::max(bw_before, bw_after);
   nlohmann::json j = {

@@ -84,7 +84,9 @@ int bench_cuda(Args& args) {
   const ParameterCounts params = count_parameters(cfg);
   const double flops_per_token = 2.0 * double(params.active_per_token);
   const double decode_tps = double(batch * steps) / decode_s;
-  const double step_bytes = net->weight_bytes_per_decode_token();  // at batch 1 every step reads these
+  // Every weight a batch-1 decode step reads (one embedding row, K experts per MoE layer, ...), BF16 for presets.
+  const DType weights_dtype = loaded ? loaded->weights.embed.dtype : DType::BF16;
+  const double step_bytes = double(params.read_per_decode_token) * double(dtype_size(weights_dtype));
   nlohmann::json j = {
       {"device", "cuda"},
       {"model", dir ? *dir : "preset:" + *preset},

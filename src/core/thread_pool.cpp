@@ -6,9 +6,9 @@
 namespace dsv2 {
 
 namespace {
-// Busy-wait iterations (pause instructions) before a worker sleeps or the caller yields: ~50 µs on
-// Zen 4, enough to bridge the gaps between the jobs of a decode step, short enough not to starve other
-// threads (an HTTP server beside the model) on a machine with few cores.
+// Busy-wait iterations (pause instructions) before a worker sleeps or the caller yields: long enough to
+// bridge the gaps between the jobs of a decode step, short enough not to starve other threads (an HTTP
+// server beside the model) on a machine with few cores.
 constexpr int kSpinIterations = 2000;
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)

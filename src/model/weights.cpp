@@ -169,6 +169,7 @@ ParameterCounts count_parameters(const ModelConfig& c) {
   n.active_per_token_with_embedding = n.total - inactive;
   n.active_per_token += n.total - inactive;
   if (c.tie_word_embeddings) n.active_per_token += c.vocab_size * c.hidden_size;  // the table is still read as lm_head
+  n.read_per_decode_token = n.active_per_token + c.hidden_size;
   return n;
 }
 

@@ -90,6 +90,7 @@ struct ParameterCounts {
   int64_t total = 0;
   int64_t active_per_token = 0;                 // excluding the input embedding (one row is read)
   int64_t active_per_token_with_embedding = 0;
+  int64_t read_per_decode_token = 0;            // active_per_token plus the one embedding row
 };
 ParameterCounts count_parameters(const ModelConfig& cfg);
 

@@ -55,7 +55,6 @@ struct CudaDeepseekV2::Impl {
   cuda::PagedLatentCache cache;
   std::vector<std::vector<int32_t>> host_tables;  // [slot][max_blocks]
   int64_t max_blocks = 0;
-  double decode_bytes = 0;
 
   // Step inputs (device): ids, positions, sequence rows, block tables, lengths.
   int32_t *ids = nullptr, *pos = nullptr, *seq = nullptr, *tables = nullptr, *seq_lens = nullptr, *argmax = nullptr;
@@ -146,7 +145,6 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.embed = matrix("model.embed_tokens.weight");
   m.lm_head = cfg.tie_word_embeddings ? m.embed : matrix("lm_head.weight");
   m.final_norm = vec("model.norm.weight");
-  m.decode_bytes = double(m.embed.bytes()) / double(cfg.vocab_size) + double(m.lm_head.bytes());
   for (int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
     DeviceLayer L;
     const LayerTensorNames n = layer_tensor_names(i);
@@ -165,8 +163,6 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
     L.wuk_t = m.alloc_bytes(size_t(cfg.num_attention_heads * cfg.kv_lora_rank * cfg.qk_nope_head_dim) * dtype_size(L.kv_b_proj.dtype));
     cuda::transpose_wuk(L.kv_b_proj, cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim, L.wuk_t, nullptr);
     L.o_proj = matrix(n.o_proj);
-    for (const DeviceMatrix* mm : {&L.q_proj, &L.q_a_proj, &L.q_b_proj, &L.kv_a_proj, &L.kv_b_proj, &L.o_proj})
-      m.decode_bytes += double(mm->bytes());
     L.moe = cfg.is_moe_layer(i);
     if (L.moe) {
       L.router = matrix(n.router);
@@ -174,15 +170,10 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
       L.experts_gate = expert_blocks.at({i, "gate_proj.weight"});
       L.experts_up = expert_blocks.at({i, "up_proj.weight"});
       L.experts_down = expert_blocks.at({i, "down_proj.weight"});
-      m.decode_bytes += double(L.router.bytes()) + double(cfg.num_experts_per_tok * 3 * I_moe * H) * dtype_size(L.expert_dtype);
       L.has_shared = cfg.n_shared_experts > 0;
-      if (L.has_shared) {
-        L.shared = swiglu(n.shared_experts);
-        m.decode_bytes += double(L.shared.gate.bytes() * 3);
-      }
+      if (L.has_shared) L.shared = swiglu(n.shared_experts);
     } else {
       L.dense = swiglu(n.mlp);
-      m.decode_bytes += double(L.dense.gate.bytes() * 3);
     }
     m.layers.push_back(L);
   }
@@ -319,8 +310,6 @@ CudaDeepseekV2::CudaDeepseekV2(const ModelConfig& cfg, DType dtype, uint64_t see
 }
 
 CudaDeepseekV2::~CudaDeepseekV2() = default;
-
-double CudaDeepseekV2::weight_bytes_per_decode_token() const { return impl_->decode_bytes; }
 
 namespace {
 

@@ -47,8 +47,6 @@ class CudaDeepseekV2 {
   // logits [B, V], argmax ids [B].
   void decode(const std::vector<int>& slots, const std::vector<int32_t>& ids, std::vector<float>* logits,
               std::vector<int32_t>* argmax);
-  // Weight bytes one decode token reads (dense matrices, K experts per MoE layer, lm_head, one embedding row).
-  double weight_bytes_per_decode_token() const;
 
   struct Impl;
 
