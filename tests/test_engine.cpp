@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "engine/cpu_batched_model.h"
 #include "engine/engine.h"
 #include "engine/generator.h"
 #include "model/model.h"
@@ -55,6 +56,10 @@ class EngineTest : public ::testing::Test {
     for (auto& d : done) out.push_back(d.get_future().get());
     return out;
   }
+  // The CPU model over a pool of n_blocks blocks of 4 tokens.
+  std::unique_ptr<CpuBatchedModel> pool_of(int32_t n_blocks) {
+    return std::make_unique<CpuBatchedModel>(*net_, LatentPoolShape{n_blocks, 4}, DType::F32);
+  }
   std::vector<std::vector<int32_t>> prompts() const {
     std::vector<std::vector<int32_t>> p;
     for (int i = 0; i < 6; ++i) {
@@ -75,34 +80,36 @@ TEST_F(EngineTest, GreedyOutputDoesNotDependOnBatching) {
   std::vector<std::vector<int32_t>> want;
   for (const auto& p : prompts()) want.push_back(reference(p, n));
 
-  EngineOptions one_at_a_time{.n_blocks = 64, .block_size = 4, .scheduler = {}};
-  one_at_a_time.scheduler = {.max_running = 1, .step_token_budget = 16, .prefill_chunk = 16};
-  EngineOptions batched{.n_blocks = 128, .block_size = 4, .scheduler = {}};
-  batched.scheduler = {.max_running = 6, .step_token_budget = 24, .prefill_chunk = 8};
-  EngineOptions tight{.n_blocks = 24, .block_size = 4, .scheduler = {}};  // 96 slots for 6 sequences of up to 58: preemptions
-  tight.scheduler = {.max_running = 6, .step_token_budget = 32, .prefill_chunk = 8};
-  for (const EngineOptions* options : {&one_at_a_time, &batched, &tight}) {
-    const EngineOptions& o = *options;
-    Engine engine(*net_, o);
+  struct Setup {
+    int32_t n_blocks;
+    SchedulerOptions scheduler;
+  };
+  const Setup one_at_a_time{64, {.max_running = 1, .step_token_budget = 16, .prefill_chunk = 16}};
+  const Setup batched{128, {.max_running = 6, .step_token_budget = 24, .prefill_chunk = 8}};
+  const Setup tight{24, {.max_running = 6, .step_token_budget = 32, .prefill_chunk = 8}};  // 96 slots for 6 sequences of up to 58: preemptions
+  for (const Setup* setup : {&one_at_a_time, &batched, &tight}) {
+    auto model = pool_of(setup->n_blocks);
+    Engine engine(*model, {.max_context = 0, .scheduler = setup->scheduler});
     std::vector<Outcome> got = serve(engine, prompts(), n);
     for (size_t i = 0; i < got.size(); ++i) {
       std::vector<int32_t> expect = want[i];
-      EXPECT_EQ(got[i].tokens, expect) << "prompt " << i << ", max_running " << o.scheduler.max_running;
+      EXPECT_EQ(got[i].tokens, expect) << "prompt " << i << ", max_running " << setup->scheduler.max_running;
     }
     EngineStats st = engine.stats();
     EXPECT_EQ(st.blocks_used, 0);
-    EXPECT_EQ(st.blocks_free, o.n_blocks);
-    if (options == &tight) {
+    EXPECT_EQ(st.blocks_free, setup->n_blocks);
+    if (setup == &tight) {
       EXPECT_GT(st.preemptions, 0);
     }
-    if (options == &batched) {
+    if (setup == &batched) {
       EXPECT_GT(st.prefix_hit_tokens, 0);
     }
   }
 }
 
 TEST_F(EngineTest, CancelFreesTheSequenceAndItsBlocks) {
-  Engine engine(*net_, {.n_blocks = 32, .block_size = 4, .scheduler = {}});
+  auto model = pool_of(32);
+  Engine engine(*model, {});
   std::promise<FinishReason> finished;
   std::atomic<int> produced = 0;
   GenerationRequest r;
@@ -122,7 +129,8 @@ TEST_F(EngineTest, CancelFreesTheSequenceAndItsBlocks) {
 }
 
 TEST_F(EngineTest, RejectsBadRequests) {
-  Engine engine(*net_, {.n_blocks = 8, .block_size = 4, .max_context = 32, .scheduler = {}});
+  auto model = pool_of(8);
+  Engine engine(*model, {.max_context = 32, .scheduler = {}});
   GenerationRequest r;
   EXPECT_THROW(engine.submit(r, {}), Error);  // empty prompt
   r.prompt = {0, int32_t(model_.config.vocab_size)};
@@ -133,8 +141,9 @@ TEST_F(EngineTest, RejectsBadRequests) {
   r.sampling.top_p = 0;
   EXPECT_THROW(engine.submit(r, {}), Error);
   // The context defaults to what the cache holds, and may not exceed it.
-  EXPECT_EQ(Engine(*net_, {.n_blocks = 2, .block_size = 4, .scheduler = {}}).max_context(), 8);
-  EXPECT_THROW(Engine(*net_, {.n_blocks = 2, .block_size = 4, .max_context = 9, .scheduler = {}}), Error);
+  auto small = pool_of(2);
+  EXPECT_EQ(Engine(*small, {}).max_context(), 8);
+  EXPECT_THROW(Engine(*small, {.max_context = 9, .scheduler = {}}), Error);
 }
 
 }  // namespace

@@ -20,17 +20,24 @@ const char* finish_reason_name(FinishReason r) {
   return "?";
 }
 
-Engine::Engine(DeepseekV2& net, const EngineOptions& options)
-    : net_(net),
-      cfg_(net.config()),
-      o_(options),
+namespace {
+EngineOptions with_running_cap(EngineOptions o, int32_t max_batch) {
+  o.scheduler.max_running = std::min(o.scheduler.max_running, max_batch);
+  return o;
+}
+}  // namespace
+
+Engine::Engine(BatchedModel& model, const EngineOptions& options)
+    : model_(model),
+      cfg_(model.config()),
+      o_(with_running_cap(options, model.max_batch())),
       max_context_(options.max_context > 0 ? options.max_context
-                                           : std::min<int64_t>(net.config().max_position_embeddings,
-                                                               int64_t(options.n_blocks) * options.block_size)),
-      blocks_(options.n_blocks, options.block_size),
-      pool_(options.n_blocks, net.config().num_hidden_layers, options.block_size, net.config().latent_width(), options.cache_dtype),
-      scheduler_(blocks_, options.scheduler) {
-  const int64_t limit = std::min<int64_t>(cfg_.max_position_embeddings, int64_t(options.n_blocks) * options.block_size);
+                                           : std::min<int64_t>(cfg_.max_position_embeddings,
+                                                               int64_t(model.pool_shape().n_blocks) * model.pool_shape().block_size)),
+      blocks_(model.pool_shape().n_blocks, model.pool_shape().block_size),
+      scheduler_(blocks_, o_.scheduler) {
+  const LatentPoolShape shape = model.pool_shape();
+  const int64_t limit = std::min<int64_t>(cfg_.max_position_embeddings, int64_t(shape.n_blocks) * shape.block_size);
   check(max_context_ > 0 && max_context_ <= limit,
         "--context must be in [1, " + std::to_string(limit) + "] (the smaller of max_position_embeddings, " +
             std::to_string(cfg_.max_position_embeddings) + ", and the cache's blocks x block size) (seen " + std::to_string(max_context_) + ")");
@@ -123,26 +130,21 @@ void Engine::step() {
 
 void Engine::run_step(const std::vector<StepWork>& work) {
   const size_t B = work.size();
-  std::vector<PagedLatentCache> views;
-  views.reserve(B);  // steps point into it
   std::vector<std::vector<int32_t>> ids(B);
   std::vector<bool> decoding(B);
-  std::vector<DeepseekV2::SequenceStep> steps;
+  std::vector<SequenceChunk> chunks;
   for (size_t b = 0; b < B; ++b) {
     const Active& a = *active_.at(work[b].sequence->id);
     const ScheduledSequenceState& s = *a.state;
     const int64_t n = work[b].n_tokens;
-    views.emplace_back(pool_);
-    views.back().block_table() = s.blocks;
-    views.back().set_length(s.n_computed);
     ids[b].assign(s.tokens.begin() + s.n_computed, s.tokens.begin() + s.n_computed + n);
     // Decode (absorbed attention) for the one new token after a sample; the prompt, and any tokens
-    // recomputed after a preemption, go through the prefill form, as `dsv2 generate` does.
+    // recomputed after a preemption, go through the prefill form.
     decoding[b] = a.generated > 0 && n == 1 && s.n_computed + 1 == int64_t(s.tokens.size());
-    steps.push_back({&ids[b], &views.back(), decoding[b] ? AttentionPath::Absorbed : AttentionPath::Decompressed});
+    chunks.push_back({&s.blocks, s.n_computed, &ids[b], decoding[b]});
   }
   try {
-    net_.forward_batch(steps, logits_);
+    model_.forward(chunks, logits_);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "engine: a step of %zu sequences failed: %s\n", B, e.what());
     for (const StepWork& w : work) end(w.sequence->id, FinishReason::Error);

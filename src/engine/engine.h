@@ -1,8 +1,9 @@
-// The serving engine: a thread that runs continuous batching over a paged CPU latent cache.
+// The serving engine: a thread that runs continuous batching over a paged latent cache.
 // Requests are submitted from any thread; each step the scheduler picks the sequences and token
-// counts, and the engine runs them all in one DeepseekV2::forward_batch (attention per sequence,
-// every weight read once for all their tokens), samples where a sequence has caught up, and reports
-// tokens through the request's callbacks (called on the engine thread; keep them short).
+// counts, and the engine runs them all in one BatchedModel::forward (on the CPU or the GPU:
+// attention per sequence, every weight read once for all their tokens), samples where a sequence
+// has caught up, and reports tokens through the request's callbacks (called on the engine thread;
+// keep them short).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -16,22 +17,18 @@
 #include <utility>
 #include <vector>
 
+#include "engine/batched_model.h"
 #include "engine/block_manager.h"
-#include "engine/paged_latent_cache.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
-#include "model/deepseek_v2.h"
 
 namespace dsv2 {
 
 struct EngineOptions {
-  int32_t n_blocks = 1024;
-  int32_t block_size = 16;
-  DType cache_dtype = DType::F32;
   // Tokens per sequence (prompt + generated); 0: the smaller of max_position_embeddings and the cache
-  // (n_blocks x block_size), so that one sequence always fits.
+  // (the model's blocks x block size), so that one sequence always fits.
   int64_t max_context = 0;
-  SchedulerOptions scheduler;
+  SchedulerOptions scheduler;  // max_running is capped at the model's max_batch()
 };
 
 struct GenerationRequest {
@@ -69,7 +66,8 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(DeepseekV2& net, const EngineOptions& options);
+  // The cache geometry comes from the model; the model outlives the engine.
+  Engine(BatchedModel& model, const EngineOptions& options);
   ~Engine();  // stops the loop; unfinished requests get on_finish(Cancelled)
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -100,12 +98,11 @@ class Engine {
   void publish_stats();  // copies the scheduler's and block manager's counters into stats_ (mu_ held)
   TokenEvent token_event(const float* logits, int32_t token, int32_t top_n) const;
 
-  DeepseekV2& net_;
+  BatchedModel& model_;
   const ModelConfig& cfg_;
   EngineOptions o_;
   int64_t max_context_;
   BlockManager blocks_;
-  LatentBlockPool pool_;
   Scheduler scheduler_;
   std::unordered_map<uint64_t, std::unique_ptr<Active>> active_;  // engine thread only
   std::vector<float> logits_;                                     // [scheduled sequences, vocab]

@@ -1,6 +1,7 @@
 // End-to-end tests of `dsv2 serve` on the default model: starts the real server on a loopback port
 // and talks to it with curl and with the official `openai` npm client (data/openai-client, installed
 // by scripts/setup.sh). Usage: node server_test.mjs DSV2_BINARY SOURCE_DIR. Exits non-zero on failure.
+// DSV2_SERVE_ARGS adds arguments to every `dsv2 serve` (e.g. "--device cuda" on a GPU machine).
 import { spawn, execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import assert from 'node:assert/strict';
@@ -27,7 +28,8 @@ async function check(name, fn) {
 // Starts `dsv2 serve` on a free port; resolves to { port, proc, stop }.
 function startServer(extraArgs = []) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(binary, ['serve', '--model', model, '--port', '0', '--threads', '1', ...extraArgs], {
+    const envArgs = (process.env.DSV2_SERVE_ARGS || '').split(' ').filter(Boolean);
+    const proc = spawn(binary, ['serve', '--model', model, '--port', '0', '--threads', '1', ...envArgs, ...extraArgs], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let err = '';

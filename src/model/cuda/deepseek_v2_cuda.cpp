@@ -1,10 +1,12 @@
 #include "model/cuda/deepseek_v2_cuda.h"
 
 #include <algorithm>
-#include <functional>
+#include <climits>
 #include <cmath>
+#include <functional>
 #include <numeric>
 #include <random>
+#include <type_traits>
 
 #include "model/rope.h"
 #include "model/safetensors.h"
@@ -183,17 +185,21 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   DSV2_CUDA_CHECK(cudaMemcpy(m.inv_freq, rope.inv_freq().data(), rope.inv_freq().size() * 4, cudaMemcpyHostToDevice));
   m.amplitude = rope.amplitude();
 
-  // Paged latent cache: every slot owns ceil(max_context / block_size) blocks; unused slots hold NaN.
+  // Paged latent cache; unused slots hold NaN. Without cache_blocks, every sequence slot owns
+  // ceil(max_context / block_size) blocks.
   m.max_blocks = (opt.max_context + opt.block_size - 1) / opt.block_size;
-  m.cache = {nullptr, opt.cache_dtype, cfg.num_hidden_layers, opt.max_batch * m.max_blocks, opt.block_size, cfg.latent_width()};
+  const int64_t n_blocks = opt.cache_blocks > 0 ? opt.cache_blocks : opt.max_batch * m.max_blocks;
+  m.cache = {nullptr, opt.cache_dtype, cfg.num_hidden_layers, n_blocks, opt.block_size, cfg.latent_width()};
   const size_t cache_bytes = size_t(m.cache.n_layers * m.cache.n_blocks * m.cache.block_size * m.cache.width) * dtype_size(m.cache.dtype);
   m.cache.data = m.alloc_bytes(cache_bytes);
   DSV2_CUDA_CHECK(cudaMemset(m.cache.data, 0xff, cache_bytes));  // all-ones bits: NaN in f32 and bf16
-  std::vector<int32_t> order(size_t(m.cache.n_blocks));
-  std::iota(order.begin(), order.end(), 0);
-  if (opt.shuffle_block_tables) std::shuffle(order.begin(), order.end(), std::mt19937(12345));
-  for (int64_t s = 0; s < opt.max_batch; ++s)
-    m.host_tables.emplace_back(order.begin() + s * m.max_blocks, order.begin() + (s + 1) * m.max_blocks);
+  if (opt.cache_blocks == 0) {
+    std::vector<int32_t> order(size_t(m.cache.n_blocks));
+    std::iota(order.begin(), order.end(), 0);
+    if (opt.shuffle_block_tables) std::shuffle(order.begin(), order.end(), std::mt19937(12345));
+    for (int64_t s = 0; s < opt.max_batch; ++s)
+      m.host_tables.emplace_back(order.begin() + s * m.max_blocks, order.begin() + (s + 1) * m.max_blocks);
+  }
 
   // Scratch.
   const int64_t nh = cfg.num_attention_heads, d_qk = cfg.qk_head_dim(), Tm = std::max(opt.max_prefill_chunk, opt.max_batch);
@@ -252,6 +258,7 @@ static void validate(const ModelConfig& cfg, const CudaOptions& opt) {
   check(opt.cache_dtype == DType::BF16 || opt.cache_dtype == DType::F32, "CUDA latent cache dtype must be bf16 or f32");
   check(opt.max_batch >= 1 && opt.max_context >= 1 && opt.max_prefill_chunk >= 1 && opt.block_size >= 1,
         "CUDA options: batch, context, prefill chunk and block size must be >= 1");
+  check(opt.cache_blocks >= 0 && opt.cache_blocks <= INT32_MAX, "CUDA options: cache_blocks must be in [0, 2^31)");
   check(opt.max_context <= cfg.max_position_embeddings,
         "CUDA options: max_context " + std::to_string(opt.max_context) + " exceeds max_position_embeddings " +
             std::to_string(cfg.max_position_embeddings));
@@ -428,29 +435,71 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
 
 }  // namespace
 
+int64_t CudaDeepseekV2::cache_blocks() const { return impl_->cache.n_blocks; }
+
+const std::vector<int32_t>& CudaDeepseekV2::slot_table(int slot) const {
+  check(!impl_->host_tables.empty(), "CUDA: sequence slots need the per-slot cache (cache_blocks 0); use the paged calls");
+  check(slot >= 0 && slot < opt_.max_batch, "CUDA: no sequence slot " + std::to_string(slot));
+  return impl_->host_tables[size_t(slot)];
+}
+
 void CudaDeepseekV2::prefill(int slot, const std::vector<int32_t>& ids, LogitsRows rows, std::vector<float>* logits) {
+  prefill_paged(slot_table(slot), lengths_[size_t(slot)], ids, rows, logits);
+  lengths_[size_t(slot)] += int64_t(ids.size());
+}
+
+void CudaDeepseekV2::decode(const std::vector<int>& slots, const std::vector<int32_t>& ids, std::vector<float>* logits,
+                            std::vector<int32_t>* argmax) {
+  std::vector<const std::vector<int32_t>*> tables;
+  std::vector<int64_t> positions;
+  for (int slot : slots) {
+    tables.push_back(&slot_table(slot));
+    positions.push_back(lengths_[size_t(slot)]);
+  }
+  decode_paged(tables, positions, ids, logits, argmax);
+  for (int slot : slots) ++lengths_[size_t(slot)];
+}
+
+namespace {
+
+// Checks that `table` covers `n_tokens` positions with blocks of the pool; returns it padded to
+// max_blocks entries (the device's table stride).
+std::vector<int32_t> padded_table(const std::vector<int32_t>& table, int64_t n_tokens, const cuda::PagedLatentCache& cache,
+                                  int64_t max_blocks, int64_t max_context) {
+  check(n_tokens <= max_context, "sequence of " + std::to_string(n_tokens) + " tokens exceeds the context of " +
+                                     std::to_string(max_context));
+  const int64_t needed = (n_tokens + cache.block_size - 1) / cache.block_size;
+  check(int64_t(table.size()) >= needed && int64_t(table.size()) <= max_blocks,
+        "CUDA: a block table of " + std::to_string(table.size()) + " blocks for " + std::to_string(n_tokens) + " tokens");
+  for (int32_t b : table)
+    check(b >= 0 && b < cache.n_blocks, "CUDA: block id " + std::to_string(b) + " outside the cache pool");
+  std::vector<int32_t> padded(table);
+  padded.resize(size_t(max_blocks), 0);  // entries past the sequence are never read
+  return padded;
+}
+
+}  // namespace
+
+void CudaDeepseekV2::prefill_paged(const std::vector<int32_t>& table, int64_t pos0, const std::vector<int32_t>& ids,
+                                   LogitsRows rows, std::vector<float>* logits) {
   Impl& m = *impl_;
-  check(slot >= 0 && slot < opt_.max_batch, "CUDA prefill: no sequence slot " + std::to_string(slot));
   const int64_t T_all = int64_t(ids.size());
   check(T_all > 0, "CUDA prefill: no tokens");
-  check(lengths_[size_t(slot)] + T_all <= opt_.max_context,
-        "sequence of " + std::to_string(lengths_[size_t(slot)] + T_all) + " tokens exceeds the context of " +
-            std::to_string(opt_.max_context));
+  check(pos0 >= 0, "CUDA prefill: negative position");
+  const std::vector<int32_t> padded = padded_table(table, pos0 + T_all, m.cache, m.max_blocks, opt_.max_context);
   for (int32_t id : ids)
     check(id >= 0 && id < cfg_.vocab_size, "token id " + std::to_string(id) + " is outside the vocabulary");
-  DSV2_CUDA_CHECK(cudaMemcpyAsync(m.tables, m.host_tables[size_t(slot)].data(), size_t(m.max_blocks) * 4,
-                                  cudaMemcpyHostToDevice, m.stream));
+  DSV2_CUDA_CHECK(cudaMemcpyAsync(m.tables, padded.data(), padded.size() * 4, cudaMemcpyHostToDevice, m.stream));
   if (logits) logits->clear();
   for (int64_t start = 0; start < T_all; start += opt_.max_prefill_chunk) {
-    const int64_t T = std::min(opt_.max_prefill_chunk, T_all - start), pos0 = lengths_[size_t(slot)];
+    const int64_t T = std::min(opt_.max_prefill_chunk, T_all - start), chunk_pos0 = pos0 + start;
     std::vector<int32_t> pos(static_cast<size_t>(T)), seq(size_t(T), 0);
-    for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(pos0 + t);
+    for (int64_t t = 0; t < T; ++t) pos[size_t(t)] = int32_t(chunk_pos0 + t);
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.ids, ids.data() + start, size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.pos, pos.data(), size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.seq, seq.data(), size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
     const bool last_chunk = start + T == T_all, all = rows == LogitsRows::All;
-    forward_tokens(m, cfg_, opt_, T, pos0, all);
-    lengths_[size_t(slot)] += T;
+    forward_tokens(m, cfg_, opt_, T, chunk_pos0, all);
     if (logits && (all || last_chunk)) {
       const int64_t n = all ? T : 1;
       const size_t at = logits->size();
@@ -462,21 +511,37 @@ void CudaDeepseekV2::prefill(int slot, const std::vector<int32_t>& ids, LogitsRo
   }
 }
 
-void CudaDeepseekV2::decode(const std::vector<int>& slots, const std::vector<int32_t>& ids, std::vector<float>* logits,
-                            std::vector<int32_t>* argmax) {
+void CudaDeepseekV2::decode_paged(const std::vector<const std::vector<int32_t>*>& tables, const std::vector<int64_t>& positions,
+                                  const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax) {
+  const int64_t B = int64_t(ids.size());
+  check(B >= 1 && int64_t(tables.size()) == B && int64_t(positions.size()) == B,
+        "CUDA decode: need one block table, position and id per sequence");
+  const int64_t group = opt_.batch_invariant ? std::min<int64_t>(opt_.max_batch, cuda::kGemvMaxTokens) : opt_.max_batch;
+  check(opt_.batch_invariant || B <= opt_.max_batch,
+        "CUDA decode: " + std::to_string(B) + " sequences exceed max_batch " + std::to_string(opt_.max_batch));
+  if (logits) logits->resize(size_t(B * cfg_.vocab_size));
+  if (argmax) argmax->resize(static_cast<size_t>(B));
+  for (int64_t b0 = 0; b0 < B; b0 += group) {
+    const auto at = [&](const auto& v) { return std::decay_t<decltype(v)>(v.begin() + b0, v.begin() + std::min(B, b0 + group)); };
+    decode_group(at(tables), at(positions), at(ids), logits, argmax, b0);
+  }
+}
+
+void CudaDeepseekV2::decode_group(const std::vector<const std::vector<int32_t>*>& tables, const std::vector<int64_t>& positions,
+                                  const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax,
+                                  int64_t row0) {
   Impl& m = *impl_;
-  const int64_t B = int64_t(slots.size());
-  check(B >= 1 && B <= opt_.max_batch && int64_t(ids.size()) == B, "CUDA decode: need 1..max_batch slots, one id each");
-  std::vector<int32_t> pos(static_cast<size_t>(B)), seq(static_cast<size_t>(B)), lens(static_cast<size_t>(B)), tables;
+  const int64_t B = int64_t(ids.size());
+  std::vector<int32_t> pos(static_cast<size_t>(B)), seq(static_cast<size_t>(B)), lens(static_cast<size_t>(B)), flat;
   for (int64_t b = 0; b < B; ++b) {
-    const int slot = slots[size_t(b)];
-    check(slot >= 0 && slot < opt_.max_batch, "CUDA decode: no sequence slot " + std::to_string(slot));
-    check(lengths_[size_t(slot)] < opt_.max_context, "CUDA decode: sequence in slot " + std::to_string(slot) + " is full");
+    const int64_t p = positions[size_t(b)];
+    check(p >= 0, "CUDA decode: negative position");
     check(ids[size_t(b)] >= 0 && ids[size_t(b)] < cfg_.vocab_size, "token id " + std::to_string(ids[size_t(b)]) + " is outside the vocabulary");
-    pos[size_t(b)] = int32_t(lengths_[size_t(slot)]);
+    const std::vector<int32_t> padded = padded_table(*tables[size_t(b)], p + 1, m.cache, m.max_blocks, opt_.max_context);
+    flat.insert(flat.end(), padded.begin(), padded.end());
+    pos[size_t(b)] = int32_t(p);
     seq[size_t(b)] = int32_t(b);
-    lens[size_t(b)] = pos[size_t(b)] + 1;
-    tables.insert(tables.end(), m.host_tables[size_t(slot)].begin(), m.host_tables[size_t(slot)].end());
+    lens[size_t(b)] = int32_t(p + 1);
   }
   auto up = [&](int32_t* dst, const std::vector<int32_t>& v) {
     DSV2_CUDA_CHECK(cudaMemcpyAsync(dst, v.data(), v.size() * 4, cudaMemcpyHostToDevice, m.stream));
@@ -485,7 +550,7 @@ void CudaDeepseekV2::decode(const std::vector<int>& slots, const std::vector<int
   up(m.pos, pos);
   up(m.seq, seq);
   up(m.seq_lens, lens);
-  up(m.tables, tables);
+  up(m.tables, flat);
   if (opt_.use_graphs) {
     auto it = m.graphs.find(B);
     if (it == m.graphs.end()) {
@@ -502,15 +567,11 @@ void CudaDeepseekV2::decode(const std::vector<int>& slots, const std::vector<int
   } else {
     forward_tokens(m, cfg_, opt_, B, -1, true);
   }
-  for (int64_t b = 0; b < B; ++b) ++lengths_[size_t(slots[size_t(b)])];
-  if (logits) {
-    logits->resize(size_t(B * cfg_.vocab_size));
-    DSV2_CUDA_CHECK(cudaMemcpyAsync(logits->data(), m.logits, logits->size() * 4, cudaMemcpyDeviceToHost, m.stream));
-  }
-  if (argmax) {
-    argmax->resize(static_cast<size_t>(B));
-    DSV2_CUDA_CHECK(cudaMemcpyAsync(argmax->data(), m.argmax, size_t(B) * 4, cudaMemcpyDeviceToHost, m.stream));
-  }
+  if (logits)
+    DSV2_CUDA_CHECK(cudaMemcpyAsync(logits->data() + row0 * cfg_.vocab_size, m.logits, size_t(B * cfg_.vocab_size) * 4,
+                                    cudaMemcpyDeviceToHost, m.stream));
+  if (argmax)
+    DSV2_CUDA_CHECK(cudaMemcpyAsync(argmax->data() + row0, m.argmax, size_t(B) * 4, cudaMemcpyDeviceToHost, m.stream));
   DSV2_CUDA_CHECK(cudaStreamSynchronize(m.stream));
 }
 

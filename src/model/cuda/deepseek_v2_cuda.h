@@ -24,6 +24,14 @@ struct CudaOptions {
   int64_t max_prefill_chunk = 1024;  // tokens per prefill forward
   bool shuffle_block_tables = false; // give each sequence its cache blocks in a random order (tests)
   bool use_graphs = true;            // capture decode steps as CUDA graphs
+  // Blocks in the cache pool. 0: max_batch x ceil(max_context / block_size), a fixed region per
+  // sequence slot (the slot calls below). A caller that hands out blocks itself (the serving engine)
+  // sets it and passes block tables to the *_paged calls.
+  int64_t cache_blocks = 0;
+  // Decode batches of more than 8 tokens run as groups of up to 8 through the exact-f32 kernels
+  // (weights read once per group), so that a sequence's results do not depend on the batch it runs
+  // in; otherwise they take the tensor-core path, which rounds activations to bf16.
+  bool batch_invariant = false;
 };
 
 class CudaDeepseekV2 {
@@ -48,9 +56,22 @@ class CudaDeepseekV2 {
   void decode(const std::vector<int>& slots, const std::vector<int32_t>& ids, std::vector<float>* logits,
               std::vector<int32_t>* argmax);
 
+  // The same over block tables the caller owns (block ids in [0, cache_blocks)); nothing is kept
+  // per sequence. table covers pos0 + ids.size() tokens; positions [0, pos0) are already cached.
+  void prefill_paged(const std::vector<int32_t>& table, int64_t pos0, const std::vector<int32_t>& ids, LogitsRows rows,
+                     std::vector<float>* logits);
+  // tables[b] covers positions[b] + 1 tokens; ids[b] goes to position positions[b].
+  void decode_paged(const std::vector<const std::vector<int32_t>*>& tables, const std::vector<int64_t>& positions,
+                    const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax);
+  int64_t cache_blocks() const;
+
   struct Impl;
 
  private:
+  // One decode forward over at most max_batch tokens (inputs checked); outputs at row offset `row0`.
+  void decode_group(const std::vector<const std::vector<int32_t>*>& tables, const std::vector<int64_t>& positions,
+                    const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax, int64_t row0);
+  const std::vector<int32_t>& slot_table(int slot) const;
   ModelConfig cfg_;
   CudaOptions opt_;
   std::vector<int64_t> lengths_;
