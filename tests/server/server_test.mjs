@@ -274,7 +274,9 @@ await check('metrics: counters, gauges, histograms', async () => {
   const m = (await get(port, '/metrics')).body;
   for (const name of ['dsv2_prompt_tokens_total', 'dsv2_generation_tokens_total', 'dsv2_queue_depth', 'dsv2_running_sequences',
     'dsv2_cache_blocks_used', 'dsv2_cache_blocks_free', 'dsv2_prefix_cache_hit_rate', 'dsv2_time_to_first_token_seconds_count',
-    'dsv2_inter_token_latency_seconds_count', 'dsv2_engine_prefill_tokens_total', 'dsv2_engine_generated_tokens_total']) metric(m, name);
+    'dsv2_inter_token_latency_seconds_count', 'dsv2_engine_prefill_tokens_total', 'dsv2_engine_generated_tokens_total',
+    'process_resident_memory_bytes']) metric(m, name);
+  assert.ok(metric(m, 'process_resident_memory_bytes') > 1e6);
   assert.ok(metric(m, 'dsv2_engine_generated_tokens_total') > metric(m, 'dsv2_generation_tokens_total'), 'cancelled requests sampled tokens too');
   assert.ok(metric(m, 'dsv2_prefix_cache_hit_rate') > 0, 'repeated prompts should hit the prefix cache');
   assert.match(m, /dsv2_requests_total\{endpoint="\/v1\/completions",status="400"\} \d+/);
