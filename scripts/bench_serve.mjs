@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Load benchmark for `dsv2 serve`: N concurrent clients send streaming completions for a bounded
 // time; reports requests/s, output tokens/s, time to first token and inter-token latency
-// percentiles, failures, and the server's cache blocks after the run (all should be free).
+// percentiles, failures, and the server's cache blocks and resident memory after each level. As a
+// soak test (one level for a long time, e.g. --concurrency 8 --seconds 600), the last line compares
+// the server's resident memory before and after; the script exits 1 if any cache block is still
+// used after the run.
 //
 //   node scripts/bench_serve.mjs --url http://127.0.0.1:8000 [--concurrency 1,2,4,8] [--seconds 10]
 //        [--max-tokens 64] [--prompt-words 32] [--model default]
@@ -72,11 +75,12 @@ async function metrics() {
   const text = await (await fetch(`${url}/metrics`)).text();
   const read = (name) => Number((text.match(new RegExp(`^${name} (\\S+)$`, 'm')) || [])[1]);
   return { used: read('dsv2_cache_blocks_used'), free: read('dsv2_cache_blocks_free'), total: read('dsv2_cache_blocks_total'),
-    preemptions: read('dsv2_preemptions_total') };
+    preemptions: read('dsv2_preemptions_total'), rssMB: read('process_resident_memory_bytes') / 1e6 };
 }
+const start = await metrics();
 
 console.log(`# ${url}, ${seconds} s per level, prompt ~${promptWords} words, ${maxTokens} output tokens per request`);
-console.log('concurrency  requests  failed  req/s   out tok/s  ttft p50/p90/p99 ms      itl p50/p90/p99 ms    blocks used after');
+console.log('concurrency  requests  failed  req/s   out tok/s  ttft p50/p90/p99 ms      itl p50/p90/p99 ms    blocks used after  RSS MB after');
 for (const c of levels) {
   const deadline = performance.now() + seconds * 1000;
   const ttfts = [], gaps = [];
@@ -100,5 +104,13 @@ for (const c of levels) {
   const m = await metrics();
   console.log(`${String(c).padStart(11)}  ${String(requests).padStart(8)}  ${String(failed).padStart(6)}  ${(requests / elapsed).toFixed(2).padStart(6)}` +
     `  ${(tokens / elapsed).toFixed(1).padStart(9)}  ${[pct(ttfts, 50), pct(ttfts, 90), pct(ttfts, 99)].map(ms).join('/').padEnd(22)}` +
-    `  ${[pct(gaps, 50), pct(gaps, 90), pct(gaps, 99)].map(ms).join('/').padEnd(20)}  ${m.used} of ${m.total}`);
+    `  ${[pct(gaps, 50), pct(gaps, 90), pct(gaps, 99)].map(ms).join('/').padEnd(20)}  ${`${m.used} of ${m.total}`.padEnd(17)}` +
+    `  ${m.rssMB.toFixed(1)}`);
+}
+const end = await metrics();
+console.log(`# server resident memory ${start.rssMB.toFixed(1)} MB before, ${end.rssMB.toFixed(1)} MB after; ` +
+  `cache blocks used after: ${end.used} of ${end.total}`);
+if (end.used !== 0) {
+  console.error('cache blocks are still in use after every request finished');
+  process.exit(1);
 }

@@ -1,5 +1,5 @@
-// The block manager: allocation, freeing, reference counts, prefix sharing, LRU eviction order,
-// running out of blocks.
+// The block manager: allocation, freeing, reference counts, prefix sharing (and extending a held
+// prefix), LRU eviction order, running out of blocks.
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -90,6 +90,27 @@ TEST(BlockManager, SharedPrefixReusesFullBlocksOnly) {
   m.release_all(capped);
   m.release_all(hit);
   EXPECT_EQ(m.ref_count(ta[0]), 1);
+}
+
+TEST(BlockManager, AHeldPrefixExtendsWithBlocksRegisteredSince) {
+  BlockManager m(8, 4);
+  const std::vector<int32_t> ids = iota_ids(13);
+  std::vector<BlockId> computing = {*m.allocate()};  // another sequence computes ids block by block
+  m.register_full_block(computing[0], kRootBlockHash, std::span(ids).first(4));
+  std::vector<BlockId> prefix = m.acquire_cached_prefix(ids, 12);
+  ASSERT_EQ(prefix.size(), 1u);
+  computing.push_back(*m.allocate());
+  computing.push_back(*m.allocate());
+  uint64_t parent = chain_block_hash(kRootBlockHash, std::span(ids).first(4));
+  parent = m.register_full_block(computing[1], parent, std::span(ids).subspan(4, 4));
+  m.register_full_block(computing[2], parent, std::span(ids).subspan(8, 4));
+  m.extend_cached_prefix(prefix, ids, 11);  // at most 11 tokens: 2 full blocks
+  EXPECT_EQ(prefix, std::vector<BlockId>(computing.begin(), computing.begin() + 2));
+  m.extend_cached_prefix(prefix, ids, 12);
+  EXPECT_EQ(prefix, computing);
+  EXPECT_EQ(m.ref_count(computing[2]), 2);
+  EXPECT_EQ(m.prefix_lookup_tokens(), 12);  // looked up once
+  EXPECT_EQ(m.prefix_hit_tokens(), 12);
 }
 
 TEST(BlockManager, CachedBlocksSurviveReleaseUntilEvictedLeastRecentFirst) {

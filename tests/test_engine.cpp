@@ -1,5 +1,6 @@
 // The serving engine on the default model: greedy output equals `generate` over a contiguous cache,
-// alone, in a full batch, with prefix sharing and with preemption; cancellation frees every block.
+// alone, in a full batch, with prefix sharing and with preemption; requests sharing a prompt that
+// arrive together compute it once; cancellation frees every block.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -105,6 +106,23 @@ TEST_F(EngineTest, GreedyOutputDoesNotDependOnBatching) {
       EXPECT_GT(st.prefix_hit_tokens, 0);
     }
   }
+}
+
+TEST_F(EngineTest, RequestsSharingAPromptArrivingTogetherComputeItOnce) {
+  const int64_t n = 8;
+  std::vector<int32_t> shared = {0};
+  for (int32_t j = 0; j < 39; ++j) shared.push_back(300 + 7 * j);  // 40 tokens: 9 full blocks before the last
+  std::vector<int32_t> longer = shared;
+  longer.insert(longer.end(), {900, 901, 902, 903, 904, 905});
+  const std::vector<std::vector<int32_t>> prompts = {shared, shared, longer};
+  Engine engine(*net_, {.n_blocks = 64, .block_size = 4, .scheduler = {.max_running = 4, .step_token_budget = 64, .prefill_chunk = 8}});
+  std::vector<Outcome> got = serve(engine, prompts, n);
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i].tokens, reference(prompts[i], n)) << "prompt " << i;
+  const EngineStats st = engine.stats();
+  // The first computes all 40; the second its last 4 (36 cached); the third 46 - 40 (40 cached).
+  EXPECT_EQ(st.prompt_tokens_computed, 40 + 4 + 6);
+  EXPECT_EQ(st.prefix_hit_tokens, 36 + 40);
+  EXPECT_EQ(st.blocks_used, 0);
 }
 
 TEST_F(EngineTest, CancelFreesTheSequenceAndItsBlocks) {

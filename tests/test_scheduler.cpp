@@ -1,7 +1,9 @@
-// The scheduler without a model: token budget, running cap, chunked prefill, prefix reuse,
-// preemption of the newest sequence when blocks run out, sequences that can never fit.
+// The scheduler without a model: token budget, running cap, chunked prefill, prefix reuse (and
+// sequences sharing a prefix computing it once), preemption of the newest sequence when blocks run
+// out, sequences that can never fit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "core/error.h"
@@ -94,6 +96,82 @@ TEST(Scheduler, ReusesCachedPrefixBlocks) {
   EXPECT_EQ(tokens_of(s2, c), 4);
   EXPECT_EQ(b->blocks[0], c->blocks[0]);
   EXPECT_EQ(blocks.ref_count(b->blocks[0]), 2);
+}
+
+// Prompt tokens (positions below prompt_length) the schedule computes.
+int64_t prompt_tokens_computed(const Schedule& s) {
+  int64_t n = 0;
+  for (const StepWork& w : s.work) n += std::max<int64_t>(0, std::min(w.n_tokens, w.sequence->prompt_length - w.sequence->n_computed));
+  return n;
+}
+
+// Schedules and runs steps until every sequence has generated a token; returns the prompt tokens computed.
+int64_t run_until_all_sampled(Scheduler& sched, const std::vector<SequencePtr>& seqs) {
+  int64_t computed = 0;
+  for (int step = 0; step < 100; ++step) {
+    if (std::all_of(seqs.begin(), seqs.end(), [](const SequencePtr& q) { return int64_t(q->tokens.size()) > q->prompt_length; }))
+      return computed;
+    Schedule s = sched.schedule();
+    computed += prompt_tokens_computed(s);
+    run(sched, s);
+  }
+  ADD_FAILURE() << "the sequences did not all sample a token in 100 steps";
+  return computed;
+}
+
+TEST(Scheduler, SequencesSharingAPromptArrivingTogetherComputeItOnce) {
+  BlockManager blocks(64, 4);
+  Scheduler sched(blocks, {.max_running = 4, .step_token_budget = 64, .prefill_chunk = 8});
+  std::vector<SequencePtr> seqs = {make_sequence(1, 21), make_sequence(2, 21), make_sequence(3, 21)};
+  for (const SequencePtr& q : seqs) sched.add(q);
+  Schedule first = sched.schedule();
+  EXPECT_EQ(tokens_of(first, seqs[0]), 8);
+  EXPECT_EQ(tokens_of(first, seqs[1]), 0);  // the first one is computing their first block
+  EXPECT_EQ(tokens_of(first, seqs[2]), 0);
+  run(sched, first);
+  // 21 once; the others take the 5 full blocks before the last token (20 tokens) from the cache.
+  EXPECT_EQ(8 + run_until_all_sampled(sched, seqs), 21 + 1 + 1);
+  EXPECT_EQ(seqs[1]->cached_prefix_tokens, 20);
+  EXPECT_EQ(seqs[2]->cached_prefix_tokens, 20);
+  EXPECT_EQ(seqs[1]->blocks[4], seqs[0]->blocks[4]);
+  EXPECT_EQ(blocks.prefix_lookup_tokens(), 60);  // each looked up once, however long it waited
+  EXPECT_EQ(blocks.prefix_hit_tokens(), 40);
+}
+
+TEST(Scheduler, ASequenceWaitsOnlyForTheBlocksItShares) {
+  BlockManager blocks(64, 4);
+  Scheduler sched(blocks, {.max_running = 4, .step_token_budget = 64, .prefill_chunk = 4});
+  auto a = make_sequence(1, 21);
+  auto b = make_sequence(2, 21);
+  std::iota(b->tokens.begin() + 8, b->tokens.end(), 900);  // the same first 2 blocks, then different
+  auto tiny = make_sequence(3, 4);  // no full block before its last token: never waits
+  sched.add(a);
+  sched.add(b);
+  sched.add(tiny);
+  Schedule s1 = sched.schedule();
+  EXPECT_EQ(tokens_of(s1, b), 0);
+  EXPECT_EQ(tokens_of(s1, tiny), 4);  // admitted past the waiting one
+  run(sched, s1);
+  Schedule s2 = sched.schedule();
+  EXPECT_EQ(tokens_of(s2, b), 0);
+  run(sched, s2);
+  Schedule s3 = sched.schedule();  // a has computed both shared blocks: b goes on alone
+  EXPECT_EQ(b->cached_prefix_tokens, 8);
+  EXPECT_EQ(tokens_of(s3, b), 4);
+  EXPECT_EQ(tokens_of(s3, a), 4);
+}
+
+TEST(Scheduler, AWaitingSequenceGoesAheadWhenTheOneComputingItsPrefixEnds) {
+  BlockManager blocks(64, 4);
+  Scheduler sched(blocks, {.max_running = 4, .step_token_budget = 64, .prefill_chunk = 8});
+  auto a = make_sequence(1, 21), b = make_sequence(2, 21);
+  sched.add(a);
+  sched.add(b);
+  run(sched, sched.schedule());  // a computes 8 tokens; b waits
+  sched.finish(a);               // a is cancelled mid-prompt; its two blocks stay cached
+  Schedule s = sched.schedule();
+  EXPECT_EQ(b->cached_prefix_tokens, 8);
+  EXPECT_EQ(tokens_of(s, b), 8);
 }
 
 TEST(Scheduler, PreemptsTheNewestWhenBlocksRunOutAndRecomputesIt) {

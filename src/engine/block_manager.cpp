@@ -37,12 +37,18 @@ BlockManager::BlockManager(int32_t n_blocks, int32_t block_size)
 }
 
 std::vector<BlockId> BlockManager::acquire_cached_prefix(std::span<const int32_t> ids, int64_t max_tokens) {
+  const int64_t usable = std::min<int64_t>(int64_t(ids.size()), std::max<int64_t>(max_tokens, 0));
+  lookup_tokens_ += usable / block_size_ * block_size_;
   std::vector<BlockId> found;
+  extend_cached_prefix(found, ids, max_tokens);
+  return found;
+}
+
+void BlockManager::extend_cached_prefix(std::vector<BlockId>& prefix, std::span<const int32_t> ids, int64_t max_tokens) {
   const int64_t usable = std::min<int64_t>(int64_t(ids.size()), std::max<int64_t>(max_tokens, 0));
   const int64_t full = usable / block_size_;
-  lookup_tokens_ += full * block_size_;
-  uint64_t parent = kRootBlockHash;
-  for (int64_t i = 0; i < full; ++i) {
+  uint64_t parent = prefix.empty() ? kRootBlockHash : registration_[size_t(prefix.back())]->hash;
+  for (int64_t i = int64_t(prefix.size()); i < full; ++i) {
     auto block_ids = ids.subspan(size_t(i * block_size_), size_t(block_size_));
     const uint64_t h = chain_block_hash(parent, block_ids);
     auto it = by_hash_.find(h);
@@ -54,11 +60,10 @@ std::vector<BlockId> BlockManager::acquire_cached_prefix(std::span<const int32_t
       evictable_.erase(lru_slot_[size_t(b)]);
       in_lru_[size_t(b)] = false;
     }
-    found.push_back(b);
+    prefix.push_back(b);
+    hit_tokens_ += block_size_;
     parent = h;
   }
-  hit_tokens_ += int64_t(found.size()) * block_size_;
-  return found;
 }
 
 std::optional<BlockId> BlockManager::allocate() {

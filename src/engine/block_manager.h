@@ -37,6 +37,10 @@ class BlockManager {
   // at most max_tokens tokens (callers pass prompt length - 1 so that one token is left to compute).
   // Returns their ids in order; counts lookups and hits for the hit rate.
   std::vector<BlockId> acquire_cached_prefix(std::span<const int32_t> ids, int64_t max_tokens);
+  // Appends to `prefix` (held blocks from acquire_cached_prefix over the same ids) references on the
+  // cached blocks that now follow it, up to max_tokens tokens in all. Counts hits only: the tokens
+  // were counted as looked up when the prefix was first acquired.
+  void extend_cached_prefix(std::vector<BlockId>& prefix, std::span<const int32_t> ids, int64_t max_tokens);
   // A fresh block (reference count 1), evicting the least recently released cached block if no
   // empty block is left; nullopt when every block is referenced.
   std::optional<BlockId> allocate();

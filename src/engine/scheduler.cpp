@@ -50,6 +50,30 @@ void Scheduler::release_blocks(ScheduledSequenceState& s) {
   s.prefix_looked_up = false;
 }
 
+void Scheduler::take_cached_prefix(ScheduledSequenceState& s) {
+  const int64_t limit = int64_t(s.tokens.size()) - 1;  // at least one token is left to compute
+  if (!s.prefix_looked_up) {
+    s.prefix_looked_up = true;
+    s.blocks = blocks_.acquire_cached_prefix(s.tokens, limit);
+  } else {
+    blocks_.extend_cached_prefix(s.blocks, s.tokens, limit);  // a waiting sequence holds only its cached prefix
+  }
+  const int64_t bs = blocks_.block_size();
+  for (; s.n_registered < int64_t(s.blocks.size()); ++s.n_registered)
+    s.last_hash = chain_block_hash(s.last_hash, std::span<const int32_t>(s.tokens).subspan(size_t(s.n_registered * bs), size_t(bs)));
+  s.n_computed = s.n_registered * bs;
+  s.cached_prefix_tokens = s.n_computed;
+}
+
+bool Scheduler::next_block_being_computed(const ScheduledSequenceState& s) const {
+  const int64_t start = s.n_computed, end = start + blocks_.block_size();
+  if (end > int64_t(s.tokens.size()) - 1) return false;  // a block it could not take from the cache
+  return std::any_of(running_.begin(), running_.end(), [&](const SequencePtr& r) {
+    return r->n_computed >= start && r->n_computed < end && int64_t(r->tokens.size()) >= end &&
+           std::equal(s.tokens.begin(), s.tokens.begin() + end, r->tokens.begin());
+  });
+}
+
 Schedule Scheduler::schedule() {
   Schedule out;
   int64_t budget = o_.step_token_budget;
@@ -91,25 +115,21 @@ Schedule Scheduler::schedule() {
     budget -= n;
     ++i;
   }
-  // Admit waiting sequences in order while there is room.
-  while (!waiting_.empty() && int64_t(running_.size()) < o_.max_running && budget > 0) {
-    SequencePtr seq = waiting_.front();
+  // Admit waiting sequences in order while there is room. One whose next prompt block a running
+  // sequence is computing stays waiting (later ones may go first) and takes it from the prefix
+  // cache at a later step.
+  for (auto it = waiting_.begin(); it != waiting_.end() && int64_t(running_.size()) < o_.max_running && budget > 0;) {
+    SequencePtr seq = *it;
     ScheduledSequenceState& s = *seq;
-    if (!s.prefix_looked_up) {  // take what the prefix cache holds, leaving at least one token to compute
-      s.prefix_looked_up = true;
-      s.blocks = blocks_.acquire_cached_prefix(s.tokens, int64_t(s.tokens.size()) - 1);
-      s.n_computed = int64_t(s.blocks.size()) * blocks_.block_size();
-      s.n_registered = int64_t(s.blocks.size());
-      s.cached_prefix_tokens = s.n_computed;
-      s.last_hash = kRootBlockHash;
-      for (int64_t b = 0; b < s.n_registered; ++b)
-        s.last_hash = chain_block_hash(
-            s.last_hash, std::span<const int32_t>(s.tokens).subspan(size_t(b * blocks_.block_size()), size_t(blocks_.block_size())));
+    take_cached_prefix(s);
+    if (next_block_being_computed(s)) {
+      ++it;
+      continue;
     }
     const int64_t n = chunk_for(s);
     if (n > budget) break;
     if (blocks_needed(s.n_computed + n) > blocks_.total_blocks()) {
-      waiting_.pop_front();
+      it = waiting_.erase(it);
       release_blocks(s);
       out.unservable.push_back(seq);
       continue;
@@ -119,7 +139,7 @@ Schedule Scheduler::schedule() {
       release_blocks(s);
       break;
     }
-    waiting_.pop_front();
+    it = waiting_.erase(it);
     running_.push_back(seq);
     out.work.push_back({seq, n});
     budget -= n;

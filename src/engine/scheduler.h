@@ -5,10 +5,14 @@
 // first: a decoding sequence computes 1 token, a prefilling one a chunk of min(prefill_chunk, what it
 // has left) tokens; a sequence whose chunk does not fit the budget left waits for the next step, so a
 // sequence's chunks never depend on what else runs (results do not depend on batching). Waiting
-// sequences are then admitted in arrival order, taking cached prefix blocks first. When a running
-// sequence needs a block and none is free, the newest running sequence is preempted: its blocks are
-// released and it goes back to the front of the queue to be recomputed later (prompt and generated
-// tokens so far).
+// sequences are then admitted in arrival order, taking cached prefix blocks first. A waiting
+// sequence whose next full prompt block a running sequence with the same tokens is computing right
+// now stays waiting and takes that block from the prefix cache once it is registered, so sequences
+// that share a prefix and arrive together compute it once; it is never held for a block it could
+// not take (the last prompt token is always computed), and it goes ahead when no running sequence
+// is at that block any more (finished, preempted). When a running sequence needs a block and none
+// is free, the newest running sequence is preempted: its blocks are released and it goes back to
+// the front of the queue to be recomputed later (prompt and generated tokens so far).
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -71,6 +75,12 @@ class Scheduler {
   const SchedulerOptions& options() const { return o_; }
 
  private:
+  // A waiting sequence takes the cached blocks of its prompt: all it finds on its first attempt,
+  // then those registered since (it holds only that prefix while it waits).
+  void take_cached_prefix(ScheduledSequenceState& s);
+  // Whether a running sequence with the same tokens is computing, right now, the full block that
+  // follows the waiting sequence's cached prefix, and that block is one it may take from the cache.
+  bool next_block_being_computed(const ScheduledSequenceState& s) const;
   bool ensure_blocks(ScheduledSequenceState& s, int64_t n_tokens);  // false: out of blocks
   void release_blocks(ScheduledSequenceState& s);
   int64_t chunk_for(const ScheduledSequenceState& s) const;

@@ -1,6 +1,9 @@
 #include "server/metrics.h"
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <fstream>
 
 namespace dsv2 {
 
@@ -9,6 +12,14 @@ std::string number(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.9g", v);
   return buf;
+}
+
+// The server process's resident memory (Linux /proc/self/statm: sizes in pages); 0 if unreadable.
+double resident_memory_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  double total_pages = 0, resident_pages = 0;
+  if (!(statm >> total_pages >> resident_pages)) return 0;
+  return resident_pages * double(sysconf(_SC_PAGESIZE));
 }
 }  // namespace
 
@@ -83,6 +94,7 @@ std::string ServerMetrics::render(const EngineStats& e) const {
         double(e.prompt_tokens_computed));
   gauge("dsv2_engine_generated_tokens_total", "counter", "Tokens the engine sampled (cancelled requests included).",
         double(e.generated_tokens));
+  gauge("process_resident_memory_bytes", "gauge", "Resident memory of the server process.", resident_memory_bytes());
   ttft_.write(out, "dsv2_time_to_first_token_seconds", "Time from request arrival to its first generated token.");
   itl_.write(out, "dsv2_inter_token_latency_seconds", "Time between consecutive generated tokens of a request.");
   return out;

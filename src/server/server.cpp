@@ -186,37 +186,75 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
     lp["text_offset"].push_back(text_offset);
   };
 
+  Engine* eng = &engine;
+  auto cancel_all = [job, eng] {
+    job->abandon();
+    for (uint64_t eid : job->engine_ids) eng->cancel(eid);
+  };
+  const std::string model = o.model_name;
+  const int32_t top_logprobs = r.top_logprobs;
+
   if (!r.stream) {
-    std::vector<std::string> text(static_cast<size_t>(n_choices));
-    std::vector<std::string> reason(static_cast<size_t>(n_choices));
-    std::vector<json> logprobs(size_t(n_choices), r.top_logprobs >= 0 ? (chat ? json{{"content", json::array()}}
-                                                                               : json{{"tokens", json::array()},
-                                                                                      {"token_logprobs", json::array()},
-                                                                                      {"top_logprobs", json::array()},
-                                                                                      {"text_offset", json::array()}})
-                                                                      : json(nullptr));
-    while (!job->all_finished()) {
-      for (ChoiceEvent& e : job->take_events(std::chrono::milliseconds(200))) {
-        auto c = size_t(e.choice);
-        if (e.token && r.top_logprobs >= 0) {
-          if (chat) logprobs[c]["content"].push_back(chat_logprob(tok, *e.token));
-          else completion_logprobs(logprobs[c], *e.token, text[c].size());
-        }
-        text[c] += e.text;
-        if (e.finished) reason[c] = e.finish_reason;
-      }
-    }
-    json choices = json::array();
-    for (int c = 0; c < n_choices; ++c) {
-      json choice = {{"index", c}, {"logprobs", logprobs[size_t(c)]}, {"finish_reason", reason[size_t(c)]}};
-      if (chat) choice["message"] = {{"role", "assistant"}, {"content", text[size_t(c)]}};
-      else choice["text"] = text[size_t(c)];
-      choices.push_back(choice);
-    }
-    record_tokens();
-    send_json(res, 200,
-              {{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created}, {"model", o.model_name},
-               {"choices", choices}, {"usage", usage()}});
+    // One JSON body once every choice has finished. Until then a space goes out every 150 ms
+    // (JSON allows leading whitespace): writing to a client that has gone fails, and its sequences
+    // and blocks are freed at once instead of running to the end. cpp-httplib gzip/brotli-compresses
+    // a body typed exactly "application/json" for clients that accept it, and its compressor would
+    // hold the spaces back; with the charset parameter they go out as written.
+    struct WholeState {
+      std::vector<std::string> text, reason;
+      std::vector<json> logprobs;
+      bool done = false;
+    };
+    auto state = std::make_shared<WholeState>();
+    state->text.resize(size_t(n_choices));
+    state->reason.resize(size_t(n_choices));
+    state->logprobs.assign(size_t(n_choices), r.top_logprobs >= 0 ? (chat ? json{{"content", json::array()}}
+                                                                           : json{{"tokens", json::array()},
+                                                                                  {"token_logprobs", json::array()},
+                                                                                  {"top_logprobs", json::array()},
+                                                                                  {"text_offset", json::array()}})
+                                                                  : json(nullptr));
+    res.set_chunked_content_provider(
+        "application/json; charset=utf-8",
+        [=](size_t, httplib::DataSink& sink) {
+          if (state->done) return false;
+          const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(150);
+          while (!job->all_finished() && std::chrono::steady_clock::now() < deadline) {
+            const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            for (ChoiceEvent& e : job->take_events(std::max(wait, std::chrono::milliseconds(1)))) {
+              const auto c = size_t(e.choice);
+              if (e.token && top_logprobs >= 0) {
+                if (chat) state->logprobs[c]["content"].push_back(chat_logprob(*tokenizer, *e.token));
+                else completion_logprobs(state->logprobs[c], *e.token, state->text[c].size());
+              }
+              state->text[c] += e.text;
+              if (e.finished) state->reason[c] = e.finish_reason;
+            }
+          }
+          if (!job->all_finished()) {
+            if (sink.write(" ", 1)) return true;
+            cancel_all();  // the client is gone
+            return false;
+          }
+          json choices = json::array();
+          for (size_t c = 0; c < size_t(n_choices); ++c) {
+            json choice = {{"index", c}, {"logprobs", state->logprobs[c]}, {"finish_reason", state->reason[c]}};
+            if (chat) choice["message"] = {{"role", "assistant"}, {"content", state->text[c]}};
+            else choice["text"] = state->text[c];
+            choices.push_back(choice);
+          }
+          const std::string body = json{{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created},
+                                        {"model", model}, {"choices", choices}, {"usage", usage()}}
+                                       .dump(-1, ' ', false, json::error_handler_t::replace);
+          state->done = true;
+          record_tokens();
+          if (!sink.write(body.data(), body.size())) return false;
+          sink.done();
+          return true;
+        },
+        [=](bool success) {
+          if (!success || !job->all_finished()) cancel_all();
+        });
     return;
   }
 
@@ -229,14 +267,7 @@ void Server::Impl::completion(const httplib::Request& req, httplib::Response& re
   auto state = std::make_shared<StreamState>();
   state->role_sent.assign(size_t(n_choices), false);
   state->text_offset.assign(size_t(n_choices), 0);
-  const std::string model = o.model_name;
   const bool include_usage = r.include_usage;
-  const int32_t top_logprobs = r.top_logprobs;
-  Engine* eng = &engine;
-  auto cancel_all = [job, eng] {
-    job->abandon();
-    for (uint64_t eid : job->engine_ids) eng->cancel(eid);
-  };
   auto chunk = [id, created, model, chat, include_usage](json choices) {
     json j = {{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created}, {"model", model},
               {"choices", std::move(choices)}};

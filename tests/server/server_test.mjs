@@ -170,6 +170,19 @@ await check('n choices, seed, logprobs', async () => {
   assert.equal(a.usage.completion_tokens, tokens);
 });
 
+await check('choices sharing a prompt compute it once (n: 3)', async () => {
+  const prompt = 'A prompt no other test sends, long enough to fill many blocks of four tokens: ' + 'tall green trees by the water, '.repeat(6);
+  const count = JSON.parse((await post(port, '/tokenize', { prompt })).body).count;
+  const shared = Math.floor((count - 1) / 4) * 4;  // full blocks before the last token (block size 4)
+  const before = await waitForIdle(port);
+  const r = JSON.parse((await post(port, '/v1/completions', { prompt, max_tokens: 4, n: 3, temperature: 0 })).body);
+  const m = await waitForIdle(port);
+  const prefilled = metric(m, 'dsv2_engine_prefill_tokens_total') - metric(before, 'dsv2_engine_prefill_tokens_total');
+  assert.equal(prefilled, count + 2 * (count - shared));
+  assert.equal(r.usage.prompt_tokens_details.cached_tokens, 2 * shared);
+  assert.equal(new Set(r.choices.map((c) => c.text)).size, 1);
+});
+
 await check('tokenize / detokenize round trip', async () => {
   const t = JSON.parse((await post(port, '/tokenize', { prompt: 'Hello there', add_special_tokens: false })).body);
   const d = JSON.parse((await post(port, '/detokenize', { tokens: t.tokens })).body);
@@ -240,11 +253,25 @@ await check('a client that disconnects mid-stream frees its sequence and blocks 
   assert.ok(metric(m, 'dsv2_cache_blocks_free') === metric(m, 'dsv2_cache_blocks_total'));
 });
 
+await check('a non-streaming client that disconnects frees its sequences and blocks at once', async () => {
+  const before = (await waitForIdle(port));
+  // 4 x 1000 tokens take seconds; the client leaves after 0.3 s, and its request is cancelled then.
+  await post(port, '/v1/completions', { prompt: prompts[3], max_tokens: 1000, n: 4, ignore_eos: true }, ['--max-time', '0.3']);
+  const start = Date.now();
+  const m = await waitForIdle(port);
+  assert.ok(Date.now() - start < 1500, 'blocks were not freed promptly');
+  assert.equal(metric(m, 'dsv2_generation_tokens_total'), metric(before, 'dsv2_generation_tokens_total'));
+  const sampled = metric(m, 'dsv2_engine_generated_tokens_total') - metric(before, 'dsv2_engine_generated_tokens_total');
+  assert.ok(sampled < 4000, `the request ran to its end (${sampled} tokens)`);
+});
+
 await check('metrics: counters, gauges, histograms', async () => {
   const m = (await get(port, '/metrics')).body;
   for (const name of ['dsv2_prompt_tokens_total', 'dsv2_generation_tokens_total', 'dsv2_queue_depth', 'dsv2_running_sequences',
     'dsv2_cache_blocks_used', 'dsv2_cache_blocks_free', 'dsv2_prefix_cache_hit_rate', 'dsv2_time_to_first_token_seconds_count',
-    'dsv2_inter_token_latency_seconds_count', 'dsv2_engine_prefill_tokens_total', 'dsv2_engine_generated_tokens_total']) metric(m, name);
+    'dsv2_inter_token_latency_seconds_count', 'dsv2_engine_prefill_tokens_total', 'dsv2_engine_generated_tokens_total',
+    'process_resident_memory_bytes']) metric(m, name);
+  assert.ok(metric(m, 'process_resident_memory_bytes') > 1e6);
   assert.ok(metric(m, 'dsv2_engine_generated_tokens_total') > metric(m, 'dsv2_generation_tokens_total'), 'cancelled requests sampled tokens too');
   assert.ok(metric(m, 'dsv2_prefix_cache_hit_rate') > 0, 'repeated prompts should hit the prefix cache');
   assert.match(m, /dsv2_requests_total\{endpoint="\/v1\/completions",status="400"\} \d+/);
@@ -278,6 +305,16 @@ await check('openai client: completions, concurrent, with logprobs', async () =>
   assert.equal(chat.choices[0].logprobs.content[0].top_logprobs.length, 3);
 });
 
+await check('a long non-streaming answer is spaces, then the JSON (curl and the openai client parse it alike)', async () => {
+  const body = { model: 'default', prompt: prompts[2], max_tokens: 500, n: 4, temperature: 0, ignore_eos: true };
+  const r = await post(port, '/v1/completions', body);
+  assert.equal(r.status, 200);
+  assert.match(r.body, /^ +\{/);  // a space per 150 ms while it ran
+  const viaClient = await client.completions.create(body);
+  assert.deepEqual(viaClient.choices.map((c) => c.text), JSON.parse(r.body).choices.map((c) => c.text));
+  assert.equal(viaClient.usage.completion_tokens, 2000);
+});
+
 await check('openai client: errors surface as APIError with the status', async () => {
   await assert.rejects(client.completions.create({ model: 'default', prompt: 'x', max_tokens: 100000 }), (e) => e.status === 400);
   await assert.rejects(client.chat.completions.create({ model: 'default', messages: [], max_tokens: 3 }), (e) => e.status === 400);
@@ -298,6 +335,19 @@ await check('openai client: aborting a stream frees the sequence', async () => {
   }
   assert.ok(n >= 5 && n < 100, `read ${n} chunks`);
   await waitForIdle(port);
+});
+
+await check('openai client: aborting a non-streaming request frees its sequence', async () => {
+  const before = await waitForIdle(port);
+  const controller = new AbortController();
+  const request = client.completions.create({ model: 'default', prompt: prompts[1], max_tokens: 1000, n: 4, ignore_eos: true },
+    { signal: controller.signal });
+  setTimeout(() => controller.abort(), 300);
+  await assert.rejects(request);
+  const m = await waitForIdle(port);
+  const sampled = metric(m, 'dsv2_engine_generated_tokens_total') - metric(before, 'dsv2_engine_generated_tokens_total');
+  assert.ok(sampled < 4000, `the request ran to its end (${sampled} tokens)`);
+  assert.equal(metric(m, 'dsv2_generation_tokens_total'), metric(before, 'dsv2_generation_tokens_total'));
 });
 
 await server.stop();
