@@ -115,7 +115,8 @@ TEST_F(EngineTest, RequestsSharingAPromptArrivingTogetherComputeItOnce) {
   std::vector<int32_t> longer = shared;
   longer.insert(longer.end(), {900, 901, 902, 903, 904, 905});
   const std::vector<std::vector<int32_t>> prompts = {shared, shared, longer};
-  Engine engine(*net_, {.n_blocks = 64, .block_size = 4, .scheduler = {.max_running = 4, .step_token_budget = 64, .prefill_chunk = 8}});
+  auto model = pool_of(64);
+  Engine engine(*model, {.max_context = 0, .scheduler = {.max_running = 4, .step_token_budget = 64, .prefill_chunk = 8}});
   std::vector<Outcome> got = serve(engine, prompts, n);
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i].tokens, reference(prompts[i], n)) << "prompt " << i;
   const EngineStats st = engine.stats();
