@@ -1,7 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
+#include <random>
+#include <set>
 
 #include "core/error.h"
 #include "engine/sampler.h"
@@ -67,6 +71,50 @@ TEST(Sampler, TopKTopPMinPRestrictTheCandidates) {
   h = histogram(o, kLogits, 2000);
   EXPECT_EQ(h.size(), 3u);
   EXPECT_TRUE(h.count(2));
+}
+
+// The warpers' kept set by a full sort (the definition), for a large vocabulary.
+std::set<int32_t> kept_by_full_sort(const std::vector<float>& logits, const SamplingOptions& o) {
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  size_t n = o.top_k > 0 ? std::min(order.size(), size_t(o.top_k)) : order.size();
+  std::vector<double> p(n);
+  double z = 0;
+  for (size_t i = 0; i < n; ++i) z += p[i] = std::exp(double(logits[order[i]] - logits[order[0]]) / o.temperature);
+  size_t keep = n;
+  if (o.top_p < 1) {
+    double mass = 0;
+    keep = 0;
+    while (keep < n && mass < o.top_p) mass += p[keep++] / z;
+  }
+  if (o.min_p > 0) {
+    size_t k = 1;
+    while (k < keep && p[k] >= o.min_p * p[0]) ++k;
+    keep = k;
+  }
+  return std::set<int32_t>(order.begin(), order.begin() + ptrdiff_t(keep));
+}
+
+TEST(Sampler, CutsOverALargeVocabularyKeepWhatAFullSortKeeps) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> peaked(0.0f, 3.0f);
+  std::uniform_real_distribution<float> flat(0.0f, 0.05f);  // a random model: the nucleus is half the vocabulary
+  for (bool is_flat : {false, true}) {
+    std::vector<float> logits(30000);
+    for (float& l : logits) l = is_flat ? flat(rng) : peaked(rng);
+    for (SamplingOptions o : {SamplingOptions{.temperature = 1.0f, .top_p = 0.9f},
+                              SamplingOptions{.temperature = 0.7f, .min_p = 0.05f},
+                              SamplingOptions{.temperature = 1.0f, .top_k = 500, .top_p = 0.8f},
+                              SamplingOptions{.temperature = 1.0f, .top_p = 0.5f, .min_p = 0.9f}}) {
+      const std::set<int32_t> want = kept_by_full_sort(logits, o);
+      auto h = histogram(o, logits, is_flat ? 40 : 300);
+      for (auto [id, count] : h) EXPECT_TRUE(want.count(id)) << "token " << id << " is outside the kept set (flat " << is_flat << ")";
+      if (want.size() <= 3) {
+        EXPECT_EQ(h.size(), want.size());
+      }
+    }
+  }
 }
 
 TEST(Sampler, RepetitionPenaltyDemotesSeenTokens) {

@@ -72,7 +72,9 @@ int cmd_serve(Args& args) {
     std::fprintf(stderr, "no chat template (%s): /v1/chat/completions will answer 400\n", e.what());
   }
   LoadedModel model = load_model(dir);
-  ThreadPool pool(device == Device::Cpu ? threads : 1);
+  // The CPU model's threads, which also sample each step's sequences; on the GPU, threads for sampling.
+  ThreadPool pool(device == Device::Cpu ? threads : int(std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u)));
+  eo.sampling_threads = &pool;
   std::unique_ptr<DeepseekV2> cpu_net;
   std::shared_ptr<void> gpu_net;  // the GPU model, kept alive beside its BatchedModel
   std::unique_ptr<BatchedModel> batched;

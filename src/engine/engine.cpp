@@ -150,13 +150,44 @@ void Engine::run_step(const std::vector<StepWork>& work) {
     for (const StepWork& w : work) end(w.sequence->id, FinishReason::Error);
     return;
   }
+  // Commit every sequence's tokens; those that caught up sample (in parallel: each has its own
+  // sampler and logits row), then report in order on this thread.
+  std::vector<size_t> ready;
   for (size_t b = 0; b < B; ++b) {
+    ScheduledSequenceState& s = *active_.at(work[b].sequence->id)->state;
+    scheduler_.computed(s, work[b].n_tokens);
+    if (!decoding[b]) {
+      std::lock_guard lock(mu_);
+      stats_.prompt_tokens_computed += work[b].n_tokens;
+    }
+    if (s.tokens_to_compute() == 0) ready.push_back(b);
+  }
+  std::vector<TokenEvent> events(ready.size());
+  std::vector<std::string> errors(ready.size());
+  auto sample = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const size_t b = ready[size_t(i)];
+      try {
+        events[size_t(i)] = sample_token(*active_.at(work[b].sequence->id), &logits_[b * size_t(cfg_.vocab_size)]);
+      } catch (const std::exception& e) {
+        errors[size_t(i)] = e.what();
+      }
+    }
+  };
+  if (o_.sampling_threads && ready.size() > 1) {
+    o_.sampling_threads->parallel_for(int64_t(ready.size()), 1, sample);
+  } else {
+    sample(0, int64_t(ready.size()));
+  }
+  for (size_t i = 0; i < ready.size(); ++i) {
+    const uint64_t id = work[ready[i]].sequence->id;
     try {
-      after_forward(*active_.at(work[b].sequence->id), work[b].n_tokens, decoding[b], &logits_[b * size_t(cfg_.vocab_size)]);
+      if (!errors[i].empty()) throw Error(errors[i]);
+      report(*active_.at(id), events[i]);
     } catch (const std::exception& e) {
       // A failing request (a callback that threw) ends alone; the engine keeps serving.
-      std::fprintf(stderr, "engine: request %llu failed: %s\n", (unsigned long long)work[b].sequence->id, e.what());
-      end(work[b].sequence->id, FinishReason::Error);
+      std::fprintf(stderr, "engine: request %llu failed: %s\n", (unsigned long long)id, e.what());
+      end(id, FinishReason::Error);
     }
   }
 }
@@ -172,24 +203,23 @@ void Engine::publish_stats() {
   stats_.preemptions = scheduler_.preemptions();
 }
 
-void Engine::after_forward(Active& a, int64_t n_tokens, bool decoding, float* logits) {
-  ScheduledSequenceState& s = *a.state;
-  scheduler_.computed(s, n_tokens);
-  {
-    std::lock_guard lock(mu_);
-    if (!decoding) stats_.prompt_tokens_computed += n_tokens;
-  }
-  if (s.tokens_to_compute() > 0) return;  // more prompt chunks to go
-
-  if (a.request.top_logprobs >= 0) raw_logits_.assign(logits, logits + cfg_.vocab_size);
+TokenEvent Engine::sample_token(Active& a, float* logits) const {
+  const ScheduledSequenceState& s = *a.state;
+  std::vector<float> raw;
+  if (a.request.top_logprobs >= 0) raw.assign(logits, logits + cfg_.vocab_size);
   const int32_t token = a.sampler.sample(logits, cfg_.vocab_size, s.tokens, s.prompt_length);
+  return a.request.top_logprobs >= 0 ? token_event(raw.data(), token, a.request.top_logprobs) : TokenEvent{token, 0.0f, {}};
+}
+
+void Engine::report(Active& a, const TokenEvent& event) {
+  ScheduledSequenceState& s = *a.state;
+  const int32_t token = event.token;
   s.tokens.push_back(token);
   ++a.generated;
   {
     std::lock_guard lock(mu_);
     ++stats_.generated_tokens;
   }
-  TokenEvent event = a.request.top_logprobs >= 0 ? token_event(raw_logits_.data(), token, a.request.top_logprobs) : TokenEvent{token, 0.0f, {}};
   const bool go_on = a.callbacks.on_token ? a.callbacks.on_token(event) : true;
   const bool eos = a.request.stop_at_eos &&
                    std::find(cfg_.eos_token_ids.begin(), cfg_.eos_token_ids.end(), int64_t(token)) != cfg_.eos_token_ids.end();

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "engine/batched_model.h"
 #include "engine/block_manager.h"
 #include "engine/sampler.h"
@@ -29,6 +30,9 @@ struct EngineOptions {
   // (the model's blocks x block size), so that one sequence always fits.
   int64_t max_context = 0;
   SchedulerOptions scheduler;  // max_running is capped at the model's max_batch()
+  // Threads that sample a step's sequences in parallel (the CPU model's pool: idle between
+  // forwards); null: the engine thread samples them all.
+  ThreadPool* sampling_threads = nullptr;
 };
 
 struct GenerationRequest {
@@ -91,9 +95,11 @@ class Engine {
   void step();
   // One forward over every scheduled sequence, then sampling where a sequence caught up.
   void run_step(const std::vector<StepWork>& work);
-  // After the forward of n_tokens of the request: commits them; samples from logits ([vocab], its
-  // last token's row) when the sequence has caught up, reports the token, ends the request if done.
-  void after_forward(Active& a, int64_t n_tokens, bool decoding, float* logits);
+  // The next token of a sequence that has caught up, from logits ([vocab], its last token's row;
+  // changed by the sampler), with its logprobs when the request asks. Touches only `a`.
+  TokenEvent sample_token(Active& a, float* logits) const;
+  // Appends the token, reports it, ends the request if it is done.
+  void report(Active& a, const TokenEvent& event);
   void end(uint64_t id, FinishReason reason);
   void publish_stats();  // copies the scheduler's and block manager's counters into stats_ (mu_ held)
   TokenEvent token_event(const float* logits, int32_t token, int32_t top_n) const;
@@ -106,7 +112,6 @@ class Engine {
   Scheduler scheduler_;
   std::unordered_map<uint64_t, std::unique_ptr<Active>> active_;  // engine thread only
   std::vector<float> logits_;                                     // [scheduled sequences, vocab]
-  std::vector<float> raw_logits_;                                 // [vocab] before the sampler's changes
 
   mutable std::mutex mu_;  // guards the fields below
   std::condition_variable wake_;

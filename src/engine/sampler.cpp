@@ -44,41 +44,68 @@ int32_t Sampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>
   }
   if (o_.temperature == 0.0f) return int32_t(std::max_element(logits, logits + vocab) - logits);
 
-  // Candidates sorted by logit, descending (ties: lower id first).
-  std::vector<int32_t> cand(static_cast<size_t>(vocab));
-  std::iota(cand.begin(), cand.end(), 0);
+  // Weights exp((logit - max) / T) of the candidates the warpers keep, most likely first (ties:
+  // lower id first): the top-k, then the shortest prefix reaching top_p of their mass, then those
+  // with at least min_p times the top probability. Only as many candidates as the cuts need are
+  // sorted; with no cut the draw walks the whole vocabulary in id order (the same distribution,
+  // without sorting 100K logits per token).
+  const float inv_t = 1.0f / o_.temperature;
+  const float mx = *std::max_element(logits, logits + vocab);
+  auto weight = [&](int32_t id) { return std::exp((logits[id] - mx) * inv_t); };
+  const bool top_k_cuts = o_.top_k > 0 && o_.top_k < vocab;
+  if (!top_k_cuts && o_.top_p >= 1.0f && o_.min_p <= 0.0f) {
+    weights_.resize(static_cast<size_t>(vocab));
+    double total = 0;
+    for (int64_t i = 0; i < vocab; ++i) total += weights_[size_t(i)] = weight(int32_t(i));
+    double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
+    for (int64_t i = 0; i < vocab; ++i)
+      if ((r -= weights_[size_t(i)]) < 0) return int32_t(i);
+    return int32_t(vocab - 1);
+  }
+  cand_.resize(static_cast<size_t>(vocab));
+  std::iota(cand_.begin(), cand_.end(), 0);
   auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-  int64_t n = vocab;
-  if (o_.top_k > 0 && o_.top_k < vocab) {
+  int64_t n = vocab;  // candidates left; the first `sorted` of them in order
+  double total = 0;   // their mass
+  if (top_k_cuts) {
     n = o_.top_k;
-    std::partial_sort(cand.begin(), cand.begin() + n, cand.end(), by_logit);
+    std::nth_element(cand_.begin(), cand_.begin() + (n - 1), cand_.end(), by_logit);
+    for (int64_t i = 0; i < n; ++i) total += weight(cand_[size_t(i)]);
   } else {
-    std::sort(cand.begin(), cand.end(), by_logit);
+    for (int64_t i = 0; i < vocab; ++i) total += weight(int32_t(i));
   }
-  std::vector<double> p(static_cast<size_t>(n));
-  const double mx = logits[cand[0]] / double(o_.temperature);
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += p[size_t(i)] = std::exp(logits[cand[size_t(i)]] / double(o_.temperature) - mx);
-  for (auto& v : p) v /= sum;
-  if (o_.top_p < 1.0f) {  // keep the smallest prefix whose mass reaches top_p
-    double mass = 0;
-    int64_t keep = 0;
-    while (keep < n && mass < o_.top_p) mass += p[size_t(keep++)];
-    n = std::max<int64_t>(keep, 1);
+  const auto first_n = cand_.begin() + n;
+  // Grows the sorted prefix until both cuts fall inside it.
+  int64_t keep = n;
+  for (int64_t sorted = std::min<int64_t>(n, 256);; sorted = std::min(n, sorted * 8)) {
+    std::partial_sort(cand_.begin(), cand_.begin() + sorted, first_n, by_logit);
+    weights_.resize(static_cast<size_t>(sorted));
+    for (int64_t i = 0; i < sorted; ++i) weights_[size_t(i)] = weight(cand_[size_t(i)]);
+    keep = sorted;
+    bool decided = sorted == n;
+    if (o_.top_p < 1.0f) {  // the smallest prefix whose mass reaches top_p
+      double mass = 0;
+      int64_t k = 0;
+      while (k < sorted && mass < o_.top_p * total) mass += weights_[size_t(k++)];
+      if (mass >= o_.top_p * total) {
+        keep = std::max<int64_t>(k, 1);
+        decided = true;
+      }
+    }
+    if (o_.min_p > 0.0f && (decided || o_.top_p >= 1.0f)) {  // drop tokens below min_p times the top one
+      int64_t k = 1;
+      while (k < keep && weights_[size_t(k)] >= o_.min_p * weights_[0]) ++k;
+      decided = decided || k < keep;
+      keep = k;
+    }
+    if (decided) break;
   }
-  if (o_.min_p > 0.0f) {  // drop tokens below min_p times the top probability
-    int64_t keep = 1;
-    while (keep < n && p[size_t(keep)] >= o_.min_p * p[0]) ++keep;
-    n = keep;
-  }
-  double total = 0;
-  for (int64_t i = 0; i < n; ++i) total += p[size_t(i)];
-  double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
-  for (int64_t i = 0; i < n; ++i) {
-    r -= p[size_t(i)];
-    if (r < 0) return cand[size_t(i)];
-  }
-  return cand[size_t(n - 1)];
+  double kept = 0;
+  for (int64_t i = 0; i < keep; ++i) kept += weights_[size_t(i)];
+  double r = std::uniform_real_distribution<double>(0.0, kept)(rng_);
+  for (int64_t i = 0; i < keep; ++i)
+    if ((r -= weights_[size_t(i)]) < 0) return cand_[size_t(i)];
+  return cand_[size_t(keep - 1)];
 }
 
 }  // namespace dsv2

@@ -33,6 +33,8 @@ class Sampler {
  private:
   SamplingOptions o_;
   std::mt19937_64 rng_;
+  std::vector<int32_t> cand_;   // [vocab] candidate ids (scratch)
+  std::vector<double> weights_; // unnormalised probabilities of the sorted candidates (scratch)
 };
 
 }  // namespace dsv2

@@ -46,20 +46,43 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
   return warp_max(v);
 }
 
-// Σ_k w[k]·x[k] over K values by one warp (every lane gets the sum); 16-byte weight loads when the
-// row is aligned and K is a multiple of the vector width.
+// 16 bytes of a weight row. Weights stream through once per step: the load is marked evict-first
+// so that it does not push the step's inputs (re-read for every row) out of L1.
+template <typename WT>
+__device__ __forceinline__ uint4 load_weights16(const WT* p) {
+  return __ldcs(reinterpret_cast<const uint4*>(p));
+}
+
+// v[0..N) = p[0..N) with 16-byte loads (p 16-byte aligned, N a multiple of 4): a warp whose lanes
+// read consecutive N-value pieces then touches each cache line once per load.
+template <int N>
+__device__ __forceinline__ void load_f32x(const float* __restrict__ p, float (&v)[N]) {
+#pragma unroll
+  for (int j = 0; j < N; j += 4) {
+    const float4 q = __ldg(reinterpret_cast<const float4*>(p + j));
+    v[j] = q.x;
+    v[j + 1] = q.y;
+    v[j + 2] = q.z;
+    v[j + 3] = q.w;
+  }
+}
+
+// Σ_k w[k]·x[k] over K values by one warp (every lane gets the sum); 16-byte weight and input
+// loads when both are aligned and K is a multiple of the vector width.
 template <typename WT>
 __device__ __forceinline__ float warp_dot_row(const WT* __restrict__ w, const float* __restrict__ x, int64_t K) {
   constexpr int kVec = 16 / sizeof(WT);
   const int lane = threadIdx.x % 32;
   float acc = 0;
-  if (K % kVec == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0) {
+  if (K % kVec == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
 #pragma unroll 2
     for (int64_t k = int64_t(lane) * kVec; k < K; k += 32 * kVec) {
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(w + k));
+      const uint4 raw = load_weights16(w + k);
       const WT* wv = reinterpret_cast<const WT*>(&raw);
+      float xv[kVec];
+      load_f32x(x + k, xv);
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) acc += to_f32(wv[j]) * x[k + j];
+      for (int j = 0; j < kVec; ++j) acc += to_f32(wv[j]) * xv[j];
     }
   } else {
     for (int64_t k = lane; k < K; k += 32) acc += to_f32(w[k]) * x[k];

@@ -1,5 +1,5 @@
-// y = x · Wᵀ: a GEMV kernel for a few tokens (bandwidth-bound: each weight row is read once by one
-// warp with 16-byte loads and dotted with every token), cuBLAS for more.
+// y = x · Wᵀ: a GEMV kernel for a few tokens (bandwidth-bound: each weight row is read once, with
+// 16-byte loads, and dotted with every token), cuBLAS for more.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -11,73 +11,111 @@ namespace dsv2::cuda {
 
 namespace {
 
-constexpr int kGemvThreads = 256;  // 8 warps, one weight row each
+constexpr int kGemvThreads = 256;  // 8 warps
+constexpr int kGemvWarps = kGemvThreads / 32;
 
-// x: [T, K] (row stride xs), W: [N, K], y: [T, N]. One warp per row of W; each lane keeps
-// kUnroll 16-byte weight loads in flight before using them (the kernel is bandwidth-bound).
-constexpr int kUnroll = 4;
-template <typename WT, int MAX_T, bool VECTORISED>
+// x: [T, K] (row stride xs), W: [N, K], y: [T, N]. A warp takes ROWS consecutive rows and one of
+// SPLIT interleaved slices of K (SPLIT > 1 puts more warps on a short matrix; the slices' sums are
+// added in slice order). Each input load is used for all ROWS rows and each weight load for all T
+// tokens. A row's sums are formed in the same order whatever ROWS and T: a token's result does not
+// depend on the batch it is in.
+template <typename WT, int MAX_T, int ROWS, bool VECTORISED>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restrict__ x, int64_t xs, int T, int64_t K,
-                                                             const WT* __restrict__ W, int64_t N, float* __restrict__ y) {
-  const int64_t row = (int64_t(blockIdx.x) * kGemvThreads + threadIdx.x) / 32;
-  const int lane = threadIdx.x % 32;
-  if (row >= N) return;
-  const WT* w = W + row * K;
-  float acc[MAX_T];
+                                                             const WT* __restrict__ W, int64_t N, int split,
+                                                             float* __restrict__ y) {
+  __shared__ float partial[kGemvWarps][ROWS][MAX_T];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int slice = warp % split, group = warp / split;
+  const int64_t row0 = (int64_t(blockIdx.x) * (kGemvWarps / split) + group) * ROWS;
+  float acc[ROWS][MAX_T];
 #pragma unroll
-  for (int t = 0; t < MAX_T; ++t) acc[t] = 0.0f;
-  if constexpr (VECTORISED) {
-    constexpr int kVec = 16 / sizeof(WT);  // weights per 16-byte load
-    constexpr int64_t kStep = 32 * kVec;
-    for (int64_t k0 = int64_t(lane) * kVec; k0 < K; k0 += kStep * kUnroll) {
-      uint4 raw[kUnroll];
+  for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t k = k0 + u * kStep;
-        raw[u] = k < K ? __ldg(reinterpret_cast<const uint4*>(w + k)) : make_uint4(0, 0, 0, 0);
+    for (int t = 0; t < MAX_T; ++t) acc[r][t] = 0.0f;
+  const WT* w[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) w[r] = W + (row0 + r < N ? row0 + r : 0) * K;  // rows past N: computed, not written
+  constexpr int kVec = VECTORISED ? 16 / sizeof(WT) : 1;
+  const int64_t step = int64_t(split) * 32 * kVec;
+  for (int64_t k = (int64_t(slice) * 32 + lane) * kVec; k < K; k += step) {
+    float wf[ROWS][kVec];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      if constexpr (VECTORISED) {
+        const uint4 raw = load_weights16(w[r] + k);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) wf[r][j] = to_f32(reinterpret_cast<const WT*>(&raw)[j]);
+      } else {
+        wf[r][0] = to_f32(w[r][k]);
       }
+    }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t k = k0 + u * kStep;
-        if (k < K) {
-          const WT* wv = reinterpret_cast<const WT*>(&raw[u]);
-#pragma unroll
-          for (int t = 0; t < MAX_T; ++t) {
-            if (t < T) {
-              const float* xt = x + t * xs + k;
-#pragma unroll
-              for (int j = 0; j < kVec; ++j) acc[t] += to_f32(wv[j]) * xt[j];
-            }
-          }
+    for (int t = 0; t < MAX_T; ++t) {
+      if (t < T) {
+        float xv[kVec];
+        if constexpr (VECTORISED) {
+          load_f32x(x + t * xs + k, xv);
+        } else {
+          xv[0] = x[t * xs + k];
         }
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) acc[r][t] += wf[r][j] * xv[j];
       }
     }
-  } else {
-    for (int64_t k = lane; k < K; k += 32) {
-      const float wk = to_f32(w[k]);
-#pragma unroll
-      for (int t = 0; t < MAX_T; ++t)
-        if (t < T) acc[t] += wk * x[t * xs + k];
-    }
   }
 #pragma unroll
-  for (int t = 0; t < MAX_T; ++t) {
-    if (t < T) {
-      const float s = warp_sum(acc[t]);
-      if (lane == 0) y[t * N + row] = s;
-    }
+  for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+    for (int t = 0; t < MAX_T; ++t)
+      if (t < T) acc[r][t] = warp_sum(acc[r][t]);
+  if (split > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+        for (int t = 0; t < MAX_T; ++t) partial[warp][r][t] = acc[r][t];
+    __syncthreads();
+    if (slice != 0) return;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+      for (int t = 0; t < MAX_T; ++t) {
+        float sum = partial[warp][r][t];
+        for (int sl = 1; sl < split; ++sl) sum += partial[warp + sl][r][t];
+        acc[r][t] = sum;
+      }
   }
+  if (lane != 0) return;
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r)
+#pragma unroll
+    for (int t = 0; t < MAX_T; ++t)
+      if (t < T && row0 + r < N) y[t * N + row0 + r] = acc[r][t];
 }
 
-template <typename WT, int MAX_T>
+// Warps per row group: enough warps for a short matrix to fill the GPU (~2K warps), at least one
+// vector step of K per slice. Depends on the matrix only, never on the number of tokens.
+int gemv_split(int64_t N, int64_t K, int64_t k_per_step) {
+  int split = 1;
+  while (split < kGemvWarps && N * split < 8192 && K >= 2 * split * k_per_step) split *= 2;
+  return split;
+}
+
+template <typename WT, int MAX_T, int ROWS>
 void launch_gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, cudaStream_t stream) {
-  const unsigned blocks = unsigned((W.rows * 32 + kGemvThreads - 1) / kGemvThreads);
   const WT* w = static_cast<const WT*>(W.data);
-  const bool vectorised = W.cols % (16 / sizeof(WT)) == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  constexpr int64_t kVec = 16 / sizeof(WT);
+  const bool vectorised = W.cols % kVec == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                          reinterpret_cast<uintptr_t>(x) % 16 == 0 && xs % 4 == 0;
+  const int split = gemv_split(W.rows, W.cols, 32 * kVec);
+  const int64_t rows_per_block = (kGemvWarps / split) * ROWS;
+  const unsigned blocks = unsigned((W.rows + rows_per_block - 1) / rows_per_block);
   if (vectorised) {
-    gemv_kernel<WT, MAX_T, true><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), W.cols, w, W.rows, y);
+    gemv_kernel<WT, MAX_T, ROWS, true><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), W.cols, w, W.rows, split, y);
   } else {
-    gemv_kernel<WT, MAX_T, false><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), W.cols, w, W.rows, y);
+    gemv_kernel<WT, MAX_T, ROWS, false><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), W.cols, w, W.rows, split, y);
   }
 }
 
@@ -96,11 +134,11 @@ void linear(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const De
   if (T <= kGemvMaxTokens) {
     DSV2_DISPATCH_DTYPE(W.dtype, {
       if (T == 1) {
-        launch_gemv<WT, 1>(x, xs, T, W, y, stream);
+        launch_gemv<WT, 1, 4>(x, xs, T, W, y, stream);
       } else if (T <= 4) {
-        launch_gemv<WT, 4>(x, xs, T, W, y, stream);
+        launch_gemv<WT, 4, 4>(x, xs, T, W, y, stream);
       } else {
-        launch_gemv<WT, kGemvMaxTokens>(x, xs, T, W, y, stream);
+        launch_gemv<WT, kGemvMaxTokens, 2>(x, xs, T, W, y, stream);
       }
     });
     DSV2_CUDA_LAUNCH_CHECK();

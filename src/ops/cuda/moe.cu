@@ -129,14 +129,15 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
     const float* x[kTokenGroup];
 #pragma unroll
     for (int g = 0; g < kTokenGroup; ++g) x[g] = in + (g0 + g < n ? list[g0 + g] / in_div : 0) * in_stride;
+#pragma unroll 4
     for (int64_t k = int64_t(lane) * kVec; k < K; k += kStep) {
       float wa[kVec], wb[kVec];
       if constexpr (VECTORISED) {
-        const uint4 ra = __ldg(reinterpret_cast<const uint4*>(w_a + k));
+        const uint4 ra = load_weights16(w_a + k);
 #pragma unroll
         for (int j = 0; j < kVec; ++j) wa[j] = to_f32(reinterpret_cast<const WT*>(&ra)[j]);
         if constexpr (GATE_UP) {
-          const uint4 rb = __ldg(reinterpret_cast<const uint4*>(w_b + k));
+          const uint4 rb = load_weights16(w_b + k);
 #pragma unroll
           for (int j = 0; j < kVec; ++j) wb[j] = to_f32(reinterpret_cast<const WT*>(&rb)[j]);
         }
@@ -147,11 +148,16 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
 #pragma unroll
       for (int g = 0; g < kTokenGroup; ++g) {
         if (g0 + g < n) {
+          float xv[kVec];
+          if constexpr (VECTORISED) {
+            load_f32x(x[g] + k, xv);
+          } else {
+            xv[0] = x[g][k];
+          }
 #pragma unroll
           for (int j = 0; j < kVec; ++j) {
-            const float xv = x[g][k + j];
-            acc_a[g] += wa[j] * xv;
-            if constexpr (GATE_UP) acc_b[g] += wb[j] * xv;
+            acc_a[g] += wa[j] * xv[j];
+            if constexpr (GATE_UP) acc_b[g] += wb[j] * xv[j];
           }
         }
       }
@@ -314,10 +320,12 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, con
   active_experts_kernel<<<1, 1, 0, stream>>>(expert_ids, T * K, active);
   DSV2_CUDA_LAUNCH_CHECK();
   DSV2_DISPATCH_DTYPE(dtype, {
-    // 16-byte loads need every row 16-byte aligned: H and I multiples of the vector width.
+    // 16-byte loads need every weight and input row 16-byte aligned: H and I multiples of the
+    // vector width (a multiple of 4 floats), the buffers aligned.
     constexpr int64_t kVec = 16 / sizeof(WT);
     const bool vectorised = H % kVec == 0 && I % kVec == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
-                            reinterpret_cast<uintptr_t>(up) % 16 == 0 && reinterpret_cast<uintptr_t>(down) % 16 == 0;
+                            reinterpret_cast<uintptr_t>(up) % 16 == 0 && reinterpret_cast<uintptr_t>(down) % 16 == 0 &&
+                            reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(h) % 16 == 0;
     const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
     const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
     const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
