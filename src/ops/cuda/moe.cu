@@ -90,7 +90,7 @@ __global__ void route_kernel(RouterShape r, const float* __restrict__ logits, in
     weights[t * r.top_k + k] = renormalise ? prob[k] / (chosen_sum + 1e-20f) : prob[k] * r.routed_scaling_factor;
 }
 
-constexpr int kRowsPerBlock = 8;  // one warp per weight row
+constexpr int kRowsPerBlock = 8;  // warps per block (each takes a few weight rows)
 constexpr int kMaxPairs = 4096;   // (token, slot) pairs per step that the expert-major kernels accept
 constexpr int kTokenGroup = 8;    // tokens dotted with one load of a weight row
 
@@ -113,37 +113,47 @@ __device__ int pairs_of_expert(const int32_t* __restrict__ ids, int64_t n_pairs,
   return count;
 }
 
-// out[list[j], r] = f(W_e[r] · in[list[j] / in_div]) for every pair j routed to the expert: each
-// weight row is read from memory once per step whatever the number of tokens routed to it.
-// Warp = one row r; tokens in groups of kTokenGroup share each 16-byte load of the row.
-// GATE_UP: two rows (gate and up), f = silu(gate)·up; else f = identity.
-template <typename WT, bool GATE_UP, bool VECTORISED>
-__device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w_b, const float* __restrict__ in,
-                            int64_t in_stride, int64_t in_div, int64_t K, const int32_t* list, int n, int64_t r,
-                            float* __restrict__ out, int64_t out_stride) {
+// out[list[j], r] = f(W_e[r] · in[list[j] / in_div]) for every pair j routed to the expert and the
+// rows r = r0 .. r0 + UNITS - 1 (those below R): each weight row is read from memory once per step
+// whatever the number of tokens routed to it. A warp takes UNITS rows (their loads in flight
+// together); tokens in groups of kTokenGroup share each 16-byte load of a row, rows share each input load.
+// GATE_UP: a unit is two rows (gate and up), f = silu(gate)·up; else one row, f = identity.
+template <typename WT, bool GATE_UP, bool VECTORISED, int UNITS>
+__device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w_b, int64_t r0, int64_t R,
+                            const float* __restrict__ in, int64_t in_stride, int64_t in_div, int64_t K,
+                            const int32_t* list, int n, float* __restrict__ out, int64_t out_stride) {
   constexpr int kVec = VECTORISED ? 16 / sizeof(WT) : 1;
   constexpr int64_t kStep = 32 * kVec;
   const int lane = threadIdx.x % 32;
+  const WT *rows_a[UNITS], *rows_b[UNITS];
+#pragma unroll
+  for (int u = 0; u < UNITS; ++u) {
+    const int64_t r = r0 + u < R ? r0 + u : 0;  // rows past R: computed, not written
+    rows_a[u] = w_a + r * K;
+    rows_b[u] = GATE_UP ? w_b + r * K : nullptr;
+  }
   for (int g0 = 0; g0 < n; g0 += kTokenGroup) {
-    float acc_a[kTokenGroup] = {}, acc_b[kTokenGroup] = {};
+    float acc_a[UNITS][kTokenGroup] = {}, acc_b[UNITS][kTokenGroup] = {};
     const float* x[kTokenGroup];
 #pragma unroll
     for (int g = 0; g < kTokenGroup; ++g) x[g] = in + (g0 + g < n ? list[g0 + g] / in_div : 0) * in_stride;
-#pragma unroll 4
     for (int64_t k = int64_t(lane) * kVec; k < K; k += kStep) {
-      float wa[kVec], wb[kVec];
-      if constexpr (VECTORISED) {
-        const uint4 ra = load_weights16(w_a + k);
+      float wa[UNITS][kVec], wb[UNITS][kVec];
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) wa[j] = to_f32(reinterpret_cast<const WT*>(&ra)[j]);
-        if constexpr (GATE_UP) {
-          const uint4 rb = load_weights16(w_b + k);
+      for (int u = 0; u < UNITS; ++u) {
+        if constexpr (VECTORISED) {
+          const uint4 ra = load_weights16(rows_a[u] + k);
 #pragma unroll
-          for (int j = 0; j < kVec; ++j) wb[j] = to_f32(reinterpret_cast<const WT*>(&rb)[j]);
+          for (int j = 0; j < kVec; ++j) wa[u][j] = to_f32(reinterpret_cast<const WT*>(&ra)[j]);
+          if constexpr (GATE_UP) {
+            const uint4 rb = load_weights16(rows_b[u] + k);
+#pragma unroll
+            for (int j = 0; j < kVec; ++j) wb[u][j] = to_f32(reinterpret_cast<const WT*>(&rb)[j]);
+          }
+        } else {
+          wa[u][0] = to_f32(rows_a[u][k]);
+          if constexpr (GATE_UP) wb[u][0] = to_f32(rows_b[u][k]);
         }
-      } else {
-        wa[0] = to_f32(w_a[k]);
-        if constexpr (GATE_UP) wb[0] = to_f32(w_b[k]);
       }
 #pragma unroll
       for (int g = 0; g < kTokenGroup; ++g) {
@@ -155,21 +165,29 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
             xv[0] = x[g][k];
           }
 #pragma unroll
-          for (int j = 0; j < kVec; ++j) {
-            acc_a[g] += wa[j] * xv[j];
-            if constexpr (GATE_UP) acc_b[g] += wb[j] * xv[j];
-          }
+          for (int u = 0; u < UNITS; ++u)
+#pragma unroll
+            for (int j = 0; j < kVec; ++j) {
+              acc_a[u][g] += wa[u][j] * xv[j];
+              if constexpr (GATE_UP) acc_b[u][g] += wb[u][j] * xv[j];
+            }
         }
       }
     }
 #pragma unroll
-    for (int g = 0; g < kTokenGroup; ++g) {
-      const float a = warp_sum(acc_a[g]);
-      const float b = GATE_UP ? warp_sum(acc_b[g]) : 0.0f;
-      if (lane == 0 && g0 + g < n) out[list[g0 + g] * out_stride + r] = GATE_UP ? a / (1.0f + expf(-a)) * b : a;
-    }
+    for (int u = 0; u < UNITS; ++u)
+#pragma unroll
+      for (int g = 0; g < kTokenGroup; ++g) {
+        if (g0 + g >= n) continue;
+        const float a = warp_sum(acc_a[u][g]);
+        const float b = GATE_UP ? warp_sum(acc_b[u][g]) : 0.0f;
+        if (lane == 0 && r0 + u < R) out[list[g0 + g] * out_stride + r0 + u] = GATE_UP ? a / (1.0f + expf(-a)) * b : a;
+      }
   }
 }
+
+constexpr int kGateUpUnits = 2;  // rows per warp: gate/up pairs
+constexpr int kDownUnits = 4;    // down rows per warp
 
 // active[j] = the j-th distinct expert of ids in order of first appearance, -1 past the last. One thread:
 // at most 8 tokens × top-k pairs.
@@ -184,7 +202,7 @@ __global__ void active_experts_kernel(const int32_t* __restrict__ ids, int64_t n
 }
 
 // h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to expert
-// e = active[blockIdx.y]; grid (I / 8, T·K), blocks of absent experts return at once.
+// e = active[blockIdx.y]; grid (I / (8·kGateUpUnits), T·K), blocks of absent experts return at once.
 template <typename WT, bool VECTORISED>
 __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
                                       const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
@@ -193,13 +211,13 @@ __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, in
   const int32_t e = active[blockIdx.y];
   if (e < 0) return;
   const int n = pairs_of_expert(ids, n_pairs, e, list);
-  const int64_t i = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
-  if (n == 0 || i >= I) return;
-  const int64_t offset = (int64_t(e) * I + i) * H;
-  expert_rows<WT, true, VECTORISED>(gate + offset, up + offset, x, H, K, H, list, n, i, h, I);
+  const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits;
+  if (n == 0 || i0 >= I) return;
+  const int64_t offset = int64_t(e) * I * H;
+  expert_rows<WT, true, VECTORISED, kGateUpUnits>(gate + offset, up + offset, i0, I, x, H, K, H, list, n, h, I);
 }
 
-// y[p, j] = down_e[j] · h[p] with e = active[blockIdx.y]; grid (H / 8, T·K)
+// y[p, j] = down_e[j] · h[p] with e = active[blockIdx.y]; grid (H / (8·kDownUnits), T·K)
 template <typename WT, bool VECTORISED>
 __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
                                    const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
@@ -208,9 +226,9 @@ __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64
   const int32_t e = active[blockIdx.y];
   if (e < 0) return;
   const int n = pairs_of_expert(ids, n_pairs, e, list);
-  const int64_t j = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
-  if (n == 0 || j >= H) return;
-  expert_rows<WT, false, VECTORISED>(down + (int64_t(e) * H + j) * I, nullptr, h, I, 1, I, list, n, j, y, H);
+  const int64_t j0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kDownUnits;
+  if (n == 0 || j0 >= H) return;
+  expert_rows<WT, false, VECTORISED, kDownUnits>(down + int64_t(e) * H * I, nullptr, j0, H, h, I, 1, I, list, n, y, H);
 }
 
 // out[t, j] = Σ_k w[t, k] · y[t·K + k, j], summed in slot order.
@@ -326,8 +344,9 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, con
     const bool vectorised = H % kVec == 0 && I % kVec == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
                             reinterpret_cast<uintptr_t>(up) % 16 == 0 && reinterpret_cast<uintptr_t>(down) % 16 == 0 &&
                             reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(h) % 16 == 0;
-    const dim3 g1 = dim3(unsigned((I + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
-    const dim3 g2 = dim3(unsigned((H + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(T * K));
+    constexpr int64_t kGateUpRows = kRowsPerBlock * kGateUpUnits, kDownRows = kRowsPerBlock * kDownUnits;
+    const dim3 g1 = dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), unsigned(T * K));
+    const dim3 g2 = dim3(unsigned((H + kDownRows - 1) / kDownRows), unsigned(T * K));
     const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
     if (vectorised) {
       expert_gate_up_kernel<WT, true><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, active, wg, wu, h);
