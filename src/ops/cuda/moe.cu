@@ -186,8 +186,8 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
   }
 }
 
-constexpr int kGateUpUnits = 2;  // rows per warp: gate/up pairs
-constexpr int kDownUnits = 4;    // down rows per warp
+constexpr int kGateUpUnits = 4;  // rows per warp: gate/up pairs
+constexpr int kDownUnits = 8;    // down rows per warp
 
 // active[j] = the j-th distinct expert of ids in order of first appearance, -1 past the last. One thread:
 // at most 8 tokens × top-k pairs.
