@@ -50,6 +50,7 @@ int cmd_serve(Args& args) {
   check(eo.block_size >= 1 && eo.block_size <= 1024, "--block-size must be in [1, 1024]");
   // Default: all cores but one, which stays free for the HTTP threads (the model's workers spin
   // between jobs; on 2 cores two spinning workers starve the connections).
+  const WeightFormat weights = weights_option(args);
   int threads = threads_option(args);
   if (threads == 0) threads = int(std::max(1u, std::thread::hardware_concurrency() - 1));
   args.finish();
@@ -64,6 +65,7 @@ int cmd_serve(Args& args) {
   }
   LoadedModel model = load_model(dir);
   ThreadPool pool(threads);
+  quantize_model(model, weights, pool);
   DeepseekV2 net(model.config, model.weights, pool);
   Engine engine(net, eo);
   Server server(so, model.config, tokenizer, chat.get(), engine);

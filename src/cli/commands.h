@@ -7,6 +7,7 @@
 #include "cli/args.h"
 #include "core/dtype.h"
 #include "engine/generator.h"
+#include "model/quantize.h"
 
 namespace dsv2 {
 
@@ -30,5 +31,6 @@ int cmd_serve(Args& args);
 GenerationOptions generation_options(Args& args, const GenerationOptions& fallback);
 int threads_option(Args& args);                          // --threads N (default: all cores)
 DType cache_dtype_option(Args& args, DType fallback);    // --cache-dtype f32|bf16
+WeightFormat weights_option(Args& args);                 // --weights bf16|int8|q4 (default bf16: as stored)
 
 }  // namespace dsv2

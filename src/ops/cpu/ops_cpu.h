@@ -9,8 +9,11 @@
 namespace dsv2::cpu {
 
 // y[t, o] = Σ_i x[t, i] · W[o, i]      x: [T, W.cols], y: [T, W.rows]
-// Each weight row is converted to f32 once per call and used for all T tokens.
+// Any W dtype: AVX-512 kernels for BF16/F16/F32 (gemv_avx512.h) and, with VNNI, for Q8_0/Q4_0
+// (qgemv_avx512.h: activations quantized to int8 per block of 32), else matmul_portable.
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
+// Plain C++: 16 weight rows at a time converted (or dequantized) to f32, dotted with every token.
+void matmul_portable(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
 
 // Σ_i a[i]·b[i] over n values (f32, eight partial sums).
 float dot(const float* a, const float* b, int64_t n);

@@ -1,0 +1,62 @@
+#include "core/quant.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace dsv2 {
+
+namespace {
+
+// One block of n <= 32 values (the rest read as 0).
+void quantize_block_q8(const float* x, int n, int8_t* q, uint16_t* scale) {
+  float amax = 0;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const uint16_t d16 = f32_to_f16(amax / 127.0f);
+  const float d = f16_to_f32(d16), inv = d > 0 ? 1.0f / d : 0.0f;
+  for (int i = 0; i < kQuantBlock; ++i) q[i] = i < n ? int8_t(std::clamp(std::lrint(x[i] * inv), -127l, 127l)) : 0;
+  *scale = d16;
+}
+
+void quantize_block_q4(const float* x, int n, uint8_t* q, uint16_t* scale) {
+  float signed_max = 0;  // the value of largest magnitude, with its sign: it maps to -8
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > std::fabs(signed_max)) signed_max = x[i];
+  const uint16_t d16 = f32_to_f16(signed_max / -8.0f);
+  const float d = f16_to_f32(d16), inv = d != 0 ? 1.0f / d : 0.0f;
+  auto code = [&](int i) { return i < n ? uint8_t(std::clamp(std::lrint(x[i] * inv), -8l, 7l) + 8) : uint8_t(8); };
+  for (int j = 0; j < kQuantBlock / 2; ++j) q[j] = uint8_t(code(j) | code(j + kQuantBlock / 2) << 4);
+  *scale = d16;
+}
+
+}  // namespace
+
+void quantize_row(DType t, const float* x, int64_t cols, void* q, uint16_t* scales) {
+  for (int64_t b = 0; b < quant_blocks(cols); ++b) {
+    const int n = int(std::min(kQuantBlock, cols - b * kQuantBlock));
+    if (t == DType::Q8_0) {
+      quantize_block_q8(x + b * kQuantBlock, n, static_cast<int8_t*>(q) + b * kQuantBlock, scales + b);
+    } else {
+      quantize_block_q4(x + b * kQuantBlock, n, static_cast<uint8_t*>(q) + b * kQuantBlock / 2, scales + b);
+    }
+  }
+}
+
+void dequantize_row(DType t, const void* q, const uint16_t* scales, int64_t cols, float* out) {
+  for (int64_t b = 0; b < quant_blocks(cols); ++b) {
+    const float d = f16_to_f32(scales[b]);
+    const int n = int(std::min(kQuantBlock, cols - b * kQuantBlock));
+    float* o = out + b * kQuantBlock;
+    if (t == DType::Q8_0) {
+      const int8_t* qb = static_cast<const int8_t*>(q) + b * kQuantBlock;
+      for (int i = 0; i < n; ++i) o[i] = d * float(qb[i]);
+    } else {
+      const uint8_t* qb = static_cast<const uint8_t*>(q) + b * kQuantBlock / 2;
+      for (int i = 0; i < n; ++i) {
+        const int nibble = i < kQuantBlock / 2 ? qb[i] & 0xf : qb[i - kQuantBlock / 2] >> 4;
+        o[i] = d * float(nibble - 8);
+      }
+    }
+  }
+}
+
+}  // namespace dsv2

@@ -1,0 +1,158 @@
+// Block-quantized weights (core/quant.h): round-trip error bounds, the reference matmul over them,
+// and the fast kernels (AVX-512 VNNI, portable) against the reference at many shapes (row tails,
+// odd block and row counts, T = 1..7 and prefill-sized T), outputs poisoned with NaN first.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "core/quant.h"
+#include "model/quantize.h"
+#include "ops/cpu/ops_cpu.h"
+#include "ops/cpu/qgemv_avx512.h"
+#include "ops/ref/ops_ref.h"
+#include "test_util.h"
+
+namespace dsv2 {
+namespace {
+
+std::vector<float> randn(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// A random [rows, cols] matrix quantized to `t`; its f32 values stay in `f32`, its blocks in `store`.
+Matrix make_quantized(DType t, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<float>& f32,
+                      std::vector<uint8_t>& store, ThreadPool& pool) {
+  f32 = randn(size_t(rows * cols), rng);
+  Matrix W{DType::F32, f32.data(), rows, cols};
+  quantize_matrix(W, t, store, pool);
+  return W;
+}
+
+TEST(Quant, RoundTripErrorIsWithinHalfAStepPerBlock) {
+  std::mt19937 rng(1);
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t cols : {1, 31, 32, 33, 100, 256}) {
+      std::vector<float> x = randn(size_t(cols), rng);
+      std::vector<float> back(static_cast<size_t>(cols));
+      x[0] = 40.0f;  // one outlier: its block gets a coarse step, the others do not
+      std::vector<uint8_t> q(size_t(quant_row_bytes(t, cols)));
+      std::vector<uint16_t> d(size_t(quant_blocks(cols)));
+      quantize_row(t, x.data(), cols, q.data(), d.data());
+      dequantize_row(t, q.data(), d.data(), cols, back.data());
+      for (int64_t i = 0; i < cols; ++i) {
+        const float step = std::fabs(f16_to_f32(d[size_t(i / kQuantBlock)]));
+        // Q8_0 rounds to the nearest step; Q4_0 also clamps +8 steps to +7 (the largest magnitude is -8 steps).
+        const float bound = t == DType::Q8_0 ? 0.5f * step : step;
+        ASSERT_LE(std::fabs(back[size_t(i)] - x[size_t(i)]), bound * 1.001f + 1e-6f) << dtype_name(t) << " cols=" << cols << " i=" << i;
+      }
+      EXPECT_NEAR(back[0], 40.0f, 40.0f * 1e-3f) << "the block's largest value is exact up to the f16 scale";
+    }
+  }
+}
+
+TEST(Quant, ReferenceMatmulIsTheDequantizedMatmul) {
+  std::mt19937 rng(2);
+  ThreadPool pool(2);
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    std::vector<float> f32;
+    std::vector<uint8_t> store;
+    Matrix W = make_quantized(t, 9, 70, rng, f32, store, pool);
+    std::vector<float> deq(size_t(9 * 70));
+    matrix_rows_to_f32(W, 0, 9, deq.data());
+    std::vector<float> x = randn(size_t(3 * 70), rng), want(27, NAN), got(27, NAN);
+    ref::matmul(x.data(), 3, Matrix{DType::F32, deq.data(), 9, 70}, want.data());
+    ref::matmul(x.data(), 3, W, got.data());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]);
+    // And quantization error against the unquantized matrix is that of the format.
+    ref::matmul(x.data(), 3, Matrix{DType::F32, f32.data(), 9, 70}, want.data());
+    EXPECT_LE(test::rel_l2(got.data(), want.data(), got.size()), t == DType::Q8_0 ? 1e-2 : 1.5e-1);
+  }
+}
+
+// The VNNI kernels round each activation to a step of d = (its block's largest |x|) / 127, so each
+// output may differ from the reference by at most Σ_i |w_i| · d_i / 2; f32 sums add ~1e-6 of Σ|x_i·w_i|.
+// The test holds every output to that bound (a wrong block, scale or lane breaks it by O(1)) and
+// reports the relative L2 error seen.
+double activation_rounding_bound(const float* x, const float* w, int64_t K) {
+  double bound = 0, magnitude = 0;
+  for (int64_t b = 0; b < K; b += kQuantBlock) {
+    float amax = 0;
+    for (int64_t i = b; i < std::min(K, b + kQuantBlock); ++i) amax = std::max(amax, std::fabs(x[i]));
+    for (int64_t i = b; i < std::min(K, b + kQuantBlock); ++i) {
+      bound += std::fabs(w[i]) * amax / 127.0 / 2;
+      magnitude += std::fabs(w[i] * x[i]);
+    }
+  }
+  return bound * 1.0001 + 1e-5 * magnitude;
+}
+
+TEST(Quant, FastMatmulMatchesReference) {
+  if (!cpu::has_avx512_vnni()) GTEST_SKIP() << "no AVX-512 VNNI";
+  std::mt19937 rng(3);
+  ThreadPool pool(2);
+  double worst_rel_l2 = 0;
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t K : {5, 32, 48, 64, 96, 160, 544, 1000, 2080}) {
+      for (int64_t N : {1, 3, 17, 64, 67, 130}) {
+        std::vector<float> f32;
+        std::vector<uint8_t> store;
+        Matrix W = make_quantized(t, N, K, rng, f32, store, pool);
+        std::vector<float> deq(size_t(N * K));
+        matrix_rows_to_f32(W, 0, N, deq.data());
+        for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 16}) {
+          std::vector<float> x = randn(size_t(T * K), rng);
+          std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN);
+          ref::matmul(x.data(), T, W, want.data());
+          cpu::matmul(pool, x.data(), T, W, got.data());
+          for (int64_t tok = 0; tok < T; ++tok) {
+            for (int64_t o = 0; o < N; ++o) {
+              const double err = std::fabs(double(got[size_t(tok * N + o)]) - want[size_t(tok * N + o)]);
+              ASSERT_LE(err, activation_rounding_bound(&x[size_t(tok * K)], &deq[size_t(o * K)], K))
+                  << dtype_name(t) << " T=" << T << " K=" << K << " N=" << N << " token " << tok << " row " << o;
+            }
+            if (N >= 64) worst_rel_l2 = std::max(worst_rel_l2, test::rel_l2(&got[size_t(tok * N)], &want[size_t(tok * N)], size_t(N)));
+          }
+        }
+      }
+    }
+  }
+  std::printf("worst relative L2 of the VNNI kernels (N >= 64): %.2e\n", worst_rel_l2);
+  EXPECT_LE(worst_rel_l2, 2e-2);  // ~3e-3 at K >= 544; up to ~1e-2 at K = 5
+}
+
+TEST(Quant, PortableMatmulMatchesReference) {
+  std::mt19937 rng(4);
+  ThreadPool pool(2);
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t K : {5, 33, 96, 1000}) {
+      for (int64_t N : {1, 17, 40}) {
+        std::vector<float> f32;
+        std::vector<uint8_t> store;
+        Matrix W = make_quantized(t, N, K, rng, f32, store, pool);
+        for (int64_t T : {1, 4, 7}) {
+          std::vector<float> x = randn(size_t(T * K), rng);
+          std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN);
+          ref::matmul(x.data(), T, W, want.data());
+          cpu::matmul_portable(pool, x.data(), T, W, got.data());
+          // The same dequantized weights in f32 sums against the f64 reference (as Ops.CpuMatmul...).
+          ASSERT_LE(test::rel_l2(got.data(), want.data(), got.size()), 1e-5) << dtype_name(t) << " T=" << T << " K=" << K << " N=" << N;
+        }
+      }
+    }
+  }
+}
+
+TEST(Quant, ModelBytesPerDecodeTokenCountScales) {
+  // One Q8_0 block of 32 values: 32 bytes and a 2-byte scale; Q4_0: 16 + 2.
+  EXPECT_EQ((Matrix{DType::Q8_0, nullptr, 3, 64}.bytes()), size_t(3 * (64 + 4)));
+  EXPECT_EQ((Matrix{DType::Q4_0, nullptr, 3, 48}.bytes()), size_t(3 * (32 + 4)));  // 48 values: two blocks, one padded
+  EXPECT_EQ((Matrix{DType::BF16, nullptr, 3, 48}.bytes()), size_t(3 * 96));
+}
+
+}  // namespace
+}  // namespace dsv2
