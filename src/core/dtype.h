@@ -12,8 +12,9 @@ enum class DType { F32, F16, BF16, Q8_0, Q4_0 };
 
 inline bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
-// Bytes per element of the plain dtypes (F32, F16, BF16).
-inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+// Bytes per stored element: F32 4, F16/BF16 2; Q8_0/Q4_0 1 (their values as safetensors holds
+// them: I8 values, U8 bytes of two 4-bit values).
+inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : is_quantized(t) ? 1 : 2; }
 
 // Names as safetensors writes them ("F32", "F16", "BF16"; a quantized matrix's values: "I8", "U8").
 const char* safetensors_dtype_name(DType t);

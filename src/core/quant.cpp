@@ -13,7 +13,7 @@ void quantize_block_q8(const float* x, int n, int8_t* q, uint16_t* scale) {
   for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
   const uint16_t d16 = f32_to_f16(amax / 127.0f);
   const float d = f16_to_f32(d16), inv = d > 0 ? 1.0f / d : 0.0f;
-  for (int i = 0; i < kQuantBlock; ++i) q[i] = i < n ? int8_t(std::clamp(std::lrint(x[i] * inv), -127l, 127l)) : 0;
+  for (int i = 0; i < kQuantBlock; ++i) q[i] = i < n ? int8_t(std::clamp(round_small(x[i] * inv), -127, 127)) : 0;
   *scale = d16;
 }
 
@@ -23,7 +23,7 @@ void quantize_block_q4(const float* x, int n, uint8_t* q, uint16_t* scale) {
     if (std::fabs(x[i]) > std::fabs(signed_max)) signed_max = x[i];
   const uint16_t d16 = f32_to_f16(signed_max / -8.0f);
   const float d = f16_to_f32(d16), inv = d != 0 ? 1.0f / d : 0.0f;
-  auto code = [&](int i) { return i < n ? uint8_t(std::clamp(std::lrint(x[i] * inv), -8l, 7l) + 8) : uint8_t(8); };
+  auto code = [&](int i) { return i < n ? uint8_t(std::clamp(round_small(x[i] * inv), -8, 7) + 8) : uint8_t(8); };
   for (int j = 0; j < kQuantBlock / 2; ++j) q[j] = uint8_t(code(j) | code(j + kQuantBlock / 2) << 4);
   *scale = d16;
 }

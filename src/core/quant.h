@@ -20,6 +20,10 @@ inline int64_t quant_row_bytes(DType t, int64_t cols) {
   return quant_blocks(cols) * (t == DType::Q8_0 ? kQuantBlock : kQuantBlock / 2);
 }
 
+// Round to nearest even for |v| < 2^22, in plain float arithmetic (no libm call): adding 1.5 · 2^23
+// leaves no fraction bits.
+inline int round_small(float v) { return int((v + 0x1.8p23f) - 0x1.8p23f); }
+
 // x: [cols] -> q: [quant_row_bytes(t, cols)] bytes, scales: [quant_blocks(cols)] f16.
 void quantize_row(DType t, const float* x, int64_t cols, void* q, uint16_t* scales);
 // The inverse: out: [cols] (the padding is dropped).

@@ -14,16 +14,21 @@ namespace dsv2::cpu {
 // True when the CPU has AVX-512 F, BW, VL and VNNI (checked once).
 bool has_avx512_vnni();
 
-// The activations of T tokens prepared for a matrix of format `weights` with `cols` columns, padded to
-// an even number of blocks (`padded` values per token). vpdpbusd multiplies unsigned by signed bytes:
-// Q8_0 (signed weights) takes the activations as x_q + 128 (unsigned; the kernel subtracts 128 · Σ w),
-// Q4_0 (weights stored as q + 8, unsigned) takes them signed and `lane_offset` removes the + 8.
+// The activations of T tokens prepared for a matrix of format `weights` with `cols` columns, laid out
+// for the kernel's 64-byte steps. vpdpbusd multiplies unsigned by signed bytes, so:
+//   Q8_0 (signed weights): a step is 2 blocks in value order; the activations are stored as x_q + 128
+//     (unsigned) and the kernel subtracts 128 · Σ w. Lane l of a step covers values 4l .. 4l+3.
+//   Q4_0 (weights stored as q + 8, unsigned; 4 blocks = 64 bytes a step): the activations are signed and
+//     in nibble order, per 4 blocks [values 0..15 of each block | values 16..31 of each block], so
+//     that the low and high nibbles of the 64 weight bytes each meet their activations in place. Lane
+//     l covers 4 values of block l/4 in each half; lane_offset = -8 · Σ of those 8 x_q removes the + 8.
 struct QuantizedActivations {
   DType weights = DType::Q8_0;
-  int64_t tokens = 0, cols = 0, padded = 0;
-  std::vector<uint8_t> values;        // [T, padded]: the int8 activations (as x_q + 128 for Q8_0), 0 past cols
-  std::vector<float> lane_scale;      // [T, padded / 4]: the scale of the block holding values 4i .. 4i+3
-  std::vector<int32_t> lane_offset;   // Q4_0: [T, padded / 4] = -8 · Σ of x_q over values 4i .. 4i+3
+  int64_t tokens = 0, cols = 0, padded = 0;  // padded: values per token, whole steps (0 past cols)
+  std::vector<uint8_t> values;        // [T, padded]
+  std::vector<float> lane_scale;      // [T, lanes]: the scale of the activation block of each lane
+  std::vector<int32_t> lane_offset;   // Q4_0: [T, lanes]
+  int64_t lanes_per_token() const { return padded / (weights == DType::Q8_0 ? 4 : 8); }
 };
 
 // Quantizes x: [T, cols] for W's format. Portable code; rows of tokens may be split over threads by
