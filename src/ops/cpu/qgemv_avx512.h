@@ -15,19 +15,21 @@ namespace dsv2::cpu {
 bool has_avx512_vnni();
 
 // The activations of T tokens prepared for a matrix of format `weights` with `cols` columns, laid out
-// for the kernel's 64-byte steps. vpdpbusd multiplies unsigned by signed bytes, so:
-//   Q8_0 (signed weights): a step is 2 blocks in value order; the activations are stored as x_q + 128
-//     (unsigned) and the kernel subtracts 128 · Σ w. Lane l of a step covers values 4l .. 4l+3.
-//   Q4_0 (weights stored as q + 8, unsigned; 4 blocks = 64 bytes a step): the activations are signed and
-//     in nibble order, per 4 blocks [values 0..15 of each block | values 16..31 of each block], so
-//     that the low and high nibbles of the 64 weight bytes each meet their activations in place. Lane
-//     l covers 4 values of block l/4 in each half; lane_offset = -8 · Σ of those 8 x_q removes the + 8.
+// for the kernel's 64-byte steps. vpdpbusd multiplies unsigned by signed bytes: the weights take the
+// unsigned side (Q8_0 as w + 128, Q4_0 as stored, q + 8) and the activations the signed side;
+// lane_offset removes what the + 128 or + 8 adds (-128 or -8 times the lane's Σ x_q).
+//   Q8_0: a step is 2 blocks in value order; lane l of a step covers values 4l .. 4l+3.
+//   Q4_0: a step is 4 blocks (64 bytes of weights), the activations in nibble order, per 4 blocks
+//     [values 0..15 of each block | values 16..31 of each block], so that the low and the high nibbles
+//     of the weight bytes each meet their activations in place; lane l covers 4 values of block l/4
+//     in each half.
 struct QuantizedActivations {
   DType weights = DType::Q8_0;
   int64_t tokens = 0, cols = 0, padded = 0;  // padded: values per token, whole steps (0 past cols)
-  std::vector<uint8_t> values;        // [T, padded]
-  std::vector<float> lane_scale;      // [T, lanes]: the scale of the activation block of each lane
-  std::vector<int32_t> lane_offset;   // Q4_0: [T, lanes]
+  int64_t scale_blocks = 0;                  // blocks per token in block_scale, a multiple of 16
+  std::vector<int8_t> values;                // [T, padded]
+  std::vector<int32_t> lane_offset;          // [T, lanes_per_token()]
+  std::vector<float> block_scale;            // [T, scale_blocks]: each block's scale (0 past cols)
   int64_t lanes_per_token() const { return padded / (weights == DType::Q8_0 ? 4 : 8); }
 };
 
