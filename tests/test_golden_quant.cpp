@@ -34,9 +34,9 @@ std::vector<float> run_logits(const LoadedModel& m, const std::vector<int32_t>& 
   return all;
 }
 
-// Mean and max over positions of the relative L2 of a's logits against b's.
+// Mean and max over positions of the relative L2 of a's logits against b's; the largest |a - b|.
 struct PositionErrors {
-  double mean = 0, max = 0;
+  double mean = 0, max = 0, max_abs = 0;
 };
 PositionErrors position_errors(const std::vector<float>& a, const std::vector<float>& b, int64_t vocab) {
   PositionErrors e;
@@ -46,6 +46,7 @@ PositionErrors position_errors(const std::vector<float>& a, const std::vector<fl
     e.mean += r / double(n);
     e.max = std::max(e.max, r);
   }
+  for (size_t i = 0; i < a.size(); ++i) e.max_abs = std::max(e.max_abs, std::fabs(double(a[i]) - b[i]));
   return e;
 }
 
@@ -155,8 +156,8 @@ TEST(DefaultModelQuant, LogitsAndPerplexityStayCloseToBf16) {
     const std::vector<float> got = run_logits(m, ids, AttentionPath::Decompressed, pool);
     const PositionErrors e = position_errors(got, base, V);
     const double ppl = std::exp(mean_nll(got, ids, V));
-    std::printf("default model %s: relative L2 mean %.2e max %.2e, perplexity %.2f (bf16 %.2f)\n", weight_format_name(lim.format),
-                e.mean, e.max, ppl, base_ppl);
+    std::printf("default model %s: relative L2 mean %.2e max %.2e, max |logit difference| %.3f, perplexity %.2f (bf16 %.2f)\n",
+                weight_format_name(lim.format), e.mean, e.max, e.max_abs, ppl, base_ppl);
     EXPECT_LE(e.mean, lim.mean_rel_l2) << weight_format_name(lim.format);
     EXPECT_LE(ppl, base_ppl * lim.ppl_ratio) << weight_format_name(lim.format);
   }

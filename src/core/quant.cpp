@@ -46,16 +46,18 @@ void dequantize_row(DType t, const void* q, const uint16_t* scales, int64_t cols
     const float d = f16_to_f32(scales[b]);
     const int n = int(std::min(kQuantBlock, cols - b * kQuantBlock));
     float* o = out + b * kQuantBlock;
+    float block[kQuantBlock];  // whole-block loops (vectorised), then the n values kept
     if (t == DType::Q8_0) {
       const int8_t* qb = static_cast<const int8_t*>(q) + b * kQuantBlock;
-      for (int i = 0; i < n; ++i) o[i] = d * float(qb[i]);
+      for (int i = 0; i < kQuantBlock; ++i) block[i] = d * float(qb[i]);
     } else {
       const uint8_t* qb = static_cast<const uint8_t*>(q) + b * kQuantBlock / 2;
-      for (int i = 0; i < n; ++i) {
-        const int nibble = i < kQuantBlock / 2 ? qb[i] & 0xf : qb[i - kQuantBlock / 2] >> 4;
-        o[i] = d * float(nibble - 8);
+      for (int i = 0; i < kQuantBlock / 2; ++i) {
+        block[i] = d * float((qb[i] & 0xf) - 8);
+        block[i + kQuantBlock / 2] = d * float((qb[i] >> 4) - 8);
       }
     }
+    std::copy_n(block, n, o);
   }
 }
 
