@@ -180,5 +180,22 @@ TEST(QuantizedDir, CommandLineRoundTrip) {
   expect_contains(r.err, "--weights must be bf16, int8 or q4 (seen 'q8')");
 }
 
+TEST(QuantizedDir, PerplexityOfADirectoryEqualsQuantizingAtLoad) {
+  const std::string src = std::string(DSV2_SOURCE_DIR) + "/models/default", out = test::temp_dir("qppl") + "/m";
+  const std::string text = std::string(DSV2_TEST_DATA_DIR) + "/brown_tail.txt";
+  ASSERT_EQ(test::run_dsv2("quantize --model " + src + " --weights q4 --out " + out).exit_code, 0);
+  test::RunResult r = test::run_dsv2("perplexity --model " + out + " --text " + text + " --max-tokens 40 --context 16");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json from_dir = nlohmann::json::parse(r.out);
+  r = test::run_dsv2("perplexity --model " + src + " --weights q4 --text " + text + " --max-tokens 40 --context 16");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json at_load = nlohmann::json::parse(r.out);
+  EXPECT_EQ(from_dir["windows"], 3);
+  EXPECT_EQ(from_dir["tokens_scored"], 37);  // windows of 16, 16 and 8 tokens: 15 + 15 + 7
+  EXPECT_EQ(from_dir["perplexity"], at_load["perplexity"]);
+  EXPECT_GT(from_dir["perplexity"].get<double>(), 1.0);
+  EXPECT_EQ(test::read_file(out + "/tokenizer.json"), test::read_file(src + "/tokenizer.json"));
+}
+
 }  // namespace
 }  // namespace dsv2

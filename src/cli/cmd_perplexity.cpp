@@ -1,6 +1,7 @@
 // dsv2 perplexity: exp(mean negative log-likelihood) of a text's tokens under the model, over
-// consecutive windows of --context tokens (each window starts with an empty cache; its first token
-// is context only).
+// consecutive windows of --context tokens (at most max_position_embeddings; each window starts with an
+// empty cache, its first token is context only).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -29,11 +30,13 @@ int cmd_perplexity(Args& args) {
   check(ids.size() >= 2, text_path + ": fewer than 2 tokens");
   Backend backend(dir, Device::Cpu, threads, DType::F32, context, weights);
   const int64_t V = backend.config().vocab_size;
+  const int64_t window_tokens = std::min(context, backend.config().max_position_embeddings);
   double nll = 0;
   int64_t scored = 0, windows = 0;
   std::vector<float> logits;
-  for (size_t w0 = 0; w0 + 1 < ids.size(); w0 += size_t(context), ++windows) {
-    const std::vector<int32_t> window(ids.begin() + long(w0), ids.begin() + long(std::min(ids.size(), w0 + size_t(context))));
+  for (size_t w0 = 0; w0 + 1 < ids.size(); w0 += size_t(window_tokens), ++windows) {
+    const size_t w1 = std::min(ids.size(), w0 + size_t(window_tokens));
+    const std::vector<int32_t> window(ids.begin() + long(w0), ids.begin() + long(w1));
     std::unique_ptr<SequenceModel> seq = backend.new_sequence();
     seq->append(window, AttentionPath::Decompressed, LogitsRows::All, logits);  // [window, V]
     for (size_t p = 0; p + 1 < window.size(); ++p) {
@@ -48,7 +51,7 @@ int cmd_perplexity(Args& args) {
   const nlohmann::json j = {{"model", dir},
                             {"text", text_path},
                             {"weights", weight_format_name(weights)},
-                            {"context", context},
+                            {"context", window_tokens},
                             {"windows", windows},
                             {"tokens_scored", scored},
                             {"mean_nll", nll / double(scored)},
