@@ -27,38 +27,73 @@ DSV2_MULTIVERSION void axpy(float alpha, const float* x, float* y, int64_t n) {
 
 namespace {
 
-// Each thread takes tiles of kTileRows weight rows (kept in L2 while every group of up to
-// kGemvMaxTokens tokens streams over them); each row is converted in registers, never stored.
+// Row blocks of 16 are the unit of work split over the threads; each thread takes tiles of kTileRows
+// weight rows (kept in L2 while every group of up to kGemvMaxTokens tokens streams over them); each row
+// is converted in registers, never stored.
 constexpr int64_t kRowBlock = 16;
 constexpr int64_t kTileRows = 64;
 
-template <class GroupKernel>  // GroupKernel(t0, n_tokens, r0, r1): rows [r0, r1) for tokens [t0, t0 + n_tokens)
-void tiled_rows(ThreadPool& pool, int64_t T, int64_t N, const GroupKernel& kernel) {
-  pool.parallel_for(N, kRowBlock, [&](int64_t begin, int64_t end) {
-    for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
-      const int64_t r1 = std::min(end, r0 + kTileRows);
-      for (int64_t t0 = 0; t0 < T; t0 += kGemvMaxTokens) kernel(t0, std::min(kGemvMaxTokens, T - t0), r0, r1);
-    }
-  });
+bool has_fast_kernel(const Matrix& W) { return is_quantized(W.dtype) ? has_avx512_vnni() : has_avx512(); }
+
+// Calls fn(j, lo, hi) for the part [lo, hi) of job j's own range that [begin, end) covers, where job j
+// owns [first[j], first[j + 1]) of the joint range.
+template <class Fn>
+void split_by_job(const std::vector<int64_t>& first, int64_t begin, int64_t end, const Fn& fn) {
+  size_t j = size_t(std::upper_bound(first.begin(), first.end(), begin) - first.begin()) - 1;
+  for (; begin < end; ++j) {
+    const int64_t hi = std::min(end, first[j + 1]);
+    if (hi > begin) fn(j, begin - first[j], hi - first[j]);
+    begin = hi;
+  }
 }
 
 }  // namespace
 
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y) {
-  const int64_t K = W.cols, N = W.rows;
-  if (is_quantized(W.dtype) && has_avx512_vnni()) {
-    thread_local QuantizedActivations this_thread_activations;  // reused across calls
-    QuantizedActivations& xq = this_thread_activations;          // (the workers see this thread's buffer)
-    prepare_activations(W.dtype, T, K, xq);
-    pool.parallel_for(T, 1, [&](int64_t t0, int64_t t1) { quantize_activations(x, t0, t1, xq); });
-    tiled_rows(pool, T, N, [&](int64_t t0, int64_t n, int64_t r0, int64_t r1) { qgemv_rows_avx512(xq, t0, n, W, r0, r1, y + t0 * N); });
-    return;
+  if (has_fast_kernel(W)) {
+    matmul_group(pool, {{x, T, &W, y}});
+  } else {
+    matmul_portable(pool, x, T, W, y);
   }
-  if (!is_quantized(W.dtype) && has_avx512()) {
-    tiled_rows(pool, T, N, [&](int64_t t0, int64_t n, int64_t r0, int64_t r1) { gemv_rows_avx512(x + t0 * K, n, W, r0, r1, y + t0 * N); });
-    return;
+}
+
+void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
+  thread_local std::vector<QuantizedActivations> this_thread_activations;  // reused across calls
+  std::vector<QuantizedActivations>& xq = this_thread_activations;          // (the workers see this thread's)
+  if (xq.size() < jobs.size()) xq.resize(jobs.size());
+  // Joint ranges: job j's quantized activation rows are tokens [first_token[j], first_token[j + 1]), its
+  // weight rows are row blocks [first_block[j], first_block[j + 1]).
+  std::vector<int64_t> first_token(jobs.size() + 1, 0), first_block(jobs.size() + 1, 0);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const MatmulJob& job = jobs[j];
+    const bool fast = has_fast_kernel(*job.W);
+    if (!fast) matmul_portable(pool, job.x, job.T, *job.W, job.y);
+    const bool quantized = fast && is_quantized(job.W->dtype);
+    if (quantized) prepare_activations(job.W->dtype, job.T, job.W->cols, xq[j]);
+    first_token[j + 1] = first_token[j] + (quantized ? job.T : 0);
+    first_block[j + 1] = first_block[j] + (fast ? (job.W->rows + kRowBlock - 1) / kRowBlock : 0);
   }
-  matmul_portable(pool, x, T, W, y);
+  pool.parallel_for(first_token.back(), 1, [&](int64_t begin, int64_t end) {
+    split_by_job(first_token, begin, end, [&](size_t j, int64_t t0, int64_t t1) { quantize_activations(jobs[j].x, t0, t1, xq[j]); });
+  });
+  pool.parallel_for(first_block.back(), 1, [&](int64_t begin, int64_t end) {
+    split_by_job(first_block, begin, end, [&](size_t j, int64_t b0, int64_t b1) {
+      const MatmulJob& job = jobs[j];
+      const Matrix& W = *job.W;
+      const int64_t K = W.cols, N = W.rows;
+      for (int64_t r0 = b0 * kRowBlock; r0 < std::min(N, b1 * kRowBlock); r0 += kTileRows) {
+        const int64_t r1 = std::min({N, b1 * kRowBlock, r0 + kTileRows});
+        for (int64_t t0 = 0; t0 < job.T; t0 += kGemvMaxTokens) {
+          const int64_t n = std::min(kGemvMaxTokens, job.T - t0);
+          if (is_quantized(W.dtype)) {
+            qgemv_rows_avx512(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
+          } else {
+            gemv_rows_avx512(job.x + t0 * K, n, W, r0, r1, job.y + t0 * N);
+          }
+        }
+      }
+    });
+  });
 }
 
 void matmul_portable(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y) {

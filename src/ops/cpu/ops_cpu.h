@@ -2,6 +2,7 @@
 // (AVX-512 / AVX2 / baseline). Each is tested against its counterpart in ops/ref.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "model/weights.h"
@@ -12,6 +13,17 @@ namespace dsv2::cpu {
 // Any W dtype: AVX-512 kernels for BF16/F16/F32 (gemv_avx512.h) and, with VNNI, for Q8_0/Q4_0
 // (qgemv_avx512.h: activations quantized to int8 per block of 32), else matmul_portable.
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
+// One y = x · Wᵀ of a group.   x: [T, W->cols], y: [T, W->rows]
+struct MatmulJob {
+  const float* x;
+  int64_t T;
+  const Matrix* W;
+  float* y;
+};
+// Every job's matmul in one parallel region (the row blocks of all jobs split over the threads), one
+// hand-off for many small matrices (a MoE layer's experts) instead of one each. Each output is what
+// matmul gives.
+void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs);
 // Plain C++: 16 weight rows at a time converted (or dequantized) to f32, dotted with every token.
 void matmul_portable(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
 
