@@ -46,18 +46,19 @@ void dequantize_row(DType t, const void* q, const uint16_t* scales, int64_t cols
     const float d = f16_to_f32(scales[b]);
     const int n = int(std::min(kQuantBlock, cols - b * kQuantBlock));
     float* o = out + b * kQuantBlock;
-    float block[kQuantBlock];  // whole-block loops (vectorised), then the n values kept
+    float partial[kQuantBlock];  // whole-block loops (vectorised); a partial last block goes through here
+    float* dst = n == kQuantBlock ? o : partial;
     if (t == DType::Q8_0) {
       const int8_t* qb = static_cast<const int8_t*>(q) + b * kQuantBlock;
-      for (int i = 0; i < kQuantBlock; ++i) block[i] = d * float(qb[i]);
+      for (int i = 0; i < kQuantBlock; ++i) dst[i] = d * float(qb[i]);
     } else {
       const uint8_t* qb = static_cast<const uint8_t*>(q) + b * kQuantBlock / 2;
       for (int i = 0; i < kQuantBlock / 2; ++i) {
-        block[i] = d * float((qb[i] & 0xf) - 8);
-        block[i + kQuantBlock / 2] = d * float((qb[i] >> 4) - 8);
+        dst[i] = d * float((qb[i] & 0xf) - 8);
+        dst[i + kQuantBlock / 2] = d * float((qb[i] >> 4) - 8);
       }
     }
-    std::copy_n(block, n, o);
+    if (dst == partial) std::copy_n(partial, n, o);
   }
 }
 
