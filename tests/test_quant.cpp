@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "core/quant.h"
@@ -145,6 +146,40 @@ TEST(Quant, PortableMatmulMatchesReference) {
       }
     }
   }
+}
+
+TEST(Quant, MatmulGroupEqualsEachMatmulAlone) {
+  // Mixed formats, shapes and token counts (one job without tokens) in one parallel region.
+  std::mt19937 rng(5);
+  ThreadPool pool(2);
+  struct Spec {
+    DType t;
+    int64_t N, K, T;
+  };
+  const std::vector<Spec> specs = {{DType::Q8_0, 37, 96, 1}, {DType::Q4_0, 130, 2080, 6}, {DType::BF16, 17, 33, 3},
+                                   {DType::Q4_0, 5, 48, 0},  {DType::Q8_0, 64, 544, 9}};
+  std::vector<std::vector<float>> f32(specs.size()), x(specs.size()), alone(specs.size()), grouped(specs.size());
+  std::vector<std::vector<uint8_t>> store(specs.size());
+  std::vector<Matrix> W(specs.size());
+  std::vector<cpu::MatmulJob> jobs;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const Spec& s = specs[i];
+    if (s.t == DType::BF16) {
+      f32[i] = randn(size_t(s.N * s.K), rng);
+      store[i].resize(f32[i].size() * 2);
+      convert_from_f32(DType::BF16, f32[i].data(), store[i].data(), f32[i].size());
+      W[i] = Matrix{DType::BF16, store[i].data(), s.N, s.K};
+    } else {
+      W[i] = make_quantized(s.t, s.N, s.K, rng, f32[i], store[i], pool);
+    }
+    x[i] = randn(size_t(s.T * s.K), rng);
+    alone[i].assign(size_t(s.T * s.N), NAN);
+    grouped[i].assign(size_t(s.T * s.N), NAN);
+    cpu::matmul(pool, x[i].data(), s.T, W[i], alone[i].data());
+  }
+  for (size_t i = 0; i < specs.size(); ++i) jobs.push_back({x[i].data(), specs[i].T, &W[i], grouped[i].data()});
+  cpu::matmul_group(pool, jobs);
+  for (size_t i = 0; i < specs.size(); ++i) EXPECT_EQ(0, std::memcmp(grouped[i].data(), alone[i].data(), grouped[i].size() * 4)) << i;
 }
 
 TEST(Quant, ModelBytesPerDecodeTokenCountScales) {

@@ -197,5 +197,23 @@ TEST(QuantizedDir, PerplexityOfADirectoryEqualsQuantizingAtLoad) {
   EXPECT_EQ(test::read_file(out + "/tokenizer.json"), test::read_file(src + "/tokenizer.json"));
 }
 
+TEST(QuantizedDir, BenchCountsTheBytesOfEachFormat) {
+  // The default model's decode bytes counted by hand from its config.json (H 256, 4 heads, 4 layers, 1 dense
+  // of I 768, 3 MoE of 8 experts of I 192 with top-2 and 1 shared, vocab 4000): every Linear matrix of
+  // [rows, cols] is rows · ceil(cols / 32) blocks of 34 (int8) or 18 (q4) bytes; the embedding row and the
+  // routers stay BF16, the norms are f32.
+  const std::string src = std::string(DSV2_SOURCE_DIR) + "/models/default", out = test::temp_dir("qbench") + "/m";
+  auto bytes = [](const std::string& args) {
+    test::RunResult r = test::run_dsv2("bench " + args + " --prompt-tokens 4 --gen-tokens 2 --threads 2 --json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out)["decode_weight_bytes_per_token"].get<double>();
+  };
+  EXPECT_EQ(bytes("--model " + src), 6855168.0);
+  EXPECT_EQ(bytes("--model " + src + " --weights int8"), 3652608.0);
+  EXPECT_EQ(bytes("--model " + src + " --weights q4"), 1944576.0);
+  ASSERT_EQ(test::run_dsv2("quantize --model " + src + " --weights int8 --out " + out).exit_code, 0);
+  EXPECT_EQ(bytes("--model " + out), 3652608.0);
+}
+
 }  // namespace
 }  // namespace dsv2

@@ -18,7 +18,6 @@ bool has_avx512_vnni() {
 void prepare_activations(DType weights, int64_t T, int64_t cols, QuantizedActivations& out) {
   const int64_t step_blocks = weights == DType::Q8_0 ? 2 : 4, nb = quant_blocks(cols);
   out.weights = weights;
-  out.tokens = T;
   out.cols = cols;
   out.padded = (nb + step_blocks - 1) / step_blocks * step_blocks * kQuantBlock;
   out.scale_blocks = (nb + 15) / 16 * 16;

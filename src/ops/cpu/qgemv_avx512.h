@@ -1,8 +1,8 @@
 // y[t, o] = Σ_i x[t, i] · W[o, i] for a block-quantized W (Q8_0, Q4_0; core/quant.h) and up to
 // kGemvMaxTokens tokens with AVX-512 VNNI: the activations are quantized to int8 per block of 32
-// first (QuantizedActivations), then each pair of weight blocks (64 values) meets every token in one
-// vpdpbusd (u8 × s8 → int32, 4 products per lane); the int32 lane sums are scaled by
-// d_weight · d_activation of their block and summed in f32.
+// first (QuantizedActivations), then every 64 bytes of a weight row meet each token in vpdpbusd
+// (u8 × s8 → int32, 4 products per lane; Q8_0: 2 blocks in one, Q4_0: 4 blocks in two, low then high
+// nibbles); the int32 lane sums are scaled by d_weight · d_activation of their block and summed in f32.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -25,7 +25,7 @@ bool has_avx512_vnni();
 //     in each half.
 struct QuantizedActivations {
   DType weights = DType::Q8_0;
-  int64_t tokens = 0, cols = 0, padded = 0;  // padded: values per token, whole steps (0 past cols)
+  int64_t cols = 0, padded = 0;              // padded: values per token, whole steps (0 past cols)
   int64_t scale_blocks = 0;                  // blocks per token in block_scale, a multiple of 16
   std::vector<int8_t> values;                // [T, padded]
   std::vector<int32_t> lane_offset;          // [T, lanes_per_token()]
