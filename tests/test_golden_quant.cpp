@@ -1,6 +1,6 @@
 // Quantized weights end to end. On the golden fixtures (tiny random models): the fast kernels against
 // the same quantized weights run as f32 (the kernels' own error: activations rounded to int8), and
-// int8 against transformers' float64 reference. On the trained default model: int8 and q4 logits and
+// both formats against transformers' float64 reference. On the trained default model: int8 and q4 logits and
 // perplexity against its BF16 weights. Random tiny models amplify rounding (hidden 48, one routing
 // flip moves a position's logits by O(1)), so the fixture checks use the mean over positions of the
 // per-position relative L2; tolerances are the measured worst case with about 2x margin.
@@ -98,18 +98,21 @@ TEST_P(GoldenQuantTest, FastKernelsMatchTheDequantizedWeights) {
   }
 }
 
-// int8 against float64: measured worst mean 5.4e-2 (v2_like). q4 on these random models is 0.24 .. 0.54,
-// too coarse to say anything; its accuracy is checked on the trained model below.
-TEST(GoldenQuant, Int8StaysCloseToReference) {
+// Against float64, mean over positions: int8 measured 2.1e-2 .. 5.4e-2 (v2_like), tolerance 1e-1; q4
+// measured 0.24 .. 0.54 on these random models (rows of 48 values, 4-bit steps), tolerance 0.8: loose, but
+// wrong or missing outputs give ~1 or more. q4's accuracy is judged on the trained model below.
+TEST(GoldenQuant, LogitsStayCloseToReference) {
   ThreadPool pool(2);
   for (const std::string& name : test::golden_names()) {
     const test::Golden g = test::load_golden(name);
-    LoadedModel m = load_model(g.dir);
-    quantize_model(m, WeightFormat::Int8, pool);
-    for (AttentionPath path : {AttentionPath::Decompressed, AttentionPath::Absorbed}) {
-      const PositionErrors e = position_errors(run_logits(m, g.ids, path, pool), g.logits, g.vocab);
-      std::printf("%s int8 vs reference: mean %.2e max %.2e\n", name.c_str(), e.mean, e.max);
-      EXPECT_LE(e.mean, 1e-1) << name;
+    for (auto [format, tol] : {std::pair{WeightFormat::Int8, 1e-1}, std::pair{WeightFormat::Q4, 0.8}}) {
+      LoadedModel m = load_model(g.dir);
+      quantize_model(m, format, pool);
+      for (AttentionPath path : {AttentionPath::Decompressed, AttentionPath::Absorbed}) {
+        const PositionErrors e = position_errors(run_logits(m, g.ids, path, pool), g.logits, g.vocab);
+        std::printf("%s %s vs reference: mean %.2e max %.2e\n", name.c_str(), weight_format_name(format), e.mean, e.max);
+        EXPECT_LE(e.mean, tol) << name << " " << weight_format_name(format);
+      }
     }
   }
 }
