@@ -17,15 +17,37 @@ void quantize_block_q8(const float* x, int n, int8_t* q, uint16_t* scale) {
   *scale = d16;
 }
 
+// Squared error of x[0..n) as d · codes(x / d) (codes clamped to [-8, 7]), and the least-squares scale
+// Σ q·x / Σ q² for those codes.
+struct Q4Fit {
+  float error, refit;
+};
+Q4Fit fit_q4(const float* x, int n, float d) {
+  const float inv = d != 0 ? 1.0f / d : 0.0f;
+  float err = 0, qx = 0, qq = 0;
+  for (int i = 0; i < n; ++i) {
+    const float c = float(std::clamp(round_small(x[i] * inv), -8, 7));
+    err += (x[i] - d * c) * (x[i] - d * c);
+    qx += c * x[i];
+    qq += c * c;
+  }
+  return {err, qq > 0 ? qx / qq : 0.0f};
+}
+
 void quantize_block_q4(const float* x, int n, uint8_t* q, uint16_t* scale) {
   float signed_max = 0;  // the value of largest magnitude, with its sign: it maps to -8
   for (int i = 0; i < n; ++i)
     if (std::fabs(x[i]) > std::fabs(signed_max)) signed_max = x[i];
-  const uint16_t d16 = f32_to_f16(signed_max / -8.0f);
-  const float d = f16_to_f32(d16), inv = d != 0 ? 1.0f / d : 0.0f;
+  // Start from signed_max / -8; take the least-squares scale of its codes instead when that (rounded to
+  // f16, codes recomputed) has the smaller error.
+  float d = f16_to_f32(f32_to_f16(signed_max / -8.0f));
+  const Q4Fit first = fit_q4(x, n, d);
+  const float refit = f16_to_f32(f32_to_f16(first.refit));
+  if (fit_q4(x, n, refit).error < first.error) d = refit;
+  const float inv = d != 0 ? 1.0f / d : 0.0f;
   auto code = [&](int i) { return i < n ? uint8_t(std::clamp(round_small(x[i] * inv), -8, 7) + 8) : uint8_t(8); };
   for (int j = 0; j < kQuantBlock / 2; ++j) q[j] = uint8_t(code(j) | code(j + kQuantBlock / 2) << 4);
-  *scale = d16;
+  *scale = f32_to_f16(d);
 }
 
 }  // namespace

@@ -3,8 +3,9 @@
 //   Q8_0: int8 q in [-127, 127], value = d · q; 32 bytes per block.            (8.5 bits per value)
 //   Q4_0: 4-bit q in [-8, 7] stored as q + 8, value = d · q; 16 bytes per block: byte j holds
 //         value j in its low nibble and value j + 16 in its high nibble.      (4.5 bits per value)
-// Both are symmetric (no offset): d is chosen so the block's largest magnitude maps to 127 (Q8_0) or,
-// with its sign, to -8 (Q4_0).
+// Both are symmetric (no offset). Q8_0: d maps the block's largest magnitude to 127. Q4_0: d maps the
+// value of largest magnitude, with its sign, to -8, or is the least-squares scale of those codes
+// (Σ q·x / Σ q², codes then recomputed) when that has the smaller squared error.
 #pragma once
 #include <cstdint>
 
