@@ -141,6 +141,24 @@ TEST(Quant, FastMatmulMatchesReference) {
   EXPECT_LE(worst_rel_l2, 2e-2);  // ~3e-3 at K >= 544; up to ~1e-2 at K = 5
 }
 
+TEST(Quant, FastDequantizationEqualsTheReference) {
+  if (!cpu::has_avx512_vnni()) GTEST_SKIP() << "no AVX-512 VNNI";
+  std::mt19937 rng(6);
+  ThreadPool pool(2);
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t K : {5, 16, 17, 32, 48, 100, 512}) {
+      std::vector<float> f32;
+      std::vector<uint8_t> store;
+      const Matrix W = make_quantized(t, 7, K, rng, f32, store, pool);
+      std::vector<float> want(size_t(5 * K + 1), NAN), got(size_t(5 * K + 1), NAN);  // one past the end stays NaN
+      matrix_rows_to_f32(W, 2, 5, want.data());
+      cpu::rows_to_f32(W, 2, 5, got.data());
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), size_t(5 * K) * 4)) << dtype_name(t) << " K=" << K;
+      EXPECT_TRUE(std::isnan(got.back())) << "wrote past the rows, K=" << K;
+    }
+  }
+}
+
 TEST(Quant, PortableMatmulMatchesReference) {
   std::mt19937 rng(4);
   ThreadPool pool(2);

@@ -175,7 +175,7 @@ void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const fl
   pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
     std::vector<float> w_uk(size_t(d_nope * d_c));
     for (int64_t h = h0; h < h1; ++h) {
-      matrix_rows_to_f32(w.kv_b_proj, h * head_rows, d_nope, w_uk.data());
+      cpu::rows_to_f32(w.kv_b_proj, h * head_rows, d_nope, w_uk.data());
       for (int64_t t = 0; t < T; ++t) {
         const float* qh = q + (t * nh + h) * d_qk;
         float* ql = &q_lat[size_t((t * nh + h) * d_c)];
@@ -237,7 +237,7 @@ void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const fl
   pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
     std::vector<float> w_uv(size_t(d_v * d_c));
     for (int64_t h = h0; h < h1; ++h) {
-      matrix_rows_to_f32(w.kv_b_proj, h * head_rows + d_nope, d_v, w_uv.data());
+      cpu::rows_to_f32(w.kv_b_proj, h * head_rows + d_nope, d_v, w_uv.data());
       for (int64_t t = 0; t < T; ++t)
         for (int64_t j = 0; j < d_v; ++j)
           out[(t * nh + h) * d_v + j] = cpu::dot(&w_uv[size_t(j * d_c)], &o_lat[size_t((t * nh + h) * d_c)], d_c);

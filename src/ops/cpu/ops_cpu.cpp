@@ -49,6 +49,14 @@ void split_by_job(const std::vector<int64_t>& first, int64_t begin, int64_t end,
 
 }  // namespace
 
+void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out) {
+  if (is_quantized(W.dtype) && has_avx512_vnni()) {
+    dequantize_rows_avx512(W, r0, n, out);
+  } else {
+    matrix_rows_to_f32(W, r0, n, out);
+  }
+}
+
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y) {
   if (has_fast_kernel(W)) {
     matmul_group(pool, {{x, T, &W, y}});

@@ -130,6 +130,42 @@ DSV2_VNNI void row_quantized(const Matrix& W, int64_t r, const QuantizedActivati
   for (int t = 0; t < T; ++t) out[t * out_stride] = _mm512_reduce_add_ps(acc[t]);
 }
 
+// n <= 16 values of v (int32 codes) times d, stored at out.
+DSV2_VNNI inline void store_scaled(__m512i v, float d, float* out, int n) {
+  const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(d));
+  if (n >= 16) {
+    _mm512_storeu_ps(out, f);
+  } else if (n > 0) {
+    _mm512_mask_storeu_ps(out, __mmask16((1u << n) - 1), f);
+  }
+}
+
+DSV2_VNNI void dequantize_rows(const Matrix& W, int64_t r0, int64_t n, float* out) {
+  const int64_t K = W.cols, nb = quant_blocks(K);
+  for (int64_t r = r0; r < r0 + n; ++r) {
+    const uint8_t* w = static_cast<const uint8_t*>(W.row(r));
+    const uint16_t* ws = W.row_scales(r);
+    float* o = out + (r - r0) * K;
+    for (int64_t b = 0; b < nb; ++b) {
+      const float d = _cvtsh_ss(ws[b]);
+      const int left = int(std::min<int64_t>(kQuantBlock, K - b * kQuantBlock));
+      __m512i first, second;  // values 0..15 and 16..31 of the block as int32
+      if (W.dtype == DType::Q8_0) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * kQuantBlock));
+        first = _mm512_cvtepi8_epi32(_mm256_castsi256_si128(q));
+        second = _mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1));
+      } else {
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + b * kQuantBlock / 2));
+        const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+        first = _mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(q, low4), eight));
+        second = _mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low4), eight));
+      }
+      store_scaled(first, d, o + b * kQuantBlock, left);
+      store_scaled(second, d, o + b * kQuantBlock + 16, left - 16);
+    }
+  }
+}
+
 template <int T, DType F>
 void rows(const QuantizedActivations& xq, int64_t t0, const Matrix& W, int64_t r0, int64_t r1, float* y) {
   for (int64_t r = r0; r < r1; ++r) row_quantized<T, F>(W, r, xq, t0, y + r, W.rows);
@@ -155,5 +191,7 @@ void qgemv_rows_avx512(const QuantizedActivations& xq, int64_t t0, int64_t T, co
     rows_any<DType::Q4_0>(xq, t0, T, W, r0, r1, y);
   }
 }
+
+void dequantize_rows_avx512(const Matrix& W, int64_t r0, int64_t n, float* out) { dequantize_rows(W, r0, n, out); }
 
 }  // namespace dsv2::cpu

@@ -43,4 +43,8 @@ void quantize_activations(const float* x, int64_t t_begin, int64_t t_end, Quanti
 void qgemv_rows_avx512(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,
                        int64_t row_end, float* y);
 
+// out: [n, W.cols] = rows [r0, r0 + n) of a quantized W as f32, as dequantize_row gives them.
+// Needs has_avx512_vnni().
+void dequantize_rows_avx512(const Matrix& W, int64_t r0, int64_t n, float* out);
+
 }  // namespace dsv2::cpu
