@@ -8,6 +8,7 @@
 #include "engine/sequence_model.h"
 #include "model/deepseek_v2.h"
 #include "model/model.h"
+#include "model/quantize.h"
 
 namespace dsv2 {
 
@@ -19,7 +20,9 @@ Device device_option(Args& args);  // --device cpu|cuda (default cpu)
 class Backend {
  public:
   // Loads the model directory for sequences of up to `capacity` tokens (at most max_position_embeddings).
-  Backend(const std::string& model_dir, Device device, int threads, DType cache_dtype, int64_t capacity);
+  // On the CPU the Linear matrices are quantized to `weights` first (model/quantize.h).
+  Backend(const std::string& model_dir, Device device, int threads, DType cache_dtype, int64_t capacity,
+          WeightFormat weights = WeightFormat::AsStored);
   ~Backend();
   const ModelConfig& config() const { return model_.config; }
   const LoadedModel& model() const { return model_; }

@@ -28,10 +28,12 @@ int cmd_bench(Args& args) {
   check(gen_tokens >= 1, "--gen-tokens must be >= 1");
   const bool json_out = args.flag("--json");
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
+  const WeightFormat weights = weights_option(args);
   ThreadPool pool(threads_option(args));
   args.finish();
 
   LoadedModel m = load_model(dir);
+  quantize_model(m, weights, pool);
   const ModelConfig& cfg = m.config;
   check(prompt_tokens + gen_tokens <= cfg.max_position_embeddings, "--prompt-tokens + --gen-tokens exceed max_position_embeddings");
   DeepseekV2 net(cfg, m.weights, pool);
@@ -54,15 +56,14 @@ int cmd_bench(Args& args) {
   const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
   const double bw_after = measure_read_bandwidth(pool);
 
-  // Every weight one decode token reads, in the checkpoint's dtype (that of its embedding).
-  const double bytes_per_token =
-      double(count_parameters(cfg).read_per_decode_token) * double(dtype_size(m.weights.embed.dtype));
+  const double bytes_per_token = decode_weight_bytes_per_token(cfg, m.weights);  // as loaded, scales included
   const double decode_tps = double(gen_tokens) / decode_s;
   const double bw = std::max(bw_before, bw_after);
   nlohmann::json j = {
       {"model", dir},
       {"threads", pool.size()},
       {"weights_dtype", dtype_name(cfg.torch_dtype)},
+      {"linear_weights", dtype_name(m.weights.layers.front().kv_a_proj.dtype)},
       {"cache_dtype", dtype_name(cache_dtype)},
       {"prompt_tokens", prompt_tokens},
       {"gen_tokens", gen_tokens},

@@ -40,6 +40,7 @@ int cmd_info(Args& args) {
       {"kv_cache_bytes_per_token", values_per_token * int64_t(dtype_size(cache_dtype))},
       {"softmax_scale", cfg.softmax_scale()},
       {"weights_dtype", dtype_name(cfg.torch_dtype)},
+      {"linear_weights", dtype_name(cfg.quantized_linear.value_or(cfg.torch_dtype))},
   };
   std::printf("%s\n", j.dump(2).c_str());
   return 0;

@@ -16,10 +16,11 @@ int cmd_logits(Args& args) {
   check(path == "prefill" || path == "decode", "--path must be prefill or decode (seen '" + path + "')");
   const Device device = device_option(args);
   const int threads = threads_option(args);
+  const WeightFormat weights = weights_option(args);
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
   args.finish();
 
-  Backend backend(dir, device, threads, cache_dtype, int64_t(ids.size()));
+  Backend backend(dir, device, threads, cache_dtype, int64_t(ids.size()), weights);
   const int64_t vocab = backend.config().vocab_size;
   for (int32_t id : ids)
     check(id < vocab, "--ids: token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");

@@ -7,6 +7,7 @@
 #include "cli/args.h"
 #include "core/dtype.h"
 #include "engine/generator.h"
+#include "model/quantize.h"
 
 namespace dsv2 {
 
@@ -23,6 +24,9 @@ int cmd_detokenize(Args& args);
 int cmd_tokenizer(Args& args);
 int cmd_bench_tokenizer(Args& args);
 int cmd_serve(Args& args);
+int cmd_quantize(Args& args);
+int cmd_perplexity(Args& args);
+int cmd_bench_matmul(Args& args);
 
 // Options shared by several commands.
 // --max-new-tokens, --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --seed, --no-eos-stop;
@@ -30,5 +34,6 @@ int cmd_serve(Args& args);
 GenerationOptions generation_options(Args& args, const GenerationOptions& fallback);
 int threads_option(Args& args);                          // --threads N (default: all cores)
 DType cache_dtype_option(Args& args, DType fallback);    // --cache-dtype f32|bf16
+WeightFormat weights_option(Args& args);                 // --weights bf16|int8|q4 (default bf16: as stored)
 
 }  // namespace dsv2

@@ -24,6 +24,10 @@ int threads_option(Args& args) {
   return int(n);
 }
 
+WeightFormat weights_option(Args& args) {
+  return parse_weight_format(args.value("--weights").value_or("bf16"), "--weights");
+}
+
 DType cache_dtype_option(Args& args, DType fallback) {
   auto v = args.value("--cache-dtype");
   if (!v) return fallback;

@@ -28,8 +28,13 @@ const char* kUsage =
     "  template  --model DIR --messages FILE.json [--add-generation-prompt] [--chat-template FILE]\n"
     "  serve     --model DIR [--host H] [--port P] [--api-key K] [--max-running N] [--cache-blocks N]\n"
     "            [--block-size B] [--step-tokens T] [--prefill-chunk C] [--context N] [--served-model-name NAME]\n"
+    "  quantize  --model DIR --weights int8|q4 --out DIR2\n"
+    "  perplexity --model DIR --text FILE [--context N] [--max-tokens N]\n"
+    "  bench-matmul [--rows N] [--cols K] [--tokens T] [--weights bf16|int8|q4] [--repeats R] [--json]\n"
     "\n"
-    "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32)\n";
+    "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32),\n"
+    "                --weights bf16|int8|q4 (generate, chat, logits, bench, serve, perplexity: quantize the Linear\n"
+    "                matrices at load; default bf16 = as stored)\n";
 
 }  // namespace
 
@@ -45,7 +50,8 @@ int main(int argc, char** argv) {
       {"bench", dsv2::cmd_bench},         {"template", dsv2::cmd_template},
       {"tokenize", dsv2::cmd_tokenize},   {"detokenize", dsv2::cmd_detokenize},
       {"tokenizer", dsv2::cmd_tokenizer}, {"bench-tokenizer", dsv2::cmd_bench_tokenizer},
-      {"serve", dsv2::cmd_serve}};
+      {"serve", dsv2::cmd_serve},         {"quantize", dsv2::cmd_quantize},
+      {"perplexity", dsv2::cmd_perplexity}, {"bench-matmul", dsv2::cmd_bench_matmul}};
   const std::string name = argv[1];
   auto it = commands.find(name);
   if (it == commands.end()) {

@@ -9,6 +9,8 @@ const char* safetensors_dtype_name(DType t) {
     case DType::F32: return "F32";
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
+    case DType::Q8_0: return "I8";
+    case DType::Q4_0: return "U8";
   }
   return "?";
 }
@@ -18,6 +20,8 @@ const char* dtype_name(DType t) {
     case DType::F32: return "f32";
     case DType::F16: return "f16";
     case DType::BF16: return "bf16";
+    case DType::Q8_0: return "int8";
+    case DType::Q4_0: return "q4";
   }
   return "?";
 }
@@ -78,6 +82,7 @@ uint16_t f32_to_f16(float f) {
 }
 
 void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
+  check(!is_quantized(t), std::string("convert_to_f32: ") + dtype_name(t) + " needs its scales (dequantize_row)");
   switch (t) {
     case DType::F32:
       std::memcpy(dst, src, n * 4);
@@ -91,11 +96,14 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
       const uint16_t* s = static_cast<const uint16_t*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
-    }
+    }    case DType::Q8_0:
+    case DType::Q4_0:
+      return;  // rejected above
   }
 }
 
 void convert_from_f32(DType t, const float* src, void* dst, size_t n) {
+  check(!is_quantized(t), std::string("convert_from_f32: ") + dtype_name(t) + " needs its scales (quantize_row)");
   switch (t) {
     case DType::F32:
       std::memcpy(dst, src, n * 4);
@@ -109,7 +117,9 @@ void convert_from_f32(DType t, const float* src, void* dst, size_t n) {
       uint16_t* d = static_cast<uint16_t*>(dst);
       for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
       return;
-    }
+    }    case DType::Q8_0:
+    case DType::Q4_0:
+      return;  // rejected above
   }
 }
 

@@ -6,14 +6,19 @@
 
 namespace dsv2 {
 
-enum class DType { F32, F16, BF16 };
+// F32, F16, BF16: plain elements. Q8_0 and Q4_0: weight matrices quantized in blocks of kQuantBlock
+// consecutive values along a row, each block with one f16 scale (core/quant.h); only a Matrix has them.
+enum class DType { F32, F16, BF16, Q8_0, Q4_0 };
 
-// Bytes per element.
-inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+inline bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
-// Names as safetensors writes them ("F32", "F16", "BF16").
+// Bytes per stored element: F32 4, F16/BF16 2; Q8_0/Q4_0 1 (their values as safetensors holds
+// them: I8 values, U8 bytes of two 4-bit values).
+inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : is_quantized(t) ? 1 : 2; }
+
+// Names as safetensors writes them ("F32", "F16", "BF16"; a quantized matrix's values: "I8", "U8").
 const char* safetensors_dtype_name(DType t);
-// Short names used on the command line ("f32", "f16", "bf16").
+// Short names used on the command line ("f32", "f16", "bf16", "int8", "q4").
 const char* dtype_name(DType t);
 // Parses a command-line dtype name; throws Error naming `what` on anything else.
 DType parse_dtype_name(const std::string& name, const std::string& what);
@@ -37,9 +42,9 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
-// dst[i] = f32(src[i]) for n elements of dtype `t`.
+// dst[i] = f32(src[i]) for n elements of a plain dtype `t`.
 void convert_to_f32(DType t, const void* src, float* dst, size_t n);
-// Writes n f32 values as dtype `t` (rounded to nearest even).
+// Writes n f32 values as plain dtype `t` (rounded to nearest even).
 void convert_from_f32(DType t, const float* src, void* dst, size_t n);
 
 }  // namespace dsv2

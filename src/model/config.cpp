@@ -1,5 +1,7 @@
 #include "model/config.h"
 
+#include "core/quant.h"
+
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -132,6 +134,17 @@ DType parse_torch_dtype(const FieldReader& r) {
   r.fail(key, "must be bfloat16, float16 or float32");
 }
 
+DType parse_quantization_config(const json& q, const FieldReader& r) {
+  if (!q.is_object()) r.fail("quantization_config", "must be an object");
+  FieldReader qr(q, r.source() + ": quantization_config");
+  if (qr.string("quant_method", "") != "dsv2") qr.fail("quant_method", "must be \"dsv2\" (the only quantization dsv2 reads)");
+  if (qr.integer("block_size") != kQuantBlock) qr.fail("block_size", "must be " + std::to_string(kQuantBlock));
+  const std::string format = qr.string("format", "");
+  if (format == "int8") return DType::Q8_0;
+  if (format == "q4") return DType::Q4_0;
+  qr.fail("format", "must be int8 or q4");
+}
+
 void validate(const ModelConfig& c, const FieldReader& r) {
   if (c.qk_rope_head_dim % 2 != 0) r.fail("qk_rope_head_dim", "must be even (RoPE rotates pairs)");
   if (c.n_routed_experts > 0) {
@@ -229,6 +242,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   }
   c.eos_token_id = c.eos_token_ids.empty() ? -1 : c.eos_token_ids.front();
   c.torch_dtype = parse_torch_dtype(r);
+  if (r.has("quantization_config")) c.quantized_linear = parse_quantization_config(j.at("quantization_config"), r);
   validate(c, r);
   return c;
 }
@@ -289,6 +303,8 @@ json model_config_to_json(const ModelConfig& c) {
   j["eos_token_id"] = c.eos_token_id;
   j["use_cache"] = true;
   j["torch_dtype"] = c.torch_dtype == DType::BF16 ? "bfloat16" : c.torch_dtype == DType::F16 ? "float16" : "float32";
+  if (c.quantized_linear)
+    j["quantization_config"] = {{"quant_method", "dsv2"}, {"format", dtype_name(*c.quantized_linear)}, {"block_size", kQuantBlock}};
   return j;
 }
 

@@ -55,6 +55,9 @@ struct ModelConfig {
   int64_t eos_token_id = -1;              // first of eos_token_ids
   std::vector<int64_t> eos_token_ids;     // every id that ends generation
   DType torch_dtype = DType::BF16;        // the checkpoint's declared dtype
+  // quantization_config {"quant_method": "dsv2", "format": "int8" | "q4", "block_size": 32} (written by
+  // dsv2 quantize): the Linear matrices are stored as Q8_0 / Q4_0 values with F16 `<name>.scales`.
+  std::optional<DType> quantized_linear;
 
   // Derived (spec §1.2).
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }        // d_qk

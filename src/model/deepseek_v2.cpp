@@ -175,7 +175,7 @@ void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const fl
   pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
     std::vector<float> w_uk(size_t(d_nope * d_c));
     for (int64_t h = h0; h < h1; ++h) {
-      convert_to_f32(w.kv_b_proj.dtype, w.kv_b_proj.row(h * head_rows), w_uk.data(), w_uk.size());
+      cpu::rows_to_f32(w.kv_b_proj, h * head_rows, d_nope, w_uk.data());
       for (int64_t t = 0; t < T; ++t) {
         const float* qh = q + (t * nh + h) * d_qk;
         float* ql = &q_lat[size_t((t * nh + h) * d_c)];
@@ -237,7 +237,7 @@ void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const fl
   pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
     std::vector<float> w_uv(size_t(d_v * d_c));
     for (int64_t h = h0; h < h1; ++h) {
-      convert_to_f32(w.kv_b_proj.dtype, w.kv_b_proj.row(h * head_rows + d_nope), w_uv.data(), w_uv.size());
+      cpu::rows_to_f32(w.kv_b_proj, h * head_rows + d_nope, d_v, w_uv.data());
       for (int64_t t = 0; t < T; ++t)
         for (int64_t j = 0; j < d_v; ++j)
           out[(t * nh + h) * d_v + j] = cpu::dot(&w_uv[size_t(j * d_c)], &o_lat[size_t((t * nh + h) * d_c)], d_c);
@@ -255,12 +255,27 @@ void DeepseekV2::mlp_block(int64_t layer, const float* x, int64_t T, float* out)
 }
 
 void DeepseekV2::swiglu(const SwigluWeights& w, const float* x, int64_t T, float* out) {
-  const int64_t I = w.gate.rows;
-  std::vector<float> g(size_t(T * I)), u(size_t(T * I));  // [T, I]
-  cpu::matmul(pool_, x, T, w.gate, g.data());
-  cpu::matmul(pool_, x, T, w.up, u.data());
-  ref::silu_mul(g.data(), u.data(), g.data(), T * I);
-  cpu::matmul(pool_, g.data(), T, w.down, out);
+  std::vector<SwigluRun> runs = {{&w, x, T, out, {}, {}}};
+  swiglu_group(runs);
+}
+
+void DeepseekV2::swiglu_group(std::vector<SwigluRun>& runs) {
+  // Gate and up of every run in one parallel region, then every down projection in another.
+  std::vector<cpu::MatmulJob> jobs;
+  for (SwigluRun& r : runs) {
+    const int64_t I = r.w->gate.rows;
+    r.gate.resize(size_t(r.T * I));  // [T, I]
+    r.up.resize(size_t(r.T * I));
+    jobs.push_back({r.x, r.T, &r.w->gate, r.gate.data()});
+    jobs.push_back({r.x, r.T, &r.w->up, r.up.data()});
+  }
+  cpu::matmul_group(pool_, jobs);
+  jobs.clear();
+  for (SwigluRun& r : runs) {
+    ref::silu_mul(r.gate.data(), r.up.data(), r.gate.data(), int64_t(r.gate.size()));
+    jobs.push_back({r.gate.data(), r.T, &r.w->down, r.out});
+  }
+  cpu::matmul_group(pool_, jobs);
 }
 
 void DeepseekV2::moe(const LayerWeights& w, const float* x, int64_t T, float* out) {
@@ -273,28 +288,39 @@ void DeepseekV2::moe(const LayerWeights& w, const float* x, int64_t T, float* ou
     ref::softmax(&scores[size_t(t * E)], E);
     route_token(cfg_, &scores[size_t(t * E)], &ids[size_t(t * K)], &gates[size_t(t * K)]);
   }
-  // Group the (token, gate) pairs by expert, run each expert once on its tokens.
+  // Group the (token, gate) pairs by expert; every expert with tokens runs once on them, all the
+  // experts (and the shared ones) together.
   std::vector<std::vector<std::pair<int64_t, float>>> assigned(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t k = 0; k < K; ++k) assigned[size_t(ids[size_t(t * K + k)])].push_back({t, gates[size_t(t * K + k)]});
 
-  std::fill(out, out + T * H, 0.0f);
-  std::vector<float> xe, ye;
+  std::vector<int64_t> used;                                // the experts with tokens
+  std::vector<std::vector<float>> xe, ye;                   // per used expert: [n, H] its tokens in and out
   for (int64_t e = 0; e < E; ++e) {
     const auto& list = assigned[size_t(e)];
     if (list.empty()) continue;
     const int64_t n = int64_t(list.size());
-    xe.resize(size_t(n * H));
-    ye.resize(size_t(n * H));
-    for (int64_t i = 0; i < n; ++i) std::copy_n(x + list[size_t(i)].first * H, H, &xe[size_t(i * H)]);
-    swiglu(w.experts[size_t(e)], xe.data(), n, ye.data());
-    for (int64_t i = 0; i < n; ++i) cpu::axpy(list[size_t(i)].second, &ye[size_t(i * H)], out + list[size_t(i)].first * H, H);
+    used.push_back(e);
+    xe.emplace_back(size_t(n * H));
+    ye.emplace_back(size_t(n * H));
+    for (int64_t i = 0; i < n; ++i) std::copy_n(x + list[size_t(i)].first * H, H, &xe.back()[size_t(i * H)]);
   }
+  std::vector<SwigluRun> runs;
+  for (size_t i = 0; i < used.size(); ++i)
+    runs.push_back({&w.experts[size_t(used[i])], xe[i].data(), int64_t(assigned[size_t(used[i])].size()), ye[i].data(), {}, {}});
+  std::vector<float> shared_out;
   if (w.has_shared) {
-    ye.resize(size_t(T * H));
-    swiglu(w.shared, x, T, ye.data());
-    for (int64_t i = 0; i < T * H; ++i) out[i] += ye[size_t(i)];
+    shared_out.resize(size_t(T * H));
+    runs.push_back({&w.shared, x, T, shared_out.data(), {}, {}});
   }
+  swiglu_group(runs);
+
+  std::fill(out, out + T * H, 0.0f);
+  for (size_t i = 0; i < used.size(); ++i) {  // in expert order, as each token's sum always was
+    const auto& list = assigned[size_t(used[i])];
+    for (size_t j = 0; j < list.size(); ++j) cpu::axpy(list[j].second, &ye[i][j * size_t(H)], out + list[j].first * H, H);
+  }
+  for (size_t i = 0; i < shared_out.size(); ++i) out[i] += shared_out[i];
 }
 
 }  // namespace dsv2

@@ -62,6 +62,16 @@ class DeepseekV2 {
   // x: [T, H] in, out: [T, H] (overwritten).
   void mlp_block(int64_t layer, const float* x, int64_t T, float* out);
   void swiglu(const SwigluWeights& w, const float* x, int64_t T, float* out);
+  // One SwiGLU block on its tokens: x: [T, H] in, out: [T, H]; gate, up: [T, I] scratch.
+  struct SwigluRun {
+    const SwigluWeights* w;
+    const float* x;
+    int64_t T;
+    float* out;
+    std::vector<float> gate, up;
+  };
+  // Runs every block with two parallel regions in all (gate/up, then down).
+  void swiglu_group(std::vector<SwigluRun>& runs);
   void moe(const LayerWeights& w, const float* x, int64_t T, float* out);
 
   const ModelConfig& cfg_;

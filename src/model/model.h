@@ -2,6 +2,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 #include "model/safetensors.h"
@@ -13,6 +14,7 @@ struct LoadedModel {
   ModelConfig config;
   std::unique_ptr<Checkpoint> checkpoint;
   ModelWeights weights;
+  std::vector<std::vector<uint8_t>> quantized_storage;  // matrices quantized at load (model/quantize.h)
 };
 
 // Reads config.json, maps the safetensors and checks every tensor before any compute.

@@ -27,6 +27,14 @@ void add_swiglu(std::vector<TensorSpec>& out, const std::string& prefix, int64_t
 
 }  // namespace
 
+void matrix_rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out) {
+  if (!is_quantized(W.dtype)) {
+    convert_to_f32(W.dtype, W.row(r0), out, size_t(n * W.cols));
+    return;
+  }
+  for (int64_t r = r0; r < r0 + n; ++r) dequantize_row(W.dtype, W.row(r), W.row_scales(r), W.cols, out + (r - r0) * W.cols);
+}
+
 std::string LayerTensorNames::expert(int64_t e) const { return mlp + "experts." + std::to_string(e) + "."; }
 
 LayerTensorNames layer_tensor_names(int64_t layer) {
@@ -80,13 +88,48 @@ std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& c) {
   return out;
 }
 
+namespace {
+
+// A Linear matrix of a quantized checkpoint: values [rows, quant_row_bytes] as I8 (Q8_0) or U8 (Q4_0),
+// scales `<name>.scales` [rows, quant_blocks(cols)] F16. Returns the problem, or "" when it is fine.
+std::string check_quantized(DType q, const TensorSpec& s, const TensorRef& t, const TensorRef* scales) {
+  const int64_t rows = s.shape[0], cols = s.shape[1];
+  const std::vector<int64_t> values_shape = {rows, quant_row_bytes(q, cols)}, scales_shape = {rows, quant_blocks(cols)};
+  const std::string fmt = std::string(" (") + dtype_name(q) + " of logical shape " + shape_str(s.shape) + ")";
+  if (t.dtype_name != safetensors_dtype_name(q))
+    return *t.file + ": tensor '" + s.name + "' has dtype " + t.dtype_name + ", expected " + safetensors_dtype_name(q) + fmt;
+  if (t.shape != values_shape)
+    return *t.file + ": tensor '" + s.name + "' has shape " + shape_str(t.shape) + ", expected " + shape_str(values_shape) + fmt;
+  if (!scales) return "missing tensor '" + s.name + ".scales' (F16 " + shape_str(scales_shape) + ")" + fmt;
+  if (scales->dtype_name != "F16")
+    return *scales->file + ": tensor '" + s.name + ".scales' has dtype " + scales->dtype_name + ", expected F16";
+  if (scales->shape != scales_shape)
+    return *scales->file + ": tensor '" + s.name + ".scales' has shape " + shape_str(scales->shape) + ", expected " +
+           shape_str(scales_shape) + fmt;
+  return "";
+}
+
+}  // namespace
+
 ModelWeights bind_weights(const ModelConfig& c, const Checkpoint& ckpt) {
   std::vector<std::string> problems;
   std::map<std::string, const TensorRef*> found;
-  for (const TensorSpec& s : checkpoint_tensor_specs(c)) {
+  std::map<std::string, const TensorSpec*> quantized;  // name -> spec, for the quantized Linear matrices
+  const std::vector<TensorSpec> specs = checkpoint_tensor_specs(c);
+  for (const TensorSpec& s : specs) {
     const TensorRef* t = ckpt.find(s.name);
     if (!t) {
       problems.push_back("missing tensor '" + s.name + "' (expected shape " + shape_str(s.shape) + ")");
+      continue;
+    }
+    if (c.quantized_linear && s.role == TensorRole::Linear) {
+      const std::string problem = check_quantized(*c.quantized_linear, s, *t, ckpt.find(s.name + ".scales"));
+      if (!problem.empty()) {
+        problems.push_back(problem);
+        continue;
+      }
+      found[s.name] = t;
+      quantized[s.name] = &s;
       continue;
     }
     if (t->dtype_name != "BF16" && t->dtype_name != "F16" && t->dtype_name != "F32") {
@@ -109,7 +152,10 @@ ModelWeights bind_weights(const ModelConfig& c, const Checkpoint& ckpt) {
 
   auto matrix = [&](const std::string& name) {
     const TensorRef* t = found.at(name);
-    return Matrix{t->dtype(), t->data, t->shape[0], t->shape[1]};
+    auto q = quantized.find(name);
+    if (q == quantized.end()) return Matrix{t->dtype(), t->data, t->shape[0], t->shape[1]};
+    const auto* scales = reinterpret_cast<const uint16_t*>(ckpt.find(name + ".scales")->data);
+    return Matrix{*c.quantized_linear, t->data, q->second->shape[0], q->second->shape[1], scales};
   };
   auto vec = [&](const std::string& name) {
     const TensorRef* t = found.at(name);
@@ -154,6 +200,54 @@ ModelWeights bind_weights(const ModelConfig& c, const Checkpoint& ckpt) {
     }
   }
   return w;
+}
+
+std::vector<std::pair<std::string, Matrix*>> linear_matrices(const ModelConfig& c, ModelWeights& w) {
+  std::vector<std::pair<std::string, Matrix*>> out;
+  auto swiglu = [&](const std::string& prefix, SwigluWeights& s) {
+    out.push_back({prefix + "gate_proj.weight", &s.gate});
+    out.push_back({prefix + "up_proj.weight", &s.up});
+    out.push_back({prefix + "down_proj.weight", &s.down});
+  };
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    LayerWeights& L = w.layers[size_t(i)];
+    const LayerTensorNames n = layer_tensor_names(i);
+    if (c.q_lora_rank) {
+      out.push_back({n.q_a_proj, &L.q_a_proj});
+      out.push_back({n.q_b_proj, &L.q_b_proj});
+    } else {
+      out.push_back({n.q_proj, &L.q_proj});
+    }
+    out.push_back({n.kv_a_proj, &L.kv_a_proj});
+    out.push_back({n.kv_b_proj, &L.kv_b_proj});
+    out.push_back({n.o_proj, &L.o_proj});
+    if (L.moe) {
+      for (int64_t e = 0; e < c.n_routed_experts; ++e) swiglu(n.expert(e), L.experts[size_t(e)]);
+      if (L.has_shared) swiglu(n.shared_experts, L.shared);
+    } else {
+      swiglu(n.mlp, L.dense);
+    }
+  }
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", &w.lm_head});
+  return out;
+}
+
+double decode_weight_bytes_per_token(const ModelConfig& c, const ModelWeights& w) {
+  auto swiglu = [](const SwigluWeights& s) { return double(s.gate.bytes() + s.up.bytes() + s.down.bytes()); };
+  double bytes = double(w.embed.row_bytes() + w.lm_head.bytes() + w.final_norm.size() * 4);
+  for (const LayerWeights& L : w.layers) {
+    bytes += double(L.q_proj.bytes() + L.q_a_proj.bytes() + L.q_b_proj.bytes() + L.kv_a_proj.bytes() + L.kv_b_proj.bytes() +
+                    L.o_proj.bytes());
+    bytes += double(L.input_norm.size() + L.post_attention_norm.size() + L.q_a_norm.size() + L.kv_a_norm.size()) * 4;
+    if (L.moe) {
+      bytes += double(L.router.bytes());
+      for (int64_t e = 0; e < c.num_experts_per_tok; ++e) bytes += swiglu(L.experts[size_t(e)]);  // all one size
+      if (L.has_shared) bytes += swiglu(L.shared);
+    } else {
+      bytes += swiglu(L.dense);
+    }
+  }
+  return bytes;
 }
 
 ParameterCounts count_parameters(const ModelConfig& c) {

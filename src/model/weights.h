@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/quant.h"
 #include "model/config.h"
 
 namespace dsv2 {
@@ -14,16 +15,27 @@ namespace dsv2 {
 class Checkpoint;
 
 // A row-major [rows, cols] weight in its stored dtype. A linear layer y = x · Wᵀ has
-// rows = out_features, cols = in_features.
+// rows = out_features, cols = in_features. Quantized (Q8_0, Q4_0; core/quant.h): data holds each
+// row's whole blocks, [rows, quant_row_bytes(dtype, cols)] bytes, and scales [rows, quant_blocks(cols)] f16.
 struct Matrix {
   DType dtype = DType::F32;
   const void* data = nullptr;
   int64_t rows = 0, cols = 0;
+  const uint16_t* scales = nullptr;  // quantized only
 
-  size_t row_bytes() const { return size_t(cols) * dtype_size(dtype); }
+  size_t row_bytes() const {
+    return is_quantized(dtype) ? size_t(quant_row_bytes(dtype, cols)) : size_t(cols) * dtype_size(dtype);
+  }
   const void* row(int64_t r) const { return static_cast<const std::byte*>(data) + size_t(r) * row_bytes(); }
-  size_t bytes() const { return size_t(rows) * row_bytes(); }
+  const uint16_t* row_scales(int64_t r) const { return scales + r * quant_blocks(cols); }
+  // Values and scales.
+  size_t bytes() const {
+    return size_t(rows) * (row_bytes() + (is_quantized(dtype) ? size_t(quant_blocks(cols)) * 2 : 0));
+  }
 };
+
+// out: [n, W.cols] = rows [r0, r0 + n) of W as f32 (any dtype).
+void matrix_rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out);
 
 struct SwigluWeights {
   Matrix gate;  // [I, H]
@@ -85,6 +97,15 @@ std::vector<TensorSpec> checkpoint_tensor_specs(const ModelConfig& cfg);
 
 // Binds every tensor; throws Error listing the missing, mis-typed or mis-shaped ones.
 ModelWeights bind_weights(const ModelConfig& cfg, const Checkpoint& ckpt);
+
+// The Linear-role matrices (attention projections, dense/shared/routed expert matrices, lm_head unless
+// tied to the embedding) with their checkpoint names, in checkpoint order: the ones quantization covers.
+std::vector<std::pair<std::string, Matrix*>> linear_matrices(const ModelConfig& cfg, ModelWeights& w);
+
+// Bytes of weights one decode token reads in `w` as loaded (quantized scales included; norms as f32):
+// every attention and dense matrix, the router, the shared and num_experts_per_tok routed experts,
+// the lm_head and one embedding row.
+double decode_weight_bytes_per_token(const ModelConfig& cfg, const ModelWeights& w);
 
 struct ParameterCounts {
   int64_t total = 0;

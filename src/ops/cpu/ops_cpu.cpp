@@ -1,6 +1,7 @@
 #include "ops/cpu/ops_cpu.h"
 
 #include "ops/cpu/gemv_avx512.h"
+#include "ops/cpu/qgemv_avx512.h"
 
 #include <algorithm>
 #include <vector>
@@ -24,27 +25,92 @@ DSV2_MULTIVERSION void axpy(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+namespace {
+
+// Row blocks of 16 are the unit of work split over the threads; each thread takes tiles of kTileRows
+// weight rows (kept in L2 while every group of up to kGemvMaxTokens tokens streams over them); each row
+// is converted in registers, never stored.
+constexpr int64_t kRowBlock = 16;
+constexpr int64_t kTileRows = 64;
+
+bool has_fast_kernel(const Matrix& W) { return is_quantized(W.dtype) ? has_avx512_vnni() : has_avx512(); }
+
+// Calls fn(j, lo, hi) for the part [lo, hi) of job j's own range that [begin, end) covers, where job j
+// owns [first[j], first[j + 1]) of the joint range.
+template <class Fn>
+void split_by_job(const std::vector<int64_t>& first, int64_t begin, int64_t end, const Fn& fn) {
+  size_t j = size_t(std::upper_bound(first.begin(), first.end(), begin) - first.begin()) - 1;
+  for (; begin < end; ++j) {
+    const int64_t hi = std::min(end, first[j + 1]);
+    if (hi > begin) fn(j, begin - first[j], hi - first[j]);
+    begin = hi;
+  }
+}
+
+}  // namespace
+
+void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out) {
+  if (is_quantized(W.dtype) && has_avx512_vnni()) {
+    dequantize_rows_avx512(W, r0, n, out);
+  } else {
+    matrix_rows_to_f32(W, r0, n, out);
+  }
+}
+
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y) {
-  constexpr int64_t kRowBlock = 16;  // weight rows converted together, reused across all T tokens
-  const int64_t K = W.cols, N = W.rows;
-  if (has_avx512()) {
-    // Each thread takes tiles of kTileRows weight rows (kept in L2 while every group of up to
-    // kGemvMaxTokens tokens streams over them); each row is converted in registers, never stored.
-    constexpr int64_t kTileRows = 64;
-    pool.parallel_for(N, kRowBlock, [&](int64_t begin, int64_t end) {
-      for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
-        const int64_t r1 = std::min(end, r0 + kTileRows);
-        for (int64_t t0 = 0; t0 < T; t0 += kGemvMaxTokens)
-          gemv_rows_avx512(x + t0 * K, std::min(kGemvMaxTokens, T - t0), W, r0, r1, y + t0 * N);
+  if (has_fast_kernel(W)) {
+    matmul_group(pool, {{x, T, &W, y}});
+  } else {
+    matmul_portable(pool, x, T, W, y);
+  }
+}
+
+void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
+  thread_local std::vector<QuantizedActivations> this_thread_activations;  // reused across calls
+  std::vector<QuantizedActivations>& xq = this_thread_activations;          // (the workers see this thread's)
+  if (xq.size() < jobs.size()) xq.resize(jobs.size());
+  // Joint ranges: job j's quantized activation rows are tokens [first_token[j], first_token[j + 1]), its
+  // weight rows are row blocks [first_block[j], first_block[j + 1]).
+  std::vector<int64_t> first_token(jobs.size() + 1, 0), first_block(jobs.size() + 1, 0);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const MatmulJob& job = jobs[j];
+    const bool fast = has_fast_kernel(*job.W);
+    if (!fast) matmul_portable(pool, job.x, job.T, *job.W, job.y);
+    const bool quantized = fast && is_quantized(job.W->dtype);
+    if (quantized) prepare_activations(job.W->dtype, job.T, job.W->cols, xq[j]);
+    first_token[j + 1] = first_token[j] + (quantized ? job.T : 0);
+    first_block[j + 1] = first_block[j] + (fast ? (job.W->rows + kRowBlock - 1) / kRowBlock : 0);
+  }
+  pool.parallel_for(first_token.back(), 1, [&](int64_t begin, int64_t end) {
+    split_by_job(first_token, begin, end, [&](size_t j, int64_t t0, int64_t t1) { quantize_activations(jobs[j].x, t0, t1, xq[j]); });
+  });
+  pool.parallel_for(first_block.back(), 1, [&](int64_t begin, int64_t end) {
+    split_by_job(first_block, begin, end, [&](size_t j, int64_t b0, int64_t b1) {
+      const MatmulJob& job = jobs[j];
+      const Matrix& W = *job.W;
+      const int64_t K = W.cols, N = W.rows;
+      for (int64_t r0 = b0 * kRowBlock; r0 < std::min(N, b1 * kRowBlock); r0 += kTileRows) {
+        const int64_t r1 = std::min({N, b1 * kRowBlock, r0 + kTileRows});
+        for (int64_t t0 = 0; t0 < job.T; t0 += kGemvMaxTokens) {
+          const int64_t n = std::min(kGemvMaxTokens, job.T - t0);
+          if (is_quantized(W.dtype)) {
+            qgemv_rows_avx512(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
+          } else {
+            gemv_rows_avx512(job.x + t0 * K, n, W, r0, r1, job.y + t0 * N);
+          }
+        }
       }
     });
-    return;
-  }
+  });
+}
+
+void matmul_portable(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y) {
+  const int64_t K = W.cols, N = W.rows;
   pool.parallel_for(N, kRowBlock, [&](int64_t begin, int64_t end) {
     std::vector<float> rows(size_t(kRowBlock * K));
     for (int64_t o0 = begin; o0 < end; o0 += kRowBlock) {
       const int64_t nr = std::min(kRowBlock, end - o0);
-      convert_to_f32(W.dtype, W.row(o0), rows.data(), size_t(nr * K));
+      matrix_rows_to_f32(W, o0, nr, rows.data());
       for (int64_t t = 0; t < T; ++t) {
         const float* xt = x + t * K;
         float* yt = y + t * N + o0;

@@ -2,6 +2,7 @@
 // (AVX-512 / AVX2 / baseline). Each is tested against its counterpart in ops/ref.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "model/weights.h"
@@ -9,8 +10,25 @@
 namespace dsv2::cpu {
 
 // y[t, o] = Σ_i x[t, i] · W[o, i]      x: [T, W.cols], y: [T, W.rows]
-// Each weight row is converted to f32 once per call and used for all T tokens.
+// Any W dtype: AVX-512 kernels for BF16/F16/F32 (gemv_avx512.h) and, with VNNI, for Q8_0/Q4_0
+// (qgemv_avx512.h: activations quantized to int8 per block of 32), else matmul_portable.
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
+// One y = x · Wᵀ of a group.   x: [T, W->cols], y: [T, W->rows]
+struct MatmulJob {
+  const float* x;
+  int64_t T;
+  const Matrix* W;
+  float* y;
+};
+// Every job's matmul in one parallel region (the row blocks of all jobs split over the threads), one
+// hand-off for many small matrices (a MoE layer's experts) instead of one each. Each output is what
+// matmul gives.
+void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs);
+// Plain C++: 16 weight rows at a time converted (or dequantized) to f32, dotted with every token.
+void matmul_portable(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
+
+// out: [n, W.cols] = rows [r0, r0 + n) of W as f32 (matrix_rows_to_f32; AVX-512 for quantized W).
+void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out);
 
 // Σ_i a[i]·b[i] over n values (f32, eight partial sums).
 float dot(const float* a, const float* b, int64_t n);

@@ -8,7 +8,7 @@ namespace dsv2::ref {
 void matmul(const float* x, int64_t T, const Matrix& W, float* y) {
   std::vector<float> row(size_t(W.cols));
   for (int64_t o = 0; o < W.rows; ++o) {
-    convert_to_f32(W.dtype, W.row(o), row.data(), row.size());
+    matrix_rows_to_f32(W, o, 1, row.data());
     for (int64_t t = 0; t < T; ++t) {
       double acc = 0;
       const float* xt = x + t * W.cols;

@@ -1,0 +1,28 @@
+// Weight formats chosen at load (--weights bf16|int8|q4): quantizes the Linear matrices of a loaded
+// model into buffers it owns (the embedding, the router and the norms keep their dtype).
+#pragma once
+#include <string>
+
+#include "core/thread_pool.h"
+#include "model/model.h"
+
+namespace dsv2 {
+
+enum class WeightFormat {
+  AsStored,  // "bf16": the matrices as the directory stores them (BF16/F16/F32, or its quantized ones)
+  Int8,      // Q8_0
+  Q4,        // Q4_0
+};
+
+// "bf16", "int8", "q4"; throws Error naming `what` otherwise.
+WeightFormat parse_weight_format(const std::string& name, const std::string& what);
+const char* weight_format_name(WeightFormat f);
+
+// Quantizes every Linear matrix of m to `format` (rows split over the pool). A directory that is already
+// quantized loads as it is with AsStored or its own format; another format is an Error (no re-quantizing).
+void quantize_model(LoadedModel& m, WeightFormat format, ThreadPool& pool);
+
+// W as `t` (Q8_0 or Q4_0): its values and scales are written to `storage` (resized), W points into it.
+void quantize_matrix(Matrix& W, DType t, std::vector<uint8_t>& storage, ThreadPool& pool);
+
+}  // namespace dsv2

@@ -1,0 +1,50 @@
+// y[t, o] = Σ_i x[t, i] · W[o, i] for a block-quantized W (Q8_0, Q4_0; core/quant.h) and up to
+// kGemvMaxTokens tokens with AVX-512 VNNI: the activations are quantized to int8 per block of 32
+// first (QuantizedActivations), then every 64 bytes of a weight row meet each token in vpdpbusd
+// (u8 × s8 → int32, 4 products per lane; Q8_0: 2 blocks in one, Q4_0: 4 blocks in two, low then high
+// nibbles); the int32 lane sums are scaled by d_weight · d_activation of their block and summed in f32.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/weights.h"
+
+namespace dsv2::cpu {
+
+// True when the CPU has AVX-512 F, BW, VL and VNNI (checked once).
+bool has_avx512_vnni();
+
+// The activations of T tokens prepared for a matrix of format `weights` with `cols` columns, laid out
+// for the kernel's 64-byte steps. vpdpbusd multiplies unsigned by signed bytes: the weights take the
+// unsigned side (Q8_0 as w + 128, Q4_0 as stored, q + 8) and the activations the signed side;
+// lane_offset removes what the + 128 or + 8 adds (-128 or -8 times the lane's Σ x_q).
+//   Q8_0: a step is 2 blocks in value order; lane l of a step covers values 4l .. 4l+3.
+//   Q4_0: a step is 4 blocks (64 bytes of weights), the activations in nibble order, per 4 blocks
+//     [values 0..15 of each block | values 16..31 of each block], so that the low and the high nibbles
+//     of the weight bytes each meet their activations in place; lane l covers 4 values of block l/4
+//     in each half.
+struct QuantizedActivations {
+  DType weights = DType::Q8_0;
+  int64_t cols = 0, padded = 0;              // padded: values per token, whole steps (0 past cols)
+  int64_t scale_blocks = 0;                  // blocks per token in block_scale, a multiple of 16
+  std::vector<int8_t> values;                // [T, padded]
+  std::vector<int32_t> lane_offset;          // [T, lanes_per_token()]
+  std::vector<float> block_scale;            // [T, scale_blocks]: each block's scale (0 past cols)
+  int64_t lanes_per_token() const { return padded / (weights == DType::Q8_0 ? 4 : 8); }
+};
+
+// Quantizes x: [T, cols] for W's format. Portable code; rows of tokens may be split over threads by
+// calling it on [t_begin, t_end) after `prepare_activations`.
+void prepare_activations(DType weights, int64_t T, int64_t cols, QuantizedActivations& out);
+void quantize_activations(const float* x, int64_t t_begin, int64_t t_end, QuantizedActivations& out);
+
+// Rows [row_begin, row_end) of y = x · Wᵀ for tokens [t0, t0 + T) of xq, T <= kGemvMaxTokens.
+// y: [T, W.rows] (the rows of those tokens). Needs has_avx512_vnni().
+void qgemv_rows_avx512(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,
+                       int64_t row_end, float* y);
+
+// out: [n, W.cols] = rows [r0, r0 + n) of a quantized W as f32, as dequantize_row gives them.
+// Needs has_avx512_vnni().
+void dequantize_rows_avx512(const Matrix& W, int64_t r0, int64_t n, float* out);
+
+}  // namespace dsv2::cpu
