@@ -81,13 +81,16 @@ TEST(TextCommands, InteractiveChatKeepsHistoryAndResets) {
 }
 
 TEST(TextCommands, CtrlCStopsTheAnswerAndTheChatGoesOn) {
-  // An answer that would run for minutes (no EOS stop, a huge token limit) gets SIGINT after 1 s (the model holds 1,024 tokens: ~3 s of generation);
-  // the chat prints "[stopped]", reads the next line (/exit, sent at 4 s) and leaves with status 0.
+  // An answer that runs to the end of the context (no EOS stop, a huge token limit: ~1,000 tokens, at
+  // least half a second) gets SIGINT as soon as its first characters are out; the chat prints
+  // "[stopped]", reads the next line (/exit, sent at 4 s) and leaves with status 0.
   const std::string dir = test::temp_dir("sigint");
   test::write_file(dir + "/run.sh",
                    "exec 3< <(printf 'Tell me a story\\n'; sleep 4; printf '/exit\\n')\n" + std::string(DSV2_BINARY) +
                        " chat --model " + kModel + " --no-eos-stop --max-new-tokens 1000000 <&3 >" + dir + "/out 2>" + dir +
-                       "/err &\npid=$!\nsleep 1\nkill -INT $pid\nwait $pid\necho $? >" + dir + "/rc\n");
+                       "/err &\npid=$!\n"
+                       "for i in $(seq 1000); do [ \"$(stat -c %s " + dir + "/out 2>/dev/null)\" -ge 24 ] 2>/dev/null && break; sleep 0.005; done\n"
+                       "kill -INT $pid\nwait $pid\necho $? >" + dir + "/rc\n");
   ASSERT_EQ(std::system(("bash " + dir + "/run.sh").c_str()), 0);
   EXPECT_EQ(test::read_file(dir + "/rc"), "0\n") << test::read_file(dir + "/err");
   const std::string out = test::read_file(dir + "/out");

@@ -1,7 +1,11 @@
 // dsv2 bench: prefill and decode speed of one sequence, with the memory read bandwidth measured
-// in the same run and the decode roofline fraction (active weight bytes per token / bandwidth).
+// in the same run and the decode roofline fraction (active weight bytes per token / bandwidth), and
+// the process's resident memory after decoding against the weight files' size.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -10,10 +14,36 @@
 #include "core/error.h"
 #include "model/deepseek_v2.h"
 #include "model/model.h"
+#include "model/safetensors.h"
 #include "ops/cpu/memory_bandwidth.h"
 
 namespace dsv2 {
 
+namespace {
+
+// Positions [0, n) of every layer hold random latents of the cached kind (a normalised latent:
+// values of unit scale; a rotated key), standing for a long context already prefilled.
+void fill_random_context(LatentCache& cache, int64_t n) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> unit(0.0f, 1.0f);
+  std::vector<float> row(static_cast<size_t>(cache.width()));
+  for (int64_t l = 0; l < cache.n_layers(); ++l)
+    for (int64_t p = 0; p < n; ++p) {
+      for (float& v : row) v = unit(rng);
+      cache.write(l, p, row.data());
+    }
+  cache.set_length(n);
+}
+
+// The process's resident memory now (/proc/self/statm; the bandwidth probe's buffer is freed by then).
+size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * size_t(sysconf(_SC_PAGESIZE));
+}
+
+}  // namespace
 
 int cmd_bench(Args& args) {
 #ifdef DSV2_WITH_CUDA
@@ -24,7 +54,9 @@ int cmd_bench(Args& args) {
   const std::string dir = args.required("--model");
   const int64_t prompt_tokens = args.integer("--prompt-tokens", 128);
   const int64_t gen_tokens = args.integer("--gen-tokens", 32);
+  const int64_t context = args.integer("--context", 0);  // random cached tokens before the prompt
   check(prompt_tokens >= 1, "--prompt-tokens must be >= 1");
+  check(context >= 0, "--context must be >= 0");
   check(gen_tokens >= 1, "--gen-tokens must be >= 1");
   const bool json_out = args.flag("--json");
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
@@ -35,7 +67,8 @@ int cmd_bench(Args& args) {
   LoadedModel m = load_model(dir);
   quantize_model(m, weights, pool);
   const ModelConfig& cfg = m.config;
-  check(prompt_tokens + gen_tokens <= cfg.max_position_embeddings, "--prompt-tokens + --gen-tokens exceed max_position_embeddings");
+  check(context + prompt_tokens + gen_tokens <= cfg.max_position_embeddings,
+        "--context + --prompt-tokens + --gen-tokens exceed max_position_embeddings");
   DeepseekV2 net(cfg, m.weights, pool);
   std::mt19937 rng(1);
   std::vector<int32_t> prompt(static_cast<size_t>(prompt_tokens));
@@ -43,7 +76,8 @@ int cmd_bench(Args& args) {
 
   const double bw_before = measure_read_bandwidth(pool);
   using clock = std::chrono::steady_clock;
-  LatentCache cache = net.make_cache(prompt_tokens + gen_tokens, cache_dtype);
+  LatentCache cache = net.make_cache(context + prompt_tokens + gen_tokens, cache_dtype);
+  fill_random_context(cache, context);
   std::vector<float> logits;
   auto t0 = clock::now();
   net.forward(prompt, cache, AttentionPath::Decompressed, LogitsRows::Last, logits);
@@ -54,6 +88,7 @@ int cmd_bench(Args& args) {
     net.forward({next}, cache, AttentionPath::Absorbed, LogitsRows::Last, logits);
   }
   const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+  const size_t resident = resident_bytes();
   const double bw_after = measure_read_bandwidth(pool);
 
   const double bytes_per_token = decode_weight_bytes_per_token(cfg, m.weights);  // as loaded, scales included
@@ -65,8 +100,10 @@ int cmd_bench(Args& args) {
       {"weights_dtype", dtype_name(cfg.torch_dtype)},
       {"linear_weights", dtype_name(m.weights.layers.front().kv_a_proj.dtype)},
       {"cache_dtype", dtype_name(cache_dtype)},
+      {"context_tokens", context},
       {"prompt_tokens", prompt_tokens},
       {"gen_tokens", gen_tokens},
+      {"decode_context_tokens", context + prompt_tokens},  // cached tokens when decoding starts
       {"prefill_tokens_per_s", double(prompt_tokens) / prefill_s},
       {"decode_tokens_per_s", decode_tps},
       {"decode_weight_bytes_per_token", bytes_per_token},
@@ -74,6 +111,9 @@ int cmd_bench(Args& args) {
       {"read_bandwidth_gb_per_s_before", bw_before / 1e9},
       {"read_bandwidth_gb_per_s_after", bw_after / 1e9},
       {"decode_roofline_fraction", bytes_per_token * decode_tps / bw},
+      {"weight_file_bytes", m.checkpoint->file_bytes()},
+      {"resident_bytes_after_decode", resident},
+      {"latent_cache_bytes", cache.bytes_per_token() * size_t(cache.capacity())},
   };
   if (json_out) {
     std::printf("%s\n", j.dump(2).c_str());

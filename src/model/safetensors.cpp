@@ -112,6 +112,12 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   }
 }
 
+size_t Checkpoint::file_bytes() const {
+  size_t n = 0;
+  for (const auto& f : files_) n += f->size();
+  return n;
+}
+
 Checkpoint::Checkpoint(const std::string& model_dir) : dir_(model_dir) {
   namespace fs = std::filesystem;
   check(fs::is_directory(model_dir), model_dir + ": not a directory");

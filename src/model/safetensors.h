@@ -29,6 +29,7 @@ class SafetensorsFile {
  public:
   explicit SafetensorsFile(const std::string& path);  // throws Error naming the path and the problem
   const std::string& path() const { return file_.path(); }
+  size_t size() const { return file_.size(); }
   const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
 
  private:
@@ -44,6 +45,7 @@ class Checkpoint {
   const TensorRef* find(const std::string& name) const;
   const std::map<std::string, const TensorRef*>& tensors() const { return by_name_; }
   const std::string& dir() const { return dir_; }
+  size_t file_bytes() const;  // the safetensors files' total size
 
  private:
   std::string dir_;
