@@ -86,13 +86,16 @@ TEST(CudaKernels, LinearMatchesReference) {
 
 TEST(CudaKernels, NormRopeSiluArgmax) {
   std::mt19937 rng(2);
-  const int64_t T = 5, D = 96;
-  std::vector<float> x = randn(size_t(T * D), rng), w = randn(size_t(D), rng);
-  std::vector<float> want(x.size());
-  ref::rms_norm(x.data(), w.data(), want.data(), T, D, 1e-6f);
-  DeviceBuffer dx = upload(x), dw = upload(w), dy = nan_buffer(x.size());
-  cuda::rms_norm(dx.get<float>(), D, dw.get<float>(), dy.get<float>(), D, T, D, 1e-6f, nullptr);
-  EXPECT_LE(test::rel_l2(download(dy, x.size()).data(), want.data(), x.size()), 1e-6);
+  const int64_t T = 5;
+  // Rows held in registers (multiples of 4 up to 4,096) and the general kernel (longer or odd rows).
+  for (int64_t D : {96, 2048, 4096, 5120, 97}) {
+    std::vector<float> x = randn(size_t(T * D), rng), w = randn(size_t(D), rng);
+    std::vector<float> want(x.size());
+    ref::rms_norm(x.data(), w.data(), want.data(), T, D, 1e-6f);
+    DeviceBuffer dx = upload(x), dw = upload(w), dy = nan_buffer(x.size());
+    cuda::rms_norm(dx.get<float>(), D, dw.get<float>(), dy.get<float>(), D, T, D, 1e-6f, nullptr);
+    EXPECT_LE(test::rel_l2(download(dy, x.size()).data(), want.data(), x.size()), 1e-6) << "D=" << D;
+  }
 
   ModelConfig cfg = preset_config("v2");
   RotaryEmbedding rope(cfg);

@@ -31,6 +31,36 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, int64_t xs, const f
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = xr[i] * r * w[i];
 }
 
+// The same for rows of at most kNormRegVecs·4·256 values in 16-byte pieces: each thread reads its
+// values once and keeps them in registers for the scaling pass (the row is read from memory once).
+constexpr int kNormRegVecs = 4;
+__global__ void rms_norm_registers_kernel(const float* __restrict__ x, int64_t xs, const float* __restrict__ w, float* y,
+                                          int64_t ys, int64_t D, float eps) {
+  __shared__ float red[32];
+  const float4* xr = reinterpret_cast<const float4*>(x + blockIdx.x * xs);
+  const int64_t n4 = D / 4;
+  float4 v[kNormRegVecs];
+  float ss = 0;
+#pragma unroll
+  for (int j = 0; j < kNormRegVecs; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+    v[j] = i < n4 ? xr[i] : make_float4(0, 0, 0, 0);
+    ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+  }
+  ss = block_sum(ss, red);
+  const float r = rsqrtf(ss / float(D) + eps);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float4* yr = reinterpret_cast<float4*>(y + blockIdx.x * ys);
+#pragma unroll
+  for (int j = 0; j < kNormRegVecs; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+    if (i < n4) {
+      const float4 g = __ldg(w4 + i);
+      yr[i] = make_float4(v[j].x * r * g.x, v[j].y * r * g.y, v[j].z * r * g.z, v[j].w * r * g.w);
+    }
+  }
+}
+
 // One thread per (token, vector, pair).
 __global__ void rope_kernel(float* x, int64_t T, int64_t ts, int64_t count, int64_t vs, const int32_t* __restrict__ pos,
                             const float* __restrict__ inv_freq, int64_t n_pairs, float amplitude) {
@@ -117,7 +147,13 @@ void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t T, float*
 
 void rms_norm(const float* x, int64_t xs, const float* w, float* y, int64_t ys, int64_t T, int64_t D, float eps,
               cudaStream_t stream) {
-  rms_norm_kernel<<<unsigned(T), 256, 0, stream>>>(x, xs, w, y, ys, D, eps);
+  const bool aligned = D % 4 == 0 && xs % 4 == 0 && ys % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(y) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  if (aligned && D <= kNormRegVecs * 4 * 256) {
+    rms_norm_registers_kernel<<<unsigned(T), 256, 0, stream>>>(x, xs, w, y, ys, D, eps);
+  } else {
+    rms_norm_kernel<<<unsigned(T), 256, 0, stream>>>(x, xs, w, y, ys, D, eps);
+  }
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
