@@ -2,9 +2,11 @@
 // sizes), outputs poisoned with NaN first so an unwritten element fails.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
+#include "ops/cpu/latent_attention.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/ref/ops_ref.h"
 #include "test_util.h"
@@ -85,6 +87,59 @@ TEST(Ops, SoftmaxAndSilu) {
   EXPECT_FLOAT_EQ(o[0], 0.0f);
   EXPECT_NEAR(o[1], 2.0 / (1 + std::exp(-1.0)), 1e-6);
   EXPECT_NEAR(o[2], -2.0 / (1 + std::exp(2.0)), 1e-6);
+}
+
+}  // namespace
+}  // namespace dsv2
+
+namespace dsv2 {
+namespace {
+
+// The chunk of absorbed attention against the formula in double, at the released shapes (d_c 512,
+// d_rope 64) and small ones, head counts that are and are not multiples of the register block,
+// chunk lengths with and without a tail of 16; both the dispatched (AVX-512) and the portable form.
+TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
+  std::mt19937 rng(11);
+  struct Shape {
+    int64_t nh, d_c, d_rope, n;
+  };
+  for (Shape sh : {Shape{16, 512, 64, 256}, Shape{16, 512, 64, 37}, Shape{5, 64, 16, 1}, Shape{7, 128, 32, 6}, Shape{3, 48, 16, 100}, Shape{2, 20, 6, 9}}) {
+    const int64_t width = sh.d_c + sh.d_rope + 3, q_pe_stride = sh.d_rope + 5;  // padded rows
+    std::vector<float> q_lat = randn(size_t(sh.nh * sh.d_c), rng), q_pe = randn(size_t(sh.nh * q_pe_stride), rng),
+                       lat = randn(size_t(sh.n * width), rng);
+    const float scale = 0.08f;
+    for (bool portable : {false, true}) {
+      std::vector<float> m(size_t(sh.nh)), l(size_t(sh.nh)), acc(size_t(sh.nh * sh.d_c)), scratch(size_t(sh.nh * sh.n));
+      (portable ? cpu::latent_attention_chunk_portable : cpu::latent_attention_chunk)(
+          q_lat.data(), q_pe.data(), q_pe_stride, lat.data(), width, sh.n, sh.nh, sh.d_c, sh.d_rope, scale, m.data(), l.data(),
+          acc.data(), scratch.data());
+      for (int64_t h = 0; h < sh.nh; ++h) {
+        std::vector<double> score(size_t(sh.n));
+        for (int64_t s = 0; s < sh.n; ++s) {
+          double d = 0;
+          for (int64_t j = 0; j < sh.d_c; ++j) d += double(q_lat[size_t(h * sh.d_c + j)]) * lat[size_t(s * width + j)];
+          for (int64_t j = 0; j < sh.d_rope; ++j) d += double(q_pe[size_t(h * q_pe_stride + j)]) * lat[size_t(s * width + sh.d_c + j)];
+          score[size_t(s)] = scale * d;
+        }
+        const double mx = *std::max_element(score.begin(), score.end());
+        EXPECT_NEAR(m[size_t(h)], mx, 1e-5 * (1 + std::abs(mx))) << "nh " << sh.nh << " n " << sh.n << " portable " << portable;
+        double sum = 0;
+        std::vector<double> a(size_t(sh.d_c), 0.0);
+        for (int64_t s = 0; s < sh.n; ++s) {
+          const double p = std::exp(score[size_t(s)] - mx);
+          sum += p;
+          for (int64_t j = 0; j < sh.d_c; ++j) a[size_t(j)] += p * lat[size_t(s * width + j)];
+        }
+        EXPECT_NEAR(l[size_t(h)], sum, 1e-5 * sum);
+        double err = 0, ref = 0;
+        for (int64_t j = 0; j < sh.d_c; ++j) {
+          err += std::pow(acc[size_t(h * sh.d_c + j)] - a[size_t(j)], 2);
+          ref += a[size_t(j)] * a[size_t(j)];
+        }
+        EXPECT_LE(std::sqrt(err / ref), 1e-5) << "nh " << sh.nh << " d_c " << sh.d_c << " n " << sh.n << " portable " << portable;
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "model/moe_router.h"
+#include "ops/cpu/latent_attention.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/ref/ops_ref.h"
 
@@ -106,7 +107,6 @@ void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T
   std::vector<float> kv(size_t(T * width));
   cpu::matmul(pool_, a.data(), T, w.kv_a_proj, kv.data());
   std::vector<float> o(size_t(T * nh * cfg_.v_head_dim));  // [T, nh, d_v]
-  std::vector<float> lat;
   for (const SequenceRows& r : seqs) {
     for (int64_t t = 0; t < r.n; ++t) {
       const int64_t row_index = r.row0 + t, pos = r.pos0 + t;
@@ -116,15 +116,21 @@ void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T
       rope_.rotate(&q[size_t(row_index * nh * d_qk + d_nope)], nh, d_qk, pos);
       r.cache->write(layer, pos, row);
     }
+    // [L, width]: every cached latent of the sequence at cache precision, in place when the cache
+    // holds f32 rows contiguously, else read into a buffer kept across calls.
     const int64_t L = r.pos0 + r.n;
-    lat.resize(size_t(L * width));  // [L, width]: every cached latent of the sequence, read back at cache precision
-    r.cache->read(layer, 0, L, lat.data());
+    const float* lat = r.cache->rows_in_place(layer);
+    if (!lat) {
+      if (lat_buffer_.size() < size_t(L * width)) lat_buffer_.resize(size_t(L * width));
+      r.cache->read(layer, 0, L, lat_buffer_.data());
+      lat = lat_buffer_.data();
+    }
     const float* q_seq = &q[size_t(r.row0 * nh * d_qk)];
     float* o_seq = &o[size_t(r.row0 * nh * cfg_.v_head_dim)];
     if (r.path == AttentionPath::Decompressed) {
-      attend_decompressed(w, q_seq, lat.data(), r.n, r.pos0, o_seq);
+      attend_decompressed(w, q_seq, lat, r.n, r.pos0, o_seq);
     } else {
-      attend_absorbed(w, q_seq, lat.data(), r.n, r.pos0, o_seq);
+      attend_absorbed(w, q_seq, lat, r.n, r.pos0, o_seq);
     }
   }
   std::vector<float> out(size_t(T * H));
@@ -186,36 +192,23 @@ void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const fl
 
   // o_lat[t, h] = Σ_s softmax_s(score[t, h, s]) · c_s over keys 0 .. pos0 + t. The keys are cut into
   // chunks of kKeyChunk attended in parallel; each chunk reads every cached latent once for all heads
-  // (an online softmax per head) and leaves a partial (m, l, Σ exp(score − m)·c) per head, merged in
+  // (cpu::latent_attention_chunk) and leaves a partial (m, l, Σ exp(score − m)·c) per head, merged in
   // chunk order, so the result does not depend on the thread count.
   constexpr int64_t kKeyChunk = 256;
   std::vector<float> o_lat(size_t(T * nh * d_c));
   for (int64_t t = 0; t < T; ++t) {
     const int64_t n_keys = pos0 + t + 1, n_chunks = (n_keys + kKeyChunk - 1) / kKeyChunk;
-    std::vector<float> part_acc(size_t(n_chunks * nh * d_c), 0.0f), part_m(size_t(n_chunks * nh), -INFINITY),
-        part_l(size_t(n_chunks * nh), 0.0f);
+    // Every chunk writes its whole partial: no initialisation needed.
+    std::vector<float>& part_acc = partial_acc_;
+    part_acc.resize(std::max(part_acc.size(), size_t(n_chunks * nh * d_c)));
+    std::vector<float> part_m(size_t(n_chunks * nh)), part_l(size_t(n_chunks * nh));
     pool_.parallel_for(n_chunks, 1, [&](int64_t c0, int64_t c1) {
+      std::vector<float> scores(size_t(nh * kKeyChunk));
       for (int64_t c = c0; c < c1; ++c) {
-        float* m = &part_m[size_t(c * nh)];
-        float* l = &part_l[size_t(c * nh)];
-        float* acc = &part_acc[size_t(c * nh * d_c)];
-        for (int64_t s = c * kKeyChunk; s < std::min(n_keys, (c + 1) * kKeyChunk); ++s) {
-          const float* ls = lat + s * width;
-          for (int64_t h = 0; h < nh; ++h) {
-            const float score = softmax_scale_ * (cpu::dot(&q_lat[size_t((t * nh + h) * d_c)], ls, d_c) +
-                                                  cpu::dot(q + (t * nh + h) * d_qk + d_nope, ls + d_c, d_rope));
-            float* a = acc + h * d_c;
-            if (score > m[h]) {  // a new maximum: rescale what was summed so far
-              const float shrink = std::exp(m[h] - score);
-              for (int64_t j = 0; j < d_c; ++j) a[j] *= shrink;
-              l[h] *= shrink;
-              m[h] = score;
-            }
-            const float p = std::exp(score - m[h]);
-            l[h] += p;
-            cpu::axpy(p, ls, a, d_c);
-          }
-        }
+        const int64_t s0 = c * kKeyChunk, n = std::min(n_keys, s0 + kKeyChunk) - s0;
+        cpu::latent_attention_chunk(&q_lat[size_t(t * nh * d_c)], q + t * nh * d_qk + d_nope, d_qk, lat + s0 * width, width, n,
+                                    nh, d_c, d_rope, softmax_scale_, &part_m[size_t(c * nh)], &part_l[size_t(c * nh)],
+                                    &part_acc[size_t(c * nh * d_c)], scores.data());
       }
     });
     for (int64_t h = 0; h < nh; ++h) {

@@ -79,6 +79,9 @@ class DeepseekV2 {
   ThreadPool& pool_;
   RotaryEmbedding rope_;
   float softmax_scale_;
+  // Scratch kept across calls (a fresh multi-MB vector per layer and token costs page faults):
+  std::vector<float> lat_buffer_;   // cached latents read back when the cache cannot be read in place
+  std::vector<float> partial_acc_;  // absorbed attention's per-chunk accumulators [chunks, nh, d_c]
 };
 
 }  // namespace dsv2

@@ -24,6 +24,9 @@ class LatentStorage {
   virtual void read(int64_t layer, int64_t pos0, int64_t n, float* dst) const = 0;
   // Marks tokens [0, n) as the sequence (after a forward wrote them, or to roll back).
   virtual void set_length(int64_t n) = 0;
+  // Rows [0, capacity) of `layer` in place as one f32 array [capacity, width] when the storage holds
+  // them so (the forward then reads the cache without copying it); nullptr otherwise.
+  virtual const float* rows_in_place(int64_t layer) const { return nullptr; }
 };
 
 // One sequence's cache in one contiguous buffer.
@@ -42,6 +45,9 @@ class LatentCache : public LatentStorage {
   void write(int64_t layer, int64_t pos, const float* row) override;
   void read(int64_t layer, int64_t pos0, int64_t n, float* dst) const override;
   void set_length(int64_t n) override;
+  const float* rows_in_place(int64_t layer) const override {
+    return dtype_ == DType::F32 ? f32_.data() + offset(layer, 0) : nullptr;
+  }
 
  private:
   size_t offset(int64_t layer, int64_t pos) const { return size_t((layer * capacity_ + pos) * width_); }
