@@ -2,6 +2,8 @@
 
 #include <immintrin.h>
 
+#include "ops/cpu/simd_targets.h"
+
 namespace dsv2::cpu {
 
 bool has_avx512() {
@@ -10,8 +12,6 @@ bool has_avx512() {
 }
 
 namespace {
-
-#define DSV2_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c")))
 
 // 16 weights as f32 from their storage.
 DSV2_AVX512 inline __m512 load16(const uint16_t* p, bool bf16) {

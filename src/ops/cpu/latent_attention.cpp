@@ -7,12 +7,12 @@
 
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
+#include "ops/cpu/simd_targets.h"
 
 namespace dsv2::cpu {
 
 namespace {
 
-#define DSV2_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 
 // e^x for x <= 0 (scores minus their maximum), ~1 ulp: x = k·ln2 + r, |r| <= ln2/2, e^r by its
 // degree-6 Taylor polynomial, scaled by 2^k.

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "ops/cpu/gemv_avx512.h"
+#include "ops/cpu/simd_targets.h"
 
 namespace dsv2::cpu {
 
@@ -61,12 +62,6 @@ void quantize_activations(const float* x, int64_t t_begin, int64_t t_end, Quanti
 }
 
 namespace {
-
-// GCC 12 reports the intrinsics' internal _mm512_undefined_* values as uninitialized here.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
-#define DSV2_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c")))
 
 // Weights are prefetched this far ahead of the step (also across rows and 4 KiB pages, where the
 // hardware prefetcher stops): measured +10-30% on one core for 16384 x 2048 matrices at T = 1.

@@ -5,6 +5,8 @@
 
 #include <cfloat>
 
+#include "core/error.h"
+
 namespace dsv2::cuda {
 
 __device__ __forceinline__ float to_f32(float v) { return v; }
@@ -98,4 +100,5 @@ __device__ __forceinline__ float warp_dot_row(const WT* __restrict__ w, const fl
     case ::dsv2::DType::F32: { using WT = float; __VA_ARGS__; break; }   \
     case ::dsv2::DType::BF16: { using WT = __nv_bfloat16; __VA_ARGS__; break; } \
     case ::dsv2::DType::F16: { using WT = __half; __VA_ARGS__; break; }  \
+    default: throw ::dsv2::Error("the GPU kernels take F32, BF16 or F16 weights"); \
   }
