@@ -13,16 +13,15 @@
 #include "engine/engine.h"
 #include "engine/generator.h"
 #include "model/model.h"
+#include "test_util.h"
 
 namespace dsv2 {
 namespace {
 
 const std::string kModel = std::string(DSV2_SOURCE_DIR) + "/models/default";
 
-struct Outcome {
-  std::vector<int32_t> tokens;
-  FinishReason reason = FinishReason::Cancelled;
-};
+using test::EngineOutcome;
+using test::serve_all;
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -35,27 +34,6 @@ class EngineTest : public ::testing::Test {
     GenerationOptions o;
     o.max_new_tokens = n;
     return generate(seq, prompt, o).tokens;
-  }
-  // Submits every prompt at once and waits for all.
-  std::vector<Outcome> serve(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, int64_t n) {
-    std::vector<std::promise<Outcome>> done(prompts.size());
-    std::vector<Outcome> partial(prompts.size());
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      GenerationRequest r;
-      r.prompt = prompts[i];
-      r.max_new_tokens = n;
-      engine.submit(r, {[&partial, i](const TokenEvent& e) {
-                          partial[i].tokens.push_back(e.token);
-                          return true;
-                        },
-                        [&partial, &done, i](FinishReason why, int64_t) {
-                          partial[i].reason = why;
-                          done[i].set_value(partial[i]);
-                        }});
-    }
-    std::vector<Outcome> out;
-    for (auto& d : done) out.push_back(d.get_future().get());
-    return out;
   }
   // The CPU model over a pool of n_blocks blocks of 4 tokens.
   std::unique_ptr<CpuBatchedModel> pool_of(int32_t n_blocks) {
@@ -91,7 +69,7 @@ TEST_F(EngineTest, GreedyOutputDoesNotDependOnBatching) {
   for (const Setup* setup : {&one_at_a_time, &batched, &tight}) {
     auto model = pool_of(setup->n_blocks);
     Engine engine(*model, {.max_context = 0, .scheduler = setup->scheduler});
-    std::vector<Outcome> got = serve(engine, prompts(), n);
+    std::vector<EngineOutcome> got = serve_all(engine, prompts(), n);
     for (size_t i = 0; i < got.size(); ++i) {
       std::vector<int32_t> expect = want[i];
       EXPECT_EQ(got[i].tokens, expect) << "prompt " << i << ", max_running " << setup->scheduler.max_running;
@@ -117,7 +95,7 @@ TEST_F(EngineTest, RequestsSharingAPromptArrivingTogetherComputeItOnce) {
   const std::vector<std::vector<int32_t>> prompts = {shared, shared, longer};
   auto model = pool_of(64);
   Engine engine(*model, {.max_context = 0, .scheduler = {.max_running = 4, .step_token_budget = 64, .prefill_chunk = 8}});
-  std::vector<Outcome> got = serve(engine, prompts, n);
+  std::vector<EngineOutcome> got = serve_all(engine, prompts, n);
   for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(got[i].tokens, reference(prompts[i], n)) << "prompt " << i;
   const EngineStats st = engine.stats();
   // The first computes all 40; the second its last 4 (36 cached); the third 46 - 40 (40 cached).

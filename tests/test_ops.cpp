@@ -14,12 +14,7 @@
 namespace dsv2 {
 namespace {
 
-std::vector<float> randn(size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::randn;
 
 // A weight matrix stored in `dtype`, with its bytes kept alive in `store`.
 Matrix make_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<std::byte>& store) {

@@ -18,12 +18,7 @@
 namespace dsv2 {
 namespace {
 
-std::vector<float> randn(size_t n, std::mt19937& rng) {
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::randn;
 
 // A random [rows, cols] matrix quantized to `t`; its f32 values stay in `f32`, its blocks in `store`.
 Matrix make_quantized(DType t, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<float>& f32,

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -113,8 +114,41 @@ Golden load_golden(const std::string& name) {
 
 std::string join_ids(const std::vector<int32_t>& ids) {
   std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);
+  }
   return s;
+}
+
+std::vector<float> randn(size_t n, std::mt19937& rng, float scale) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<EngineOutcome> serve_all(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, int64_t n,
+                                     bool stop_at_eos) {
+  std::vector<std::promise<EngineOutcome>> done(prompts.size());
+  std::vector<EngineOutcome> partial(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationRequest r;
+    r.prompt = prompts[i];
+    r.max_new_tokens = n;
+    r.stop_at_eos = stop_at_eos;
+    engine.submit(r, {[&partial, i](const TokenEvent& e) {
+                        partial[i].tokens.push_back(e.token);
+                        return true;
+                      },
+                      [&partial, &done, i](FinishReason why, int64_t) {
+                        partial[i].reason = why;
+                        done[i].set_value(partial[i]);
+                      }});
+  }
+  std::vector<EngineOutcome> out;
+  for (auto& d : done) out.push_back(d.get_future().get());
+  return out;
 }
 
 }  // namespace dsv2::test

@@ -1,8 +1,12 @@
-// Helpers shared by the tests: temporary directories, running the dsv2 program, golden fixtures.
+// Helpers shared by the tests: temporary directories, running the dsv2 program, golden fixtures,
+// random inputs, serving prompts through an engine.
 #pragma once
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
+
+#include "engine/engine.h"
 
 namespace dsv2::test {
 
@@ -38,5 +42,16 @@ Golden load_golden(const std::string& name);
 std::vector<std::string> golden_names();
 
 std::string join_ids(const std::vector<int32_t>& ids);
+
+// n values drawn from N(0, scale²).
+std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f);
+
+struct EngineOutcome {
+  std::vector<int32_t> tokens;
+  FinishReason reason = FinishReason::Cancelled;
+};
+// Submits every prompt at once (greedy, n new tokens) and waits for all their results.
+std::vector<EngineOutcome> serve_all(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, int64_t n,
+                                     bool stop_at_eos = true);
 
 }  // namespace dsv2::test

@@ -10,6 +10,7 @@
 #include "engine/cuda_batched_model.h"
 #include "engine/engine.h"
 #include "model/model.h"
+#include "test_util.h"
 
 namespace dsv2 {
 namespace {
@@ -19,33 +20,7 @@ std::string default_model_dir() {
   return golden ? std::string(golden) + "/../../models/default" : std::string(DSV2_GOLDEN_DIR) + "/../../models/default";
 }
 
-struct Outcome {
-  std::vector<int32_t> tokens;
-  FinishReason reason = FinishReason::Cancelled;
-};
-
-// Submits every prompt at once and waits for all.
-std::vector<Outcome> serve(Engine& engine, const std::vector<std::vector<int32_t>>& prompts, int64_t n) {
-  std::vector<std::promise<Outcome>> done(prompts.size());
-  std::vector<Outcome> partial(prompts.size());
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerationRequest r;
-    r.prompt = prompts[i];
-    r.max_new_tokens = n;
-    r.stop_at_eos = false;
-    engine.submit(r, {[&partial, i](const TokenEvent& e) {
-                        partial[i].tokens.push_back(e.token);
-                        return true;
-                      },
-                      [&partial, &done, i](FinishReason why, int64_t) {
-                        partial[i].reason = why;
-                        done[i].set_value(partial[i]);
-                      }});
-  }
-  std::vector<Outcome> out;
-  for (auto& d : done) out.push_back(d.get_future().get());
-  return out;
-}
+using test::EngineOutcome;
 
 // 12 prompts of 3..47 tokens, the first 9 tokens shared (prefix caching).
 std::vector<std::vector<int32_t>> prompts() {
@@ -90,7 +65,7 @@ TEST_F(CudaEngineTest, GreedyOutputDoesNotDependOnBatching) {
     auto net = gpu(s->n_blocks, true, 8);
     CudaBatchedModel model(*net);
     Engine engine(model, {.max_context = 128, .scheduler = s->scheduler});
-    std::vector<Outcome> got = serve(engine, prompts(), n);
+    std::vector<EngineOutcome> got = test::serve_all(engine, prompts(), n, false);
     EngineStats st = engine.stats();
     EXPECT_EQ(st.blocks_used, 0);
     EXPECT_EQ(st.blocks_free, s->n_blocks);
@@ -114,7 +89,7 @@ TEST_F(CudaEngineTest, GreedyOutputDoesNotDependOnBatching) {
   DeepseekV2 cpu_net(model_.config, model_.weights, pool);
   CpuBatchedModel cpu(cpu_net, {128, 4}, DType::F32);
   Engine engine(cpu, {.max_context = 128, .scheduler = alone.scheduler});
-  std::vector<Outcome> got = serve(engine, prompts(), n);
+  std::vector<EngineOutcome> got = test::serve_all(engine, prompts(), n, false);
   for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].tokens, want[i]) << "CPU engine, prompt " << i;
 }
 
@@ -122,8 +97,8 @@ TEST_F(CudaEngineTest, FastBatchingServesEveryRequestAndFreesTheCache) {
   auto net = gpu(128, false, 12);
   CudaBatchedModel model(*net);
   Engine engine(model, {.max_context = 128, .scheduler = {.max_running = 16, .step_token_budget = 64, .prefill_chunk = 32}});
-  std::vector<Outcome> got = serve(engine, prompts(), 16);
-  for (const Outcome& o : got) {
+  std::vector<EngineOutcome> got = test::serve_all(engine, prompts(), 16, false);
+  for (const EngineOutcome& o : got) {
     EXPECT_EQ(o.reason, FinishReason::Length);
     EXPECT_EQ(o.tokens.size(), 16u);
   }

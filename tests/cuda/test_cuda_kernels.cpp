@@ -21,12 +21,7 @@ namespace {
 
 using cuda::DeviceBuffer;
 
-std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::randn;
 
 template <typename T>
 DeviceBuffer upload(const std::vector<T>& v) {
