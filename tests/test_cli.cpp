@@ -102,6 +102,10 @@ TEST(Cli, BadInputGetsAClearError) {
   expect_fails("init --preset tiny --out " + out, "--random is required");
   expect_fails("init --preset tiny --random --out " + out + "d --layers 0", "--layers must be between 1 and 4");
   expect_fails("info --preset tiny --cache-dtype int3", "unknown dtype 'int3'");
+  expect_fails("serve --model " + g.dir + " --fast-batching", "--fast-batching applies to --device cuda");
+  expect_fails("serve --model " + g.dir + " --cache-blocks 0", "--cache-blocks must be >= 1");
+  expect_fails("serve --model " + g.dir + " --block-size 4096", "--block-size must be in [1, 1024]");
+  expect_fails("bench --model " + g.dir + " --context -1", "--context must be >= 0");
 
   const std::string bad = test::temp_dir("cli");
   test::write_file(bad + "/config.json", "{\"architectures\": [\"MistralForCausalLM\"]}");
