@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA H200 (sm_90): builds the CUDA backend unless $BUILD already holds it,
-# runs the GPU test suite, then the decode/prefill benchmarks on random DeepSeek-V2-Lite weights,
+# runs the GPU test suite and the HTTP server suite against `dsv2 serve --device cuda` (where node and
+# data/openai-client exist), then the decode/prefill benchmarks on random DeepSeek-V2-Lite weights,
 # and prints a short table. Logs go to $OUT (default: gpu-results/).
 # A GPU host without this project's build dependencies can run binaries built elsewhere: configure
 # with -DDSV2_CUDA=ON -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc", copy build-cuda/dsv2 and
@@ -21,6 +22,16 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,nohea
 tests_rc=$?
 grep -E "^\[  (PASSED|FAILED) |worst relative|FAILED  \]" "$OUT/tests.log" | tail -40
 
+# The HTTP server suite against the GPU backend (needs node and data/openai-client from scripts/setup.sh).
+if command -v node >/dev/null && [ -d data/openai-client ]; then
+  DSV2_SERVE_ARGS="--device cuda" node tests/server/server_test.mjs "$BUILD/dsv2" "$PWD" >"$OUT/server_tests.log" 2>&1
+  server_rc=$?
+  tail -1 "$OUT/server_tests.log"
+  [ $server_rc -eq 0 ] || tests_rc=$server_rc
+else
+  echo "server suite skipped: node or data/openai-client missing"
+fi
+
 rows=()
 # Each entry: batch,prompt_tokens,gen_tokens
 for spec in ${BENCHES:-1,128,64 16,128,32 64,128,16 256,128,8 1,512,4}; do
@@ -37,5 +48,5 @@ echo
 echo "DeepSeek-V2-Lite shapes, random bf16 weights, bf16 latent cache"
 echo "batch prompt  decode/s  step_ms  prefill/s  pf/pk  dec/rf  copyGB/s  TFLOPs"
 printf '%s\n' "${rows[@]}"
-echo "GPU tests exit code: $tests_rc"
+echo "GPU tests and server suite exit code: $tests_rc"
 exit $tests_rc
