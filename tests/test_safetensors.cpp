@@ -212,3 +212,19 @@ TEST(ModelDir, MissingFilesAreNamed) {
 
 }  // namespace
 }  // namespace dsv2
+
+namespace dsv2 {
+namespace {
+
+TEST(Safetensors, ShardPlanGroupsConsecutiveTensors) {
+  // 40 + 50 > 80: a new shard; 100 alone exceeds the limit and gets a shard of its own; the last (30)
+  // stays with its predecessor even past the limit.
+  const ShardPlan plan = plan_shards({40, 30, 50, 100, 20, 70, 30}, 80, {false, false, false, false, false, false, true});
+  EXPECT_EQ(plan.shards, (std::vector<std::vector<size_t>>{{0, 1}, {2}, {3}, {4}, {5, 6}}));
+  EXPECT_EQ(plan.total_bytes, 340u);
+  EXPECT_EQ(plan.file_name(1), "model-00002-of-00005.safetensors");
+  EXPECT_EQ(plan_shards({10, 20}, 80).file_name(0), "model.safetensors");
+}
+
+}  // namespace
+}  // namespace dsv2

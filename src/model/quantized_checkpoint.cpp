@@ -75,29 +75,22 @@ void write_quantized_model(const std::string& src_dir, const LoadedModel& m, DTy
   };
 
   // Shards of consecutive tensors; a matrix's scales stay beside its values.
-  std::vector<std::vector<size_t>> shards(1);
-  uint64_t shard_bytes = 0, total_bytes = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const uint64_t b = bytes_of(tensors[i].entry);
-    if (shard_bytes > 0 && shard_bytes + b > max_shard_bytes && !tensors[i].scales) {
-      shards.emplace_back();
-      shard_bytes = 0;
-    }
-    shards.back().push_back(i);
-    shard_bytes += b;
-    total_bytes += b;
+  std::vector<uint64_t> bytes;
+  std::vector<bool> is_scales;
+  for (const OutTensor& t : tensors) {
+    bytes.push_back(bytes_of(t.entry));
+    is_scales.push_back(t.scales);
   }
+  const ShardPlan plan = plan_shards(bytes, max_shard_bytes, is_scales);
 
-  nlohmann::json weight_map = nlohmann::json::object();
+  std::map<std::string, std::string> weight_map;
   std::vector<uint8_t> buf;  // [rows, row_bytes] values then [rows, blocks] scales of the matrix being written
-  for (size_t s = 0; s < shards.size(); ++s) {
-    char name[64];
-    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
-    const std::string file = shards.size() == 1 ? "model.safetensors" : name;
+  for (size_t s = 0; s < plan.shards.size(); ++s) {
+    const std::string file = plan.file_name(s);
     std::vector<SafetensorsWriter::Entry> entries;
-    for (size_t i : shards[s]) entries.push_back(tensors[i].entry);
+    for (size_t i : plan.shards[s]) entries.push_back(tensors[i].entry);
     SafetensorsWriter writer(out_dir + "/" + file, entries);
-    for (size_t i : shards[s]) {
+    for (size_t i : plan.shards[s]) {
       const OutTensor& t = tensors[i];
       weight_map[t.entry.name] = file;
       if (!t.quantized) {
@@ -115,11 +108,7 @@ void write_quantized_model(const std::string& src_dir, const LoadedModel& m, DTy
     }
     writer.finish();
   }
-  if (shards.size() > 1) {
-    std::ofstream f(out_dir + "/model.safetensors.index.json");
-    f << nlohmann::json{{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}}.dump(2) << "\n";
-    check(bool(f), out_dir + "/model.safetensors.index.json: write failed");
-  }
+  if (plan.shards.size() > 1) write_safetensors_index(out_dir, plan.total_bytes, weight_map);
 }
 
 }  // namespace dsv2

@@ -76,36 +76,25 @@ void write_random_model(const ModelConfig& cfg, const std::string& dir, const Ra
     check(bool(f), dir + "/config.json: write failed");
   }
 
-  // Plan the shards: consecutive tensors up to max_shard_bytes each.
+  // The shards: consecutive tensors up to max_shard_bytes each.
   const std::vector<TensorSpec> specs = checkpoint_tensor_specs(cfg);
-  std::vector<std::vector<size_t>> shards(1);
-  uint64_t shard_bytes = 0, total_bytes = 0;
   auto numel_of = [](const TensorSpec& s) {
     int64_t n = 1;
     for (int64_t d : s.shape) n *= d;
     return n;
   };
-  for (size_t i = 0; i < specs.size(); ++i) {
-    uint64_t b = uint64_t(numel_of(specs[i])) * dtype_size(options.dtype);
-    if (shard_bytes > 0 && shard_bytes + b > options.max_shard_bytes) {
-      shards.emplace_back();
-      shard_bytes = 0;
-    }
-    shards.back().push_back(i);
-    shard_bytes += b;
-    total_bytes += b;
-  }
+  std::vector<uint64_t> bytes;
+  for (const TensorSpec& s : specs) bytes.push_back(uint64_t(numel_of(s)) * dtype_size(options.dtype));
+  const ShardPlan plan = plan_shards(bytes, options.max_shard_bytes);
 
-  nlohmann::json weight_map = nlohmann::json::object();
+  std::map<std::string, std::string> weight_map;
   std::vector<std::byte> buf;
-  for (size_t s = 0; s < shards.size(); ++s) {
-    char name[64];
-    std::snprintf(name, sizeof name, "model-%05zu-of-%06zu.safetensors", s + 1, shards.size());
-    const std::string file = shards.size() == 1 ? "model.safetensors" : name;
+  for (size_t s = 0; s < plan.shards.size(); ++s) {
+    const std::string file = plan.file_name(s);
     std::vector<SafetensorsWriter::Entry> entries;
-    for (size_t i : shards[s]) entries.push_back({specs[i].name, options.dtype, specs[i].shape});
+    for (size_t i : plan.shards[s]) entries.push_back({specs[i].name, options.dtype, specs[i].shape});
     SafetensorsWriter writer(dir + "/" + file, entries);
-    for (size_t i : shards[s]) {
+    for (size_t i : plan.shards[s]) {
       const int64_t numel = numel_of(specs[i]);
       buf.resize(size_t(numel) * dtype_size(options.dtype));
       fill_tensor(specs[i], numel, options.dtype, options.seed, pool, buf.data());
@@ -114,11 +103,7 @@ void write_random_model(const ModelConfig& cfg, const std::string& dir, const Ra
     }
     writer.finish();
   }
-  if (shards.size() > 1) {
-    std::ofstream f(dir + "/model.safetensors.index.json");
-    f << nlohmann::json{{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}}.dump(2) << "\n";
-    check(bool(f), dir + "/model.safetensors.index.json: write failed");
-  }
+  if (plan.shards.size() > 1) write_safetensors_index(dir, plan.total_bytes, weight_map);
 }
 
 }  // namespace dsv2

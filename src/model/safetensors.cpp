@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -202,6 +203,37 @@ void SafetensorsWriter::finish() {
   int rc = std::fclose(out_);
   out_ = nullptr;
   check(rc == 0, path_ + ": close failed");
+}
+
+std::string ShardPlan::file_name(size_t shard) const {
+  if (shards.size() == 1) return "model.safetensors";
+  char name[64];
+  std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", shard + 1, shards.size());
+  return name;
+}
+
+ShardPlan plan_shards(const std::vector<uint64_t>& bytes, uint64_t max_shard_bytes, const std::vector<bool>& stays_with_previous) {
+  ShardPlan plan;
+  plan.shards.emplace_back();
+  uint64_t shard_bytes = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    const bool stays = i < stays_with_previous.size() && stays_with_previous[i];
+    if (shard_bytes > 0 && shard_bytes + bytes[i] > max_shard_bytes && !stays) {
+      plan.shards.emplace_back();
+      shard_bytes = 0;
+    }
+    plan.shards.back().push_back(i);
+    shard_bytes += bytes[i];
+    plan.total_bytes += bytes[i];
+  }
+  return plan;
+}
+
+void write_safetensors_index(const std::string& dir, uint64_t total_bytes, const std::map<std::string, std::string>& weight_map) {
+  const std::string path = dir + "/model.safetensors.index.json";
+  std::ofstream f(path);
+  f << nlohmann::json{{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}}.dump(2) << "\n";
+  check(bool(f), path + ": write failed");
 }
 
 }  // namespace dsv2

@@ -77,4 +77,18 @@ class SafetensorsWriter {
   std::FILE* out_ = nullptr;
 };
 
+// A checkpoint split into files of consecutive tensors, as Hugging Face shards them.
+struct ShardPlan {
+  std::vector<std::vector<size_t>> shards;  // tensor indices of each file, in order
+  uint64_t total_bytes = 0;
+  // model.safetensors for one shard, else model-0000s-of-0000n.safetensors (s counted from 1).
+  std::string file_name(size_t shard) const;
+};
+// Consecutive tensors of `bytes` each, a new shard before a tensor that would take the current one past
+// max_shard_bytes (a larger tensor gets one to itself) unless stays_with_previous[i] (e.g. a matrix's scales).
+ShardPlan plan_shards(const std::vector<uint64_t>& bytes, uint64_t max_shard_bytes,
+                      const std::vector<bool>& stays_with_previous = {});
+// Writes dir/model.safetensors.index.json: weight_map names each tensor's file.
+void write_safetensors_index(const std::string& dir, uint64_t total_bytes, const std::map<std::string, std::string>& weight_map);
+
 }  // namespace dsv2
