@@ -52,14 +52,7 @@ std::string model_with_config(const json& config) {
   return dir;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(ModelGoldens, HaveCases) {
   EXPECT_GE(golden_count(), 70u) << "tests/data/chat_templates/goldens.json missing or broken";

@@ -17,18 +17,8 @@
 namespace dsv2 {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-void expect_contains(const std::string& text, const std::string& needle) {
-  EXPECT_NE(text.find(needle), std::string::npos) << "'" << needle << "' not in: " << text;
-}
+using test::error_of;
+using test::expect_contains;
 
 std::string quantized_copy(const std::string& fixture, DType format, uint64_t max_shard_bytes = 8ull << 30) {
   const std::string src = test::load_golden(fixture).dir, out = test::temp_dir("qdir") + "/model";

@@ -22,18 +22,8 @@ std::string safetensors_bytes(const json& header, const std::string& data) {
   return std::string(reinterpret_cast<const char*>(&n), 8) + h + data;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-void expect_contains(const std::string& text, const std::string& needle) {
-  EXPECT_NE(text.find(needle), std::string::npos) << "'" << needle << "' not in: " << text;
-}
+using test::error_of;
+using test::expect_contains;
 
 std::string file_with(const json& header, const std::string& data) {
   std::string path = test::temp_dir("st") + "/model.safetensors";

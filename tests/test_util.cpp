@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -12,6 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
+
+#include "core/error.h"
 
 namespace dsv2::test {
 
@@ -149,6 +152,19 @@ std::vector<EngineOutcome> serve_all(Engine& engine, const std::vector<std::vect
   std::vector<EngineOutcome> out;
   for (auto& d : done) out.push_back(d.get_future().get());
   return out;
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+void expect_contains(const std::string& text, const std::string& needle) {
+  EXPECT_NE(text.find(needle), std::string::npos) << "'" << needle << "' not in: " << text;
 }
 
 }  // namespace dsv2::test

@@ -2,6 +2,7 @@
 // random inputs, serving prompts through an engine.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -42,6 +43,11 @@ Golden load_golden(const std::string& name);
 std::vector<std::string> golden_names();
 
 std::string join_ids(const std::vector<int32_t>& ids);
+
+// The message of the dsv2::Error that fn throws, or "(no error)".
+std::string error_of(const std::function<void()>& fn);
+// Expects `needle` in `text`, showing both when it is not.
+void expect_contains(const std::string& text, const std::string& needle);
 
 // n values drawn from N(0, scale²).
 std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f);
