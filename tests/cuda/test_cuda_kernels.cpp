@@ -60,7 +60,8 @@ TEST(CudaKernels, LinearMatchesReference) {
   DSV2_CUBLAS_CHECK(cublasCreate(&blas));
   for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
     for (int64_t T : {1, 3, 8, 9, 40}) {
-      for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 8}, {37, 20}, {64, 48}, {300, 256}, {129, 1000}}) {
+      // Shapes with tails; {4100, 1048}: whole-row warps whose lanes run ahead several steps of K.
+      for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 8}, {37, 20}, {64, 48}, {300, 256}, {129, 1000}, {4100, 1048}}) {
         std::vector<float> w;
         auto wb = make_weights(dt, size_t(N * K), rng, w);
         std::vector<float> x = randn(size_t(T * K), rng);
@@ -73,6 +74,17 @@ TEST(CudaKernels, LinearMatchesReference) {
         // dtype (bf16: 2^-9 relative per element, ~4e-3 on a sum of random terms).
         const double tol = T <= cuda::kGemvMaxTokens || dt == DType::F32 ? 1e-5 : dt == DType::BF16 ? 1e-2 : 2e-3;
         EXPECT_LE(test::rel_l2(got.data(), want.data(), got.size()), tol) << dtype_name(dt) << " T=" << T << " N=" << N << " K=" << K;
+        // Added into a residual: the same sums plus one addition each.
+        std::vector<float> residual = randn(size_t(T * N), rng), sum(residual.size());
+        DeviceBuffer dr = upload(residual);
+        cuda::linear_accumulate(blas, dx.get<float>(), K, T, {dt, dw.get(), N, K}, dr.get<float>(), lowp.get(), nullptr);
+        for (size_t i = 0; i < sum.size(); ++i) sum[i] = residual[i] + got[i];
+        std::vector<float> got_sum = download(dr, sum.size());
+        if (T <= cuda::kGemvMaxTokens) {
+          EXPECT_EQ(got_sum, sum) << dtype_name(dt) << " T=" << T << " N=" << N << " K=" << K;
+        } else {
+          EXPECT_LE(test::rel_l2(got_sum.data(), sum.data(), sum.size()), 1e-5) << dtype_name(dt) << " T=" << T;
+        }
       }
     }
   }
@@ -160,45 +172,87 @@ TEST(CudaKernels, RouterMatchesReference) {
 
 TEST(CudaKernels, MoeExpertsMatchReference) {
   std::mt19937 rng(4);
-  for (DType dt : {DType::BF16, DType::F32}) {
-    // 11 tokens x 3 slots over 6 experts: every expert gets several tokens (more than one group of 8 for some).
-    const int64_t T = 11, H = 72, I = 40, E = 6, K = 3;
-    std::vector<float> gate, up, down;
-    auto gb = make_weights(dt, size_t(E * I * H), rng, gate, 0.2f);
-    auto ub = make_weights(dt, size_t(E * I * H), rng, up, 0.2f);
-    auto db = make_weights(dt, size_t(E * H * I), rng, down, 0.2f);
-    std::vector<float> x = randn(size_t(T * H), rng), gw = randn(size_t(T * K), rng);
-    std::vector<int32_t> ids(size_t(T * K));
-    for (auto& id : ids) id = int32_t(rng() % E);
-    std::vector<float> want(size_t(T * H), 0.0f);
-    for (int64_t p = 0; p < T * K; ++p) {
-      const int64_t e = ids[size_t(p)], t = p / K;
-      std::vector<float> g(static_cast<size_t>(I)), u(static_cast<size_t>(I)), y(static_cast<size_t>(H));
-      ref::matmul(&x[size_t(t * H)], 1, Matrix{DType::F32, &gate[size_t(e * I * H)], I, H}, g.data());
-      ref::matmul(&x[size_t(t * H)], 1, Matrix{DType::F32, &up[size_t(e * I * H)], I, H}, u.data());
-      ref::silu_mul(g.data(), u.data(), g.data(), I);
-      ref::matmul(g.data(), 1, Matrix{DType::F32, &down[size_t(e * H * I)], H, I}, y.data());
-      for (int64_t j = 0; j < H; ++j) want[size_t(t * H + j)] += gw[size_t(p)] * y[size_t(j)];
-    }
-    DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dd = upload_bytes(db), di = upload(ids), dgw = upload(gw);
-    DeviceBuffer dh = nan_buffer(size_t(T * K * I)), dy = nan_buffer(size_t(T * K * H)), dout = nan_buffer(size_t(T * H));
-    DeviceBuffer active(size_t(T * K) * 4);
-    cuda::moe_experts(dx.get<float>(), T, H, I, K, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(), dd.get(),
-                      active.get<int32_t>(), dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
-    EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 1e-5) << dtype_name(dt);
+  struct Case {
+    int64_t T, H, I, E, K;
+  };
+  // 11 tokens x 3 slots over 6 experts: every expert gets several tokens (more than one group of 8 for
+  // some). 1096 and 600: rows long enough for lanes to run ahead, with tails; one token (its own kernels).
+  for (Case c : {Case{11, 72, 40, 6, 3}, Case{3, 1096, 600, 4, 2}, Case{1, 1096, 600, 8, 6}}) {
+    for (DType dt : {DType::BF16, DType::F32}) {
+      const int64_t T = c.T, H = c.H, I = c.I, E = c.E, K = c.K;
+      std::vector<float> gate, up, down;
+      auto gb = make_weights(dt, size_t(E * I * H), rng, gate, 0.2f);
+      auto ub = make_weights(dt, size_t(E * I * H), rng, up, 0.2f);
+      auto db = make_weights(dt, size_t(E * H * I), rng, down, 0.2f);
+      std::vector<float> x = randn(size_t(T * H), rng), gw = randn(size_t(T * K), rng);
+      std::vector<int32_t> ids(size_t(T * K));
+      std::vector<int32_t> order(static_cast<size_t>(E));
+      std::iota(order.begin(), order.end(), 0);
+      for (int64_t t = 0; t < T; ++t) {  // K distinct experts per token, as the router picks them
+        std::shuffle(order.begin(), order.end(), rng);
+        std::copy_n(order.begin(), K, ids.begin() + t * K);
+      }
+      // The experts' weighted sum is added into the residual stream.
+      const std::vector<float> residual = randn(size_t(T * H), rng);
+      std::vector<float> want = residual;
+      std::vector<float> routed(size_t(T * H), 0.0f);
+      for (int64_t p = 0; p < T * K; ++p) {
+        const int64_t e = ids[size_t(p)], t = p / K;
+        std::vector<float> g(static_cast<size_t>(I)), u(static_cast<size_t>(I)), y(static_cast<size_t>(H));
+        ref::matmul(&x[size_t(t * H)], 1, Matrix{DType::F32, &gate[size_t(e * I * H)], I, H}, g.data());
+        ref::matmul(&x[size_t(t * H)], 1, Matrix{DType::F32, &up[size_t(e * I * H)], I, H}, u.data());
+        ref::silu_mul(g.data(), u.data(), g.data(), I);
+        ref::matmul(g.data(), 1, Matrix{DType::F32, &down[size_t(e * H * I)], H, I}, y.data());
+        for (int64_t j = 0; j < H; ++j) routed[size_t(t * H + j)] += gw[size_t(p)] * y[size_t(j)];
+      }
+      for (size_t i = 0; i < want.size(); ++i) want[i] += routed[i];
+      DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dd = upload_bytes(db), di = upload(ids), dgw = upload(gw);
+      DeviceBuffer dh = nan_buffer(size_t(T * K * I)), dy = nan_buffer(size_t(T * K * H)), dout = upload(residual);
+      DeviceBuffer active(size_t(T * K) * 4);
+      cuda::moe_experts(dx.get<float>(), T, H, I, K, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(), dd.get(),
+                        active.get<int32_t>(), dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
+      EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 1e-5) << dtype_name(dt) << " H=" << H;
 
-    // The batched tensor-core form (decode batches > 8): inputs rounded to the weight dtype.
-    cublasHandle_t blas;
-    DSV2_CUBLAS_CHECK(cublasCreate(&blas));
-    DeviceBuffer xs(size_t(E * T * H) * 4), g = nan_buffer(size_t(E * T * I)), u = nan_buffer(size_t(E * T * I)),
-        hs(size_t(E * T * I) * 4), yb = nan_buffer(size_t(E * T * H)), slots(size_t(T * K) * 4), out2 = nan_buffer(size_t(T * H));
-    const cuda::MoeBatchedScratch scratch{xs.get(), g.get<float>(), u.get<float>(), hs.get(), yb.get<float>(), slots.get<int32_t>()};
-    cuda::moe_experts_batched(blas, dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(),
-                              dd.get(), scratch, out2.get<float>(), nullptr);
-    EXPECT_LE(test::rel_l2(download(out2, want.size()).data(), want.data(), want.size()), dt == DType::F32 ? 1e-5 : 1e-2)
-        << "batched " << dtype_name(dt);
-    cublasDestroy(blas);
+      // The batched tensor-core form (decode batches > 8): inputs rounded to the weight dtype.
+      cublasHandle_t blas;
+      DSV2_CUBLAS_CHECK(cublasCreate(&blas));
+      DeviceBuffer xs(size_t(E * T * H) * 4), g = nan_buffer(size_t(E * T * I)), u = nan_buffer(size_t(E * T * I)),
+          hs(size_t(E * T * I) * 4), yb = nan_buffer(size_t(E * T * H)), slots(size_t(T * K) * 4), out2 = upload(residual);
+      const cuda::MoeBatchedScratch scratch{xs.get(), g.get<float>(), u.get<float>(), hs.get(), yb.get<float>(), slots.get<int32_t>()};
+      cuda::moe_experts_batched(blas, dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(),
+                                dd.get(), scratch, out2.get<float>(), nullptr);
+      EXPECT_LE(test::rel_l2(download(out2, want.size()).data(), want.data(), want.size()), dt == DType::F32 ? 1e-5 : 1e-2)
+          << "batched " << dtype_name(dt) << " H=" << H;
+      cublasDestroy(blas);
+    }
   }
+}
+
+TEST(CudaKernels, SwigluGateUpMatchesReference) {
+  std::mt19937 rng(9);
+  // 72/40: vectorised rows shorter than a warp's step; 1096/600: lanes run ahead, with tails; 70: rows
+  // not a multiple of the vector width (scalar loads).
+  for (auto [H, I] : {std::pair<int64_t, int64_t>{72, 40}, {1096, 600}, {70, 33}}) {
+    for (DType dt : {DType::BF16, DType::F32}) {
+      for (int64_t T : {1, 3, 8}) {
+        std::vector<float> gate, up;
+        auto gb = make_weights(dt, size_t(I * H), rng, gate, 0.2f);
+        auto ub = make_weights(dt, size_t(I * H), rng, up, 0.2f);
+        std::vector<float> x = randn(size_t(T * H), rng), g(size_t(T * I)), u(size_t(T * I));
+        ref::matmul(x.data(), T, Matrix{DType::F32, gate.data(), I, H}, g.data());
+        ref::matmul(x.data(), T, Matrix{DType::F32, up.data(), I, H}, u.data());
+        ref::silu_mul(g.data(), u.data(), g.data(), T * I);
+        DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dh = nan_buffer(size_t(T * I));
+        cuda::swiglu_gate_up(dx.get<float>(), T, {dt, dg.get(), I, H}, {dt, du.get(), I, H}, dh.get<float>(), nullptr);
+        EXPECT_LE(test::rel_l2(download(dh, g.size()).data(), g.data(), g.size()), 1e-5)
+            << dtype_name(dt) << " T=" << T << " H=" << H << " I=" << I;
+      }
+    }
+  }
+  DeviceBuffer dx(4 * 9 * 8), dw(2 * 8 * 8);
+  EXPECT_THROW(cuda::swiglu_gate_up(dx.get<float>(), 9, {DType::BF16, dw.get(), 8, 8}, {DType::BF16, dw.get(), 8, 8},
+                                    dx.get<float>(), nullptr),
+               Error);
 }
 
 // Reference attention in f64, decompressed: K[h] = [W_UK[h]·c ; k_pe], V[h] = W_UV[h]·c.

@@ -61,7 +61,7 @@ struct CudaDeepseekV2::Impl {
   // Step inputs (device): ids, positions, sequence rows, block tables, lengths.
   int32_t *ids = nullptr, *pos = nullptr, *seq = nullptr, *tables = nullptr, *seq_lens = nullptr, *argmax = nullptr;
   // Activations (device, f32) sized for max(prefill chunk, batch) tokens.
-  float *x = nullptr, *a = nullptr, *y = nullptr, *q = nullptr, *cq = nullptr, *kv = nullptr, *o = nullptr;
+  float *x = nullptr, *a = nullptr, *q = nullptr, *cq = nullptr, *kv = nullptr, *o = nullptr;
   float *g = nullptr, *u = nullptr, *router_logits = nullptr, *gate_w = nullptr, *moe_h = nullptr, *moe_y = nullptr;
   float *logits = nullptr, *argmax_scratch = nullptr;
   int32_t* expert_ids = nullptr;
@@ -213,7 +213,6 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.tables = m.alloc<int32_t>(size_t(opt.max_batch * m.max_blocks));
   m.x = m.alloc(size_t(Tm * H));
   m.a = m.alloc(size_t(Tm * H));
-  m.y = m.alloc(size_t(Tm * H));
   m.q = m.alloc(size_t(Tm * nh * d_qk));
   m.cq = m.alloc(size_t(Tm * cfg.q_lora_rank.value_or(1)));
   m.kv = m.alloc(size_t(Tm * cfg.latent_width()));
@@ -321,7 +320,7 @@ CudaDeepseekV2::~CudaDeepseekV2() = default;
 namespace {
 
 // The routed experts for many tokens (prefill; synchronises with the host): the (token, slot)
-// pairs sorted by expert, each expert one GEMM over its rows, then a weighted sum per token. m.y = result.
+// pairs sorted by expert, each expert one GEMM over its rows, then a weighted sum per token added into m.x.
 void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const DeviceLayer& L, int64_t T) {
   cudaStream_t st = m.stream;
   const int64_t H = cfg.hidden_size, I = cfg.moe_intermediate_size, K = cfg.num_experts_per_tok, E = cfg.n_routed_experts;
@@ -353,7 +352,7 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
     cuda::silu_mul(m.moe_h + b * I, m.moe_u + b * I, m.moe_h + b * I, n * I, st);
     cuda::linear(m.blas, m.moe_h + b * I, I, n, down, m.moe_y + b * H, m.lowp, st);
   }
-  cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.y, st);
+  cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.x, st);
 }
 
 // One forward over T tokens whose inputs (ids, pos, seq, tables, seq_lens) are already on the device.
@@ -390,15 +389,19 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::attend_absorbed(shape, m.q, L.kv_b_proj, L.wuk_t, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,
                             m.q_lat, m.o_lat, m.abs_partials, m.o, st);
     }
-    cuda::linear(m.blas, m.o, nh * cfg.v_head_dim, T, L.o_proj, m.y, m.lowp, st);
-    cuda::add_inplace(m.x, m.y, T * H, st);
+    cuda::linear_accumulate(m.blas, m.o, nh * cfg.v_head_dim, T, L.o_proj, m.x, m.lowp, st);
     cuda::rms_norm(m.x, H, L.post_norm, m.a, H, T, H, eps, st);
-    auto swiglu = [&](const DeviceSwiglu& s, float* out) {
+    // x += down · (silu(gate · a) ⊙ (up · a))
+    auto swiglu = [&](const DeviceSwiglu& s) {
       const int64_t I = s.gate.rows;
-      cuda::linear(m.blas, m.a, H, T, s.gate, m.g, m.lowp, st);
-      cuda::linear(m.blas, m.a, H, T, s.up, m.u, m.lowp, st);
-      cuda::silu_mul(m.g, m.u, m.g, T * I, st);
-      cuda::linear(m.blas, m.g, I, T, s.down, out, m.lowp, st);
+      if (T <= cuda::kGemvMaxTokens) {
+        cuda::swiglu_gate_up(m.a, T, s.gate, s.up, m.g, st);
+      } else {
+        cuda::linear(m.blas, m.a, H, T, s.gate, m.g, m.lowp, st);
+        cuda::linear(m.blas, m.a, H, T, s.up, m.u, m.lowp, st);
+        cuda::silu_mul(m.g, m.u, m.g, T * I, st);
+      }
+      cuda::linear_accumulate(m.blas, m.g, I, T, s.down, m.x, m.lowp, st);
     };
     if (L.moe) {
       const cuda::RouterShape r{cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group,
@@ -411,20 +414,15 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       } else if (T > cuda::kGemvMaxTokens) {
         cuda::moe_experts_batched(m.blas, m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok,
                                   cfg.n_routed_experts, m.expert_ids, m.gate_w, L.expert_dtype, L.experts_gate,
-                                  L.experts_up, L.experts_down, m.moe_batched, m.y, st);
+                                  L.experts_up, L.experts_down, m.moe_batched, m.x, st);
       } else {
         cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, m.expert_ids, m.gate_w,
                           L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_active, m.moe_h, m.moe_y,
-                          m.y, st);
+                          m.x, st);
       }
-      cuda::add_inplace(m.x, m.y, T * H, st);
-      if (L.has_shared) {
-        swiglu(L.shared, m.y);
-        cuda::add_inplace(m.x, m.y, T * H, st);
-      }
+      if (L.has_shared) swiglu(L.shared);
     } else {
-      swiglu(L.dense, m.y);
-      cuda::add_inplace(m.x, m.y, T * H, st);
+      swiglu(L.dense);
     }
   }
   const int64_t first = all_logits ? 0 : T - 1, n = T - first;

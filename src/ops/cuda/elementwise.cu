@@ -1,10 +1,11 @@
-// Per-element and per-row kernels: embedding rows, RMSNorm, RoPE, SwiGLU's product, residual adds, argmax.
+// Per-element and per-row kernels: embedding rows, RMSNorm, RoPE, SwiGLU's product, argmax.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/kernels.h"
+#include "ops/cuda/overlapped_launch.cuh"
 
 namespace dsv2::cuda {
 
@@ -14,6 +15,7 @@ unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) 
 
 template <typename WT>
 __global__ void embed_kernel(const WT* __restrict__ table, int64_t H, const int32_t* __restrict__ ids, float* __restrict__ out) {
+  start_after_previous_kernel();
   const int64_t t = blockIdx.x;
   const WT* row = table + int64_t(ids[t]) * H;
   for (int64_t i = threadIdx.x; i < H; i += blockDim.x) out[t * H + i] = to_f32(row[i]);
@@ -21,6 +23,7 @@ __global__ void embed_kernel(const WT* __restrict__ table, int64_t H, const int3
 
 __global__ void rms_norm_kernel(const float* __restrict__ x, int64_t xs, const float* __restrict__ w, float* y, int64_t ys,
                                 int64_t D, float eps) {
+  start_after_previous_kernel();
   __shared__ float red[32];
   const float* xr = x + blockIdx.x * xs;
   float ss = 0;
@@ -36,6 +39,7 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, int64_t xs, const f
 constexpr int kNormRegVecs = 4;
 __global__ void rms_norm_registers_kernel(const float* __restrict__ x, int64_t xs, const float* __restrict__ w, float* y,
                                           int64_t ys, int64_t D, float eps) {
+  start_after_previous_kernel();
   __shared__ float red[32];
   const float4* xr = reinterpret_cast<const float4*>(x + blockIdx.x * xs);
   const int64_t n4 = D / 4;
@@ -64,6 +68,7 @@ __global__ void rms_norm_registers_kernel(const float* __restrict__ x, int64_t x
 // One thread per (token, vector, pair).
 __global__ void rope_kernel(float* x, int64_t T, int64_t ts, int64_t count, int64_t vs, const int32_t* __restrict__ pos,
                             const float* __restrict__ inv_freq, int64_t n_pairs, float amplitude) {
+  start_after_previous_kernel();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * count * n_pairs) return;
   const int64_t p = i % n_pairs, c = (i / n_pairs) % count, t = i / (n_pairs * count);
@@ -86,11 +91,6 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, 
   }
 }
 
-__global__ void add_kernel(float* x, const float* y, int64_t n) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) x[i] += y[i];
-}
-
 // Argmax in two passes: blocks (row, chunk) reduce kArgmaxChunks slices of a row, then one warp per
 // row reduces the chunk winners. Larger value wins; ties go to the lower index.
 constexpr int kArgmaxChunks = 64;
@@ -104,6 +104,7 @@ __device__ __forceinline__ void warp_best(float& v, int32_t& i) {
   for (int o = 16; o > 0; o >>= 1) better(v, i, __shfl_xor_sync(0xffffffffu, v, o), __shfl_xor_sync(0xffffffffu, i, o));
 }
 __global__ void argmax_chunks_kernel(const float* __restrict__ logits, int64_t V, float* best_v, int32_t* best_i) {
+  start_after_previous_kernel();
   __shared__ float sv[32];
   __shared__ int32_t si[32];
   const int64_t row = blockIdx.x, chunk = (V + kArgmaxChunks - 1) / kArgmaxChunks;
@@ -129,6 +130,7 @@ __global__ void argmax_chunks_kernel(const float* __restrict__ logits, int64_t V
   }
 }
 __global__ void argmax_final_kernel(const float* __restrict__ best_v, const int32_t* __restrict__ best_i, int32_t* ids) {
+  start_after_previous_kernel();
   float v = -INFINITY;
   int32_t i = 0x7fffffff;
   for (int c = threadIdx.x; c < kArgmaxChunks; c += 32) better(v, i, best_v[blockIdx.x * kArgmaxChunks + c], best_i[blockIdx.x * kArgmaxChunks + c]);
@@ -140,7 +142,8 @@ __global__ void argmax_final_kernel(const float* __restrict__ best_v, const int3
 
 void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t T, float* out, cudaStream_t stream) {
   DSV2_DISPATCH_DTYPE(table.dtype, {
-    embed_kernel<<<unsigned(T), 256, 0, stream>>>(static_cast<const WT*>(table.data), table.cols, ids, out);
+    launch_overlapped(embed_kernel<WT>, unsigned(T), 256, 0, stream,
+        static_cast<const WT*>(table.data), table.cols, ids, out);
   });
   DSV2_CUDA_LAUNCH_CHECK();
 }
@@ -150,9 +153,9 @@ void rms_norm(const float* x, int64_t xs, const float* w, float* y, int64_t ys, 
   const bool aligned = D % 4 == 0 && xs % 4 == 0 && ys % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(y) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
   if (aligned && D <= kNormRegVecs * 4 * 256) {
-    rms_norm_registers_kernel<<<unsigned(T), 256, 0, stream>>>(x, xs, w, y, ys, D, eps);
+    launch_overlapped(rms_norm_registers_kernel, unsigned(T), 256, 0, stream, x, xs, w, y, ys, D, eps);
   } else {
-    rms_norm_kernel<<<unsigned(T), 256, 0, stream>>>(x, xs, w, y, ys, D, eps);
+    launch_overlapped(rms_norm_kernel, unsigned(T), 256, 0, stream, x, xs, w, y, ys, D, eps);
   }
   DSV2_CUDA_LAUNCH_CHECK();
 }
@@ -160,7 +163,8 @@ void rms_norm(const float* x, int64_t xs, const float* w, float* y, int64_t ys, 
 void rope(float* x, int64_t T, int64_t ts, int64_t count, int64_t vs, const int32_t* pos, const float* inv_freq,
           int64_t n_pairs, float amplitude, cudaStream_t stream) {
   const int64_t n = T * count * n_pairs;
-  rope_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, T, ts, count, vs, pos, inv_freq, n_pairs, amplitude);
+  launch_overlapped(rope_kernel, blocks_for(n, 256), 256, 0, stream,
+      x, T, ts, count, vs, pos, inv_freq, n_pairs, amplitude);
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
@@ -169,17 +173,12 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStr
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
-void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream) {
-  add_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(x, y, n);
-  DSV2_CUDA_LAUNCH_CHECK();
-}
-
 void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float* scratch, cudaStream_t stream) {
   float* best_v = scratch;
   int32_t* best_i = reinterpret_cast<int32_t*>(scratch + T * kArgmaxChunks);
-  argmax_chunks_kernel<<<dim3(unsigned(T), kArgmaxChunks), 256, 0, stream>>>(logits, V, best_v, best_i);
+  launch_overlapped(argmax_chunks_kernel, dim3(unsigned(T), kArgmaxChunks), 256, 0, stream, logits, V, best_v, best_i);
   DSV2_CUDA_LAUNCH_CHECK();
-  argmax_final_kernel<<<unsigned(T), 32, 0, stream>>>(best_v, best_i, ids);
+  launch_overlapped(argmax_final_kernel, unsigned(T), 32, 0, stream, best_v, best_i, ids);
   DSV2_CUDA_LAUNCH_CHECK();
 }
 

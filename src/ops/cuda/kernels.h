@@ -39,6 +39,10 @@ struct PagedLatentCache {
 constexpr int64_t kGemvMaxTokens = 8;
 void linear(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W, float* y,
             void* lowp, cudaStream_t stream);
+// y[t, n] += Σ_k x[t, k] · W[n, k]: linear() added into y (a residual stream), as one more f32 addition
+// of the same sum.
+void linear_accumulate(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W,
+                       float* y, void* lowp, cudaStream_t stream);
 
 // ---- elementwise and per-row kernels (elementwise.cu) ----
 // out[t] = f32(table[ids[t]])      ids: [T] int32, out: [T, H]
@@ -52,8 +56,6 @@ void rope(float* x, int64_t T, int64_t token_stride, int64_t count, int64_t vec_
           const float* inv_freq, int64_t n_pairs, float amplitude, cudaStream_t stream);
 // out[i] = silu(gate[i]) · up[i] (may alias gate)
 void silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
-// x[i] += y[i]
-void add_inplace(float* x, const float* y, int64_t n, cudaStream_t stream);
 // ids[t] = argmax_v logits[t, v] (ties: the lower index)      logits: [T, V]; scratch: argmax_scratch_floats(T)
 void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float* scratch, cudaStream_t stream);
 int64_t argmax_scratch_floats(int64_t T);
@@ -106,16 +108,22 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
                   cudaStream_t stream);
 // Routed experts for a few tokens, expert-major (each active expert's rows read once): for pair
 // p = t·K + k with expert e = expert_ids[p]: h[p] = silu(gate_e · x[t]) ⊙ (up_e · x[t]); y[p] = down_e · h[p];
-// out[t] = Σ_k gate_weights[t, k] · y[t, k] (slot order). gate/up: [E, I, H], down: [E, H, I] contiguous
-// per layer. active: [T·K] scratch (the distinct experts); h: [T·K, I], y: [T·K, H] scratch; out: [T, H].
-// T·K <= 4096.
+// out[t] += Σ_k gate_weights[t, k] · y[t, k] (summed in slot order, then added to the residual stream
+// out). gate/up: [E, I, H], down: [E, H, I] contiguous per layer. active: [T·K] scratch (the distinct
+// experts); h: [T·K, I], y: [T·K, H] scratch; out: [T, H]. T·K <= 4096.
 void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down,
                  int32_t* active, float* h, float* y, float* out, cudaStream_t stream);
+// A dense SwiGLU's first half (the shared experts, the dense layers' MLP) for a few tokens in one
+// kernel, with the routed experts' row code: h[t, i] = silu(gate[i] · x[t]) · (up[i] · x[t]).
+// x: [T, H], gate/up: [I, H], h: [T, I]; T <= kGemvMaxTokens.
+void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const DeviceMatrix& up, float* h,
+                    cudaStream_t stream);
 
 // Routed experts for a batch of decode tokens on tensor cores with fixed shapes (so the step stays
 // capturable as a graph): expert e's tokens are packed into rows [e·T, e·T + n_e) of xs, then three
-// GEMMs strided over the experts (cuBLAS, inputs rounded to the weight dtype) and the weighted sum.
+// GEMMs strided over the experts (cuBLAS, inputs rounded to the weight dtype) and the weighted sum
+// added into out as moe_experts does.
 // Every expert computes T rows whether it has tokens or not: worth it once most experts are active.
 struct MoeBatchedScratch {
   void* xs;          // [E·T, H] in the weight dtype
@@ -131,7 +139,7 @@ void moe_experts_batched(cublasHandle_t blas, const float* x, int64_t T, int64_t
 // For many tokens (prefill): the (token, slot) pairs sorted by expert so that each expert runs one
 // GEMM over its rows. out[i] = x[rows[i]] (rows: [n], x: [*, H], out: [n, H]).
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream);
-// out[t] = Σ_k gate_weights[t, k] · y[slot_of[t·K + k]]      y: [T·K, H] in expert-sorted order.
+// out[t] += Σ_k gate_weights[t, k] · y[slot_of[t·K + k]]      y: [T·K, H] in expert-sorted order.
 void combine_sorted(const float* y, const int32_t* slot_of, const float* gate_weights, int64_t T, int64_t H, int64_t K,
                     float* out, cudaStream_t stream);
 

@@ -6,6 +6,7 @@
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/kernels.h"
+#include "ops/cuda/overlapped_launch.cuh"
 
 namespace dsv2::cuda {
 
@@ -14,12 +15,13 @@ namespace {
 constexpr int kGemvThreads = 256;  // 8 warps
 constexpr int kGemvWarps = kGemvThreads / 32;
 
-// x: [T, K] (row stride xs), W: [N, K], y: [T, N]. A warp takes ROWS consecutive rows and one of
-// SPLIT interleaved slices of K (SPLIT > 1 puts more warps on a short matrix; the slices' sums are
-// added in slice order). Each input load is used for all ROWS rows and each weight load for all T
-// tokens. A row's sums are formed in the same order whatever ROWS and T: a token's result does not
-// depend on the batch it is in.
-template <typename WT, int MAX_T, int ROWS, bool VECTORISED>
+// x: [T, K] (row stride xs), W: [N, K], y: [T, N] (y += x·Wᵀ when ACCUMULATE). A warp takes ROWS
+// consecutive rows and one of SPLIT interleaved slices of K (SPLIT > 1 puts more warps on a short
+// matrix; the slices' sums are added in slice order). Each input load is used for all ROWS rows and
+// each weight load for all T tokens; a lane issues the weight loads of UNROLL steps of K before it
+// uses the first (bytes in flight are what a bandwidth-bound kernel needs). A row's sums are formed in
+// the same order whatever ROWS, UNROLL and T: a token's result does not depend on the batch it is in.
+template <typename WT, int MAX_T, int ROWS, int UNROLL, bool VECTORISED, bool ACCUMULATE>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restrict__ x, int64_t xs, int T, int64_t K,
                                                              const WT* __restrict__ W, int64_t N, int split,
                                                              float* __restrict__ y) {
@@ -37,18 +39,14 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
   for (int r = 0; r < ROWS; ++r) w[r] = W + (row0 + r < N ? row0 + r : 0) * K;  // rows past N: computed, not written
   constexpr int kVec = VECTORISED ? 16 / sizeof(WT) : 1;
   const int64_t step = int64_t(split) * 32 * kVec;
-  for (int64_t k = (int64_t(slice) * 32 + lane) * kVec; k < K; k += step) {
-    float wf[ROWS][kVec];
+  // The weights are ready before the input: their first steps start towards L2 while the previous
+  // kernel finishes.
+  for (int64_t k = (int64_t(slice) * 32 + lane) * kVec, u = 0; u < UNROLL && k < K; ++u, k += step)
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      if constexpr (VECTORISED) {
-        const uint4 raw = load_weights16(w[r] + k);
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) wf[r][j] = to_f32(reinterpret_cast<const WT*>(&raw)[j]);
-      } else {
-        wf[r][0] = to_f32(w[r][k]);
-      }
-    }
+    for (int r = 0; r < ROWS; ++r) prefetch_to_l2(w[r] + k);
+  start_after_previous_kernel();
+  // acc[r][t] += W[r, k .. k + kVec) · x[t, k .. k + kVec)
+  auto accumulate = [&](int64_t k, const WT (&wv)[ROWS][kVec]) {
 #pragma unroll
     for (int t = 0; t < MAX_T; ++t) {
       if (t < T) {
@@ -61,8 +59,33 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
 #pragma unroll
         for (int r = 0; r < ROWS; ++r)
 #pragma unroll
-          for (int j = 0; j < kVec; ++j) acc[r][t] += wf[r][j] * xv[j];
+          for (int j = 0; j < kVec; ++j) acc[r][t] += to_f32(wv[r][j]) * xv[j];
       }
+    }
+  };
+  int64_t k = (int64_t(slice) * 32 + lane) * kVec;
+  if constexpr (VECTORISED) {
+    for (; k + (UNROLL - 1) * step < K; k += UNROLL * step) {
+      uint4 raw[UNROLL][ROWS];
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) raw[u][r] = load_weights16(w[r] + k + u * step);
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) accumulate(k + u * step, reinterpret_cast<const WT(&)[ROWS][kVec]>(raw[u]));
+    }
+  }
+  for (; k < K; k += step) {
+    if constexpr (VECTORISED) {
+      uint4 raw[ROWS];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) raw[r] = load_weights16(w[r] + k);
+      accumulate(k, reinterpret_cast<const WT(&)[ROWS][kVec]>(raw));
+    } else {
+      WT wv[ROWS][1];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) wv[r][0] = w[r][k];
+      accumulate(k, wv);
     }
   }
 #pragma unroll
@@ -92,7 +115,13 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
   for (int r = 0; r < ROWS; ++r)
 #pragma unroll
     for (int t = 0; t < MAX_T; ++t)
-      if (t < T && row0 + r < N) y[t * N + row0 + r] = acc[r][t];
+      if (t < T && row0 + r < N) {
+        if constexpr (ACCUMULATE) {
+          y[t * N + row0 + r] += acc[r][t];
+        } else {
+          y[t * N + row0 + r] = acc[r][t];
+        }
+      }
 }
 
 // Warps per row group: enough warps for a short matrix to fill the GPU (~2K warps), at least one
@@ -103,7 +132,7 @@ int gemv_split(int64_t N, int64_t K, int64_t k_per_step) {
   return split;
 }
 
-template <typename WT, int MAX_T, int ROWS>
+template <typename WT, int MAX_T, int ROWS, int UNROLL, bool ACCUMULATE>
 void launch_gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, cudaStream_t stream) {
   const WT* w = static_cast<const WT*>(W.data);
   constexpr int64_t kVec = 16 / sizeof(WT);
@@ -113,9 +142,11 @@ void launch_gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, f
   const int64_t rows_per_block = (kGemvWarps / split) * ROWS;
   const unsigned blocks = unsigned((W.rows + rows_per_block - 1) / rows_per_block);
   if (vectorised) {
-    gemv_kernel<WT, MAX_T, ROWS, true><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), W.cols, w, W.rows, split, y);
+    launch_overlapped(gemv_kernel<WT, MAX_T, ROWS, UNROLL, true, ACCUMULATE>, blocks, kGemvThreads, 0, stream,
+        x, xs, int(T), W.cols, w, W.rows, split, y);
   } else {
-    gemv_kernel<WT, MAX_T, ROWS, false><<<blocks, kGemvThreads, 0, stream>>>(x, xs, int(T), W.cols, w, W.rows, split, y);
+    launch_overlapped(gemv_kernel<WT, MAX_T, ROWS, 1, false, ACCUMULATE>, blocks, kGemvThreads, 0, stream,
+        x, xs, int(T), W.cols, w, W.rows, split, y);
   }
 }
 
@@ -128,28 +159,32 @@ __global__ void round_rows_kernel(const float* __restrict__ x, int64_t xs, int64
 
 }  // namespace
 
-void linear(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, void* lowp,
-            cudaStream_t stream) {
+namespace {
+
+// y = x·Wᵀ (beta 0) or y += x·Wᵀ (beta 1).
+template <bool ACCUMULATE>
+void linear_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, void* lowp,
+                 cudaStream_t stream) {
   const int64_t K = W.cols, N = W.rows;
   if (T <= kGemvMaxTokens) {
     DSV2_DISPATCH_DTYPE(W.dtype, {
       if (T == 1) {
-        launch_gemv<WT, 1, 4>(x, xs, T, W, y, stream);
+        launch_gemv<WT, 1, 4, 4, ACCUMULATE>(x, xs, T, W, y, stream);
       } else if (T <= 4) {
-        launch_gemv<WT, 4, 4>(x, xs, T, W, y, stream);
+        launch_gemv<WT, 4, 4, 2, ACCUMULATE>(x, xs, T, W, y, stream);
       } else {
-        launch_gemv<WT, kGemvMaxTokens, 2>(x, xs, T, W, y, stream);
+        launch_gemv<WT, kGemvMaxTokens, 2, 2, ACCUMULATE>(x, xs, T, W, y, stream);
       }
     });
     DSV2_CUDA_LAUNCH_CHECK();
     return;
   }
-  const float one = 1.0f, zero = 0.0f;
+  const float one = 1.0f, beta = ACCUMULATE ? 1.0f : 0.0f;
   DSV2_CUBLAS_CHECK(cublasSetStream(blas, stream));
   if (W.dtype == DType::F32) {
     // Row-major y[T, N] = x[T, K] · W[N, K]ᵀ is column-major Y(N×T) = Wᵀ(N×K) · X(K×T).
     DSV2_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data, CUDA_R_32F,
-                                   int(K), x, CUDA_R_32F, int(xs), &zero, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F,
+                                   int(K), x, CUDA_R_32F, int(xs), &beta, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F,
                                    CUBLAS_GEMM_DEFAULT));
     return;
   }
@@ -164,7 +199,19 @@ void linear(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const De
   }
   DSV2_CUDA_LAUNCH_CHECK();
   DSV2_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data, type, int(K), lowp,
-                                 type, int(K), &zero, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                 type, int(K), &beta, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+void linear(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, void* lowp,
+            cudaStream_t stream) {
+  linear_into<false>(blas, x, xs, T, W, y, lowp, stream);
+}
+
+void linear_accumulate(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y,
+                       void* lowp, cudaStream_t stream) {
+  linear_into<true>(blas, x, xs, T, W, y, lowp, stream);
 }
 
 }  // namespace dsv2::cuda

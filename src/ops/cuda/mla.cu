@@ -6,6 +6,7 @@
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/kernels.h"
+#include "ops/cuda/overlapped_launch.cuh"
 
 namespace dsv2::cuda {
 
@@ -23,6 +24,7 @@ __global__ void write_latents_kernel(float* kv, int64_t width, const float* __re
                                      int64_t n_pairs, const int32_t* __restrict__ seq, const int32_t* __restrict__ pos,
                                      const float* __restrict__ inv_freq, float amplitude, CT* layer,
                                      const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size) {
+  start_after_previous_kernel();
   __shared__ float red[32];
   float* row = kv + blockIdx.x * width;
   float ss = 0;
@@ -87,33 +89,84 @@ __global__ void causal_softmax_kernel(float* scores, int64_t T, int64_t L, int64
   for (int64_t s = threadIdx.x; s < L; s += blockDim.x) row[s] = s < n ? expf(row[s] - mx) * inv : 0.0f;
 }
 
-// out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] for every sequence b: one warp per (head, row), the
-// sequences in groups of 8 sharing each load of the row. W rows: head stride w_h, row stride w_r.
-// Absorbs the query (W = W_UKᵀ) and expands the attention output (W = W_UV).
+// out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] for every sequence b: one warp per (head, kHeadRows
+// rows), 16-byte weight and input loads when aligned, the sequences in groups of 8 sharing each load of
+// the rows. W rows: head stride w_h, row stride w_r. Absorbs the query (W = W_UKᵀ) and expands the
+// attention output (W = W_UV). A sum's order does not depend on B.
 constexpr int kHeadGroup = 8;
-template <typename WT>
+constexpr int kHeadRows = 4;
+template <typename WT, bool VECTORISED>
 __global__ void head_rows_kernel(const WT* __restrict__ W, int64_t w_h, int64_t w_r, int64_t nh, int64_t R, int64_t K,
                                  const float* __restrict__ in, int64_t in_b, int64_t in_h, int64_t B, float* out,
                                  int64_t out_b, int64_t out_h) {
+  start_after_previous_kernel();
+  constexpr int kVec = VECTORISED ? 16 / sizeof(WT) : 1;
   const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (warp >= nh * R) return;
-  const int64_t h = warp / R, r = warp % R;
-  const WT* w = W + h * w_h + r * w_r;
+  const int64_t groups = (R + kHeadRows - 1) / kHeadRows;
+  if (warp >= nh * groups) return;
+  const int64_t h = warp / groups, r0 = (warp % groups) * kHeadRows;
+  const WT* w[kHeadRows];
+#pragma unroll
+  for (int u = 0; u < kHeadRows; ++u) w[u] = W + h * w_h + (r0 + u < R ? r0 + u : r0) * w_r;  // rows past R: not written
   for (int64_t b0 = 0; b0 < B; b0 += kHeadGroup) {
-    float acc[kHeadGroup] = {};
-    for (int64_t k = lane; k < K; k += 32) {
-      const float wk = to_f32(w[k]);
+    float acc[kHeadRows][kHeadGroup] = {};
+    for (int64_t k = int64_t(lane) * kVec; k < K; k += 32 * kVec) {
+      WT wv[kHeadRows][kVec];
 #pragma unroll
-      for (int g = 0; g < kHeadGroup; ++g)
-        if (b0 + g < B) acc[g] += wk * in[(b0 + g) * in_b + h * in_h + k];
+      for (int u = 0; u < kHeadRows; ++u) {
+        if constexpr (VECTORISED) {
+          const uint4 raw = load_weights16(w[u] + k);
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) wv[u][j] = reinterpret_cast<const WT*>(&raw)[j];
+        } else {
+          wv[u][0] = w[u][k];
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < kHeadGroup; ++g) {
+        if (b0 + g < B) {
+          const float* x = in + (b0 + g) * in_b + h * in_h + k;
+          float xv[kVec];
+          if constexpr (VECTORISED) {
+            load_f32x(x, xv);
+          } else {
+            xv[0] = x[0];
+          }
+#pragma unroll
+          for (int u = 0; u < kHeadRows; ++u)
+#pragma unroll
+            for (int j = 0; j < kVec; ++j) acc[u][g] += to_f32(wv[u][j]) * xv[j];
+        }
+      }
     }
 #pragma unroll
-    for (int g = 0; g < kHeadGroup; ++g) {
-      const float v = warp_sum(acc[g]);
-      if (lane == 0 && b0 + g < B) out[(b0 + g) * out_b + h * out_h + r] = v;
-    }
+    for (int u = 0; u < kHeadRows; ++u)
+#pragma unroll
+      for (int g = 0; g < kHeadGroup; ++g) {
+        const float v = warp_sum(acc[u][g]);
+        if (lane == 0 && b0 + g < B && r0 + u < R) out[(b0 + g) * out_b + h * out_h + r0 + u] = v;
+      }
   }
+}
+
+// head_rows_kernel for every (head, row group), vectorised when K, the strides and the pointers allow.
+template <typename WT>
+void launch_head_rows(const WT* W, int64_t w_h, int64_t w_r, int64_t nh, int64_t R, int64_t K, const float* in, int64_t in_b,
+                      int64_t in_h, int64_t B, float* out, int64_t out_b, int64_t out_h, cudaStream_t stream) {
+  constexpr int64_t kVec = 16 / sizeof(WT);
+  const bool vectorised = K % kVec == 0 && w_h % kVec == 0 && w_r % kVec == 0 && in_b % 4 == 0 && in_h % 4 == 0 &&
+                          reinterpret_cast<uintptr_t>(W) % 16 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0;
+  const int64_t warps = nh * ((R + kHeadRows - 1) / kHeadRows);
+  const unsigned blocks = unsigned((warps * 32 + 255) / 256);
+  if (vectorised) {
+    launch_overlapped(head_rows_kernel<WT, true>, blocks, 256, 0, stream,
+        W, w_h, w_r, nh, R, K, in, in_b, in_h, B, out, out_b, out_h);
+  } else {
+    launch_overlapped(head_rows_kernel<WT, false>, blocks, 256, 0, stream,
+        W, w_h, w_r, nh, R, K, in, in_b, in_h, B, out, out_b, out_h);
+  }
+  DSV2_CUDA_LAUNCH_CHECK();
 }
 
 // wuk_t[h][j][i] = kv_b[h·(d_nope + d_v) + i][j]: W_UK transposed so that absorbing the query reads rows.
@@ -143,6 +196,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                                     int64_t d_rope, int64_t d_c, float scale, const CT* __restrict__ layer,
                                     const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
                                     const int32_t* __restrict__ seq_lens, float* partials) {
+  start_after_previous_kernel();
   extern __shared__ float smem[];  // [kAttnWarps][d_c] warp accumulators
   __shared__ float warp_m[kAttnWarps], warp_l[kAttnWarps];
   const int64_t h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z, width = d_c + d_rope;
@@ -226,6 +280,7 @@ __global__ void __launch_bounds__(kAttnThreads)
 // o_lat[b, h] = Σ_k exp(m_k − M)·o_k / Σ_k exp(m_k − M)·l_k over the splits. grid (nh, B)
 __global__ void combine_splits_kernel(const float* __restrict__ partials, int64_t nh, int64_t n_splits, int64_t d_c,
                                       float* o_lat) {
+  start_after_previous_kernel();
   const int64_t h = blockIdx.x, b = blockIdx.y;
   const float* base = partials + (b * nh + h) * n_splits * (d_c + 2);
   float M = -INFINITY;
@@ -260,9 +315,9 @@ void write_latents(float* kv, int64_t T, const float* kv_norm, float eps, int64_
                    const int32_t* pos, const float* inv_freq, float amplitude, PagedLatentCache& cache, int64_t layer,
                    const int32_t* block_tables, int64_t max_blocks, cudaStream_t stream) {
   DSV2_DISPATCH_CACHE(cache.dtype, {
-    write_latents_kernel<<<unsigned(T), 256, 0, stream>>>(kv, cache.width, kv_norm, eps, d_c, d_rope / 2, seq, pos,
-                                                           inv_freq, amplitude, static_cast<CT*>(cache.layer(layer)),
-                                                           block_tables, max_blocks, cache.block_size);
+    launch_overlapped(write_latents_kernel<CT>, unsigned(T), 256, 0, stream, kv, cache.width, kv_norm, eps, d_c, d_rope / 2,
+                      seq, pos, inv_freq, amplitude, static_cast<CT*>(cache.layer(layer)), block_tables, max_blocks,
+                      cache.block_size);
   });
   DSV2_CUDA_LAUNCH_CHECK();
 }
@@ -304,31 +359,28 @@ void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kv
                      float* out, cudaStream_t stream) {
   const int64_t nh = m.n_heads, d_qk = m.d_nope + m.d_rope;
   check(m.d_c <= 32 * kLatPerLane && m.d_rope <= 32 * kRopePerLane, "GPU MLA decode: kv_lora_rank <= 512 and qk_rope_head_dim <= 64");
-  auto warps_blocks = [](int64_t warps) { return unsigned((warps * 32 + 255) / 256); };
   // q_lat[b, h] = W_UK[h]ᵀ · q_nope[b, h]
   DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
-    head_rows_kernel<<<warps_blocks(nh * m.d_c), 256, 0, stream>>>(static_cast<const WT*>(wuk_t), m.d_c * m.d_nope, m.d_nope,
-                                                                   nh, m.d_c, m.d_nope, q, nh * d_qk, d_qk, B, q_lat,
-                                                                   nh * m.d_c, m.d_c);
+    launch_head_rows(static_cast<const WT*>(wuk_t), m.d_c * m.d_nope, m.d_nope, nh, m.d_c, m.d_nope, q, nh * d_qk, d_qk, B,
+                     q_lat, nh * m.d_c, m.d_c, stream);
   });
-  DSV2_CUDA_LAUNCH_CHECK();
   const int64_t n_splits = (max_len + kSplitKeys - 1) / kSplitKeys;
   DSV2_DISPATCH_CACHE(cache.dtype, {
     const dim3 grid = dim3(unsigned(nh), unsigned(B), unsigned(n_splits));
-    absorbed_attention_split_kernel<<<grid, kAttnThreads, size_t(kAttnWarps * m.d_c) * sizeof(float), stream>>>(
-        q, q_lat, nh, m.d_nope, m.d_rope, m.d_c, m.softmax_scale, static_cast<const CT*>(cache.layer(layer)),
-        block_tables, max_blocks, cache.block_size, seq_lens, partials);
+    launch_overlapped(absorbed_attention_split_kernel<CT>, grid, kAttnThreads, size_t(kAttnWarps * m.d_c) * sizeof(float),
+                      stream, q, q_lat, nh, m.d_nope, m.d_rope, m.d_c, m.softmax_scale,
+                      static_cast<const CT*>(cache.layer(layer)), block_tables, max_blocks, cache.block_size, seq_lens,
+                      partials);
   });
   DSV2_CUDA_LAUNCH_CHECK();
-  combine_splits_kernel<<<dim3(unsigned(nh), unsigned(B)), 256, 0, stream>>>(partials, nh, n_splits, m.d_c, o_lat);
+  launch_overlapped(combine_splits_kernel, dim3(unsigned(nh), unsigned(B)), 256, 0, stream,
+      partials, nh, n_splits, m.d_c, o_lat);
   DSV2_CUDA_LAUNCH_CHECK();
   // out[b, h] = W_UV[h] · o_lat[b, h]
   DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
-    head_rows_kernel<<<warps_blocks(nh * m.d_v), 256, 0, stream>>>(
-        static_cast<const WT*>(W_kvb.data) + m.d_nope * m.d_c, (m.d_nope + m.d_v) * m.d_c, m.d_c, nh, m.d_v, m.d_c, o_lat,
-        nh * m.d_c, m.d_c, B, out, nh * m.d_v, m.d_v);
+    launch_head_rows(static_cast<const WT*>(W_kvb.data) + m.d_nope * m.d_c, (m.d_nope + m.d_v) * m.d_c, m.d_c, nh, m.d_v,
+                     m.d_c, o_lat, nh * m.d_c, m.d_c, B, out, nh * m.d_v, m.d_v, stream);
   });
-  DSV2_CUDA_LAUNCH_CHECK();
 }
 
 void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream) {

@@ -4,9 +4,12 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/kernels.h"
+#include "ops/cuda/overlapped_launch.cuh"
 
 namespace dsv2::cuda {
 
@@ -30,6 +33,7 @@ __device__ __forceinline__ void warp_argmax(float& v, int& i) {
 
 // One warp per token: softmax over the experts, the group limit, then K rounds of argmax.
 __global__ void route_kernel(RouterShape r, const float* __restrict__ logits, int32_t* ids, float* weights) {
+  start_after_previous_kernel();
   __shared__ float s[kMaxExperts];       // probabilities (0 outside the kept groups)
   __shared__ bool taken[kMaxExperts];
   __shared__ float prob[kMaxTopK];
@@ -116,14 +120,17 @@ __device__ int pairs_of_expert(const int32_t* __restrict__ ids, int64_t n_pairs,
 // out[list[j], r] = f(W_e[r] · in[list[j] / in_div]) for every pair j routed to the expert and the
 // rows r = r0 .. r0 + UNITS - 1 (those below R): each weight row is read from memory once per step
 // whatever the number of tokens routed to it. A warp takes UNITS rows (their loads in flight
-// together); tokens in groups of kTokenGroup share each 16-byte load of a row, rows share each input load.
+// together); tokens in groups of GROUP share each 16-byte load of a row, rows share each input load.
+// A warp for one token at a time (GROUP 1, batch-1 decode) has the registers to keep the loads of two
+// steps of K in flight.
 // GATE_UP: a unit is two rows (gate and up), f = silu(gate)·up; else one row, f = identity.
-template <typename WT, bool GATE_UP, bool VECTORISED, int UNITS>
+template <typename WT, bool GATE_UP, bool VECTORISED, int UNITS, int GROUP>
 __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w_b, int64_t r0, int64_t R,
                             const float* __restrict__ in, int64_t in_stride, int64_t in_div, int64_t K,
                             const int32_t* list, int n, float* __restrict__ out, int64_t out_stride) {
   constexpr int kVec = VECTORISED ? 16 / sizeof(WT) : 1;
   constexpr int64_t kStep = 32 * kVec;
+  constexpr int UNROLL = GROUP == 1 ? 2 : 1;
   const int lane = threadIdx.x % 32;
   const WT *rows_a[UNITS], *rows_b[UNITS];
 #pragma unroll
@@ -132,31 +139,15 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
     rows_a[u] = w_a + r * K;
     rows_b[u] = GATE_UP ? w_b + r * K : nullptr;
   }
-  for (int g0 = 0; g0 < n; g0 += kTokenGroup) {
-    float acc_a[UNITS][kTokenGroup] = {}, acc_b[UNITS][kTokenGroup] = {};
-    const float* x[kTokenGroup];
+  for (int g0 = 0; g0 < n; g0 += GROUP) {
+    float acc_a[UNITS][GROUP] = {}, acc_b[UNITS][GROUP] = {};
+    const float* x[GROUP];
 #pragma unroll
-    for (int g = 0; g < kTokenGroup; ++g) x[g] = in + (g0 + g < n ? list[g0 + g] / in_div : 0) * in_stride;
-    for (int64_t k = int64_t(lane) * kVec; k < K; k += kStep) {
-      float wa[UNITS][kVec], wb[UNITS][kVec];
+    for (int g = 0; g < GROUP; ++g) x[g] = in + (g0 + g < n ? list[g0 + g] / in_div : 0) * in_stride;
+    // acc[u][g] += row u's values at k .. k + kVec (gate and up for GATE_UP) · token g's inputs there.
+    auto accumulate = [&](int64_t k, const WT (&wa)[UNITS][kVec], const WT (&wb)[UNITS][kVec]) {
 #pragma unroll
-      for (int u = 0; u < UNITS; ++u) {
-        if constexpr (VECTORISED) {
-          const uint4 ra = load_weights16(rows_a[u] + k);
-#pragma unroll
-          for (int j = 0; j < kVec; ++j) wa[u][j] = to_f32(reinterpret_cast<const WT*>(&ra)[j]);
-          if constexpr (GATE_UP) {
-            const uint4 rb = load_weights16(rows_b[u] + k);
-#pragma unroll
-            for (int j = 0; j < kVec; ++j) wb[u][j] = to_f32(reinterpret_cast<const WT*>(&rb)[j]);
-          }
-        } else {
-          wa[u][0] = to_f32(rows_a[u][k]);
-          if constexpr (GATE_UP) wb[u][0] = to_f32(rows_b[u][k]);
-        }
-      }
-#pragma unroll
-      for (int g = 0; g < kTokenGroup; ++g) {
+      for (int g = 0; g < GROUP; ++g) {
         if (g0 + g < n) {
           float xv[kVec];
           if constexpr (VECTORISED) {
@@ -168,16 +159,53 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
           for (int u = 0; u < UNITS; ++u)
 #pragma unroll
             for (int j = 0; j < kVec; ++j) {
-              acc_a[u][g] += wa[u][j] * xv[j];
-              if constexpr (GATE_UP) acc_b[u][g] += wb[u][j] * xv[j];
+              acc_a[u][g] += to_f32(wa[u][j]) * xv[j];
+              if constexpr (GATE_UP) acc_b[u][g] += to_f32(wb[u][j]) * xv[j];
             }
         }
+      }
+    };
+    int64_t k = int64_t(lane) * kVec;
+    if constexpr (VECTORISED) {
+      // The loads of UNROLL steps in flight before the first is used; the sums keep their order.
+      for (; k + (UNROLL - 1) * kStep < K; k += UNROLL * kStep) {
+        uint4 ra[UNROLL][UNITS], rb[UNROLL][UNITS];
+#pragma unroll
+        for (int s = 0; s < UNROLL; ++s)
+#pragma unroll
+          for (int u = 0; u < UNITS; ++u) {
+            ra[s][u] = load_weights16(rows_a[u] + k + s * kStep);
+            if constexpr (GATE_UP) rb[s][u] = load_weights16(rows_b[u] + k + s * kStep);
+          }
+#pragma unroll
+        for (int s = 0; s < UNROLL; ++s)
+          accumulate(k + s * kStep, reinterpret_cast<const WT(&)[UNITS][kVec]>(ra[s]),
+                     reinterpret_cast<const WT(&)[UNITS][kVec]>(rb[s]));
+      }
+      for (; k < K; k += kStep) {
+        uint4 ra[UNITS], rb[UNITS];
+#pragma unroll
+        for (int u = 0; u < UNITS; ++u) {
+          ra[u] = load_weights16(rows_a[u] + k);
+          if constexpr (GATE_UP) rb[u] = load_weights16(rows_b[u] + k);
+        }
+        accumulate(k, reinterpret_cast<const WT(&)[UNITS][kVec]>(ra), reinterpret_cast<const WT(&)[UNITS][kVec]>(rb));
+      }
+    } else {
+      for (; k < K; k += kStep) {
+        WT wa[UNITS][1], wb[UNITS][1];
+#pragma unroll
+        for (int u = 0; u < UNITS; ++u) {
+          wa[u][0] = rows_a[u][k];
+          wb[u][0] = GATE_UP ? rows_b[u][k] : WT(0.0f);
+        }
+        accumulate(k, wa, wb);
       }
     }
 #pragma unroll
     for (int u = 0; u < UNITS; ++u)
 #pragma unroll
-      for (int g = 0; g < kTokenGroup; ++g) {
+      for (int g = 0; g < GROUP; ++g) {
         if (g0 + g >= n) continue;
         const float a = warp_sum(acc_a[u][g]);
         const float b = GATE_UP ? warp_sum(acc_b[u][g]) : 0.0f;
@@ -192,6 +220,7 @@ constexpr int kDownUnits = 8;    // down rows per warp
 // active[j] = the j-th distinct expert of ids in order of first appearance, -1 past the last. One thread:
 // at most 8 tokens × top-k pairs.
 __global__ void active_experts_kernel(const int32_t* __restrict__ ids, int64_t n_pairs, int32_t* active) {
+  start_after_previous_kernel();
   int64_t n = 0;
   for (int64_t p = 0; p < n_pairs; ++p) {
     bool seen = false;
@@ -203,10 +232,11 @@ __global__ void active_experts_kernel(const int32_t* __restrict__ ids, int64_t n
 
 // h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to expert
 // e = active[blockIdx.y]; grid (I / (8·kGateUpUnits), T·K), blocks of absent experts return at once.
-template <typename WT, bool VECTORISED>
+template <typename WT, bool VECTORISED, int GROUP>
 __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
                                       const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
                                       const WT* __restrict__ gate, const WT* __restrict__ up, float* h) {
+  start_after_previous_kernel();
   __shared__ int32_t list[kMaxPairs];
   const int32_t e = active[blockIdx.y];
   if (e < 0) return;
@@ -214,32 +244,47 @@ __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, in
   const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits;
   if (n == 0 || i0 >= I) return;
   const int64_t offset = int64_t(e) * I * H;
-  expert_rows<WT, true, VECTORISED, kGateUpUnits>(gate + offset, up + offset, i0, I, x, H, K, H, list, n, h, I);
+  expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate + offset, up + offset, i0, I, x, H, K, H, list, n, h, I);
 }
 
 // y[p, j] = down_e[j] · h[p] with e = active[blockIdx.y]; grid (H / (8·kDownUnits), T·K)
-template <typename WT, bool VECTORISED>
+template <typename WT, bool VECTORISED, int GROUP>
 __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
                                    const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
                                    const WT* __restrict__ down, float* y) {
+  start_after_previous_kernel();
   __shared__ int32_t list[kMaxPairs];
   const int32_t e = active[blockIdx.y];
   if (e < 0) return;
   const int n = pairs_of_expert(ids, n_pairs, e, list);
   const int64_t j0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kDownUnits;
   if (n == 0 || j0 >= H) return;
-  expert_rows<WT, false, VECTORISED, kDownUnits>(down + int64_t(e) * H * I, nullptr, j0, H, h, I, 1, I, list, n, y, H);
+  expert_rows<WT, false, VECTORISED, kDownUnits, GROUP>(down + int64_t(e) * H * I, nullptr, j0, H, h, I, 1, I, list, n, y, H);
 }
 
-// out[t, j] = Σ_k w[t, k] · y[t·K + k, j], summed in slot order.
+// h[t, i] = silu(gate[i] · x[t]) · (up[i] · x[t]) for the T <= GROUP tokens; grid I / (8·kGateUpUnits).
+template <typename WT, bool VECTORISED, int GROUP>
+__global__ void swiglu_gate_up_kernel(const float* __restrict__ x, int T, int64_t H, int64_t I, const WT* __restrict__ gate,
+                                      const WT* __restrict__ up, float* h) {
+  start_after_previous_kernel();
+  __shared__ int32_t tokens[GROUP];
+  if (threadIdx.x < T) tokens[threadIdx.x] = int32_t(threadIdx.x);
+  __syncthreads();
+  const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits;
+  if (i0 >= I) return;
+  expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate, up, i0, I, x, H, 1, H, tokens, T, h, I);
+}
+
+// out[t, j] += Σ_k w[t, k] · y[t·K + k, j], summed in slot order.
 __global__ void combine_kernel(const float* __restrict__ y, const float* __restrict__ w, int64_t T, int64_t H, int64_t K,
                                float* out) {
+  start_after_previous_kernel();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * H) return;
   const int64_t t = i / H, j = i % H;
   float acc = 0;
   for (int64_t k = 0; k < K; ++k) acc += w[t * K + k] * y[(t * K + k) * H + j];
-  out[i] = acc;
+  out[i] += acc;
 }
 
 // out[i] = x[rows[i]]      rows: [n], x: [*, H], out: [n, H]
@@ -248,7 +293,7 @@ __global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* _
   for (int64_t j = threadIdx.x; j < H; j += blockDim.x) out[blockIdx.x * H + j] = src[j];
 }
 
-// out[t, j] = Σ_k w[t, k] · y[slot_of[t·K + k], j], summed in slot order.
+// out[t, j] += Σ_k w[t, k] · y[slot_of[t·K + k], j], summed in slot order.
 __global__ void combine_sorted_kernel(const float* __restrict__ y, const int32_t* __restrict__ slot_of,
                                       const float* __restrict__ w, int64_t T, int64_t H, int64_t K, float* out) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -256,7 +301,7 @@ __global__ void combine_sorted_kernel(const float* __restrict__ y, const int32_t
   const int64_t t = i / H, j = i % H;
   float acc = 0;
   for (int64_t k = 0; k < K; ++k) acc += w[t * K + k] * y[int64_t(slot_of[t * K + k]) * H + j];
-  out[i] = acc;
+  out[i] += acc;
 }
 
 // Expert e's pairs packed into rows e·T + 0..n_e−1 of xs [E·T, H] (in the weight dtype); slot_of[p]
@@ -327,7 +372,7 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
                   cudaStream_t stream) {
   check(r.n_experts <= kMaxExperts && r.top_k <= kMaxTopK && r.n_group <= 32,
         "GPU router: at most 1024 experts, top-32 and 32 groups");
-  route_kernel<<<unsigned(T), 32, 0, stream>>>(r, logits, expert_ids, gate_weights);
+  launch_overlapped(route_kernel, unsigned(T), 32, 0, stream, r, logits, expert_ids, gate_weights);
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
@@ -335,7 +380,7 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, con
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down,
                  int32_t* active, float* h, float* y, float* out, cudaStream_t stream) {
   check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
-  active_experts_kernel<<<1, 1, 0, stream>>>(expert_ids, T * K, active);
+  launch_overlapped(active_experts_kernel, 1, 1, 0, stream, expert_ids, T * K, active);
   DSV2_CUDA_LAUNCH_CHECK();
   DSV2_DISPATCH_DTYPE(dtype, {
     // 16-byte loads need every weight and input row 16-byte aligned: H and I multiples of the
@@ -348,18 +393,52 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, con
     const dim3 g1 = dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), unsigned(T * K));
     const dim3 g2 = dim3(unsigned((H + kDownRows - 1) / kDownRows), unsigned(T * K));
     const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
-    if (vectorised) {
-      expert_gate_up_kernel<WT, true><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, active, wg, wu, h);
+    // One token: every expert has one pair (GROUP 1).
+    auto launch = [&](auto vectorised_tag, auto group_tag) {
+      constexpr bool kVectorised = decltype(vectorised_tag)::value;
+      constexpr int kGroup = decltype(group_tag)::value;
+      launch_overlapped(expert_gate_up_kernel<WT, kVectorised, kGroup>, g1, kRowsPerBlock * 32, 0, stream,
+          x, H, I, K, T * K, expert_ids, active, wg, wu, h);
       DSV2_CUDA_LAUNCH_CHECK();
-      expert_down_kernel<WT, true><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, active, wd, y);
+      launch_overlapped(expert_down_kernel<WT, kVectorised, kGroup>, g2, kRowsPerBlock * 32, 0, stream,
+          h, H, I, T * K, expert_ids, active, wd, y);
+      DSV2_CUDA_LAUNCH_CHECK();
+    };
+    if (vectorised && T == 1) {
+      launch(std::true_type{}, std::integral_constant<int, 1>{});
+    } else if (vectorised) {
+      launch(std::true_type{}, std::integral_constant<int, kTokenGroup>{});
     } else {
-      expert_gate_up_kernel<WT, false><<<g1, kRowsPerBlock * 32, 0, stream>>>(x, H, I, K, T * K, expert_ids, active, wg, wu, h);
-      DSV2_CUDA_LAUNCH_CHECK();
-      expert_down_kernel<WT, false><<<g2, kRowsPerBlock * 32, 0, stream>>>(h, H, I, T * K, expert_ids, active, wd, y);
+      launch(std::false_type{}, std::integral_constant<int, kTokenGroup>{});
     }
-    DSV2_CUDA_LAUNCH_CHECK();
   });
-  combine_kernel<<<unsigned((T * H + 255) / 256), 256, 0, stream>>>(y, gate_weights, T, H, K, out);
+  launch_overlapped(combine_kernel, unsigned((T * H + 255) / 256), 256, 0, stream, y, gate_weights, T, H, K, out);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const DeviceMatrix& up, float* h,
+                    cudaStream_t stream) {
+  check(T >= 1 && T <= kTokenGroup, "swiglu_gate_up: 1 to " + std::to_string(kTokenGroup) + " tokens");
+  check(gate.dtype == up.dtype && gate.rows == up.rows && gate.cols == up.cols, "swiglu_gate_up: gate and up differ in shape");
+  const int64_t H = gate.cols, I = gate.rows;
+  DSV2_DISPATCH_DTYPE(gate.dtype, {
+    constexpr int64_t kVec = 16 / sizeof(WT);
+    const bool vectorised = H % kVec == 0 && reinterpret_cast<uintptr_t>(gate.data) % 16 == 0 &&
+                            reinterpret_cast<uintptr_t>(up.data) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    constexpr int64_t kRows = kRowsPerBlock * kGateUpUnits;
+    const unsigned blocks = unsigned((I + kRows - 1) / kRows);
+    const WT *wg = static_cast<const WT*>(gate.data), *wu = static_cast<const WT*>(up.data);
+    if (vectorised && T == 1) {
+      launch_overlapped(swiglu_gate_up_kernel<WT, true, 1>, blocks, kRowsPerBlock * 32, 0, stream,
+          x, int(T), H, I, wg, wu, h);
+    } else if (vectorised) {
+      launch_overlapped(swiglu_gate_up_kernel<WT, true, kTokenGroup>, blocks, kRowsPerBlock * 32, 0, stream,
+          x, int(T), H, I, wg, wu, h);
+    } else {
+      launch_overlapped(swiglu_gate_up_kernel<WT, false, kTokenGroup>, blocks, kRowsPerBlock * 32, 0, stream,
+          x, int(T), H, I, wg, wu, h);
+    }
+  });
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
