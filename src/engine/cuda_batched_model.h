@@ -7,7 +7,6 @@
 #pragma once
 #include <algorithm>
 #include <climits>
-#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -37,7 +36,8 @@ class CudaBatchedModel : public BatchedModel {
     std::vector<const std::vector<int32_t>*> tables;
     std::vector<int64_t> positions;
     std::vector<int32_t> ids;
-    std::vector<std::pair<size_t, size_t>> rows;  // (chunk, row of the decode output holding its last token)
+    std::vector<size_t> chunk_of;   // the chunks that run as decode rows, in order
+    std::vector<int64_t> last_row;  // the decode row of each one's last token
     for (size_t i = 0; i < chunks.size(); ++i) {
       const SequenceChunk& c = chunks[i];
       if (c.decode || invariant) {
@@ -46,16 +46,18 @@ class CudaBatchedModel : public BatchedModel {
           positions.push_back(c.pos0 + int64_t(t));
           ids.push_back((*c.ids)[t]);
         }
-        rows.emplace_back(i, ids.size() - 1);
+        chunk_of.push_back(i);
+        last_row.push_back(int64_t(ids.size()) - 1);
         continue;
       }
       net_.prefill_paged(*c.blocks, c.pos0, *c.ids, LogitsRows::Last, &out_);
       std::copy(out_.begin(), out_.end(), logits.begin() + ptrdiff_t(i * V));
     }
     if (ids.empty()) return;
-    net_.decode_paged(tables, positions, ids, &out_, nullptr);
-    for (auto [chunk, row] : rows)
-      std::copy(out_.begin() + ptrdiff_t(row * V), out_.begin() + ptrdiff_t((row + 1) * V), logits.begin() + ptrdiff_t(chunk * V));
+    // Only the last token of each chunk is sampled: only its logits come back.
+    net_.decode_paged(tables, positions, ids, &out_, nullptr, &last_row);
+    for (size_t k = 0; k < chunk_of.size(); ++k)
+      std::copy_n(out_.begin() + ptrdiff_t(k * V), V, logits.begin() + ptrdiff_t(chunk_of[k] * V));
   }
 
  private:

@@ -105,6 +105,36 @@ TEST_F(CudaEngineTest, FastBatchingServesEveryRequestAndFreesTheCache) {
   EXPECT_EQ(engine.stats().blocks_used, 0);
 }
 
+TEST_F(CudaEngineTest, DecodeReturnsOnlyTheWantedLogitRows) {
+  // 11 rows (two groups of the batch-invariant mode): rows 2 and 9 wanted, the first group's others
+  // and all of the second's but row 9 unread.
+  auto net = gpu(64, true, 8);
+  std::vector<std::vector<int32_t>> tables;
+  for (int32_t b = 0; b < 11; ++b) tables.push_back({b});
+  std::vector<const std::vector<int32_t>*> table_of;
+  std::vector<int64_t> positions;
+  std::vector<int32_t> ids;
+  for (int32_t b = 0; b < 11; ++b) {
+    table_of.push_back(&tables[size_t(b)]);
+    positions.push_back(0);
+    ids.push_back(b + 1);
+  }
+  std::vector<float> all, some;
+  std::vector<int32_t> argmax;
+  net->decode_paged(table_of, positions, ids, &all, &argmax);
+  const std::vector<int64_t> wanted = {2, 9};
+  net->decode_paged(table_of, positions, ids, &some, nullptr, &wanted);
+  const size_t V = size_t(model_.config.vocab_size);
+  ASSERT_EQ(all.size(), 11 * V);
+  ASSERT_EQ(some.size(), 2 * V);
+  EXPECT_TRUE(std::equal(some.begin(), some.begin() + ptrdiff_t(V), all.begin() + ptrdiff_t(2 * V)));
+  EXPECT_TRUE(std::equal(some.begin() + ptrdiff_t(V), some.end(), all.begin() + ptrdiff_t(9 * V)));
+  EXPECT_EQ(argmax.size(), 11u);
+  const std::vector<int64_t> descending = {9, 2}, outside = {11};
+  EXPECT_THROW(net->decode_paged(table_of, positions, ids, &some, nullptr, &descending), Error);
+  EXPECT_THROW(net->decode_paged(table_of, positions, ids, &some, nullptr, &outside), Error);
+}
+
 TEST_F(CudaEngineTest, RejectsBadBlockTables) {
   auto net = gpu(8, true, 8);
   std::vector<float> logits;

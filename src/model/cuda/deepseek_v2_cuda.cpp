@@ -74,7 +74,7 @@ struct CudaDeepseekV2::Impl {
   cuda::MoeBatchedScratch moe_batched{};  // decode batches of more than 8 tokens
   void* lowp = nullptr;
   void* blas_workspace = nullptr;
-  std::map<int64_t, cudaGraphExec_t> graphs;  // decode step per batch size
+  std::map<int64_t, cudaGraphExec_t> graphs;  // decode step per (batch size, with or without the lm_head)
 
   template <typename T = float>
   T* alloc(size_t count) {
@@ -355,10 +355,13 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.x, st);
 }
 
+// Which rows get the final norm, lm_head and argmax (m.logits, m.argmax).
+enum class Head { AllRows, LastRow, None };
+
 // One forward over T tokens whose inputs (ids, pos, seq, tables, seq_lens) are already on the device.
 // Decode (absorbed) when `prefill_pos0` < 0: token b is the only new token of table row b.
 void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOptions& opt, int64_t T,
-                    int64_t prefill_pos0, bool all_logits) {
+                    int64_t prefill_pos0, Head head) {
   cudaStream_t st = m.stream;
   const int64_t H = cfg.hidden_size, nh = cfg.num_attention_heads, d_qk = cfg.qk_head_dim();
   const int64_t d_c = cfg.kv_lora_rank, d_rope = cfg.qk_rope_head_dim;
@@ -425,7 +428,8 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       swiglu(L.dense);
     }
   }
-  const int64_t first = all_logits ? 0 : T - 1, n = T - first;
+  if (head == Head::None) return;
+  const int64_t first = head == Head::AllRows ? 0 : T - 1, n = T - first;
   cuda::rms_norm(m.x + first * H, H, m.final_norm, m.a, H, n, H, eps, st);
   cuda::linear(m.blas, m.a, H, n, m.lm_head, m.logits, m.lowp, st);
   cuda::argmax_rows(m.logits, n, cfg.vocab_size, m.argmax, m.argmax_scratch, st);
@@ -497,7 +501,8 @@ void CudaDeepseekV2::prefill_paged(const std::vector<int32_t>& table, int64_t po
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.pos, pos.data(), size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.seq, seq.data(), size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
     const bool last_chunk = start + T == T_all, all = rows == LogitsRows::All;
-    forward_tokens(m, cfg_, opt_, T, chunk_pos0, all);
+    forward_tokens(m, cfg_, opt_, T, chunk_pos0,
+                   all ? Head::AllRows : logits && last_chunk ? Head::LastRow : Head::None);
     if (logits && (all || last_chunk)) {
       const int64_t n = all ? T : 1;
       const size_t at = logits->size();
@@ -510,24 +515,40 @@ void CudaDeepseekV2::prefill_paged(const std::vector<int32_t>& table, int64_t po
 }
 
 void CudaDeepseekV2::decode_paged(const std::vector<const std::vector<int32_t>*>& tables, const std::vector<int64_t>& positions,
-                                  const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax) {
-  const int64_t B = int64_t(ids.size());
+                                  const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax,
+                                  const std::vector<int64_t>* logit_rows) {
+  const int64_t B = int64_t(ids.size()), V = cfg_.vocab_size;
   check(B >= 1 && int64_t(tables.size()) == B && int64_t(positions.size()) == B,
         "CUDA decode: need one block table, position and id per sequence");
   const int64_t group = opt_.batch_invariant ? std::min<int64_t>(opt_.max_batch, cuda::kGemvMaxTokens) : opt_.max_batch;
   check(opt_.batch_invariant || B <= opt_.max_batch,
         "CUDA decode: " + std::to_string(B) + " sequences exceed max_batch " + std::to_string(opt_.max_batch));
-  if (logits) logits->resize(size_t(B * cfg_.vocab_size));
+  std::vector<int64_t> every_row;
+  if (logits && !logit_rows) {
+    every_row.resize(size_t(B));
+    std::iota(every_row.begin(), every_row.end(), 0);
+    logit_rows = &every_row;
+  }
+  if (logits) {
+    for (size_t i = 0; i < logit_rows->size(); ++i)
+      check((*logit_rows)[i] >= 0 && (*logit_rows)[i] < B && (i == 0 || (*logit_rows)[i] > (*logit_rows)[i - 1]),
+            "CUDA decode: logit rows must be ascending rows of the batch");
+    logits->resize(logit_rows->size() * size_t(V));
+  }
   if (argmax) argmax->resize(static_cast<size_t>(B));
+  size_t next = 0;  // the first wanted row not yet copied
   for (int64_t b0 = 0; b0 < B; b0 += group) {
-    const auto at = [&](const auto& v) { return std::decay_t<decltype(v)>(v.begin() + b0, v.begin() + std::min(B, b0 + group)); };
-    decode_group(at(tables), at(positions), at(ids), logits, argmax, b0);
+    const int64_t b1 = std::min(B, b0 + group);
+    std::vector<LogitsCopy> copies;
+    for (; logits && next < logit_rows->size() && (*logit_rows)[next] < b1; ++next)
+      copies.push_back({(*logit_rows)[next] - b0, logits->data() + next * size_t(V)});
+    const auto at = [&](const auto& v) { return std::decay_t<decltype(v)>(v.begin() + b0, v.begin() + b1); };
+    decode_group(at(tables), at(positions), at(ids), copies, argmax ? argmax->data() + b0 : nullptr);
   }
 }
 
 void CudaDeepseekV2::decode_group(const std::vector<const std::vector<int32_t>*>& tables, const std::vector<int64_t>& positions,
-                                  const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax,
-                                  int64_t row0) {
+                                  const std::vector<int32_t>& ids, const std::vector<LogitsCopy>& copies, int32_t* argmax) {
   Impl& m = *impl_;
   const int64_t B = int64_t(ids.size());
   std::vector<int32_t> pos(static_cast<size_t>(B)), seq(static_cast<size_t>(B)), lens(static_cast<size_t>(B)), flat;
@@ -549,27 +570,29 @@ void CudaDeepseekV2::decode_group(const std::vector<const std::vector<int32_t>*>
   up(m.seq, seq);
   up(m.seq_lens, lens);
   up(m.tables, flat);
+  // A group whose outputs nobody reads (prompt tokens before a chunk's last) skips the lm_head.
+  const Head head = argmax || !copies.empty() ? Head::AllRows : Head::None;
   if (opt_.use_graphs) {
-    auto it = m.graphs.find(B);
+    const int64_t key = 2 * B + (head == Head::None ? 0 : 1);
+    auto it = m.graphs.find(key);
     if (it == m.graphs.end()) {
       cudaGraph_t graph;
       DSV2_CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
-      forward_tokens(m, cfg_, opt_, B, -1, true);
+      forward_tokens(m, cfg_, opt_, B, -1, head);
       DSV2_CUDA_CHECK(cudaStreamEndCapture(m.stream, &graph));
       cudaGraphExec_t exec;
       DSV2_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
       DSV2_CUDA_CHECK(cudaGraphDestroy(graph));
-      it = m.graphs.emplace(B, exec).first;
+      it = m.graphs.emplace(key, exec).first;
     }
     DSV2_CUDA_CHECK(cudaGraphLaunch(it->second, m.stream));
   } else {
-    forward_tokens(m, cfg_, opt_, B, -1, true);
+    forward_tokens(m, cfg_, opt_, B, -1, head);
   }
-  if (logits)
-    DSV2_CUDA_CHECK(cudaMemcpyAsync(logits->data() + row0 * cfg_.vocab_size, m.logits, size_t(B * cfg_.vocab_size) * 4,
-                                    cudaMemcpyDeviceToHost, m.stream));
-  if (argmax)
-    DSV2_CUDA_CHECK(cudaMemcpyAsync(argmax->data() + row0, m.argmax, size_t(B) * 4, cudaMemcpyDeviceToHost, m.stream));
+  const size_t V = size_t(cfg_.vocab_size);
+  for (const LogitsCopy& c : copies)
+    DSV2_CUDA_CHECK(cudaMemcpyAsync(c.to, m.logits + size_t(c.row) * V, V * 4, cudaMemcpyDeviceToHost, m.stream));
+  if (argmax) DSV2_CUDA_CHECK(cudaMemcpyAsync(argmax, m.argmax, size_t(B) * 4, cudaMemcpyDeviceToHost, m.stream));
   DSV2_CUDA_CHECK(cudaStreamSynchronize(m.stream));
 }
 

@@ -60,17 +60,25 @@ class CudaDeepseekV2 {
   // per sequence. table covers pos0 + ids.size() tokens; positions [0, pos0) are already cached.
   void prefill_paged(const std::vector<int32_t>& table, int64_t pos0, const std::vector<int32_t>& ids, LogitsRows rows,
                      std::vector<float>* logits);
-  // tables[b] covers positions[b] + 1 tokens; ids[b] goes to position positions[b].
+  // tables[b] covers positions[b] + 1 tokens; ids[b] goes to position positions[b]. logits: [B, V], or
+  // only the rows logit_rows names (ascending) when given, [logit_rows.size(), V]; a group of up to 8
+  // rows none of which is wanted (nor argmax) skips the final norm and lm_head.
   void decode_paged(const std::vector<const std::vector<int32_t>*>& tables, const std::vector<int64_t>& positions,
-                    const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax);
+                    const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax,
+                    const std::vector<int64_t>* logit_rows = nullptr);
   int64_t cache_blocks() const;
 
   struct Impl;
 
  private:
-  // One decode forward over at most max_batch tokens (inputs checked); outputs at row offset `row0`.
+  // A row of a decode group whose logits go to host memory at `to`.
+  struct LogitsCopy {
+    int64_t row;
+    float* to;
+  };
+  // One decode forward over at most max_batch tokens (inputs checked); argmax: [B] host ids or null.
   void decode_group(const std::vector<const std::vector<int32_t>*>& tables, const std::vector<int64_t>& positions,
-                    const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax, int64_t row0);
+                    const std::vector<int32_t>& ids, const std::vector<LogitsCopy>& copies, int32_t* argmax);
   const std::vector<int32_t>& slot_table(int slot) const;
   ModelConfig cfg_;
   CudaOptions opt_;
