@@ -30,7 +30,7 @@ const char* kUsage =
     "            [--block-size B] [--step-tokens T] [--prefill-chunk C] [--context N] [--served-model-name NAME]\n"
     "  quantize  --model DIR --weights int8|q4 --out DIR2\n"
     "  perplexity --model DIR --text FILE [--context N] [--max-tokens N]\n"
-    "  bench-matmul [--rows N] [--cols K] [--tokens T] [--weights bf16|int8|q4] [--repeats R] [--json]\n"
+    "  bench-matmul [--rows N] [--cols K] [--tokens T] [--weights bf16|int8|q4] [--activations f32|bf16] [--repeats R] [--json]\n"
     "\n"
     "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32),\n"
     "                --weights bf16|int8|q4 (generate, chat, logits, bench, serve, perplexity: quantize the Linear\n"

@@ -64,6 +64,24 @@ void split_by_job(const std::vector<int64_t>& first, int64_t begin, int64_t end,
   }
 }
 
+// Splits the joint row-block range into `parts` pieces of about equal work, a block of job j costing
+// its token groups (ceil(T / kGemvMaxTokens)): a MoE layer's shared experts run on every token, a
+// routed one on a few. Returns the parts' first blocks, and first_block.back() last.
+std::vector<int64_t> balanced_parts(const std::vector<MatmulJob>& jobs, const std::vector<int64_t>& first_block, int parts) {
+  std::vector<int64_t> cost(jobs.size() + 1, 0);  // work before job j, in (block, token group) units
+  for (size_t j = 0; j < jobs.size(); ++j)
+    cost[j + 1] = cost[j] + (first_block[j + 1] - first_block[j]) * ((jobs[j].T + kGemvMaxTokens - 1) / kGemvMaxTokens);
+  std::vector<int64_t> bound(size_t(parts) + 1, first_block.back());
+  size_t j = 0;
+  for (int p = 0; p < parts; ++p) {
+    const int64_t target = cost.back() * p / parts;
+    while (j + 1 < jobs.size() && cost[j + 1] <= target) ++j;
+    const int64_t groups = std::max<int64_t>(1, (cost[j + 1] - cost[j]) / std::max<int64_t>(1, first_block[j + 1] - first_block[j]));
+    bound[size_t(p)] = std::min(first_block[j + 1], first_block[j] + (target - cost[j] + groups - 1) / groups);
+  }
+  return bound;
+}
+
 }  // namespace
 
 void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out) {
@@ -118,8 +136,10 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
   } else {
     pool.parallel_for(first_token.back(), 1, round_tokens);
   }
-  pool.parallel_for(first_block.back(), 1, [&](int64_t begin, int64_t end) {
-    split_by_job(first_block, begin, end, [&](size_t j, int64_t b0, int64_t b1) {
+  if (first_block.back() == 0) return;  // every job ran portably
+  const std::vector<int64_t> bound = balanced_parts(jobs, first_block, pool.size());
+  pool.parallel_for(pool.size(), 1, [&](int64_t p0, int64_t p1) {
+    split_by_job(first_block, bound[size_t(p0)], bound[size_t(p1)], [&](size_t j, int64_t b0, int64_t b1) {
       const MatmulJob& job = jobs[j];
       const Matrix& W = *job.W;
       const int64_t K = W.cols, N = W.rows;
