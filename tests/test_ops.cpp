@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "ops/cpu/latent_attention.h"
@@ -41,6 +42,31 @@ TEST(Ops, CpuMatmulMatchesReference) {
           // which cancellation can turn into ~1e-6 relative to the result; wrong indexing is O(1).
           double err = test::rel_l2(got.data(), want.data(), got.size());
           ASSERT_LE(err, 1e-5) << dtype_name(dt) << " T=" << T << " K=" << K << " N=" << N;
+        }
+      }
+    }
+  }
+}
+
+// Batch invariance: a token's outputs are the same bits whatever other tokens share its matmul (rows
+// in tiles of 4 rows × 2 tokens or alone, token groups of up to 4, tails of K and of the rows).
+TEST(Ops, CpuMatmulGivesATokenTheSameBitsAloneAndInABatch) {
+  std::mt19937 rng(2);
+  ThreadPool pool(2);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    for (int64_t T : {2, 3, 5, 9, 17}) {
+      for (int64_t K : {7, 33, 100, 2064}) {
+        for (int64_t N : {1, 5, 37, 130}) {
+          std::vector<std::byte> store;
+          const Matrix W = make_matrix(dt, N, K, rng, store);
+          const std::vector<float> x = randn(size_t(T * K), rng);
+          std::vector<float> batch(size_t(T * N), NAN), alone(size_t(N), NAN);
+          cpu::matmul(pool, x.data(), T, W, batch.data());
+          for (int64_t t = 0; t < T; ++t) {
+            cpu::matmul(pool, &x[size_t(t * K)], 1, W, alone.data());
+            ASSERT_EQ(0, std::memcmp(alone.data(), &batch[size_t(t * N)], size_t(N) * sizeof(float)))
+                << dtype_name(dt) << " token " << t << " of T=" << T << " K=" << K << " N=" << N;
+          }
         }
       }
     }
