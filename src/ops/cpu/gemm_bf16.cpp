@@ -55,12 +55,14 @@ DSV2_AVX512_BF16 void tile(const uint16_t* const* w, const uint16_t* x, int64_t 
     for (int r = 0; r < R; ++r) out[t * out_stride + r] = sum_lanes(acc[t][r]);
 }
 
+// Several tokens: tiles of 4 rows; one token (decode, bandwidth-bound): one row at a time, a single
+// stream the hardware prefetcher follows best (4 interleaved rows streamed 15-30% slower).
 template <int T>
 DSV2_AVX512_BF16 void rows_avx512(const uint16_t* x, int64_t P, const Matrix& W, int64_t r0, int64_t r1, float* y) {
   const auto* w = static_cast<const uint16_t*>(W.data);
   const int64_t K = W.cols;
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
+  for (; T > 1 && r + 4 <= r1; r += 4) {
     const uint16_t* rows[4] = {w + r * K, w + (r + 1) * K, w + (r + 2) * K, w + (r + 3) * K};
     tile<4, T>(rows, x, K, P, y + r, W.rows);
   }

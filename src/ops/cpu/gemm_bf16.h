@@ -31,7 +31,7 @@ bool has_avx512_bf16();
 
 // Rows [row_begin, row_end) of y = bf16(x) · Wᵀ for tokens [t0, t0 + T) of xb; W: BF16 [N, xb.cols],
 // y: [T, N] (the rows of those tokens).
-// AVX512-BF16: T <= kGemvMaxTokens, tiles of 4 rows × T tokens. Needs has_avx512_bf16().
+// AVX512-BF16: T <= kGemvMaxTokens, tiles of 4 rows × T tokens (T = 1: single rows). Needs has_avx512_bf16().
 void gemm_bf16_rows_avx512(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,
                            int64_t row_end, float* y);
 // Plain C++, any T, the same results.
