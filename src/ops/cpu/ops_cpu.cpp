@@ -28,7 +28,7 @@ DSV2_MULTIVERSION void axpy(float alpha, const float* x, float* y, int64_t n) {
 
 namespace {
 
-// Row blocks of 16 are the unit of work split over the threads; each thread takes tiles of kTileRows
+// Row blocks of 16 are the unit of work split over the threads (balanced_parts); each thread takes tiles of kTileRows
 // weight rows (kept in L2 while every group of up to kGemvMaxTokens tokens streams over them); each row
 // is converted in registers, never stored.
 constexpr int64_t kRowBlock = 16;
@@ -68,16 +68,17 @@ void split_by_job(const std::vector<int64_t>& first, int64_t begin, int64_t end,
 // its token groups (ceil(T / kGemvMaxTokens)): a MoE layer's shared experts run on every token, a
 // routed one on a few. Returns the parts' first blocks, and first_block.back() last.
 std::vector<int64_t> balanced_parts(const std::vector<MatmulJob>& jobs, const std::vector<int64_t>& first_block, int parts) {
-  std::vector<int64_t> cost(jobs.size() + 1, 0);  // work before job j, in (block, token group) units
-  for (size_t j = 0; j < jobs.size(); ++j)
-    cost[j + 1] = cost[j] + (first_block[j + 1] - first_block[j]) * ((jobs[j].T + kGemvMaxTokens - 1) / kGemvMaxTokens);
+  std::vector<int64_t> groups(jobs.size()), cost(jobs.size() + 1, 0);  // cost[j]: work before job j
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    groups[j] = std::max<int64_t>(1, (jobs[j].T + kGemvMaxTokens - 1) / kGemvMaxTokens);
+    cost[j + 1] = cost[j] + (first_block[j + 1] - first_block[j]) * groups[j];
+  }
   std::vector<int64_t> bound(size_t(parts) + 1, first_block.back());
   size_t j = 0;
   for (int p = 0; p < parts; ++p) {
     const int64_t target = cost.back() * p / parts;
     while (j + 1 < jobs.size() && cost[j + 1] <= target) ++j;
-    const int64_t groups = std::max<int64_t>(1, (cost[j + 1] - cost[j]) / std::max<int64_t>(1, first_block[j + 1] - first_block[j]));
-    bound[size_t(p)] = std::min(first_block[j + 1], first_block[j] + (target - cost[j] + groups - 1) / groups);
+    bound[size_t(p)] = std::min(first_block[j + 1], first_block[j] + (target - cost[j] + groups[j] - 1) / groups[j]);
   }
   return bound;
 }
