@@ -36,7 +36,7 @@ const char* kUsage =
     "                --weights bf16|int8|q4 (generate, chat, logits, bench, serve, perplexity: quantize the Linear\n"
     "                matrices at load; default bf16 = as stored),\n"
     "                --activations f32|bf16 (the same commands, CPU: bf16 rounds the activations of BF16 matrices\n"
-    "                to bf16 for the AVX512-BF16 kernels, about twice the prefill speed; default f32 = exact)\n";
+    "                to bf16 for the AVX512-BF16 kernels, ~1.5x the prefill speed; default f32 = exact)\n";
 
 }  // namespace
 

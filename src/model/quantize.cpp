@@ -28,9 +28,10 @@ const char* activation_format_name(ActivationFormat f) { return f == ActivationF
 void set_activation_format(LoadedModel& m, ActivationFormat format) {
   const auto linear = linear_matrices(m.config, m.weights);
   const bool any_bf16 = std::any_of(linear.begin(), linear.end(), [](const auto& l) { return l.second->dtype == DType::BF16; });
+  const DType t = linear.front().second->dtype;
   check(format == ActivationFormat::F32 || any_bf16,
-        std::string("--activations bf16 needs BF16 weights; this model's Linear matrices are ") +
-            dtype_name(linear.front().second->dtype) + " (quantized weights round their activations to int8 already)");
+        std::string("--activations bf16 needs BF16 weights; this model's Linear matrices are ") + dtype_name(t) +
+            (is_quantized(t) ? " (quantized weights round their activations to int8 already)" : ""));
   for (auto& [name, W] : linear)
     if (W->dtype == DType::BF16) W->activations = format;
 }
