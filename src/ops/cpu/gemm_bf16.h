@@ -6,8 +6,9 @@
 // sums along K in steps of 32 values, lane j adding the products of values 2j+1 then 2j of each step,
 // each added with f32 rounding (exactly what vdpbf16ps does: a bf16 product is exact in f32), then the
 // lanes summed in a fixed tree, (l[j] + l[j+8]) → (+4) → (+2) → (+1). The portable kernel does the same
-// in scalar code, so both give the same bits (but where a sum falls below FLT_MIN, which the
-// instruction flushes to zero), and a token's outputs do not depend on the other tokens of its matmul.
+// in scalar code, so both give the same bits (but where an input or a sum is subnormal, below FLT_MIN:
+// the instruction takes and makes those as zero), and a token's outputs do not depend on the other
+// tokens of its matmul.
 #pragma once
 #include <cstdint>
 #include <vector>
