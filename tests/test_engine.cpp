@@ -1,5 +1,5 @@
 // The serving engine on the default model: greedy output equals `generate` over a contiguous cache,
-// alone, in a full batch, with prefix sharing and with preemption; requests sharing a prompt that
+// alone, in a full batch, with prefix sharing and with preemption (f32 and bf16 activations); requests sharing a prompt that
 // arrive together compute it once; cancellation frees every block.
 #include <gtest/gtest.h>
 
@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "engine/generator.h"
 #include "model/model.h"
+#include "model/quantize.h"
 #include "test_util.h"
 
 namespace dsv2 {
@@ -49,41 +50,50 @@ class EngineTest : public ::testing::Test {
     return p;
   }
 
+  // Serves prompts() alone, batched and under preemption; each output must equal reference().
+  void expect_output_independent_of_batching() {
+    const int64_t n = 12;
+    std::vector<std::vector<int32_t>> want;
+    for (const auto& p : prompts()) want.push_back(reference(p, n));
+
+    struct Setup {
+      int32_t n_blocks;
+      SchedulerOptions scheduler;
+    };
+    const Setup one_at_a_time{64, {.max_running = 1, .step_token_budget = 16, .prefill_chunk = 16}};
+    const Setup batched{128, {.max_running = 6, .step_token_budget = 24, .prefill_chunk = 8}};
+    const Setup tight{24, {.max_running = 6, .step_token_budget = 32, .prefill_chunk = 8}};  // 96 slots for 6 sequences of up to 58: preemptions
+    for (const Setup* setup : {&one_at_a_time, &batched, &tight}) {
+      auto model = pool_of(setup->n_blocks);
+      Engine engine(*model, {.max_context = 0, .scheduler = setup->scheduler});
+      std::vector<EngineOutcome> got = serve_all(engine, prompts(), n);
+      for (size_t i = 0; i < got.size(); ++i) {
+        std::vector<int32_t> expect = want[i];
+        EXPECT_EQ(got[i].tokens, expect) << "prompt " << i << ", max_running " << setup->scheduler.max_running;
+      }
+      EngineStats st = engine.stats();
+      EXPECT_EQ(st.blocks_used, 0);
+      EXPECT_EQ(st.blocks_free, setup->n_blocks);
+      if (setup == &tight) {
+        EXPECT_GT(st.preemptions, 0);
+      }
+      if (setup == &batched) {
+        EXPECT_GT(st.prefix_hit_tokens, 0);
+      }
+    }
+  }
+
   ThreadPool pool_{2};
   LoadedModel model_;
   std::unique_ptr<DeepseekV2> net_;
 };
 
-TEST_F(EngineTest, GreedyOutputDoesNotDependOnBatching) {
-  const int64_t n = 12;
-  std::vector<std::vector<int32_t>> want;
-  for (const auto& p : prompts()) want.push_back(reference(p, n));
+TEST_F(EngineTest, GreedyOutputDoesNotDependOnBatching) { expect_output_independent_of_batching(); }
 
-  struct Setup {
-    int32_t n_blocks;
-    SchedulerOptions scheduler;
-  };
-  const Setup one_at_a_time{64, {.max_running = 1, .step_token_budget = 16, .prefill_chunk = 16}};
-  const Setup batched{128, {.max_running = 6, .step_token_budget = 24, .prefill_chunk = 8}};
-  const Setup tight{24, {.max_running = 6, .step_token_budget = 32, .prefill_chunk = 8}};  // 96 slots for 6 sequences of up to 58: preemptions
-  for (const Setup* setup : {&one_at_a_time, &batched, &tight}) {
-    auto model = pool_of(setup->n_blocks);
-    Engine engine(*model, {.max_context = 0, .scheduler = setup->scheduler});
-    std::vector<EngineOutcome> got = serve_all(engine, prompts(), n);
-    for (size_t i = 0; i < got.size(); ++i) {
-      std::vector<int32_t> expect = want[i];
-      EXPECT_EQ(got[i].tokens, expect) << "prompt " << i << ", max_running " << setup->scheduler.max_running;
-    }
-    EngineStats st = engine.stats();
-    EXPECT_EQ(st.blocks_used, 0);
-    EXPECT_EQ(st.blocks_free, setup->n_blocks);
-    if (setup == &tight) {
-      EXPECT_GT(st.preemptions, 0);
-    }
-    if (setup == &batched) {
-      EXPECT_GT(st.prefix_hit_tokens, 0);
-    }
-  }
+// The same with the activations of the BF16 matmuls rounded to bf16 (--activations bf16).
+TEST_F(EngineTest, GreedyOutputDoesNotDependOnBatchingWithBf16Activations) {
+  set_activation_format(model_, ActivationFormat::BF16);
+  expect_output_independent_of_batching();
 }
 
 TEST_F(EngineTest, RequestsSharingAPromptArrivingTogetherComputeItOnce) {

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 
+#include "ops/cpu/causal_attention.h"
 #include "ops/cpu/latent_attention.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/ref/ops_ref.h"
@@ -41,6 +43,31 @@ TEST(Ops, CpuMatmulMatchesReference) {
           // which cancellation can turn into ~1e-6 relative to the result; wrong indexing is O(1).
           double err = test::rel_l2(got.data(), want.data(), got.size());
           ASSERT_LE(err, 1e-5) << dtype_name(dt) << " T=" << T << " K=" << K << " N=" << N;
+        }
+      }
+    }
+  }
+}
+
+// Batch invariance: a token's outputs are the same bits whatever other tokens share its matmul (rows
+// in tiles of 4 rows × 2 tokens or alone, token groups of up to 4, tails of K and of the rows).
+TEST(Ops, CpuMatmulGivesATokenTheSameBitsAloneAndInABatch) {
+  std::mt19937 rng(2);
+  ThreadPool pool(2);
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    for (int64_t T : {2, 3, 5, 9, 17}) {
+      for (int64_t K : {7, 33, 100, 2064}) {
+        for (int64_t N : {1, 5, 37, 130}) {
+          std::vector<std::byte> store;
+          const Matrix W = make_matrix(dt, N, K, rng, store);
+          const std::vector<float> x = randn(size_t(T * K), rng);
+          std::vector<float> batch(size_t(T * N), NAN), alone(size_t(N), NAN);
+          cpu::matmul(pool, x.data(), T, W, batch.data());
+          for (int64_t t = 0; t < T; ++t) {
+            cpu::matmul(pool, &x[size_t(t * K)], 1, W, alone.data());
+            ASSERT_EQ(0, std::memcmp(alone.data(), &batch[size_t(t * N)], size_t(N) * sizeof(float)))
+                << dtype_name(dt) << " token " << t << " of T=" << T << " K=" << K << " N=" << N;
+          }
         }
       }
     }
@@ -93,6 +120,45 @@ namespace {
 // The chunk of absorbed attention against the formula in double, at the released shapes (d_c 512,
 // d_rope 64) and small ones, head counts that are and are not multiples of the register block,
 // chunk lengths with and without a tail of 16; both the dispatched (AVX-512) and the portable form.
+TEST(Ops, AttendRowMatchesTheFormula) {
+  std::mt19937 rng(12);
+  struct Shape {
+    int64_t d_nope, d_rope, d_v, n;
+  };
+  for (Shape sh : {Shape{128, 64, 128, 300}, Shape{128, 64, 128, 1}, Shape{16, 8, 12, 7}, Shape{16, 8, 16, 41},
+                   Shape{24, 6, 200, 5}, Shape{3, 2, 5, 4}}) {
+    // Keys and values interleaved in rows as the model stores them (k_nope | v), the rotary keys apart.
+    const int64_t kv_stride = sh.d_nope + sh.d_v + 3, rope_stride = sh.d_rope + 1;
+    const std::vector<float> q = randn(size_t(sh.d_nope + sh.d_rope), rng), kv = randn(size_t(sh.n * kv_stride), rng),
+                             rope = randn(size_t(sh.n * rope_stride), rng);
+    const float scale = 0.1f;
+    std::vector<double> p(size_t(sh.n)), want(size_t(sh.d_v), 0.0);
+    for (int64_t s = 0; s < sh.n; ++s) {
+      double d = 0;
+      for (int64_t j = 0; j < sh.d_nope; ++j) d += double(q[size_t(j)]) * kv[size_t(s * kv_stride + j)];
+      for (int64_t j = 0; j < sh.d_rope; ++j) d += double(q[size_t(sh.d_nope + j)]) * rope[size_t(s * rope_stride + j)];
+      p[size_t(s)] = scale * d;
+    }
+    const double mx = *std::max_element(p.begin(), p.end());
+    double sum = 0;
+    for (double& x : p) sum += (x = std::exp(x - mx));
+    for (int64_t s = 0; s < sh.n; ++s)
+      for (int64_t j = 0; j < sh.d_v; ++j) want[size_t(j)] += p[size_t(s)] / sum * kv[size_t(s * kv_stride + sh.d_nope + j)];
+    for (bool portable : {false, true}) {
+      std::vector<float> scores(size_t(sh.n)), out(size_t(sh.d_v) + 1, NAN);
+      out.back() = 7.0f;  // past the output: must stay
+      (portable ? cpu::attend_row_portable : cpu::attend_row)(q.data(), kv.data(), kv_stride, rope.data(), rope_stride,
+                                                              kv.data() + sh.d_nope, kv_stride, sh.n, sh.d_nope, sh.d_rope,
+                                                              sh.d_v, scale, scores.data(), out.data());
+      std::vector<float> wantf(want.begin(), want.end());
+      // f32 sums of up to 192 products and 300 weighted values against f64: ~1e-6; wrong indexing is O(1).
+      EXPECT_LE(test::rel_l2(out.data(), wantf.data(), wantf.size()), 1e-5)
+          << "d_nope " << sh.d_nope << " d_v " << sh.d_v << " n " << sh.n << " portable " << portable;
+      EXPECT_EQ(out.back(), 7.0f);
+    }
+  }
+}
+
 TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
   std::mt19937 rng(11);
   struct Shape {

@@ -177,15 +177,19 @@ TEST(Quant, PortableMatmulMatchesReference) {
 }
 
 TEST(Quant, MatmulGroupEqualsEachMatmulAlone) {
-  // Mixed formats, shapes and token counts (one job without tokens) in one parallel region.
+  // Mixed formats, activation roundings, shapes and token counts (one job without tokens, one with many
+  // more than the rest, so that the threads' shares of the work split jobs) in one parallel region.
   std::mt19937 rng(5);
   ThreadPool pool(2);
   struct Spec {
     DType t;
     int64_t N, K, T;
+    ActivationFormat activations = ActivationFormat::F32;
   };
-  const std::vector<Spec> specs = {{DType::Q8_0, 37, 96, 1}, {DType::Q4_0, 130, 2080, 6}, {DType::BF16, 17, 33, 3},
-                                   {DType::Q4_0, 5, 48, 0},  {DType::Q8_0, 64, 544, 9}};
+  const std::vector<Spec> specs = {{DType::Q8_0, 37, 96, 1},   {DType::Q4_0, 130, 2080, 6}, {DType::BF16, 17, 33, 3},
+                                   {DType::Q4_0, 5, 48, 0},    {DType::Q8_0, 64, 544, 9},
+                                   {DType::BF16, 300, 64, 41}, {DType::BF16, 77, 200, 5, ActivationFormat::BF16},
+                                   {DType::BF16, 250, 48, 40, ActivationFormat::BF16}};
   std::vector<std::vector<float>> f32(specs.size()), x(specs.size()), alone(specs.size()), grouped(specs.size());
   std::vector<std::vector<uint8_t>> store(specs.size());
   std::vector<Matrix> W(specs.size());
@@ -197,6 +201,7 @@ TEST(Quant, MatmulGroupEqualsEachMatmulAlone) {
       store[i].resize(f32[i].size() * 2);
       convert_from_f32(DType::BF16, f32[i].data(), store[i].data(), f32[i].size());
       W[i] = Matrix{DType::BF16, store[i].data(), s.N, s.K};
+      W[i].activations = s.activations;
     } else {
       W[i] = make_quantized(s.t, s.N, s.K, rng, f32[i], store[i], pool);
     }

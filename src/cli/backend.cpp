@@ -23,18 +23,20 @@ Device device_option(Args& args) {
 }
 
 Backend::Backend(const std::string& model_dir, Device device, int threads, DType cache_dtype, int64_t capacity,
-                 WeightFormat weights)
+                 WeightFormat weights, ActivationFormat activations)
     : model_(load_model(model_dir)), cache_dtype_(cache_dtype),
       capacity_(std::min(capacity, model_.config.max_position_embeddings)) {
   check(capacity >= 1, "sequence capacity must be >= 1 token");
   if (device == Device::Cpu) {
     pool_ = std::make_unique<ThreadPool>(threads);
     quantize_model(model_, weights, *pool_);
+    set_activation_format(model_, activations);
     cpu_ = std::make_unique<DeepseekV2>(model_.config, model_.weights, *pool_);
     return;
   }
   check(weights == WeightFormat::AsStored && !model_.config.quantized_linear,
         "--device cuda runs the BF16/F16/F32 weights as stored (no --weights int8|q4, no quantized directories)");
+  check(activations == ActivationFormat::F32, "--activations bf16 is a CPU option (--device cuda: its own kernels)");
 #ifdef DSV2_WITH_CUDA
   CudaOptions opt;
   opt.cache_dtype = cache_dtype;

@@ -20,9 +20,10 @@ Device device_option(Args& args);  // --device cpu|cuda (default cpu)
 class Backend {
  public:
   // Loads the model directory for sequences of up to `capacity` tokens (at most max_position_embeddings).
-  // On the CPU the Linear matrices are quantized to `weights` first (model/quantize.h).
+  // On the CPU the Linear matrices are quantized to `weights` first and their matmuls round the activations
+  // as `activations` says (model/quantize.h).
   Backend(const std::string& model_dir, Device device, int threads, DType cache_dtype, int64_t capacity,
-          WeightFormat weights = WeightFormat::AsStored);
+          WeightFormat weights = WeightFormat::AsStored, ActivationFormat activations = ActivationFormat::F32);
   ~Backend();
   const ModelConfig& config() const { return model_.config; }
   const LoadedModel& model() const { return model_; }

@@ -61,11 +61,13 @@ int cmd_bench(Args& args) {
   const bool json_out = args.flag("--json");
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
   const WeightFormat weights = weights_option(args);
+  const ActivationFormat activations = activations_option(args);
   ThreadPool pool(threads_option(args));
   args.finish();
 
   LoadedModel m = load_model(dir);
   quantize_model(m, weights, pool);
+  set_activation_format(m, activations);
   const ModelConfig& cfg = m.config;
   check(context + prompt_tokens + gen_tokens <= cfg.max_position_embeddings,
         "--context + --prompt-tokens + --gen-tokens exceed max_position_embeddings");
@@ -99,6 +101,7 @@ int cmd_bench(Args& args) {
       {"threads", pool.size()},
       {"weights_dtype", dtype_name(cfg.torch_dtype)},
       {"linear_weights", dtype_name(m.weights.layers.front().kv_a_proj.dtype)},
+      {"activations", activation_format_name(activations)},
       {"cache_dtype", dtype_name(cache_dtype)},
       {"context_tokens", context},
       {"prompt_tokens", prompt_tokens},

@@ -19,6 +19,8 @@ int cmd_bench_matmul(Args& args) {
   check(rows >= 1 && cols >= 1 && tokens >= 1 && repeats >= 1, "--rows, --cols, --tokens and --repeats must be >= 1");
   const std::string weights = args.value("--weights").value_or("bf16");
   check(weights == "bf16" || weights == "int8" || weights == "q4", "--weights must be bf16, int8 or q4 (seen '" + weights + "')");
+  const ActivationFormat activations = activations_option(args);
+  check(activations == ActivationFormat::F32 || weights == "bf16", "--activations bf16 needs --weights bf16");
   const bool json_out = args.flag("--json");
   ThreadPool pool(threads_option(args));
   args.finish();
@@ -38,6 +40,7 @@ int cmd_bench_matmul(Args& args) {
       s.resize(size_t(rows * cols * 2));
       convert_from_f32(DType::BF16, f32.data(), s.data(), size_t(rows * cols));
       W = Matrix{DType::BF16, s.data(), rows, cols};
+      W.activations = activations;
     } else {
       quantize_matrix(W, weights == "int8" ? DType::Q8_0 : DType::Q4_0, s, pool);
     }
@@ -52,15 +55,18 @@ int cmd_bench_matmul(Args& args) {
   }
   const double bw = std::max(bw_before, measure_read_bandwidth(pool));
   const double gbps = double(mats.front().bytes()) * double(copies) / best / 1e9;
-  const nlohmann::json j = {{"weights", weights},         {"rows", rows},           {"cols", cols},
+  const double gflops = 2.0 * double(rows * cols * tokens) * double(copies) / best / 1e9;
+  const nlohmann::json j = {{"weights", weights},         {"activations", activation_format_name(activations)},
+                            {"rows", rows},               {"cols", cols},           {"gflop_per_s", gflops},
                             {"tokens", tokens},           {"threads", pool.size()}, {"matrices", copies},
                             {"weight_gb_per_s", gbps},    {"read_bandwidth_gb_per_s", bw / 1e9},
                             {"roofline_fraction", gbps / (bw / 1e9)}};
   if (json_out) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%s [%lld, %lld] x %lld tokens: %.1f GB/s of weights, %.0f%% of %.1f GB/s read bandwidth\n", weights.c_str(),
-                (long long)rows, (long long)cols, (long long)tokens, gbps, 100 * gbps / (bw / 1e9), bw / 1e9);
+    std::printf("%s [%lld, %lld] x %lld tokens, %s activations: %.1f GB/s of weights, %.0f%% of %.1f GB/s read bandwidth; %.1f GFLOP/s\n",
+                weights.c_str(), (long long)rows, (long long)cols, (long long)tokens, activation_format_name(activations), gbps,
+                100 * gbps / (bw / 1e9), bw / 1e9, gflops);
   }
   return 0;
 }

@@ -54,11 +54,12 @@ int cmd_chat(Args& args) {
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
   const int threads = threads_option(args);
   const WeightFormat weights = weights_option(args);
+  const ActivationFormat activations = activations_option(args);
   args.finish();
 
   const Tokenizer tokenizer = Tokenizer::load(dir);
   const ChatTemplate chat = ChatTemplate::from_model_dir(dir, template_file);
-  Backend backend(dir, device, threads, cache_dtype, context, weights);
+  Backend backend(dir, device, threads, cache_dtype, context, weights, activations);
 
   struct sigaction action {};
   action.sa_handler = on_interrupt;

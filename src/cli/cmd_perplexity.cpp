@@ -22,13 +22,14 @@ int cmd_perplexity(Args& args) {
   check(context >= 2, "--context must be >= 2");
   check(max_tokens >= 0, "--max-tokens must be >= 0 (0: the whole text)");
   const WeightFormat weights = weights_option(args);
+  const ActivationFormat activations = activations_option(args);
   const int threads = threads_option(args);
   args.finish();
 
   std::vector<int32_t> ids = Tokenizer::load(dir).encode(read_text_file(text_path), SpecialTokens::Add);
   if (max_tokens > 0 && int64_t(ids.size()) > max_tokens) ids.resize(size_t(max_tokens));
   check(ids.size() >= 2, text_path + ": fewer than 2 tokens");
-  Backend backend(dir, Device::Cpu, threads, DType::F32, context, weights);
+  Backend backend(dir, Device::Cpu, threads, DType::F32, context, weights, activations);
   const int64_t V = backend.config().vocab_size;
   const int64_t window_tokens = std::min(context, backend.config().max_position_embeddings);
   double nll = 0;
@@ -51,6 +52,7 @@ int cmd_perplexity(Args& args) {
   const nlohmann::json j = {{"model", dir},
                             {"text", text_path},
                             {"weights", weight_format_name(weights)},
+                            {"activations", activation_format_name(activations)},
                             {"context", window_tokens},
                             {"windows", windows},
                             {"tokens_scored", scored},

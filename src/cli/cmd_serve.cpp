@@ -60,6 +60,7 @@ int cmd_serve(Args& args) {
   // Default: all cores but one, which stays free for the HTTP threads (the model's workers spin
   // between jobs; on 2 cores two spinning workers starve the connections).
   const WeightFormat weights = weights_option(args);
+  const ActivationFormat activations = activations_option(args);
   int threads = threads_option(args);
   if (threads == 0) threads = int(std::max(1u, std::thread::hardware_concurrency() - 1));
   args.finish();
@@ -81,12 +82,14 @@ int cmd_serve(Args& args) {
   std::unique_ptr<BatchedModel> batched;
   if (device == Device::Cpu) {
     quantize_model(model, weights, pool);
+    set_activation_format(model, activations);
     cpu_net = std::make_unique<DeepseekV2>(model.config, model.weights, pool);
     batched = std::make_unique<CpuBatchedModel>(*cpu_net, pool_shape, cache_dtype);
   } else {
 #ifdef DSV2_WITH_CUDA
     check(weights == WeightFormat::AsStored && !model.config.quantized_linear,
           "--device cuda serves the BF16/F16/F32 weights as stored (no --weights int8|q4, no quantized directories)");
+    check(activations == ActivationFormat::F32, "--activations bf16 is a CPU option (--device cuda: its own kernels)");
     const int64_t cache_tokens = int64_t(pool_shape.n_blocks) * pool_shape.block_size;
     CudaOptions co;
     co.cache_dtype = cache_dtype;

@@ -28,6 +28,10 @@ WeightFormat weights_option(Args& args) {
   return parse_weight_format(args.value("--weights").value_or("bf16"), "--weights");
 }
 
+ActivationFormat activations_option(Args& args) {
+  return parse_activation_format(args.value("--activations").value_or("f32"), "--activations");
+}
+
 DType cache_dtype_option(Args& args, DType fallback) {
   auto v = args.value("--cache-dtype");
   if (!v) return fallback;

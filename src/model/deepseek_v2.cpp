@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "model/moe_router.h"
+#include "ops/cpu/causal_attention.h"
 #include "ops/cpu/latent_attention.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/ref/ops_ref.h"
@@ -153,19 +154,10 @@ void DeepseekV2::attend_decompressed(const LayerWeights& w, const float* q, cons
   pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
     std::vector<float> p(static_cast<size_t>(L));
     for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        const float* qh = q + (t * nh + h) * d_qk;
-        const int64_t n_keys = pos0 + t + 1;  // causal: keys 0..pos0+t
-        for (int64_t s = 0; s < n_keys; ++s) {
-          const float* k_nope = &kvb[size_t(s * kvb_w + h * (d_nope + d_v))];
-          p[size_t(s)] = softmax_scale_ * (cpu::dot(qh, k_nope, d_nope) + cpu::dot(qh + d_nope, lat + s * width + d_c, d_rope));
-        }
-        ref::softmax(p.data(), n_keys);
-        float* oh = out + (t * nh + h) * d_v;
-        std::fill(oh, oh + d_v, 0.0f);
-        for (int64_t s = 0; s < n_keys; ++s)
-          cpu::axpy(p[size_t(s)], &kvb[size_t(s * kvb_w + h * (d_nope + d_v) + d_nope)], oh, d_v);
-      }
+      const float* k_nope = &kvb[size_t(h * (d_nope + d_v))];  // key s: k_nope + s·kvb_w, its value d_nope further
+      for (int64_t t = 0; t < T; ++t)  // causal: query t sees keys 0..pos0+t
+        cpu::attend_row(q + (t * nh + h) * d_qk, k_nope, kvb_w, lat + d_c, width, k_nope + d_nope, kvb_w, pos0 + t + 1, d_nope,
+                        d_rope, d_v, softmax_scale_, p.data(), out + (t * nh + h) * d_v);
     }
   });
 }

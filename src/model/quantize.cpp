@@ -1,5 +1,7 @@
 #include "model/quantize.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace dsv2 {
@@ -13,6 +15,25 @@ WeightFormat parse_weight_format(const std::string& name, const std::string& wha
 
 const char* weight_format_name(WeightFormat f) {
   return f == WeightFormat::Int8 ? "int8" : f == WeightFormat::Q4 ? "q4" : "bf16";
+}
+
+ActivationFormat parse_activation_format(const std::string& name, const std::string& what) {
+  if (name == "f32") return ActivationFormat::F32;
+  if (name == "bf16") return ActivationFormat::BF16;
+  throw Error(what + " must be f32 or bf16 (seen '" + name + "')");
+}
+
+const char* activation_format_name(ActivationFormat f) { return f == ActivationFormat::BF16 ? "bf16" : "f32"; }
+
+void set_activation_format(LoadedModel& m, ActivationFormat format) {
+  const auto linear = linear_matrices(m.config, m.weights);
+  const bool any_bf16 = std::any_of(linear.begin(), linear.end(), [](const auto& l) { return l.second->dtype == DType::BF16; });
+  const DType t = linear.front().second->dtype;
+  check(format == ActivationFormat::F32 || any_bf16,
+        std::string("--activations bf16 needs BF16 weights; this model's Linear matrices are ") + dtype_name(t) +
+            (is_quantized(t) ? " (quantized weights round their activations to int8 already)" : ""));
+  for (auto& [name, W] : linear)
+    if (W->dtype == DType::BF16) W->activations = format;
 }
 
 void quantize_matrix(Matrix& W, DType t, std::vector<uint8_t>& storage, ThreadPool& pool) {

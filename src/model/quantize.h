@@ -1,5 +1,6 @@
 // Weight formats chosen at load (--weights bf16|int8|q4): quantizes the Linear matrices of a loaded
-// model into buffers it owns (the embedding, the router and the norms keep their dtype).
+// model into buffers it owns (the embedding, the router and the norms keep their dtype). Activation
+// formats (--activations f32|bf16): how the Linear matrices' matmuls round their inputs.
 #pragma once
 #include <string>
 
@@ -21,6 +22,15 @@ const char* weight_format_name(WeightFormat f);
 // Quantizes every Linear matrix of m to `format` (rows split over the pool). A directory that is already
 // quantized loads as it is with AsStored or its own format; another format is an Error (no re-quantizing).
 void quantize_model(LoadedModel& m, WeightFormat format, ThreadPool& pool);
+
+// "f32", "bf16"; throws Error naming `what` otherwise.
+ActivationFormat parse_activation_format(const std::string& name, const std::string& what);
+const char* activation_format_name(ActivationFormat f);
+
+// Sets how the matmuls of m's BF16 Linear matrices round their activations (the router keeps f32: a
+// rounding there changes which experts run). BF16 needs BF16 Linear matrices: an Error for a model
+// with none (F16/F32 or quantized weights).
+void set_activation_format(LoadedModel& m, ActivationFormat format);
 
 // W as `t` (Q8_0 or Q4_0): its values and scales are written to `storage` (resized), W points into it.
 void quantize_matrix(Matrix& W, DType t, std::vector<uint8_t>& storage, ThreadPool& pool);

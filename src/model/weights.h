@@ -14,6 +14,10 @@ namespace dsv2 {
 
 class Checkpoint;
 
+// How a matmul rounds its activations before multiplying them with a matrix: F32 keeps them exact;
+// BF16 (BF16 matrices only) rounds them to bf16 once per matmul (ops/cpu/gemm_bf16.h).
+enum class ActivationFormat { F32, BF16 };
+
 // A row-major [rows, cols] weight in its stored dtype. A linear layer y = x · Wᵀ has
 // rows = out_features, cols = in_features. Quantized (Q8_0, Q4_0; core/quant.h): data holds each
 // row's whole blocks, [rows, quant_row_bytes(dtype, cols)] bytes, and scales [rows, quant_blocks(cols)] f16.
@@ -22,6 +26,7 @@ struct Matrix {
   const void* data = nullptr;
   int64_t rows = 0, cols = 0;
   const uint16_t* scales = nullptr;  // quantized only
+  ActivationFormat activations = ActivationFormat::F32;
 
   size_t row_bytes() const {
     return is_quantized(dtype) ? size_t(quant_row_bytes(dtype, cols)) : size_t(cols) * dtype_size(dtype);

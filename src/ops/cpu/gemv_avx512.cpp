@@ -25,62 +25,39 @@ DSV2_AVX512 inline __m512 load16_tail(const uint16_t* p, int n, bool bf16) {
   return _mm512_cvtph_ps(h);
 }
 
-// One row of 2-byte weights against T tokens; two accumulators per token hide the FMA latency.
-template <int T>
-DSV2_AVX512 void row_2byte(const uint16_t* w, const float* x, int64_t K, bool bf16, float* out, int64_t out_stride) {
-  __m512 acc[T][2];
-  for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+// R rows of 2-byte weights against T tokens: each token's loads serve every row. Each (token, row) sum
+// has two accumulators (values 0..15 and 16..31 of each step of 32; a tail step of up to 16 goes to the
+// first), added and reduced at the end: the same operations in the same order whatever R and T, so
+// results are the same bit for bit whichever tile computed them.
+template <int R, int T>
+DSV2_AVX512 void rows_2byte(const uint16_t* const* w, const float* x, int64_t K, bool bf16, float* out, int64_t out_stride) {
+  __m512 acc[T][R][2];
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) acc[t][r][0] = acc[t][r][1] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 32 <= K; k += 32) {
-    const __m512 w0 = load16(w + k, bf16), w1 = load16(w + k + 16, bf16);
-    for (int t = 0; t < T; ++t) {
-      acc[t][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * K + k), acc[t][0]);
-      acc[t][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * K + k + 16), acc[t][1]);
-    }
-  }
-  for (; k < K; k += 16) {
-    const int n = int(K - k < 16 ? K - k : 16);
-    const __mmask16 m = __mmask16((1u << n) - 1);
-    const __m512 w0 = load16_tail(w + k, n, bf16);
-    for (int t = 0; t < T; ++t) acc[t][0] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * K + k), acc[t][0]);
-  }
-  for (int t = 0; t < T; ++t) out[t * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]));
-}
-
-// Two rows of 2-byte weights against T tokens: each token's loads serve both rows. Every (token, row)
-// sum is formed exactly as row_2byte forms it (same accumulators, same order), so results are the
-// same bit for bit whichever form computed them.
-template <int T>
-DSV2_AVX512 void row_pair_2byte(const uint16_t* wa, const uint16_t* wb, const float* x, int64_t K, bool bf16, float* out,
-                                int64_t out_stride) {
-  __m512 acc[T][2][2];
-  for (int t = 0; t < T; ++t) acc[t][0][0] = acc[t][0][1] = acc[t][1][0] = acc[t][1][1] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    const __m512 a0 = load16(wa + k, bf16), a1 = load16(wa + k + 16, bf16);
-    const __m512 b0 = load16(wb + k, bf16), b1 = load16(wb + k + 16, bf16);
+    __m512 w0[R], w1[R];
+    for (int r = 0; r < R; ++r) w0[r] = load16(w[r] + k, bf16), w1[r] = load16(w[r] + k + 16, bf16);
     for (int t = 0; t < T; ++t) {
       const __m512 x0 = _mm512_loadu_ps(x + t * K + k), x1 = _mm512_loadu_ps(x + t * K + k + 16);
-      acc[t][0][0] = _mm512_fmadd_ps(a0, x0, acc[t][0][0]);
-      acc[t][0][1] = _mm512_fmadd_ps(a1, x1, acc[t][0][1]);
-      acc[t][1][0] = _mm512_fmadd_ps(b0, x0, acc[t][1][0]);
-      acc[t][1][1] = _mm512_fmadd_ps(b1, x1, acc[t][1][1]);
+      for (int r = 0; r < R; ++r) {
+        acc[t][r][0] = _mm512_fmadd_ps(w0[r], x0, acc[t][r][0]);
+        acc[t][r][1] = _mm512_fmadd_ps(w1[r], x1, acc[t][r][1]);
+      }
     }
   }
   for (; k < K; k += 16) {
     const int n = int(K - k < 16 ? K - k : 16);
     const __mmask16 m = __mmask16((1u << n) - 1);
-    const __m512 a0 = load16_tail(wa + k, n, bf16), b0 = load16_tail(wb + k, n, bf16);
+    __m512 w0[R];
+    for (int r = 0; r < R; ++r) w0[r] = load16_tail(w[r] + k, n, bf16);
     for (int t = 0; t < T; ++t) {
       const __m512 x0 = _mm512_maskz_loadu_ps(m, x + t * K + k);
-      acc[t][0][0] = _mm512_fmadd_ps(a0, x0, acc[t][0][0]);
-      acc[t][1][0] = _mm512_fmadd_ps(b0, x0, acc[t][1][0]);
+      for (int r = 0; r < R; ++r) acc[t][r][0] = _mm512_fmadd_ps(w0[r], x0, acc[t][r][0]);
     }
   }
-  for (int t = 0; t < T; ++t) {
-    out[t * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][0][0], acc[t][0][1]));
-    out[t * out_stride + 1] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][1][0], acc[t][1][1]));
-  }
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) out[t * out_stride + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t][r][0], acc[t][r][1]));
 }
 
 template <int T>
@@ -96,19 +73,33 @@ DSV2_AVX512 void row_f32(const float* w, const float* x, int64_t K, float* out, 
   for (int t = 0; t < T; ++t) out[t * out_stride] = _mm512_reduce_add_ps(acc[t]);
 }
 
+// Rows [r0, r1) for T tokens. Several tokens with 2-byte weights: tiles of 4 rows × 2 tokens, the rows
+// of the range passing under one pair of tokens (8 KiB of activations per 1,024 values) after another.
 template <int T>
 void rows(const float* x, const Matrix& W, int64_t r0, int64_t r1, float* y) {
   const int64_t K = W.cols;
+  const bool bf16 = W.dtype == DType::BF16;
+  auto row = [&](int64_t r) { return static_cast<const uint16_t*>(W.row(r)); };
   int64_t r = r0;
-  if (W.dtype != DType::F32 && T > 1)  // several tokens: rows in pairs (a single token is bandwidth-bound)
-    for (; r + 2 <= r1; r += 2)
-      row_pair_2byte<T>(static_cast<const uint16_t*>(W.row(r)), static_cast<const uint16_t*>(W.row(r + 1)), x, K,
-                        W.dtype == DType::BF16, y + r, W.rows);
+  if (W.dtype != DType::F32 && T > 1) {
+    const int64_t quads_end = r0 + (r1 - r0) / 4 * 4;
+    for (int t = 0; t < T; t += 2)
+      for (r = r0; r < quads_end; r += 4) {
+        const uint16_t* w[4] = {row(r), row(r + 1), row(r + 2), row(r + 3)};
+        if (t + 1 < T) {
+          rows_2byte<4, 2>(w, x + t * K, K, bf16, y + t * W.rows + r, W.rows);
+        } else {
+          rows_2byte<4, 1>(w, x + t * K, K, bf16, y + t * W.rows + r, W.rows);
+        }
+      }
+    r = quads_end;
+  }
   for (; r < r1; ++r) {
     if (W.dtype == DType::F32) {
       row_f32<T>(static_cast<const float*>(W.row(r)), x, K, y + r, W.rows);
     } else {
-      row_2byte<T>(static_cast<const uint16_t*>(W.row(r)), x, K, W.dtype == DType::BF16, y + r, W.rows);
+      const uint16_t* w = row(r);
+      rows_2byte<1, T>(&w, x, K, bf16, y + r, W.rows);
     }
   }
 }

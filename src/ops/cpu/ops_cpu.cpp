@@ -1,5 +1,6 @@
 #include "ops/cpu/ops_cpu.h"
 
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/qgemv_avx512.h"
 
@@ -27,13 +28,29 @@ DSV2_MULTIVERSION void axpy(float alpha, const float* x, float* y, int64_t n) {
 
 namespace {
 
-// Row blocks of 16 are the unit of work split over the threads; each thread takes tiles of kTileRows
+// Row blocks of 16 are the unit of work split over the threads (balanced_parts); each thread takes tiles of kTileRows
 // weight rows (kept in L2 while every group of up to kGemvMaxTokens tokens streams over them); each row
 // is converted in registers, never stored.
 constexpr int64_t kRowBlock = 16;
 constexpr int64_t kTileRows = 64;
+// Token rows of activations to round (int8 or bf16) up to which the calling thread rounds them alone.
+constexpr int64_t kRoundOnCaller = 4;
 
-bool has_fast_kernel(const Matrix& W) { return is_quantized(W.dtype) ? has_avx512_vnni() : has_avx512(); }
+// The kernel a matrix runs with on this CPU.
+enum class Kernel {
+  Portable,      // matmul_portable: f32 activations, any CPU
+  Gemv,          // gemv_avx512: f32 activations
+  Quantized,     // qgemv_avx512: activations quantized to int8 per block
+  Bf16,          // gemm_bf16_rows_avx512: activations rounded to bf16
+  Bf16Portable,  // gemm_bf16_rows_portable: the same results on any CPU
+};
+
+Kernel kernel_for(const Matrix& W) {
+  if (W.activations == ActivationFormat::BF16 && W.dtype == DType::BF16)
+    return has_avx512_bf16() ? Kernel::Bf16 : Kernel::Bf16Portable;
+  if (is_quantized(W.dtype)) return has_avx512_vnni() ? Kernel::Quantized : Kernel::Portable;
+  return has_avx512() ? Kernel::Gemv : Kernel::Portable;
+}
 
 // Calls fn(j, lo, hi) for the part [lo, hi) of job j's own range that [begin, end) covers, where job j
 // owns [first[j], first[j + 1]) of the joint range.
@@ -47,6 +64,25 @@ void split_by_job(const std::vector<int64_t>& first, int64_t begin, int64_t end,
   }
 }
 
+// Splits the joint row-block range into `parts` pieces of about equal work, a block of job j costing
+// its token groups (ceil(T / kGemvMaxTokens)): a MoE layer's shared experts run on every token, a
+// routed one on a few. Returns the parts' first blocks, and first_block.back() last.
+std::vector<int64_t> balanced_parts(const std::vector<MatmulJob>& jobs, const std::vector<int64_t>& first_block, int parts) {
+  std::vector<int64_t> groups(jobs.size()), cost(jobs.size() + 1, 0);  // cost[j]: work before job j
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    groups[j] = std::max<int64_t>(1, (jobs[j].T + kGemvMaxTokens - 1) / kGemvMaxTokens);
+    cost[j + 1] = cost[j] + (first_block[j + 1] - first_block[j]) * groups[j];
+  }
+  std::vector<int64_t> bound(size_t(parts) + 1, first_block.back());
+  size_t j = 0;
+  for (int p = 0; p < parts; ++p) {
+    const int64_t target = cost.back() * p / parts;
+    while (j + 1 < jobs.size() && cost[j + 1] <= target) ++j;
+    bound[size_t(p)] = std::min(first_block[j + 1], first_block[j] + (target - cost[j] + groups[j] - 1) / groups[j]);
+  }
+  return bound;
+}
+
 }  // namespace
 
 void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out) {
@@ -58,43 +94,68 @@ void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out) {
 }
 
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y) {
-  if (has_fast_kernel(W)) {
-    matmul_group(pool, {{x, T, &W, y}});
-  } else {
+  if (kernel_for(W) == Kernel::Portable) {
     matmul_portable(pool, x, T, W, y);
+  } else {
+    matmul_group(pool, {{x, T, &W, y}});
   }
 }
 
 void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
-  thread_local std::vector<QuantizedActivations> this_thread_activations;  // reused across calls
-  std::vector<QuantizedActivations>& xq = this_thread_activations;          // (the workers see this thread's)
+  // Rounded activations, reused across calls (the workers see this thread's).
+  thread_local std::vector<QuantizedActivations> this_thread_quantized;
+  thread_local std::vector<Bf16Activations> this_thread_bf16;
+  std::vector<QuantizedActivations>& xq = this_thread_quantized;
+  std::vector<Bf16Activations>& xb = this_thread_bf16;
   if (xq.size() < jobs.size()) xq.resize(jobs.size());
-  // Joint ranges: job j's quantized activation rows are tokens [first_token[j], first_token[j + 1]), its
+  if (xb.size() < jobs.size()) xb.resize(jobs.size());
+  // Joint ranges: job j's activation rows to round are tokens [first_token[j], first_token[j + 1]), its
   // weight rows are row blocks [first_block[j], first_block[j + 1]).
+  std::vector<Kernel> kernel(jobs.size());
   std::vector<int64_t> first_token(jobs.size() + 1, 0), first_block(jobs.size() + 1, 0);
   for (size_t j = 0; j < jobs.size(); ++j) {
     const MatmulJob& job = jobs[j];
-    const bool fast = has_fast_kernel(*job.W);
-    if (!fast) matmul_portable(pool, job.x, job.T, *job.W, job.y);
-    const bool quantized = fast && is_quantized(job.W->dtype);
-    if (quantized) prepare_activations(job.W->dtype, job.T, job.W->cols, xq[j]);
-    first_token[j + 1] = first_token[j] + (quantized ? job.T : 0);
-    first_block[j + 1] = first_block[j] + (fast ? (job.W->rows + kRowBlock - 1) / kRowBlock : 0);
+    kernel[j] = kernel_for(*job.W);
+    if (kernel[j] == Kernel::Portable) matmul_portable(pool, job.x, job.T, *job.W, job.y);
+    if (kernel[j] == Kernel::Quantized) prepare_activations(job.W->dtype, job.T, job.W->cols, xq[j]);
+    const bool bf16 = kernel[j] == Kernel::Bf16 || kernel[j] == Kernel::Bf16Portable;
+    if (bf16) prepare_bf16_activations(job.T, job.W->cols, xb[j]);
+    first_token[j + 1] = first_token[j] + (kernel[j] == Kernel::Quantized || bf16 ? job.T : 0);
+    first_block[j + 1] = first_block[j] + (kernel[j] != Kernel::Portable ? (job.W->rows + kRowBlock - 1) / kRowBlock : 0);
   }
-  pool.parallel_for(first_token.back(), 1, [&](int64_t begin, int64_t end) {
-    split_by_job(first_token, begin, end, [&](size_t j, int64_t t0, int64_t t1) { quantize_activations(jobs[j].x, t0, t1, xq[j]); });
-  });
-  pool.parallel_for(first_block.back(), 1, [&](int64_t begin, int64_t end) {
-    split_by_job(first_block, begin, end, [&](size_t j, int64_t b0, int64_t b1) {
+  const auto round_tokens = [&](int64_t begin, int64_t end) {
+    split_by_job(first_token, begin, end, [&](size_t j, int64_t t0, int64_t t1) {
+      if (kernel[j] == Kernel::Quantized) {
+        quantize_activations(jobs[j].x, t0, t1, xq[j]);
+      } else {
+        round_activations_to_bf16(jobs[j].x, t0, t1, xb[j]);
+      }
+    });
+  };
+  if (first_token.back() <= kRoundOnCaller) {
+    round_tokens(0, first_token.back());  // a few tokens (decode) cost less than a hand-off to the workers
+  } else {
+    pool.parallel_for(first_token.back(), 1, round_tokens);
+  }
+  if (first_block.back() == 0) return;  // every job ran portably
+  const std::vector<int64_t> bound = balanced_parts(jobs, first_block, pool.size());
+  pool.parallel_for(pool.size(), 1, [&](int64_t p0, int64_t p1) {
+    split_by_job(first_block, bound[size_t(p0)], bound[size_t(p1)], [&](size_t j, int64_t b0, int64_t b1) {
       const MatmulJob& job = jobs[j];
       const Matrix& W = *job.W;
       const int64_t K = W.cols, N = W.rows;
       for (int64_t r0 = b0 * kRowBlock; r0 < std::min(N, b1 * kRowBlock); r0 += kTileRows) {
         const int64_t r1 = std::min({N, b1 * kRowBlock, r0 + kTileRows});
+        if (kernel[j] == Kernel::Bf16Portable) {
+          gemm_bf16_rows_portable(xb[j], 0, job.T, W, r0, r1, job.y);
+          continue;
+        }
         for (int64_t t0 = 0; t0 < job.T; t0 += kGemvMaxTokens) {
           const int64_t n = std::min(kGemvMaxTokens, job.T - t0);
-          if (is_quantized(W.dtype)) {
+          if (kernel[j] == Kernel::Quantized) {
             qgemv_rows_avx512(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
+          } else if (kernel[j] == Kernel::Bf16) {
+            gemm_bf16_rows_avx512(xb[j], t0, n, W, r0, r1, job.y + t0 * N);
           } else {
             gemv_rows_avx512(job.x + t0 * K, n, W, r0, r1, job.y + t0 * N);
           }

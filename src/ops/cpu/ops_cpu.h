@@ -11,7 +11,8 @@ namespace dsv2::cpu {
 
 // y[t, o] = Σ_i x[t, i] · W[o, i]      x: [T, W.cols], y: [T, W.rows]
 // Any W dtype: AVX-512 kernels for BF16/F16/F32 (gemv_avx512.h) and, with VNNI, for Q8_0/Q4_0
-// (qgemv_avx512.h: activations quantized to int8 per block of 32), else matmul_portable.
+// (qgemv_avx512.h: activations quantized to int8 per block of 32), else matmul_portable. A BF16 W with
+// W.activations == BF16 runs gemm_bf16.h (AVX512-BF16, or its portable twin: the same results).
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
 // One y = x · Wᵀ of a group.   x: [T, W->cols], y: [T, W->rows]
 struct MatmulJob {

@@ -1,0 +1,42 @@
+// y[t, o] = Σ_i bf16(x[t, i]) · W[o, i] for a BF16 W whose activations are rounded to bf16 once per
+// matmul (ActivationFormat::BF16, as transformers computes in bf16): AVX512-BF16's vdpbf16ps multiplies
+// 32 bf16 pairs into 16 f32 lanes per instruction, twice the multiply rate of f32 FMAs.
+//
+// Every (token, row) sum is formed one way whatever the tile, the token count or the kernel: 16 lane
+// sums along K in steps of 32 values, lane j adding the products of values 2j+1 then 2j of each step,
+// each added with f32 rounding (exactly what vdpbf16ps does: a bf16 product is exact in f32), then the
+// lanes summed in a fixed tree, (l[j] + l[j+8]) → (+4) → (+2) → (+1). The portable kernel does the same
+// in scalar code, so both give the same bits (but where an input or a sum is subnormal, below FLT_MIN:
+// the instruction takes and makes those as zero), and a token's outputs do not depend on the other
+// tokens of its matmul.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/weights.h"
+
+namespace dsv2::cpu {
+
+// The activations of T tokens rounded to bf16 (nearest even), zero-padded to whole steps of 32.
+struct Bf16Activations {
+  int64_t cols = 0, padded = 0;   // padded: a multiple of 32
+  std::vector<uint16_t> values;   // [T, padded]
+};
+
+// Sizes `out` for x: [T, cols]; then tokens [t_begin, t_end) may be rounded on different threads.
+void prepare_bf16_activations(int64_t T, int64_t cols, Bf16Activations& out);
+void round_activations_to_bf16(const float* x, int64_t t_begin, int64_t t_end, Bf16Activations& out);
+
+// True when the CPU has AVX-512 F, BW, VL and BF16 (checked once).
+bool has_avx512_bf16();
+
+// Rows [row_begin, row_end) of y = bf16(x) · Wᵀ for tokens [t0, t0 + T) of xb; W: BF16 [N, xb.cols],
+// y: [T, N] (the rows of those tokens).
+// AVX512-BF16: T <= kGemvMaxTokens, tiles of 4 rows × T tokens (T = 1: single rows). Needs has_avx512_bf16().
+void gemm_bf16_rows_avx512(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,
+                           int64_t row_end, float* y);
+// Plain C++, any T, the same results.
+void gemm_bf16_rows_portable(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,
+                             int64_t row_end, float* y);
+
+}  // namespace dsv2::cpu
