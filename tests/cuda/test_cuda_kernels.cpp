@@ -54,6 +54,44 @@ std::vector<std::byte> make_weights(DType dtype, size_t n, std::mt19937& rng, st
   return bytes;
 }
 
+// write_latents: each token's query rotary parts rotated, its latent normalised, its rotary key
+// rotated, the row stored at its position's cache slot. V2's YaRN RoPE at positions up to 150,000.
+TEST(CudaKernels, WriteLatentsRotatesAndCaches) {
+  std::mt19937 rng(12);
+  ModelConfig cfg = preset_config("v2");
+  RotaryEmbedding rope(cfg);
+  const int64_t T = 5, heads = 3, stride = 192, d_c = cfg.kv_lora_rank, d_rope = cfg.qk_rope_head_dim;
+  const int64_t width = d_c + d_rope, block_size = 64;
+  const std::vector<int32_t> pos = {0, 7, 4095, 4096, 150000};
+  std::vector<float> q = randn(size_t(T * heads * stride), rng), q_want = q;
+  for (int64_t t = 0; t < T; ++t) rope.rotate(&q_want[size_t(t * heads * stride + 128)], heads, stride, pos[size_t(t)]);
+  std::vector<float> kv = randn(size_t(T * width), rng), norm = randn(size_t(d_c), rng), rows_want(kv.size());
+  for (int64_t t = 0; t < T; ++t) {
+    ref::rms_norm(&kv[size_t(t * width)], norm.data(), &rows_want[size_t(t * width)], 1, d_c, 1e-6f);
+    std::copy_n(&kv[size_t(t * width + d_c)], d_rope, &rows_want[size_t(t * width + d_c)]);
+    rope.rotate(&rows_want[size_t(t * width + d_c)], 1, d_rope, pos[size_t(t)]);
+  }
+  // Token t is sequence t, whose every block is block 4 - t of a 5-block cache.
+  const int64_t max_blocks = 150000 / block_size + 1;
+  std::vector<int32_t> seq(static_cast<size_t>(T)), tables(size_t(T * max_blocks));
+  for (int64_t t = 0; t < T; ++t) {
+    seq[size_t(t)] = int32_t(t);
+    std::fill_n(tables.begin() + t * max_blocks, max_blocks, int32_t(4 - t));
+  }
+  DeviceBuffer dq = upload(q), dkv = upload(kv), dnorm = upload(norm), dpos = upload(pos), dseq = upload(seq),
+               dtables = upload(tables), dfreq = upload(rope.inv_freq()), dcache = nan_buffer(size_t(5 * block_size * width));
+  cuda::PagedLatentCache cache{dcache.get(), DType::F32, 1, 5, block_size, width};
+  const cuda::QueryRope query{dq.get<float>() + 128, heads * stride, heads, stride};
+  cuda::write_latents(dkv.get<float>(), T, dnorm.get<float>(), 1e-6f, d_c, d_rope, dseq.get<int32_t>(), dpos.get<int32_t>(),
+                      dfreq.get<float>(), rope.amplitude(), cache, 0, dtables.get<int32_t>(), max_blocks, query, nullptr);
+  const std::vector<float> q_got = download(dq, q.size()), cached = download(dcache, size_t(5 * block_size * width));
+  for (size_t i = 0; i < q.size(); ++i) ASSERT_NEAR(q_got[i], q_want[i], 2e-4 * (1 + std::fabs(q_want[i]))) << i;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = &cached[size_t(((4 - t) * block_size + pos[size_t(t)] % block_size) * width)];
+    EXPECT_LE(test::rel_l2(row, &rows_want[size_t(t * width)], size_t(width)), 1e-5) << "token " << t;
+  }
+}
+
 TEST(CudaKernels, LinearMatchesReference) {
   std::mt19937 rng(1);
   cublasHandle_t blas;
@@ -74,6 +112,17 @@ TEST(CudaKernels, LinearMatchesReference) {
         // dtype (bf16: 2^-9 relative per element, ~4e-3 on a sum of random terms).
         const double tol = T <= cuda::kGemvMaxTokens || dt == DType::F32 ? 1e-5 : dt == DType::BF16 ? 1e-2 : 2e-3;
         EXPECT_LE(test::rel_l2(got.data(), want.data(), got.size()), tol) << dtype_name(dt) << " T=" << T << " N=" << N << " K=" << K;
+        // Two matrices in one launch (the second 37 rows longer): each output as linear() gives it.
+        std::vector<float> w2;
+        auto w2b = make_weights(dt, size_t((N + 37) * K), rng, w2);
+        DeviceBuffer dw2 = upload_bytes(w2b), dy1 = nan_buffer(size_t(T * N)), dy2 = nan_buffer(size_t(T * (N + 37))),
+                     dy2_alone = nan_buffer(size_t(T * (N + 37)));
+        cuda::linear_pair(blas, dx.get<float>(), K, T, {dt, dw.get(), N, K}, dy1.get<float>(), {dt, dw2.get(), N + 37, K},
+                          dy2.get<float>(), lowp.get(), nullptr);
+        cuda::linear(blas, dx.get<float>(), K, T, {dt, dw2.get(), N + 37, K}, dy2_alone.get<float>(), lowp.get(), nullptr);
+        EXPECT_EQ(download(dy1, size_t(T * N)), got) << "pair, " << dtype_name(dt) << " T=" << T << " N=" << N;
+        EXPECT_EQ(download(dy2, size_t(T * (N + 37))), download(dy2_alone, size_t(T * (N + 37))))
+            << "pair, " << dtype_name(dt) << " T=" << T << " N=" << N;
         // Added into a residual: the same sums plus one addition each.
         std::vector<float> residual = randn(size_t(T * N), rng), sum(residual.size());
         DeviceBuffer dr = upload(residual);
@@ -91,7 +140,7 @@ TEST(CudaKernels, LinearMatchesReference) {
   cublasDestroy(blas);
 }
 
-TEST(CudaKernels, NormRopeSiluArgmax) {
+TEST(CudaKernels, NormSiluArgmax) {
   std::mt19937 rng(2);
   const int64_t T = 5;
   // Rows held in registers (multiples of 4 up to 4,096) and the general kernel (longer or odd rows).
@@ -103,17 +152,6 @@ TEST(CudaKernels, NormRopeSiluArgmax) {
     cuda::rms_norm(dx.get<float>(), D, dw.get<float>(), dy.get<float>(), D, T, D, 1e-6f, nullptr);
     EXPECT_LE(test::rel_l2(download(dy, x.size()).data(), want.data(), x.size()), 1e-6) << "D=" << D;
   }
-
-  ModelConfig cfg = preset_config("v2");
-  RotaryEmbedding rope(cfg);
-  const int64_t heads = 3, stride = 192;
-  std::vector<float> q = randn(size_t(T * heads * stride), rng), q_want = q;
-  std::vector<int32_t> pos = {0, 7, 4095, 4096, 150000};
-  for (int64_t t = 0; t < T; ++t) rope.rotate(&q_want[size_t(t * heads * stride + 128)], heads, stride, pos[size_t(t)]);
-  DeviceBuffer dq = upload(q), dpos = upload(pos), dfreq = upload(rope.inv_freq());
-  cuda::rope(dq.get<float>() + 128, T, heads * stride, heads, stride, dpos.get<int32_t>(), dfreq.get<float>(), 32, rope.amplitude(), nullptr);
-  std::vector<float> q_got = download(dq, q.size());
-  for (size_t i = 0; i < q.size(); ++i) ASSERT_NEAR(q_got[i], q_want[i], 2e-4 * (1 + std::fabs(q_want[i]))) << i;
 
   std::vector<float> g = randn(1000, rng), u = randn(1000, rng), s_want(1000);
   ref::silu_mul(g.data(), u.data(), s_want.data(), 1000);
@@ -176,8 +214,9 @@ TEST(CudaKernels, MoeExpertsMatchReference) {
     int64_t T, H, I, E, K;
   };
   // 11 tokens x 3 slots over 6 experts: every expert gets several tokens (more than one group of 8 for
-  // some). 1096 and 600: rows long enough for lanes to run ahead, with tails; one token (its own kernels).
-  for (Case c : {Case{11, 72, 40, 6, 3}, Case{3, 1096, 600, 4, 2}, Case{1, 1096, 600, 8, 6}}) {
+  // some). 1096 and 600: rows long enough for lanes to run ahead, with tails; one token (its own kernels),
+  // also with rows of a length that rules out 16-byte loads (70).
+  for (Case c : {Case{11, 72, 40, 6, 3}, Case{3, 1096, 600, 4, 2}, Case{1, 1096, 600, 8, 6}, Case{1, 70, 36, 8, 6}}) {
     for (DType dt : {DType::BF16, DType::F32}) {
       const int64_t T = c.T, H = c.H, I = c.I, E = c.E, K = c.K;
       std::vector<float> gate, up, down;

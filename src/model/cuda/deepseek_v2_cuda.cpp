@@ -371,18 +371,18 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const DeviceLayer& L = m.layers[size_t(l)];
     cuda::rms_norm(m.x, H, L.input_norm, m.a, H, T, H, eps, st);
+    // The query's first projection and kv_a_proj read the same input: one launch for both.
     if (cfg.q_lora_rank) {
       const int64_t d_cq = *cfg.q_lora_rank;
-      cuda::linear(m.blas, m.a, H, T, L.q_a_proj, m.cq, m.lowp, st);
+      cuda::linear_pair(m.blas, m.a, H, T, L.q_a_proj, m.cq, L.kv_a_proj, m.kv, m.lowp, st);
       cuda::rms_norm(m.cq, d_cq, L.q_a_norm, m.cq, d_cq, T, d_cq, eps, st);
       cuda::linear(m.blas, m.cq, d_cq, T, L.q_b_proj, m.q, m.lowp, st);
     } else {
-      cuda::linear(m.blas, m.a, H, T, L.q_proj, m.q, m.lowp, st);
+      cuda::linear_pair(m.blas, m.a, H, T, L.q_proj, m.q, L.kv_a_proj, m.kv, m.lowp, st);
     }
-    cuda::rope(m.q + cfg.qk_nope_head_dim, T, nh * d_qk, nh, d_qk, m.pos, m.inv_freq, d_rope / 2, m.amplitude, st);
-    cuda::linear(m.blas, m.a, H, T, L.kv_a_proj, m.kv, m.lowp, st);
+    const cuda::QueryRope query{m.q + cfg.qk_nope_head_dim, nh * d_qk, nh, d_qk};
     cuda::write_latents(m.kv, T, L.kv_a_norm, eps, d_c, d_rope, m.seq, m.pos, m.inv_freq, m.amplitude, m.cache, l, m.tables,
-                        m.max_blocks, st);
+                        m.max_blocks, query, st);
     if (prefill_pos0 >= 0) {
       const int64_t Lk = prefill_pos0 + T;
       cuda::gather_latents(m.cache, l, m.tables, Lk, d_c, m.c_all, m.kpe_all, st);

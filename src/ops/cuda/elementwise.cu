@@ -1,4 +1,4 @@
-// Per-element and per-row kernels: embedding rows, RMSNorm, RoPE, SwiGLU's product, argmax.
+// Per-element and per-row kernels: embedding rows, RMSNorm, SwiGLU's product, argmax.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -65,24 +65,6 @@ __global__ void rms_norm_registers_kernel(const float* __restrict__ x, int64_t x
   }
 }
 
-// One thread per (token, vector, pair).
-__global__ void rope_kernel(float* x, int64_t T, int64_t ts, int64_t count, int64_t vs, const int32_t* __restrict__ pos,
-                            const float* __restrict__ inv_freq, int64_t n_pairs, float amplitude) {
-  start_after_previous_kernel();
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= T * count * n_pairs) return;
-  const int64_t p = i % n_pairs, c = (i / n_pairs) % count, t = i / (n_pairs * count);
-  const float phi = float(pos[t]) * inv_freq[p];
-  float s, co;
-  sincosf(phi, &s, &co);
-  s *= amplitude;
-  co *= amplitude;
-  float* v = x + t * ts + c * vs + 2 * p;
-  const float a = v[0], b = v[1];
-  v[0] = a * co - b * s;
-  v[1] = a * s + b * co;
-}
-
 __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
@@ -142,8 +124,8 @@ __global__ void argmax_final_kernel(const float* __restrict__ best_v, const int3
 
 void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t T, float* out, cudaStream_t stream) {
   DSV2_DISPATCH_DTYPE(table.dtype, {
-    launch_overlapped(embed_kernel<WT>, unsigned(T), 256, 0, stream,
-        static_cast<const WT*>(table.data), table.cols, ids, out);
+    launch_overlapped(embed_kernel<WT>, unsigned(T), 256, 0, stream, static_cast<const WT*>(table.data), table.cols,
+                      ids, out);
   });
   DSV2_CUDA_LAUNCH_CHECK();
 }
@@ -157,14 +139,6 @@ void rms_norm(const float* x, int64_t xs, const float* w, float* y, int64_t ys, 
   } else {
     launch_overlapped(rms_norm_kernel, unsigned(T), 256, 0, stream, x, xs, w, y, ys, D, eps);
   }
-  DSV2_CUDA_LAUNCH_CHECK();
-}
-
-void rope(float* x, int64_t T, int64_t ts, int64_t count, int64_t vs, const int32_t* pos, const float* inv_freq,
-          int64_t n_pairs, float amplitude, cudaStream_t stream) {
-  const int64_t n = T * count * n_pairs;
-  launch_overlapped(rope_kernel, blocks_for(n, 256), 256, 0, stream,
-      x, T, ts, count, vs, pos, inv_freq, n_pairs, amplitude);
   DSV2_CUDA_LAUNCH_CHECK();
 }
 

@@ -39,6 +39,10 @@ struct PagedLatentCache {
 constexpr int64_t kGemvMaxTokens = 8;
 void linear(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W, float* y,
             void* lowp, cudaStream_t stream);
+// y0 = x·W0ᵀ and y1 = x·W1ᵀ (the same width K): for T <= kGemvMaxTokens one GEMV launch for both, each
+// row's sum formed as linear() forms it.
+void linear_pair(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W0, float* y0,
+                 const DeviceMatrix& W1, float* y1, void* lowp, cudaStream_t stream);
 // y[t, n] += Σ_k x[t, k] · W[n, k]: linear() added into y (a residual stream), as one more f32 addition
 // of the same sum.
 void linear_accumulate(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W,
@@ -50,10 +54,6 @@ void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t T, float*
 // y[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ w      x: [T, D] (row stride x_stride), y: [T, D] (stride y_stride)
 void rms_norm(const float* x, int64_t x_stride, const float* w, float* y, int64_t y_stride, int64_t T, int64_t D,
               float eps, cudaStream_t stream);
-// Interleaved-pair RoPE of x: [T, count, *] vectors of 2·n_pairs values starting at x + t·token_stride + c·vec_stride,
-// each token at position pos[t].  inv_freq: [n_pairs]
-void rope(float* x, int64_t T, int64_t token_stride, int64_t count, int64_t vec_stride, const int32_t* pos,
-          const float* inv_freq, int64_t n_pairs, float amplitude, cudaStream_t stream);
 // out[i] = silu(gate[i]) · up[i] (may alias gate)
 void silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
 // ids[t] = argmax_v logits[t, v] (ties: the lower index)      logits: [T, V]; scratch: argmax_scratch_floats(T)
@@ -61,13 +61,19 @@ void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float*
 int64_t argmax_scratch_floats(int64_t T);
 
 // ---- MLA (mla.cu) ----
-// For each token t: normalise kv[t, 0:d_c] with kv_norm, rotate kv[t, d_c:] at pos[t], and store
-// the row in the cache slot of position pos[t] of sequence seq[t] (block_tables: [n_seqs, max_blocks]).
-// kv: [T, width] f32 (updated in place).
+// The tokens' query rotary parts: n_heads vectors of d_rope values per token t at q + t·token_stride
+// + h·head_stride (f32, rotated in place).
+struct QueryRope {
+  float* q = nullptr;
+  int64_t token_stride = 0, n_heads = 0, head_stride = 0;
+};
+// For each token t: rotate its query heads' rotary parts at pos[t], normalise kv[t, 0:d_c] with
+// kv_norm, rotate kv[t, d_c:] at pos[t], and store the row in the cache slot of position pos[t] of
+// sequence seq[t] (block_tables: [n_seqs, max_blocks]). kv: [T, width] f32 (updated in place).
 void write_latents(float* kv, int64_t T, const float* kv_norm, float eps, int64_t d_c, int64_t d_rope,
                    const int32_t* seq, const int32_t* pos, const float* inv_freq, float amplitude,
                    PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
-                   cudaStream_t stream);
+                   const QueryRope& query, cudaStream_t stream);
 // Copies positions [0, L) of sequence `seq_index` out of the cache: c: [L, d_c], k_pe: [L, d_rope] (f32).
 void gather_latents(const PagedLatentCache& cache, int64_t layer, const int32_t* block_table, int64_t L, int64_t d_c,
                     float* c, float* k_pe, cudaStream_t stream);

@@ -21,14 +21,30 @@ constexpr int kGemvWarps = kGemvThreads / 32;
 // each weight load for all T tokens; a lane issues the weight loads of UNROLL steps of K before it
 // uses the first (bytes in flight are what a bandwidth-bound kernel needs). A row's sums are formed in
 // the same order whatever ROWS, UNROLL and T: a token's result does not depend on the batch it is in.
+// Two matrices over the same input can share a launch: blocks [0, first_blocks) take matrix 0, the
+// others matrix 1 (each with its own split).
+template <typename WT>
+struct GemvMatrices {
+  const WT *w0, *w1;
+  float *y0, *y1;
+  int64_t n0, n1;
+  int split0, split1;
+  unsigned first_blocks;
+};
+
 template <typename WT, int MAX_T, int ROWS, int UNROLL, bool VECTORISED, bool ACCUMULATE>
 __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restrict__ x, int64_t xs, int T, int64_t K,
-                                                             const WT* __restrict__ W, int64_t N, int split,
-                                                             float* __restrict__ y) {
+                                                             GemvMatrices<WT> mats) {
   __shared__ float partial[kGemvWarps][ROWS][MAX_T];
+  const bool second = blockIdx.x >= mats.first_blocks;
+  const WT* __restrict__ W = second ? mats.w1 : mats.w0;
+  float* __restrict__ y = second ? mats.y1 : mats.y0;
+  const int64_t N = second ? mats.n1 : mats.n0;
+  const int split = second ? mats.split1 : mats.split0;
+  const int64_t block = second ? blockIdx.x - mats.first_blocks : blockIdx.x;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int slice = warp % split, group = warp / split;
-  const int64_t row0 = (int64_t(blockIdx.x) * (kGemvWarps / split) + group) * ROWS;
+  const int64_t row0 = (block * (kGemvWarps / split) + group) * ROWS;
   float acc[ROWS][MAX_T];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r)
@@ -132,21 +148,35 @@ int gemv_split(int64_t N, int64_t K, int64_t k_per_step) {
   return split;
 }
 
+// y_i = x·W_iᵀ (+= with ACCUMULATE) for one or two matrices of the same width, in one launch.
 template <typename WT, int MAX_T, int ROWS, int UNROLL, bool ACCUMULATE>
-void launch_gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, cudaStream_t stream) {
-  const WT* w = static_cast<const WT*>(W.data);
+void launch_gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, float* y0, const DeviceMatrix* W1,
+                 float* y1, cudaStream_t stream) {
   constexpr int64_t kVec = 16 / sizeof(WT);
-  const bool vectorised = W.cols % kVec == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+  const int64_t K = W0.cols;
+  const bool vectorised = K % kVec == 0 && reinterpret_cast<uintptr_t>(W0.data) % 16 == 0 &&
+                          (!W1 || reinterpret_cast<uintptr_t>(W1->data) % 16 == 0) &&
                           reinterpret_cast<uintptr_t>(x) % 16 == 0 && xs % 4 == 0;
-  const int split = gemv_split(W.rows, W.cols, 32 * kVec);
-  const int64_t rows_per_block = (kGemvWarps / split) * ROWS;
-  const unsigned blocks = unsigned((W.rows + rows_per_block - 1) / rows_per_block);
+  GemvMatrices<WT> mats{};
+  unsigned blocks = 0;
+  auto add = [&](const DeviceMatrix& W, float* y, const WT*& w_out, float*& y_out, int64_t& n_out, int& split_out) {
+    const int split = gemv_split(W.rows, W.cols, 32 * kVec);
+    const int64_t rows_per_block = (kGemvWarps / split) * ROWS;
+    w_out = static_cast<const WT*>(W.data);
+    y_out = y;
+    n_out = W.rows;
+    split_out = split;
+    blocks += unsigned((W.rows + rows_per_block - 1) / rows_per_block);
+  };
+  add(W0, y0, mats.w0, mats.y0, mats.n0, mats.split0);
+  mats.first_blocks = blocks;
+  if (W1) add(*W1, y1, mats.w1, mats.y1, mats.n1, mats.split1);
   if (vectorised) {
-    launch_overlapped(gemv_kernel<WT, MAX_T, ROWS, UNROLL, true, ACCUMULATE>, blocks, kGemvThreads, 0, stream,
-        x, xs, int(T), W.cols, w, W.rows, split, y);
+    launch_overlapped(gemv_kernel<WT, MAX_T, ROWS, UNROLL, true, ACCUMULATE>, blocks, kGemvThreads, 0, stream, x, xs,
+                      int(T), K, mats);
   } else {
-    launch_overlapped(gemv_kernel<WT, MAX_T, ROWS, 1, false, ACCUMULATE>, blocks, kGemvThreads, 0, stream,
-        x, xs, int(T), W.cols, w, W.rows, split, y);
+    launch_overlapped(gemv_kernel<WT, MAX_T, ROWS, 1, false, ACCUMULATE>, blocks, kGemvThreads, 0, stream, x, xs, int(T),
+                      K, mats);
   }
 }
 
@@ -161,22 +191,28 @@ __global__ void round_rows_kernel(const float* __restrict__ x, int64_t xs, int64
 
 namespace {
 
+// The GEMV for T <= kGemvMaxTokens tokens, over W0 and (when given) W1 of the same dtype and width.
+template <bool ACCUMULATE>
+void gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, float* y0, const DeviceMatrix* W1, float* y1,
+          cudaStream_t stream) {
+  DSV2_DISPATCH_DTYPE(W0.dtype, {
+    if (T == 1) {
+      launch_gemv<WT, 1, 4, 4, ACCUMULATE>(x, xs, T, W0, y0, W1, y1, stream);
+    } else if (T <= 4) {
+      launch_gemv<WT, 4, 4, 2, ACCUMULATE>(x, xs, T, W0, y0, W1, y1, stream);
+    } else {
+      launch_gemv<WT, kGemvMaxTokens, 2, 2, ACCUMULATE>(x, xs, T, W0, y0, W1, y1, stream);
+    }
+  });
+}
+
 // y = x·Wᵀ (beta 0) or y += x·Wᵀ (beta 1).
 template <bool ACCUMULATE>
 void linear_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, void* lowp,
                  cudaStream_t stream) {
   const int64_t K = W.cols, N = W.rows;
   if (T <= kGemvMaxTokens) {
-    DSV2_DISPATCH_DTYPE(W.dtype, {
-      if (T == 1) {
-        launch_gemv<WT, 1, 4, 4, ACCUMULATE>(x, xs, T, W, y, stream);
-      } else if (T <= 4) {
-        launch_gemv<WT, 4, 4, 2, ACCUMULATE>(x, xs, T, W, y, stream);
-      } else {
-        launch_gemv<WT, kGemvMaxTokens, 2, 2, ACCUMULATE>(x, xs, T, W, y, stream);
-      }
-    });
-    DSV2_CUDA_LAUNCH_CHECK();
+    gemv<ACCUMULATE>(x, xs, T, W, y, nullptr, nullptr, stream);
     return;
   }
   const float one = 1.0f, beta = ACCUMULATE ? 1.0f : 0.0f;
@@ -212,6 +248,17 @@ void linear(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const De
 void linear_accumulate(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y,
                        void* lowp, cudaStream_t stream) {
   linear_into<true>(blas, x, xs, T, W, y, lowp, stream);
+}
+
+void linear_pair(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, float* y0,
+                 const DeviceMatrix& W1, float* y1, void* lowp, cudaStream_t stream) {
+  check(W0.cols == W1.cols, "linear_pair: matrices of different widths");
+  if (T <= kGemvMaxTokens && W0.dtype == W1.dtype) {
+    gemv<false>(x, xs, T, W0, y0, &W1, y1, stream);
+    return;
+  }
+  linear(blas, x, xs, T, W0, y0, lowp, stream);
+  linear(blas, x, xs, T, W1, y1, lowp, stream);
 }
 
 }  // namespace dsv2::cuda

@@ -18,13 +18,30 @@ __device__ __forceinline__ const CT* cache_row(const CT* layer, const int32_t* b
   return layer + (int64_t(block_table[pos / block_size]) * block_size + pos % block_size) * width;
 }
 
-// One block per token: RMSNorm of the latent, RoPE of the rotary key, store into the cache.
+// (a, b) rotated by the angle of RoPE pair i at position p, scaled by amplitude.
+__device__ __forceinline__ void rotate_pair(float* v, int32_t p, const float* __restrict__ inv_freq, int64_t i,
+                                            float amplitude) {
+  float s, c;
+  sincosf(float(p) * inv_freq[i], &s, &c);
+  s *= amplitude;
+  c *= amplitude;
+  const float a = v[0], b = v[1];
+  v[0] = a * c - b * s;
+  v[1] = a * s + b * c;
+}
+
+// One block per token: RoPE of the query heads' rotary parts, RMSNorm of the latent, RoPE of the
+// rotary key, store into the cache.
 template <typename CT>
 __global__ void write_latents_kernel(float* kv, int64_t width, const float* __restrict__ kv_norm, float eps, int64_t d_c,
                                      int64_t n_pairs, const int32_t* __restrict__ seq, const int32_t* __restrict__ pos,
                                      const float* __restrict__ inv_freq, float amplitude, CT* layer,
-                                     const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size) {
+                                     const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
+                                     QueryRope query) {
   start_after_previous_kernel();
+  for (int64_t i = threadIdx.x; i < query.n_heads * n_pairs; i += blockDim.x)
+    rotate_pair(query.q + blockIdx.x * query.token_stride + (i / n_pairs) * query.head_stride + 2 * (i % n_pairs),
+                pos[blockIdx.x], inv_freq, i % n_pairs, amplitude);
   __shared__ float red[32];
   float* row = kv + blockIdx.x * width;
   float ss = 0;
@@ -33,16 +50,7 @@ __global__ void write_latents_kernel(float* kv, int64_t width, const float* __re
   const float r = rsqrtf(ss / float(d_c) + eps);
   for (int64_t i = threadIdx.x; i < d_c; i += blockDim.x) row[i] = row[i] * r * kv_norm[i];
   const int32_t p = pos[blockIdx.x];
-  for (int64_t i = threadIdx.x; i < n_pairs; i += blockDim.x) {
-    float s, c;
-    sincosf(float(p) * inv_freq[i], &s, &c);
-    s *= amplitude;
-    c *= amplitude;
-    float* v = row + d_c + 2 * i;
-    const float a = v[0], b = v[1];
-    v[0] = a * c - b * s;
-    v[1] = a * s + b * c;
-  }
+  for (int64_t i = threadIdx.x; i < n_pairs; i += blockDim.x) rotate_pair(row + d_c + 2 * i, p, inv_freq, i, amplitude);
   __syncthreads();
   const int32_t* table = block_tables + int64_t(seq[blockIdx.x]) * max_blocks;
   CT* dst = layer + (int64_t(table[p / block_size]) * block_size + p % block_size) * width;
@@ -313,11 +321,11 @@ __global__ void combine_splits_kernel(const float* __restrict__ partials, int64_
 
 void write_latents(float* kv, int64_t T, const float* kv_norm, float eps, int64_t d_c, int64_t d_rope, const int32_t* seq,
                    const int32_t* pos, const float* inv_freq, float amplitude, PagedLatentCache& cache, int64_t layer,
-                   const int32_t* block_tables, int64_t max_blocks, cudaStream_t stream) {
+                   const int32_t* block_tables, int64_t max_blocks, const QueryRope& query, cudaStream_t stream) {
   DSV2_DISPATCH_CACHE(cache.dtype, {
     launch_overlapped(write_latents_kernel<CT>, unsigned(T), 256, 0, stream, kv, cache.width, kv_norm, eps, d_c, d_rope / 2,
                       seq, pos, inv_freq, amplitude, static_cast<CT*>(cache.layer(layer)), block_tables, max_blocks,
-                      cache.block_size);
+                      cache.block_size, query);
   });
   DSV2_CUDA_LAUNCH_CHECK();
 }

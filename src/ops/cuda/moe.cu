@@ -230,33 +230,50 @@ __global__ void active_experts_kernel(const int32_t* __restrict__ ids, int64_t n
   for (; n < n_pairs; ++n) active[n] = -1;
 }
 
+// The expert this block works for and its pairs (in list[0..n)), or -1. One token (GROUP 1): its K
+// experts are distinct, so block column y is pair y, the only pair of expert ids[y] (no active list).
+template <int GROUP>
+__device__ int32_t expert_of_block(const int32_t* __restrict__ ids, const int32_t* __restrict__ active, int64_t n_pairs,
+                                   int32_t* list, int& n) {
+  if constexpr (GROUP == 1) {
+    if (threadIdx.x == 0) list[0] = int32_t(blockIdx.y);
+    __syncthreads();
+    n = 1;
+    return ids[blockIdx.y];
+  } else {
+    const int32_t e = active[blockIdx.y];
+    n = e < 0 ? 0 : pairs_of_expert(ids, n_pairs, e, list);
+    return e;
+  }
+}
+
 // h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to expert
-// e = active[blockIdx.y]; grid (I / (8·kGateUpUnits), T·K), blocks of absent experts return at once.
+// e = expert_of_block; grid (I / (8·kGateUpUnits), T·K), blocks of absent experts return at once.
 template <typename WT, bool VECTORISED, int GROUP>
 __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
                                       const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
                                       const WT* __restrict__ gate, const WT* __restrict__ up, float* h) {
   start_after_previous_kernel();
-  __shared__ int32_t list[kMaxPairs];
-  const int32_t e = active[blockIdx.y];
+  __shared__ int32_t list[GROUP == 1 ? 1 : kMaxPairs];
+  int n;
+  const int32_t e = expert_of_block<GROUP>(ids, active, n_pairs, list, n);
   if (e < 0) return;
-  const int n = pairs_of_expert(ids, n_pairs, e, list);
   const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits;
   if (n == 0 || i0 >= I) return;
   const int64_t offset = int64_t(e) * I * H;
   expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate + offset, up + offset, i0, I, x, H, K, H, list, n, h, I);
 }
 
-// y[p, j] = down_e[j] · h[p] with e = active[blockIdx.y]; grid (H / (8·kDownUnits), T·K)
+// y[p, j] = down_e[j] · h[p] with e = expert_of_block; grid (H / (8·kDownUnits), T·K)
 template <typename WT, bool VECTORISED, int GROUP>
 __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
                                    const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
                                    const WT* __restrict__ down, float* y) {
   start_after_previous_kernel();
-  __shared__ int32_t list[kMaxPairs];
-  const int32_t e = active[blockIdx.y];
+  __shared__ int32_t list[GROUP == 1 ? 1 : kMaxPairs];
+  int n;
+  const int32_t e = expert_of_block<GROUP>(ids, active, n_pairs, list, n);
   if (e < 0) return;
-  const int n = pairs_of_expert(ids, n_pairs, e, list);
   const int64_t j0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kDownUnits;
   if (n == 0 || j0 >= H) return;
   expert_rows<WT, false, VECTORISED, kDownUnits, GROUP>(down + int64_t(e) * H * I, nullptr, j0, H, h, I, 1, I, list, n, y, H);
@@ -380,8 +397,7 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, con
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down,
                  int32_t* active, float* h, float* y, float* out, cudaStream_t stream) {
   check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
-  launch_overlapped(active_experts_kernel, 1, 1, 0, stream, expert_ids, T * K, active);
-  DSV2_CUDA_LAUNCH_CHECK();
+  if (T > 1) launch_overlapped(active_experts_kernel, 1, 1, 0, stream, expert_ids, T * K, active);
   DSV2_DISPATCH_DTYPE(dtype, {
     // 16-byte loads need every weight and input row 16-byte aligned: H and I multiples of the
     // vector width (a multiple of 4 floats), the buffers aligned.
@@ -393,23 +409,21 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, con
     const dim3 g1 = dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), unsigned(T * K));
     const dim3 g2 = dim3(unsigned((H + kDownRows - 1) / kDownRows), unsigned(T * K));
     const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
-    // One token: every expert has one pair (GROUP 1).
     auto launch = [&](auto vectorised_tag, auto group_tag) {
       constexpr bool kVectorised = decltype(vectorised_tag)::value;
       constexpr int kGroup = decltype(group_tag)::value;
       launch_overlapped(expert_gate_up_kernel<WT, kVectorised, kGroup>, g1, kRowsPerBlock * 32, 0, stream,
-          x, H, I, K, T * K, expert_ids, active, wg, wu, h);
-      DSV2_CUDA_LAUNCH_CHECK();
+                        x, H, I, K, T * K, expert_ids, active, wg, wu, h);
       launch_overlapped(expert_down_kernel<WT, kVectorised, kGroup>, g2, kRowsPerBlock * 32, 0, stream,
-          h, H, I, T * K, expert_ids, active, wd, y);
-      DSV2_CUDA_LAUNCH_CHECK();
+                        h, H, I, T * K, expert_ids, active, wd, y);
     };
-    if (vectorised && T == 1) {
-      launch(std::true_type{}, std::integral_constant<int, 1>{});
-    } else if (vectorised) {
-      launch(std::true_type{}, std::integral_constant<int, kTokenGroup>{});
+    // One token: every expert has one pair (GROUP 1, no active list).
+    using One = std::integral_constant<int, 1>;
+    using Group = std::integral_constant<int, kTokenGroup>;
+    if (T == 1) {
+      vectorised ? launch(std::true_type{}, One{}) : launch(std::false_type{}, One{});
     } else {
-      launch(std::false_type{}, std::integral_constant<int, kTokenGroup>{});
+      vectorised ? launch(std::true_type{}, Group{}) : launch(std::false_type{}, Group{});
     }
   });
   launch_overlapped(combine_kernel, unsigned((T * H + 255) / 256), 256, 0, stream, y, gate_weights, T, H, K, out);
