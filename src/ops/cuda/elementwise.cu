@@ -151,9 +151,7 @@ void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float*
   float* best_v = scratch;
   int32_t* best_i = reinterpret_cast<int32_t*>(scratch + T * kArgmaxChunks);
   launch_overlapped(argmax_chunks_kernel, dim3(unsigned(T), kArgmaxChunks), 256, 0, stream, logits, V, best_v, best_i);
-  DSV2_CUDA_LAUNCH_CHECK();
   launch_overlapped(argmax_final_kernel, unsigned(T), 32, 0, stream, best_v, best_i, ids);
-  DSV2_CUDA_LAUNCH_CHECK();
 }
 
 int64_t argmax_scratch_floats(int64_t T) { return 2 * T * kArgmaxChunks; }

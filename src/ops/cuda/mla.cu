@@ -169,10 +169,10 @@ void launch_head_rows(const WT* W, int64_t w_h, int64_t w_r, int64_t nh, int64_t
   const unsigned blocks = unsigned((warps * 32 + 255) / 256);
   if (vectorised) {
     launch_overlapped(head_rows_kernel<WT, true>, blocks, 256, 0, stream,
-        W, w_h, w_r, nh, R, K, in, in_b, in_h, B, out, out_b, out_h);
+                      W, w_h, w_r, nh, R, K, in, in_b, in_h, B, out, out_b, out_h);
   } else {
     launch_overlapped(head_rows_kernel<WT, false>, blocks, 256, 0, stream,
-        W, w_h, w_r, nh, R, K, in, in_b, in_h, B, out, out_b, out_h);
+                      W, w_h, w_r, nh, R, K, in, in_b, in_h, B, out, out_b, out_h);
   }
   DSV2_CUDA_LAUNCH_CHECK();
 }
@@ -382,8 +382,7 @@ void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kv
   });
   DSV2_CUDA_LAUNCH_CHECK();
   launch_overlapped(combine_splits_kernel, dim3(unsigned(nh), unsigned(B)), 256, 0, stream,
-      partials, nh, n_splits, m.d_c, o_lat);
-  DSV2_CUDA_LAUNCH_CHECK();
+                    partials, nh, n_splits, m.d_c, o_lat);
   // out[b, h] = W_UV[h] · o_lat[b, h]
   DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
     launch_head_rows(static_cast<const WT*>(W_kvb.data) + m.d_nope * m.d_c, (m.d_nope + m.d_v) * m.d_c, m.d_c, nh, m.d_v,

@@ -390,7 +390,6 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
   check(r.n_experts <= kMaxExperts && r.top_k <= kMaxTopK && r.n_group <= 32,
         "GPU router: at most 1024 experts, top-32 and 32 groups");
   launch_overlapped(route_kernel, unsigned(T), 32, 0, stream, r, logits, expert_ids, gate_weights);
-  DSV2_CUDA_LAUNCH_CHECK();
 }
 
 void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
@@ -427,7 +426,6 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, con
     }
   });
   launch_overlapped(combine_kernel, unsigned((T * H + 255) / 256), 256, 0, stream, y, gate_weights, T, H, K, out);
-  DSV2_CUDA_LAUNCH_CHECK();
 }
 
 void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const DeviceMatrix& up, float* h,
@@ -444,13 +442,13 @@ void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const D
     const WT *wg = static_cast<const WT*>(gate.data), *wu = static_cast<const WT*>(up.data);
     if (vectorised && T == 1) {
       launch_overlapped(swiglu_gate_up_kernel<WT, true, 1>, blocks, kRowsPerBlock * 32, 0, stream,
-          x, int(T), H, I, wg, wu, h);
+                        x, int(T), H, I, wg, wu, h);
     } else if (vectorised) {
       launch_overlapped(swiglu_gate_up_kernel<WT, true, kTokenGroup>, blocks, kRowsPerBlock * 32, 0, stream,
-          x, int(T), H, I, wg, wu, h);
+                        x, int(T), H, I, wg, wu, h);
     } else {
       launch_overlapped(swiglu_gate_up_kernel<WT, false, kTokenGroup>, blocks, kRowsPerBlock * 32, 0, stream,
-          x, int(T), H, I, wg, wu, h);
+                        x, int(T), H, I, wg, wu, h);
     }
   });
   DSV2_CUDA_LAUNCH_CHECK();
