@@ -15,8 +15,8 @@
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/ref/ops_ref.h"
+#include "model_logits.h"
 #include "test_util.h"
-#include "tokenizer/tokenizer.h"
 
 namespace dsv2 {
 namespace {
@@ -92,29 +92,6 @@ TEST(Bf16Activations, EveryTileFormGivesThePortableBits) {
   }
 }
 
-std::vector<float> prefill_logits(LoadedModel& m, const std::vector<int32_t>& ids, AttentionPath path, ThreadPool& pool) {
-  DeepseekV2 net(m.config, m.weights, pool);
-  LatentCache cache = net.make_cache(int64_t(ids.size()), DType::F32);
-  std::vector<float> all, part;
-  if (path == AttentionPath::Decompressed) {
-    net.forward(ids, cache, path, LogitsRows::All, all);
-    return all;
-  }
-  for (int32_t id : ids) {
-    net.forward({id}, cache, path, LogitsRows::Last, part);
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  return all;
-}
-
-// Mean over positions of the per-position relative L2 of a against b.
-double mean_position_rel_l2(const std::vector<float>& a, const std::vector<float>& b, int64_t vocab) {
-  const int64_t n = int64_t(a.size()) / vocab;
-  double mean = 0;
-  for (int64_t p = 0; p < n; ++p) mean += test::rel_l2(&a[size_t(p * vocab)], &b[size_t(p * vocab)], size_t(vocab)) / double(n);
-  return mean;
-}
-
 // v2_like (the BF16 fixture: hidden 48, random weights), both attention paths. Measured mean relative L2
 // against the f32 mode 9.3e-3 (prefill) and 7.8e-3 (decode), the same against transformers' float64
 // reference (the f32 mode is ≤ 2e-6 from it): tolerance 2e-2. A kernel that drops a step or a row gives O(1).
@@ -124,8 +101,10 @@ TEST(Bf16Activations, GoldenFixtureStaysCloseToF32Activations) {
   LoadedModel exact = load_model(g.dir), rounded = load_model(g.dir);
   set_activation_format(rounded, ActivationFormat::BF16);
   for (AttentionPath path : {AttentionPath::Decompressed, AttentionPath::Absorbed}) {
-    const std::vector<float> want = prefill_logits(exact, g.ids, path, pool), got = prefill_logits(rounded, g.ids, path, pool);
-    const double vs_f32 = mean_position_rel_l2(got, want, g.vocab), vs_ref = mean_position_rel_l2(got, g.logits, g.vocab);
+    const std::vector<float> want = test::all_position_logits(exact, g.ids, path, pool);
+    const std::vector<float> got = test::all_position_logits(rounded, g.ids, path, pool);
+    const double vs_f32 = test::position_errors(got, want, g.vocab).mean;
+    const double vs_ref = test::position_errors(got, g.logits, g.vocab).mean;
     std::printf("v2_like %s: bf16 activations vs f32 %.2e, vs reference %.2e\n",
                 path == AttentionPath::Decompressed ? "prefill" : "decode", vs_f32, vs_ref);
     EXPECT_LE(vs_f32, 2e-2);
@@ -145,36 +124,20 @@ TEST(Bf16Activations, SetOnTheBf16LinearMatricesOnly) {
                         "--activations bf16 needs BF16 weights; this model's Linear matrices are f32");
 }
 
-// Mean negative log-likelihood of ids[p + 1] under logits row p.
-double mean_nll(const std::vector<float>& logits, const std::vector<int32_t>& ids, int64_t vocab) {
-  double nll = 0;
-  const int64_t n = int64_t(ids.size());
-  for (int64_t p = 0; p + 1 < n; ++p) {
-    const float* row = &logits[size_t(p * vocab)];
-    const double mx = *std::max_element(row, row + vocab);
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - mx);
-    nll += (std::log(sum) + mx - row[ids[size_t(p + 1)]]) / double(n - 1);
-  }
-  return nll;
-}
-
 // The trained default model (BF16) on 256 tokens of tests/data/brown_tail.txt, prefill path. Measured:
 // mean relative L2 against f32 activations 2.0e-3, perplexity 151.24 against 151.02 (+0.15%);
 // tolerances 1e-2 and 1%.
 TEST(Bf16Activations, DefaultModelStaysCloseToF32Activations) {
   const std::string dir = std::string(DSV2_SOURCE_DIR) + "/models/default";
-  std::vector<int32_t> ids =
-      Tokenizer::load(dir).encode(test::read_file(std::string(DSV2_TEST_DATA_DIR) + "/brown_tail.txt"), SpecialTokens::Add);
-  ids.resize(256);
+  const std::vector<int32_t> ids = test::default_model_text_ids(256);
   ThreadPool pool(2);
   LoadedModel exact = load_model(dir), rounded = load_model(dir);
   set_activation_format(rounded, ActivationFormat::BF16);
   const int64_t V = exact.config.vocab_size;
-  const std::vector<float> want = prefill_logits(exact, ids, AttentionPath::Decompressed, pool);
-  const std::vector<float> got = prefill_logits(rounded, ids, AttentionPath::Decompressed, pool);
-  const double rel = mean_position_rel_l2(got, want, V);
-  const double ppl = std::exp(mean_nll(got, ids, V)), base = std::exp(mean_nll(want, ids, V));
+  const std::vector<float> want = test::all_position_logits(exact, ids, AttentionPath::Decompressed, pool);
+  const std::vector<float> got = test::all_position_logits(rounded, ids, AttentionPath::Decompressed, pool);
+  const double rel = test::position_errors(got, want, V).mean;
+  const double ppl = std::exp(test::mean_nll(got, ids, V)), base = std::exp(test::mean_nll(want, ids, V));
   std::printf("default model, bf16 activations: mean relative L2 %.2e, perplexity %.3f (f32 activations %.3f)\n", rel, ppl, base);
   EXPECT_LE(rel, 1e-2);
   EXPECT_LE(std::fabs(ppl / base - 1), 1e-2);

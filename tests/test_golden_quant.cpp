@@ -12,43 +12,11 @@
 #include "model/deepseek_v2.h"
 #include "model/model.h"
 #include "model/quantize.h"
+#include "model_logits.h"
 #include "test_util.h"
-#include "tokenizer/tokenizer.h"
 
 namespace dsv2 {
 namespace {
-
-// All-position logits [n, vocab] of `ids` through `path` (decode: one token at a time).
-std::vector<float> run_logits(const LoadedModel& m, const std::vector<int32_t>& ids, AttentionPath path, ThreadPool& pool) {
-  DeepseekV2 net(m.config, m.weights, pool);
-  LatentCache cache = net.make_cache(int64_t(ids.size()), DType::F32);
-  std::vector<float> all, part;
-  if (path == AttentionPath::Decompressed) {
-    net.forward(ids, cache, path, LogitsRows::All, all);
-    return all;
-  }
-  for (int32_t id : ids) {
-    net.forward({id}, cache, path, LogitsRows::Last, part);
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  return all;
-}
-
-// Mean and max over positions of the relative L2 of a's logits against b's; the largest |a - b|.
-struct PositionErrors {
-  double mean = 0, max = 0, max_abs = 0;
-};
-PositionErrors position_errors(const std::vector<float>& a, const std::vector<float>& b, int64_t vocab) {
-  PositionErrors e;
-  const int64_t n = int64_t(a.size()) / vocab;
-  for (int64_t p = 0; p < n; ++p) {
-    const double r = test::rel_l2(&a[size_t(p * vocab)], &b[size_t(p * vocab)], size_t(vocab));
-    e.mean += r / double(n);
-    e.max = std::max(e.max, r);
-  }
-  for (size_t i = 0; i < a.size(); ++i) e.max_abs = std::max(e.max_abs, std::fabs(double(a[i]) - b[i]));
-  return e;
-}
 
 // The model with every quantized Linear matrix replaced by its dequantized f32 values (kept in `store`).
 void dequantize_linear(LoadedModel& m, std::vector<std::vector<float>>& store) {
@@ -92,7 +60,8 @@ TEST_P(GoldenQuantTest, FastKernelsMatchTheDequantizedWeights) {
   std::vector<std::vector<float>> store;
   dequantize_linear(plain, store);
   for (AttentionPath path : {AttentionPath::Decompressed, AttentionPath::Absorbed}) {
-    const PositionErrors e = position_errors(run_logits(model_, g_.ids, path, pool_), run_logits(plain, g_.ids, path, pool_), g_.vocab);
+    const test::PositionErrors e = test::position_errors(test::all_position_logits(model_, g_.ids, path, pool_),
+                                                         test::all_position_logits(plain, g_.ids, path, pool_), g_.vocab);
     std::printf("%s %s fast vs dequantized f32: mean %.2e max %.2e\n", GetParam().fixture.c_str(), label(), e.mean, e.max);
     EXPECT_LE(e.mean, 1e-1);
   }
@@ -109,7 +78,8 @@ TEST(GoldenQuant, LogitsStayCloseToReference) {
       LoadedModel m = load_model(g.dir);
       quantize_model(m, format, pool);
       for (AttentionPath path : {AttentionPath::Decompressed, AttentionPath::Absorbed}) {
-        const PositionErrors e = position_errors(run_logits(m, g.ids, path, pool), g.logits, g.vocab);
+        const test::PositionErrors e =
+            test::position_errors(test::all_position_logits(m, g.ids, path, pool), g.logits, g.vocab);
         std::printf("%s %s vs reference: mean %.2e max %.2e\n", name.c_str(), weight_format_name(format), e.mean, e.max);
         EXPECT_LE(e.mean, tol) << name << " " << weight_format_name(format);
       }
@@ -128,32 +98,16 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenQuantTest, ::testing::ValuesIn(cases())
   return info.param.fixture + "_" + weight_format_name(info.param.format);
 });
 
-// Mean negative log-likelihood of ids[p + 1] under logits row p.
-double mean_nll(const std::vector<float>& logits, const std::vector<int32_t>& ids, int64_t vocab) {
-  double nll = 0;
-  const int64_t n = int64_t(ids.size());
-  for (int64_t p = 0; p + 1 < n; ++p) {
-    const float* row = &logits[size_t(p * vocab)];
-    const double mx = *std::max_element(row, row + vocab);
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(double(row[v]) - mx);
-    nll += (std::log(sum) + mx - row[ids[size_t(p + 1)]]) / double(n - 1);
-  }
-  return nll;
-}
-
 // The trained default model (BF16) on 256 tokens of tests/data/brown_tail.txt, prefill path.
 // Measured: int8 mean relative L2 1.1e-2, perplexity +0.7%; q4 7.3e-2, +4.5%.
 TEST(DefaultModelQuant, LogitsAndPerplexityStayCloseToBf16) {
   const std::string dir = std::string(DSV2_SOURCE_DIR) + "/models/default";
-  std::vector<int32_t> ids =
-      Tokenizer::load(dir).encode(test::read_file(std::string(DSV2_TEST_DATA_DIR) + "/brown_tail.txt"), SpecialTokens::Add);
-  ids.resize(256);
+  const std::vector<int32_t> ids = test::default_model_text_ids(256);
   ThreadPool pool(2);
   LoadedModel bf16 = load_model(dir);
   const int64_t V = bf16.config.vocab_size;
-  const std::vector<float> base = run_logits(bf16, ids, AttentionPath::Decompressed, pool);
-  const double base_ppl = std::exp(mean_nll(base, ids, V));
+  const std::vector<float> base = test::all_position_logits(bf16, ids, AttentionPath::Decompressed, pool);
+  const double base_ppl = std::exp(test::mean_nll(base, ids, V));
   struct Limit {
     WeightFormat format;
     double mean_rel_l2, ppl_ratio;
@@ -161,9 +115,9 @@ TEST(DefaultModelQuant, LogitsAndPerplexityStayCloseToBf16) {
   for (const Limit& lim : {Limit{WeightFormat::Int8, 3e-2, 1.03}, Limit{WeightFormat::Q4, 1.5e-1, 1.15}}) {
     LoadedModel m = load_model(dir);
     quantize_model(m, lim.format, pool);
-    const std::vector<float> got = run_logits(m, ids, AttentionPath::Decompressed, pool);
-    const PositionErrors e = position_errors(got, base, V);
-    const double ppl = std::exp(mean_nll(got, ids, V));
+    const std::vector<float> got = test::all_position_logits(m, ids, AttentionPath::Decompressed, pool);
+    const test::PositionErrors e = test::position_errors(got, base, V);
+    const double ppl = std::exp(test::mean_nll(got, ids, V));
     std::printf("default model %s: relative L2 mean %.2e max %.2e, max |logit difference| %.3f, perplexity %.2f (bf16 %.2f)\n",
                 weight_format_name(lim.format), e.mean, e.max, e.max_abs, ppl, base_ppl);
     EXPECT_LE(e.mean, lim.mean_rel_l2) << weight_format_name(lim.format);
