@@ -13,9 +13,9 @@ namespace dsv2::cpu {
 bool has_avx2();
 
 // Rows [r0, r1) of y = x · Wᵀ for a BF16, F16 or F32 W.   x: [T, W.cols], y: [T, W.rows], T <= kGemvMaxTokens.
-// Each (token, row) sum has one accumulator of 8 lanes (lane j: values j, j + 8, ... in order; a tail of
-// fewer than 8 values zero-filled), reduced by a fixed tree: a token's result is the same bits whatever T
-// and whichever tile computed it. (Not the AVX-512 kernel's order: results differ from it by rounding.)
+// Each (token, row) sum has two accumulators of 8 lanes (values 0..7 and 8..15 of each step of 16; the
+// last K % 16 values to the first, a part of 8 zero-filled), added and reduced by a fixed tree: a token's
+// result is the same bits whatever T and whichever tile computed it. (Not the AVX-512 kernel's order: results differ from it by rounding.)
 // Needs has_avx2().
 void gemv_rows_avx2(const float* x, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y);
 
