@@ -182,6 +182,27 @@ TEST(CpuIsa, EveryLevelRunsItsKernelsThroughMatmul) {
   }
 }
 
+TEST(Avx2, DequantizationEqualsTheReference) {
+  if (!cpu::has_avx2()) GTEST_SKIP() << "no AVX2 + FMA + F16C";
+  std::mt19937 rng(14);
+  ThreadPool pool(2);
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t K : {5, 8, 9, 16, 17, 24, 32, 48, 100, 512}) {
+      std::vector<float> deq;
+      std::vector<uint8_t> f32_store, store;
+      const Matrix W = make_matrix(t, 7, K, rng, deq, f32_store, store, pool);
+      std::vector<float> got(size_t(5 * K + 1), NAN);  // one past the end stays NaN
+      cpu::dequantize_rows_avx2(W, 2, 5, got.data());
+      EXPECT_EQ(0, std::memcmp(got.data(), &deq[size_t(2 * K)], size_t(5 * K) * 4)) << dtype_name(t) << " K=" << K;
+      EXPECT_TRUE(std::isnan(got.back())) << "wrote past the rows, K=" << K;
+      IsaScope scope(cpu::CpuIsa::Avx2);
+      std::vector<float> via(size_t(5 * K), NAN);
+      cpu::rows_to_f32(W, 2, 5, via.data());
+      EXPECT_EQ(0, std::memcmp(via.data(), got.data(), via.size() * 4)) << dtype_name(t) << " K=" << K;
+    }
+  }
+}
+
 TEST(CpuIsa, NamesAndLevels) {
   EXPECT_STREQ(cpu::cpu_isa_name(cpu::CpuIsa::Portable), "portable");
   EXPECT_STREQ(cpu::cpu_isa_name(cpu::CpuIsa::Avx2), "avx2");

@@ -200,6 +200,44 @@ DSV2_AVX2 void row_quantized(const Matrix& W, int64_t r, const QuantizedActivati
   for (int t = 0; t < T; ++t) out[t * out_stride] = hsum(acc[t]);
 }
 
+// 8 int32 codes times d, the first n (<= 8) stored at out.
+DSV2_AVX2 inline void store_scaled(__m256i v, __m256 d, float* out, int n) {
+  const __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), d);
+  if (n >= 8) {
+    _mm256_storeu_ps(out, f);
+  } else if (n > 0) {
+    _mm256_maskstore_ps(out, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), f);
+  }
+}
+
+DSV2_AVX2 void dequantize_rows(const Matrix& W, int64_t r0, int64_t n, float* out) {
+  const int64_t K = W.cols, nb = quant_blocks(K);
+  for (int64_t r = r0; r < r0 + n; ++r) {
+    const uint8_t* w = static_cast<const uint8_t*>(W.row(r));
+    const uint16_t* ws = W.row_scales(r);
+    float* o = out + (r - r0) * K;
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256 d = _mm256_set1_ps(_cvtsh_ss(ws[b]));
+      const int left = int(std::min<int64_t>(kQuantBlock, K - b * kQuantBlock));
+      __m128i q[2];  // values 0..15 and 16..31 of the block as int8
+      if (W.dtype == DType::Q8_0) {
+        q[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + b * kQuantBlock));
+        q[1] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + b * kQuantBlock + 16));
+      } else {
+        const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + b * kQuantBlock / 2));
+        const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+        q[0] = _mm_sub_epi8(_mm_and_si128(p, low4), eight);
+        q[1] = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(p, 4), low4), eight);
+      }
+      for (int h = 0; h < 2; ++h) {
+        float* dst = o + b * kQuantBlock + 16 * h;
+        store_scaled(_mm256_cvtepi8_epi32(q[h]), d, dst, left - 16 * h);
+        store_scaled(_mm256_cvtepi8_epi32(_mm_srli_si128(q[h], 8)), d, dst + 8, left - 16 * h - 8);
+      }
+    }
+  }
+}
+
 template <int T, DType F>
 void qrows(const QuantizedActivations& xq, int64_t t0, const Matrix& W, int64_t r0, int64_t r1, float* y) {
   for (int64_t r = r0; r < r1; ++r) row_quantized<T, F>(W, r, xq, t0, y + r, W.rows);
@@ -233,5 +271,7 @@ void qgemv_rows_avx2(const QuantizedActivations& xq, int64_t t0, int64_t T, cons
     qrows_any<DType::Q4_0>(xq, t0, T, W, r0, r1, y);
   }
 }
+
+void dequantize_rows_avx2(const Matrix& W, int64_t r0, int64_t n, float* out) { dequantize_rows(W, r0, n, out); }
 
 }  // namespace dsv2::cpu

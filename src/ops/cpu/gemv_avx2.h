@@ -28,4 +28,8 @@ void gemv_rows_avx2(const float* x, int64_t T, const Matrix& W, int64_t r0, int6
 void qgemv_rows_avx2(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t r0, int64_t r1,
                      float* y);
 
+// out: [n, W.cols] = rows [r0, r0 + n) of a quantized W as f32, as dequantize_row gives them (the same
+// bits). Needs has_avx2().
+void dequantize_rows_avx2(const Matrix& W, int64_t r0, int64_t n, float* out);
+
 }  // namespace dsv2::cpu

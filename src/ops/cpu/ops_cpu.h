@@ -45,7 +45,7 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs);
 // Plain C++: 16 weight rows at a time converted (or dequantized) to f32, dotted with every token.
 void matmul_portable(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
 
-// out: [n, W.cols] = rows [r0, r0 + n) of W as f32 (matrix_rows_to_f32; AVX-512 for quantized W).
+// out: [n, W.cols] = rows [r0, r0 + n) of W as f32 (matrix_rows_to_f32; AVX-512 or AVX2 for quantized W).
 void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out);
 
 // Σ_i a[i]·b[i] over n values (f32, eight partial sums).
