@@ -22,7 +22,7 @@ namespace {
 // hardware prefetcher stops).
 constexpr int64_t kPrefetchBytes = 1024;
 
-// Sum of the 8 lanes in a fixed order: (l + h) pairs, then halves, then the last two.
+// Sum of the 8 lanes in a fixed order: lane i + lane i + 4, then those (i + 2), then the last two.
 DSV2_AVX2 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
