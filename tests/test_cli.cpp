@@ -2,6 +2,7 @@
 // clear error with exit code 1 (never a crash) on every bad input.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -32,6 +33,19 @@ TEST(Cli, InfoOnThePresets) {
   EXPECT_EQ(j["params_active_per_token"].get<int64_t>(), 2451435008);  // paper: 2.4B
   r = run_dsv2("info --preset v2-lite --cache-dtype f32");
   EXPECT_EQ(nlohmann::json::parse(r.out)["kv_cache_bytes_per_token"].get<int64_t>(), 62208);
+}
+
+// DSV2_CPU_ISA picks the matmul kernels' instruction set (read by the program at start): a known level
+// runs, anything else is a clear error before any work.
+TEST(Cli, CpuIsaEnvironmentVariableIsCheckedAtStart) {
+  ::setenv("DSV2_CPU_ISA", "avx3", 1);
+  test::RunResult r = run_dsv2("info --preset v2-lite");
+  EXPECT_EQ(r.exit_code, 1);
+  test::expect_contains(r.err, "DSV2_CPU_ISA must be portable, avx2 or avx512 (seen 'avx3')");
+  ::setenv("DSV2_CPU_ISA", "portable", 1);
+  r = run_dsv2("info --preset v2-lite");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  ::unsetenv("DSV2_CPU_ISA");
 }
 
 TEST(Cli, LogitsWritesEveryPositionOfBothPaths) {

@@ -86,22 +86,9 @@ TEST(Quant, ReferenceMatmulIsTheDequantizedMatmul) {
 }
 
 // The VNNI kernels round each activation to a step of d = (its block's largest |x|) / 127, so each
-// output may differ from the reference by at most Σ_i |w_i| · d_i / 2; f32 sums add ~1e-6 of Σ|x_i·w_i|.
+// output may differ from the reference by at most Σ_i |w_i| · d_i / 2 (test::activation_rounding_bound).
 // The test holds every output to that bound (a wrong block, scale or lane breaks it by O(1)) and
 // reports the relative L2 error seen.
-double activation_rounding_bound(const float* x, const float* w, int64_t K) {
-  double bound = 0, magnitude = 0;
-  for (int64_t b = 0; b < K; b += kQuantBlock) {
-    float amax = 0;
-    for (int64_t i = b; i < std::min(K, b + kQuantBlock); ++i) amax = std::max(amax, std::fabs(x[i]));
-    for (int64_t i = b; i < std::min(K, b + kQuantBlock); ++i) {
-      bound += std::fabs(w[i]) * amax / 127.0 / 2;
-      magnitude += std::fabs(w[i] * x[i]);
-    }
-  }
-  return bound * 1.0001 + 1e-5 * magnitude;
-}
-
 TEST(Quant, FastMatmulMatchesReference) {
   if (!cpu::has_avx512_vnni()) GTEST_SKIP() << "no AVX-512 VNNI";
   std::mt19937 rng(3);
@@ -123,7 +110,7 @@ TEST(Quant, FastMatmulMatchesReference) {
           for (int64_t tok = 0; tok < T; ++tok) {
             for (int64_t o = 0; o < N; ++o) {
               const double err = std::fabs(double(got[size_t(tok * N + o)]) - want[size_t(tok * N + o)]);
-              ASSERT_LE(err, activation_rounding_bound(&x[size_t(tok * K)], &deq[size_t(o * K)], K))
+              ASSERT_LE(err, test::activation_rounding_bound(&x[size_t(tok * K)], &deq[size_t(o * K)], K))
                   << dtype_name(t) << " T=" << T << " K=" << K << " N=" << N << " token " << tok << " row " << o;
             }
             if (N >= 64) worst_rel_l2 = std::max(worst_rel_l2, test::rel_l2(&got[size_t(tok * N)], &want[size_t(tok * N)], size_t(N)));

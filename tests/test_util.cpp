@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <stdexcept>
 
 #include "core/error.h"
+#include "core/quant.h"
 
 namespace dsv2::test {
 
@@ -85,6 +87,19 @@ std::vector<float> read_f32_file(const std::string& path) {
   std::vector<float> v(bytes.size() / 4);
   std::memcpy(v.data(), bytes.data(), bytes.size());
   return v;
+}
+
+double activation_rounding_bound(const float* x, const float* w, int64_t K) {
+  double bound = 0, magnitude = 0;
+  for (int64_t b = 0; b < K; b += kQuantBlock) {
+    float amax = 0;
+    for (int64_t i = b; i < std::min(K, b + kQuantBlock); ++i) amax = std::max(amax, std::fabs(x[i]));
+    for (int64_t i = b; i < std::min(K, b + kQuantBlock); ++i) {
+      bound += std::fabs(w[i]) * amax / 127.0 / 2;
+      magnitude += std::fabs(w[i] * x[i]);
+    }
+  }
+  return bound * 1.0001 + 1e-5 * magnitude;
 }
 
 double rel_l2(const float* a, const float* b, size_t n) {

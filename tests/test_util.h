@@ -30,6 +30,10 @@ std::string read_file(const std::string& path);
 // ‖a − b‖₂ / ‖b‖₂ over n values.
 double rel_l2(const float* a, const float* b, size_t n);
 
+// How far Σ_i x_i·w_i over K values may move when each x_i is rounded to int8 steps of its block of 32
+// (d = the block's largest |x| / 127): Σ_i |w_i| · d_i / 2, plus 1e-5 of Σ|x_i·w_i| for f32 sums.
+double activation_rounding_bound(const float* x, const float* w, int64_t K);
+
 // A fixture made by tools/make_golden_fixtures.py with transformers (float64 reference).
 struct Golden {
   std::string dir;

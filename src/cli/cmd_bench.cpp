@@ -16,6 +16,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "ops/cpu/memory_bandwidth.h"
+#include "ops/cpu/ops_cpu.h"
 
 namespace dsv2 {
 
@@ -99,6 +100,7 @@ int cmd_bench(Args& args) {
   nlohmann::json j = {
       {"model", dir},
       {"threads", pool.size()},
+      {"cpu_isa", cpu::cpu_isa_name(cpu::cpu_isa())},
       {"weights_dtype", dtype_name(cfg.torch_dtype)},
       {"linear_weights", dtype_name(m.weights.layers.front().kv_a_proj.dtype)},
       {"activations", activation_format_name(activations)},

@@ -59,14 +59,15 @@ int cmd_bench_matmul(Args& args) {
   const nlohmann::json j = {{"weights", weights},         {"activations", activation_format_name(activations)},
                             {"rows", rows},               {"cols", cols},           {"gflop_per_s", gflops},
                             {"tokens", tokens},           {"threads", pool.size()}, {"matrices", copies},
+                            {"cpu_isa", cpu::cpu_isa_name(cpu::cpu_isa())},
                             {"weight_gb_per_s", gbps},    {"read_bandwidth_gb_per_s", bw / 1e9},
                             {"roofline_fraction", gbps / (bw / 1e9)}};
   if (json_out) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%s [%lld, %lld] x %lld tokens, %s activations: %.1f GB/s of weights, %.0f%% of %.1f GB/s read bandwidth; %.1f GFLOP/s\n",
-                weights.c_str(), (long long)rows, (long long)cols, (long long)tokens, activation_format_name(activations), gbps,
-                100 * gbps / (bw / 1e9), bw / 1e9, gflops);
+    std::printf("%s [%lld, %lld] x %lld tokens, %s activations, %s kernels: %.1f GB/s of weights, %.0f%% of %.1f GB/s read bandwidth; %.1f GFLOP/s\n",
+                weights.c_str(), (long long)rows, (long long)cols, (long long)tokens, activation_format_name(activations),
+                cpu::cpu_isa_name(cpu::cpu_isa()), gbps, 100 * gbps / (bw / 1e9), bw / 1e9, gflops);
   }
   return 0;
 }

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "ops/cpu/ops_cpu.h"
 
 namespace {
 
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    dsv2::cpu::cpu_isa();  // a bad DSV2_CPU_ISA is reported here, before any work
     dsv2::Args args("dsv2 " + name, std::vector<std::string>(argv + 2, argv + argc));
     return it->second(args);
   } catch (const dsv2::Error& e) {

@@ -1,11 +1,17 @@
 #include "ops/cpu/ops_cpu.h"
 
 #include "ops/cpu/gemm_bf16.h"
+#include "ops/cpu/gemv_avx2.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/qgemv_avx512.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
 #include <vector>
+
+#include "core/error.h"
 
 namespace dsv2::cpu {
 
@@ -26,6 +32,58 @@ DSV2_MULTIVERSION void axpy(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+bool cpu_supports(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Portable: return true;
+    case CpuIsa::Avx2: return has_avx2();
+    case CpuIsa::Avx512: return has_avx512();
+  }
+  return false;
+}
+
+const char* cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Portable: return "portable";
+    case CpuIsa::Avx2: return "avx2";
+    case CpuIsa::Avx512: return "avx512";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr int kIsaUnset = -1;
+std::atomic<int> chosen_isa{kIsaUnset};
+
+CpuIsa isa_from_environment() {
+  const CpuIsa best = has_avx512() ? CpuIsa::Avx512 : has_avx2() ? CpuIsa::Avx2 : CpuIsa::Portable;
+  const char* env = std::getenv("DSV2_CPU_ISA");
+  if (env == nullptr || *env == 0) return best;
+  const std::string v = env;
+  for (CpuIsa isa : {CpuIsa::Portable, CpuIsa::Avx2, CpuIsa::Avx512}) {
+    if (v != cpu_isa_name(isa)) continue;
+    check(cpu_supports(isa), "DSV2_CPU_ISA=" + v + ": this CPU cannot run it (best: " + cpu_isa_name(best) + ")");
+    return isa;
+  }
+  throw Error("DSV2_CPU_ISA must be portable, avx2 or avx512 (seen '" + v + "')");
+}
+
+}  // namespace
+
+CpuIsa cpu_isa() {
+  int isa = chosen_isa.load(std::memory_order_relaxed);
+  if (isa == kIsaUnset) {
+    isa = int(isa_from_environment());
+    chosen_isa.store(isa, std::memory_order_relaxed);
+  }
+  return CpuIsa(isa);
+}
+
+void set_cpu_isa(CpuIsa isa) {
+  check(cpu_supports(isa), std::string("set_cpu_isa: this CPU cannot run ") + cpu_isa_name(isa));
+  chosen_isa.store(int(isa), std::memory_order_relaxed);
+}
+
 namespace {
 
 // Row blocks of 16 are the unit of work split over the threads (balanced_parts); each thread takes tiles of kTileRows
@@ -40,17 +98,26 @@ constexpr int64_t kRoundOnCaller = 4;
 enum class Kernel {
   Portable,      // matmul_portable: f32 activations, any CPU
   Gemv,          // gemv_avx512: f32 activations
+  GemvAvx2,      // gemv_avx2: f32 activations
   Quantized,     // qgemv_avx512: activations quantized to int8 per block
+  QuantizedAvx2, // qgemv_avx2: the same activations
   Bf16,          // gemm_bf16_rows_avx512: activations rounded to bf16
   Bf16Portable,  // gemm_bf16_rows_portable: the same results on any CPU
 };
 
 Kernel kernel_for(const Matrix& W) {
+  const CpuIsa isa = cpu_isa();
   if (W.activations == ActivationFormat::BF16 && W.dtype == DType::BF16)
-    return has_avx512_bf16() ? Kernel::Bf16 : Kernel::Bf16Portable;
-  if (is_quantized(W.dtype)) return has_avx512_vnni() ? Kernel::Quantized : Kernel::Portable;
-  return has_avx512() ? Kernel::Gemv : Kernel::Portable;
+    return isa == CpuIsa::Avx512 && has_avx512_bf16() ? Kernel::Bf16 : Kernel::Bf16Portable;
+  if (is_quantized(W.dtype)) {
+    if (isa == CpuIsa::Avx512 && has_avx512_vnni()) return Kernel::Quantized;
+    return isa != CpuIsa::Portable && has_avx2() ? Kernel::QuantizedAvx2 : Kernel::Portable;
+  }
+  if (isa == CpuIsa::Avx512) return Kernel::Gemv;
+  return isa == CpuIsa::Avx2 ? Kernel::GemvAvx2 : Kernel::Portable;
 }
+
+bool quantizes_activations(Kernel k) { return k == Kernel::Quantized || k == Kernel::QuantizedAvx2; }
 
 // Calls fn(j, lo, hi) for the part [lo, hi) of job j's own range that [begin, end) covers, where job j
 // owns [first[j], first[j + 1]) of the joint range.
@@ -86,8 +153,10 @@ std::vector<int64_t> balanced_parts(const std::vector<MatmulJob>& jobs, const st
 }  // namespace
 
 void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out) {
-  if (is_quantized(W.dtype) && has_avx512_vnni()) {
+  if (is_quantized(W.dtype) && cpu_isa() == CpuIsa::Avx512 && has_avx512_vnni()) {
     dequantize_rows_avx512(W, r0, n, out);
+  } else if (is_quantized(W.dtype) && cpu_isa() != CpuIsa::Portable && has_avx2()) {
+    dequantize_rows_avx2(W, r0, n, out);
   } else {
     matrix_rows_to_f32(W, r0, n, out);
   }
@@ -117,15 +186,15 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
     const MatmulJob& job = jobs[j];
     kernel[j] = kernel_for(*job.W);
     if (kernel[j] == Kernel::Portable) matmul_portable(pool, job.x, job.T, *job.W, job.y);
-    if (kernel[j] == Kernel::Quantized) prepare_activations(job.W->dtype, job.T, job.W->cols, xq[j]);
+    if (quantizes_activations(kernel[j])) prepare_activations(job.W->dtype, job.T, job.W->cols, xq[j]);
     const bool bf16 = kernel[j] == Kernel::Bf16 || kernel[j] == Kernel::Bf16Portable;
     if (bf16) prepare_bf16_activations(job.T, job.W->cols, xb[j]);
-    first_token[j + 1] = first_token[j] + (kernel[j] == Kernel::Quantized || bf16 ? job.T : 0);
+    first_token[j + 1] = first_token[j] + (quantizes_activations(kernel[j]) || bf16 ? job.T : 0);
     first_block[j + 1] = first_block[j] + (kernel[j] != Kernel::Portable ? (job.W->rows + kRowBlock - 1) / kRowBlock : 0);
   }
   const auto round_tokens = [&](int64_t begin, int64_t end) {
     split_by_job(first_token, begin, end, [&](size_t j, int64_t t0, int64_t t1) {
-      if (kernel[j] == Kernel::Quantized) {
+      if (quantizes_activations(kernel[j])) {
         quantize_activations(jobs[j].x, t0, t1, xq[j]);
       } else {
         round_activations_to_bf16(jobs[j].x, t0, t1, xb[j]);
@@ -154,6 +223,10 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
           const int64_t n = std::min(kGemvMaxTokens, job.T - t0);
           if (kernel[j] == Kernel::Quantized) {
             qgemv_rows_avx512(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
+          } else if (kernel[j] == Kernel::QuantizedAvx2) {
+            qgemv_rows_avx2(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
+          } else if (kernel[j] == Kernel::GemvAvx2) {
+            gemv_rows_avx2(job.x + t0 * K, n, W, r0, r1, job.y + t0 * N);
           } else if (kernel[j] == Kernel::Bf16) {
             gemm_bf16_rows_avx512(xb[j], t0, n, W, r0, r1, job.y + t0 * N);
           } else {

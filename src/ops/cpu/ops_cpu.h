@@ -9,10 +9,27 @@
 
 namespace dsv2::cpu {
 
+// The instruction set the matmul kernels use.
+enum class CpuIsa {
+  Portable,  // matmul_portable (plain C++), any CPU
+  Avx2,      // gemv_avx2.h: AVX2 + FMA + F16C
+  Avx512,    // gemv_avx512.h, qgemv_avx512.h (with VNNI), gemm_bf16.h (with AVX512-BF16)
+};
+// The best level this CPU has, unless the environment variable DSV2_CPU_ISA (portable, avx2 or avx512;
+// read at the first call) asks for a lower one, or set_cpu_isa did. A DSV2_CPU_ISA the CPU cannot run,
+// or an unknown value, is an Error (at every call until it is fixed).
+CpuIsa cpu_isa();
+// Uses `isa` from now on (tests and benchmarks run the AVX2 and portable kernels on an AVX-512 CPU);
+// an Error if the CPU lacks it. Not for use while a matmul runs on another thread.
+void set_cpu_isa(CpuIsa isa);
+const char* cpu_isa_name(CpuIsa isa);
+bool cpu_supports(CpuIsa isa);
+
 // y[t, o] = Σ_i x[t, i] · W[o, i]      x: [T, W.cols], y: [T, W.rows]
-// Any W dtype: AVX-512 kernels for BF16/F16/F32 (gemv_avx512.h) and, with VNNI, for Q8_0/Q4_0
-// (qgemv_avx512.h: activations quantized to int8 per block of 32), else matmul_portable. A BF16 W with
-// W.activations == BF16 runs gemm_bf16.h (AVX512-BF16, or its portable twin: the same results).
+// Any W dtype, by cpu_isa(): AVX-512 kernels for BF16/F16/F32 (gemv_avx512.h) and, with VNNI, for
+// Q8_0/Q4_0 (qgemv_avx512.h: activations quantized to int8 per block of 32); AVX2 kernels for all five
+// (gemv_avx2.h; also used for Q8_0/Q4_0 on AVX-512 CPUs without VNNI); else matmul_portable. A BF16 W
+// with W.activations == BF16 runs gemm_bf16.h (AVX512-BF16, or its portable twin: the same results).
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
 // One y = x · Wᵀ of a group.   x: [T, W->cols], y: [T, W->rows]
 struct MatmulJob {
@@ -28,7 +45,7 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs);
 // Plain C++: 16 weight rows at a time converted (or dequantized) to f32, dotted with every token.
 void matmul_portable(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
 
-// out: [n, W.cols] = rows [r0, r0 + n) of W as f32 (matrix_rows_to_f32; AVX-512 for quantized W).
+// out: [n, W.cols] = rows [r0, r0 + n) of W as f32 (matrix_rows_to_f32; AVX-512 or AVX2 for quantized W).
 void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out);
 
 // Σ_i a[i]·b[i] over n values (f32, eight partial sums).
