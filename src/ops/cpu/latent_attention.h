@@ -1,6 +1,8 @@
 // One chunk of absorbed MLA attention (spec §5.3) for one query token and all heads: every cached
-// latent of the chunk is read once for all heads. The partial (m, l, acc) of each chunk is merged by
-// the caller (online softmax over chunks).
+// latent of the chunk is read once for all heads (blocks of 4 keys × 4 heads of scores in registers,
+// then 4 heads × 64 latent values of the weighted sum in registers across the chunk's keys). A
+// running state (m, l, acc) takes consecutive chunks (online softmax); states of disjoint key ranges
+// are merged by the caller.
 #pragma once
 #include <cstdint>
 
@@ -9,12 +11,23 @@ namespace dsv2::cpu {
 // keys s in [0, n): lat rows [n, width] = [c_s (d_c) ; k_pe_s (d_rope)], width >= d_c + d_rope.
 // score[h, s] = scale · (q_lat[h] · c_s + q_pe[h] · k_pe_s)     q_lat: [nh, d_c], q_pe: [nh] rows of stride q_pe_stride
 // m[h] = max_s score[h, s];  l[h] = Σ_s exp(score[h, s] − m[h]);  acc[h] = Σ_s exp(score[h, s] − m[h]) · c_s   acc: [nh, d_c]
-// scratch: [nh, n] floats. AVX-512 when the CPU has it, d_c is a multiple of 64 and d_rope of 16; else portable.
+// scratch: [nh, n] floats. The same as latent_attention_update from an empty state (m = −inf).
 void latent_attention_chunk(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
                             int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
                             float* scratch);
 
-// The portable form of the same (the reference for the AVX-512 one).
+// Online-softmax update: (m, l, acc) hold the state of the keys before this chunk (m[h] = −inf for
+// none: then l and acc are not read) and, after the call, of those keys and the chunk's:
+// m' = max(m, max_s score), l' = e^{m − m'} l + Σ_s e^{score − m'}, acc' = e^{m − m'} acc + Σ_s e^{score − m'} c_s.
+// AVX-512 when the CPU has it, nh is a multiple of 4, d_c of 64 and d_rope of 16; else portable.
+void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
+                             int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
+                             float* scratch);
+
+// The portable forms of the same (the references for the AVX-512 ones).
+void latent_attention_update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
+                                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
+                                      float* l, float* acc, float* scratch);
 void latent_attention_chunk_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
                                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                      float* l, float* acc, float* scratch);
