@@ -221,6 +221,10 @@ TEST(Ops, LatentAttentionUpdateOverChunksMatchesTheFormula) {
     std::vector<float> q_lat = randn(size_t(sh.nh * sh.d_c), rng), q_pe = randn(size_t(sh.nh * q_pe_stride), rng),
                        lat = randn(size_t(n * width), rng);
     for (float& x : q_lat) x *= 2;  // wide score ranges: later chunks raise the maximum
+    // The bf16 rows are the f32 ones rounded: the f32 rows then hold the rounded values, so both
+    // variants have the same exact answer.
+    std::vector<uint16_t> lat_bf16(lat.size());
+    for (size_t i = 0; i < lat.size(); ++i) lat[i] = bf16_to_f32(lat_bf16[i] = f32_to_bf16(lat[i]));
     const float scale = 0.1f;
     std::vector<double> want(size_t(sh.nh * sh.d_c), 0.0);
     for (int64_t h = 0; h < sh.nh; ++h) {
@@ -237,14 +241,21 @@ TEST(Ops, LatentAttentionUpdateOverChunksMatchesTheFormula) {
       for (int64_t s = 0; s < n; ++s)
         for (int64_t j = 0; j < sh.d_c; ++j) want[size_t(h * sh.d_c + j)] += score[size_t(s)] / sum * lat[size_t(s * width + j)];
     }
-    for (bool portable : {false, true}) {
+    for (int variant = 0; variant < 4; ++variant) {  // AVX-512 / portable × f32 / bf16 rows
+      const bool portable = variant % 2, bf16 = variant >= 2;
       std::vector<float> m(size_t(sh.nh), -INFINITY), l(size_t(sh.nh), NAN), acc(size_t(sh.nh * sh.d_c), NAN), scratch;
       int64_t s0 = 0;
       for (int64_t c : sh.chunks) {
         scratch.assign(size_t(sh.nh * c), NAN);
-        (portable ? cpu::latent_attention_update_portable : cpu::latent_attention_update)(
-            q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale, m.data(),
-            l.data(), acc.data(), scratch.data());
+        if (bf16) {
+          (portable ? cpu::latent_attention_update_bf16_portable : cpu::latent_attention_update_bf16)(
+              q_lat.data(), q_pe.data(), q_pe_stride, lat_bf16.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
+              m.data(), l.data(), acc.data(), scratch.data());
+        } else {
+          (portable ? cpu::latent_attention_update_portable : cpu::latent_attention_update)(
+              q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
+              m.data(), l.data(), acc.data(), scratch.data());
+        }
         s0 += c;
       }
       std::vector<float> got(acc.size()), wantf(want.begin(), want.end());
@@ -252,7 +263,8 @@ TEST(Ops, LatentAttentionUpdateOverChunksMatchesTheFormula) {
         for (int64_t j = 0; j < sh.d_c; ++j) got[size_t(h * sh.d_c + j)] = acc[size_t(h * sh.d_c + j)] / l[size_t(h)];
       // f32 sums of up to 576 products, exp to ~1 ulp and 612 weighted values against f64: ~1e-6;
       // a wrong rescaling between chunks or wrong indexing is O(1e-1).
-      EXPECT_LE(test::rel_l2(got.data(), wantf.data(), wantf.size()), 1e-5) << "nh " << sh.nh << " n " << n << " portable " << portable;
+      EXPECT_LE(test::rel_l2(got.data(), wantf.data(), wantf.size()), 1e-5)
+          << "nh " << sh.nh << " n " << n << " portable " << portable << " bf16 " << bf16;
     }
   }
 }

@@ -118,10 +118,12 @@ void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T
       r.cache->write(layer, pos, row);
     }
     // [L, width]: every cached latent of the sequence at cache precision, in place when the cache
-    // holds f32 rows contiguously, else read into a buffer kept across calls.
+    // holds f32 rows contiguously (or bf16 rows, which the absorbed path reads as they are), else
+    // read into an f32 buffer kept across calls.
     const int64_t L = r.pos0 + r.n;
     const float* lat = r.cache->rows_in_place(layer);
-    if (!lat) {
+    const uint16_t* lat_bf16 = r.path == AttentionPath::Absorbed ? r.cache->bf16_rows_in_place(layer) : nullptr;
+    if (!lat && !lat_bf16) {
       if (lat_buffer_.size() < size_t(L * width)) lat_buffer_.resize(size_t(L * width));
       r.cache->read(layer, 0, L, lat_buffer_.data());
       lat = lat_buffer_.data();
@@ -131,7 +133,7 @@ void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T
     if (r.path == AttentionPath::Decompressed) {
       attend_decompressed(w, q_seq, lat, r.n, r.pos0, o_seq);
     } else {
-      attend_absorbed(w, q_seq, lat, r.n, r.pos0, o_seq);
+      attend_absorbed(w, q_seq, lat, lat_bf16, r.n, r.pos0, o_seq);
     }
   }
   std::vector<float> out(size_t(T * H));
@@ -162,8 +164,8 @@ void DeepseekV2::attend_decompressed(const LayerWeights& w, const float* q, cons
   });
 }
 
-void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0,
-                                 float* out) {
+void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const float* lat, const uint16_t* lat_bf16,
+                                 int64_t T, int64_t pos0, float* out) {
   const int64_t nh = cfg_.num_attention_heads, d_qk = cfg_.qk_head_dim(), d_nope = cfg_.qk_nope_head_dim;
   const int64_t d_rope = cfg_.qk_rope_head_dim, d_v = cfg_.v_head_dim, d_c = cfg_.kv_lora_rank;
   const int64_t width = cfg_.latent_width(), head_rows = d_nope + d_v;
@@ -200,9 +202,15 @@ void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const fl
       for (int64_t g = g0; g < g1; ++g)
         for (int64_t s0 = g * kKeyGroup; s0 < std::min(n_keys, (g + 1) * kKeyGroup); s0 += kKeyChunk) {
           const int64_t n = std::min(n_keys, s0 + kKeyChunk) - s0;
-          cpu::latent_attention_update(&q_lat[size_t(t * nh * d_c)], q + t * nh * d_qk + d_nope, d_qk, lat + s0 * width, width,
-                                       n, nh, d_c, d_rope, softmax_scale_, &part_m[size_t(g * nh)], &part_l[size_t(g * nh)],
-                                       &part_acc[size_t(g * nh * d_c)], scores.data());
+          const float* q_t = &q_lat[size_t(t * nh * d_c)];
+          float *m = &part_m[size_t(g * nh)], *l = &part_l[size_t(g * nh)], *acc = &part_acc[size_t(g * nh * d_c)];
+          if (lat_bf16) {
+            cpu::latent_attention_update_bf16(q_t, q + t * nh * d_qk + d_nope, d_qk, lat_bf16 + s0 * width, width, n, nh, d_c,
+                                              d_rope, softmax_scale_, m, l, acc, scores.data());
+          } else {
+            cpu::latent_attention_update(q_t, q + t * nh * d_qk + d_nope, d_qk, lat + s0 * width, width, n, nh, d_c, d_rope,
+                                         softmax_scale_, m, l, acc, scores.data());
+          }
         }
     });
     for (int64_t h = 0; h < nh; ++h) {

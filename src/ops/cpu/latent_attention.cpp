@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
+#include "core/dtype.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/cpu/simd_targets.h"
@@ -36,6 +38,14 @@ constexpr int64_t kKeys = 4;   // keys per register block of the scores
 constexpr int64_t kTile = 64;  // latent values per register block of the accumulation (4 registers)
 constexpr int64_t kAhead = 8;  // keys between the scores' reads and their prefetches
 
+// 16 cached latent values as f32: f32 rows as they are, bf16 rows widened (exact: the 16 bits above
+// 16 zero bits).
+DSV2_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+DSV2_AVX512 inline __m512 load16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 // Sixteen vectors' horizontal sums in one vector, transposed as 4 × 4: lane 4k + j = Σ lanes of v[4j + k].
 // Four rounds of pairwise adds of halves (256-bit, 128-bit, then within 128-bit lanes): 45
 // instructions for the 16 sums instead of a reduction each.
@@ -60,9 +70,9 @@ DSV2_AVX512 inline __m512 sum16_transposed(const __m512 (&v)[16]) {
 // Partial dot products of kKeys keys × kHeads heads, in registers: each latent load serves kHeads
 // heads and each query load kKeys keys. sum[k·kHeads + i] for key s0 + k, head h0 + i. With ahead,
 // also prefetches the KN rows there (the cache rows come from memory once, in the first head block).
-template <int64_t KN>
-DSV2_AVX512 inline void score_sums(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
-                                   int64_t width, int64_t s0, int64_t h0, int64_t d_c, int64_t d_rope, const float* ahead,
+template <int64_t KN, typename T>
+DSV2_AVX512 inline void score_sums(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
+                                   int64_t s0, int64_t h0, int64_t d_c, int64_t d_rope, const T* ahead,
                                    __m512 (&sum)[16]) {
   for (int i = 0; i < 16; ++i) sum[i] = _mm512_setzero_ps();
   auto part = [&](const float* q, int64_t q_stride, int64_t offset, int64_t len) DSV2_AVX512 {
@@ -72,7 +82,7 @@ DSV2_AVX512 inline void score_sums(const float* q_lat, const float* q_pe, int64_
       if (ahead)
         for (int64_t k = 0; k < KN; ++k) _mm_prefetch(reinterpret_cast<const char*>(ahead + k * width + offset + j), _MM_HINT_T0);
       for (int64_t k = 0; k < KN; ++k) {
-        const __m512 cv = _mm512_loadu_ps(lat + (s0 + k) * width + offset + j);
+        const __m512 cv = load16(lat + (s0 + k) * width + offset + j);
         for (int64_t i = 0; i < kHeads; ++i) sum[k * kHeads + i] = _mm512_fmadd_ps(qv[i], cv, sum[k * kHeads + i]);
       }
     }
@@ -83,7 +93,8 @@ DSV2_AVX512 inline void score_sums(const float* q_lat, const float* q_pe, int64_
 
 // acc[h0 .. h0+kHeads, j .. j+kTile) = f[h − h0] · acc + Σ_s p[h, s] · c_s[j ..]: the kHeads × kTile sums in
 // registers over all n keys.
-DSV2_AVX512 inline void accumulate_tile(const float* lat, int64_t width, int64_t n, const float* p, int64_t h0, int64_t j,
+template <typename T>
+DSV2_AVX512 inline void accumulate_tile(const T* lat, int64_t width, int64_t n, const float* p, int64_t h0, int64_t j,
                                         int64_t d_c, const float* f, float* acc) {
   constexpr int64_t V = kTile / 16;
   __m512 a[kHeads][V];
@@ -93,9 +104,9 @@ DSV2_AVX512 inline void accumulate_tile(const float* lat, int64_t width, int64_t
       a[i][v] = f[i] == 0.0f ? _mm512_setzero_ps() : _mm512_mul_ps(fi, _mm512_loadu_ps(acc + (h0 + i) * d_c + j + 16 * v));
   }
   for (int64_t s = 0; s < n; ++s) {
-    const float* c = lat + s * width + j;
+    const T* c = lat + s * width + j;
     __m512 cv[V];
-    for (int64_t v = 0; v < V; ++v) cv[v] = _mm512_loadu_ps(c + 16 * v);
+    for (int64_t v = 0; v < V; ++v) cv[v] = load16(c + 16 * v);
     for (int64_t i = 0; i < kHeads; ++i) {
       const __m512 pb = _mm512_set1_ps(p[(h0 + i) * n + s]);
       for (int64_t v = 0; v < V; ++v) a[i][v] = _mm512_fmadd_ps(pb, cv[v], a[i][v]);
@@ -106,7 +117,8 @@ DSV2_AVX512 inline void accumulate_tile(const float* lat, int64_t width, int64_t
 }
 
 // nh a multiple of kHeads, d_c of kTile, d_rope of 16.
-DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
+template <typename T>
+DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
                                int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l,
                                float* acc, float* scores) {
   const __m512 sv = _mm512_set1_ps(scale);
@@ -117,7 +129,7 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
       __m512 sum[16];
       // Prefetch kAhead keys ahead: past the chunk's end are the next chunk's rows (or nothing: a
       // prefetch does not fault).
-      score_sums<kKeys>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, h0 == 0 ? lat + (s0 + kAhead) * width : nullptr,
+      score_sums<kKeys, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, h0 == 0 ? lat + (s0 + kAhead) * width : nullptr,
                         sum);
       // sum[k·kHeads + i] is key k, head i; transposed, lane i·kKeys + k: each head's kKeys scores side by side.
       const __m512 r = _mm512_mul_ps(sv, sum16_transposed(sum));
@@ -129,7 +141,7 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
   for (; s0 < n; ++s0)
     for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
       __m512 sum[16];
-      score_sums<1>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, nullptr, sum);
+      score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, nullptr, sum);
       for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * _mm512_reduce_add_ps(sum[i]);
     }
   // Per block of kHeads heads: the new maximum, the old state's factor f = exp(m_old − m_new), the
@@ -201,6 +213,24 @@ void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe
     update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
   } else {
     latent_attention_update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  }
+}
+
+void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                                           int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale,
+                                           float* m, float* l, float* acc, float* scratch) {
+  std::vector<float> rows(size_t(n * width));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = bf16_to_f32(lat[i]);
+  latent_attention_update_portable(q_lat, q_pe, q_pe_stride, rows.data(), width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+
+void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                                  int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
+                                  float* l, float* acc, float* scratch) {
+  if (has_avx512() && nh % kHeads == 0 && d_c % kTile == 0 && d_rope % 16 == 0) {
+    update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  } else {
+    latent_attention_update_bf16_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
   }
 }
 

@@ -24,10 +24,18 @@ void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe
                              int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
                              float* scratch);
 
+// The same over a bf16 cache: lat [n, width] bf16 rows, widened to f32 (exactly) as they are read.
+void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                                  int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
+                                  float* l, float* acc, float* scratch);
+
 // The portable forms of the same (the references for the AVX-512 ones).
 void latent_attention_update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
                                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                       float* l, float* acc, float* scratch);
+void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                                           int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale,
+                                           float* m, float* l, float* acc, float* scratch);
 void latent_attention_chunk_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
                                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                      float* l, float* acc, float* scratch);
