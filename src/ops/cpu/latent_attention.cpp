@@ -68,19 +68,19 @@ DSV2_AVX512 inline __m512 sum16_transposed(const __m512 (&v)[16]) {
 }
 
 // Partial dot products of kKeys keys × kHeads heads, in registers: each latent load serves kHeads
-// heads and each query load kKeys keys. sum[k·kHeads + i] for key s0 + k, head h0 + i. With ahead,
-// also prefetches the KN rows there (the cache rows come from memory once, in the first head block).
+// heads and each query load kKeys keys. sum[k·kHeads + i] for key s0 + k, head h0 + i. Also
+// prefetches the n_ahead rows at ahead, one cache line per step, spread over the block's work.
 template <int64_t KN, typename T>
 DSV2_AVX512 inline void score_sums(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
-                                   int64_t s0, int64_t h0, int64_t d_c, int64_t d_rope, const T* ahead,
+                                   int64_t s0, int64_t h0, int64_t d_c, int64_t d_rope, const T* ahead, int64_t n_ahead,
                                    __m512 (&sum)[16]) {
   for (int i = 0; i < 16; ++i) sum[i] = _mm512_setzero_ps();
   auto part = [&](const float* q, int64_t q_stride, int64_t offset, int64_t len) DSV2_AVX512 {
     for (int64_t j = 0; j < len; j += 16) {
       __m512 qv[kHeads];
       for (int64_t i = 0; i < kHeads; ++i) qv[i] = _mm512_loadu_ps(q + (h0 + i) * q_stride + j);
-      if (ahead)
-        for (int64_t k = 0; k < KN; ++k) _mm_prefetch(reinterpret_cast<const char*>(ahead + k * width + offset + j), _MM_HINT_T0);
+      if ((offset + j) * int64_t(sizeof(T)) % 64 == 0)
+        for (int64_t k = 0; k < n_ahead; ++k) _mm_prefetch(reinterpret_cast<const char*>(ahead + k * width + offset + j), _MM_HINT_T0);
       for (int64_t k = 0; k < KN; ++k) {
         const __m512 cv = load16(lat + (s0 + k) * width + offset + j);
         for (int64_t i = 0; i < kHeads; ++i) sum[k * kHeads + i] = _mm512_fmadd_ps(qv[i], cv, sum[k * kHeads + i]);
@@ -123,14 +123,17 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
                                float* acc, float* scores) {
   const __m512 sv = _mm512_set1_ps(scale);
   // scores[h, s]: blocks of kKeys keys × kHeads heads, summed across lanes 16 at a time.
+  // The rows kAhead keys ahead are prefetched, ceil(kKeys / head blocks) rows in each head block of
+  // the first kKeys heads (past the chunk's end are the next chunk's rows, or nothing: a prefetch
+  // does not fault).
+  const int64_t head_blocks = nh / kHeads, rows_per_block = (kKeys + head_blocks - 1) / head_blocks;
   int64_t s0 = 0;
   for (; s0 + kKeys <= n; s0 += kKeys)
     for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
       __m512 sum[16];
-      // Prefetch kAhead keys ahead: past the chunk's end are the next chunk's rows (or nothing: a
-      // prefetch does not fault).
-      score_sums<kKeys, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, h0 == 0 ? lat + (s0 + kAhead) * width : nullptr,
-                        sum);
+      const int64_t first = h0 / kHeads * rows_per_block, n_ahead = std::clamp(kKeys - first, int64_t(0), rows_per_block);
+      score_sums<kKeys, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat + (s0 + kAhead + first) * width,
+                           n_ahead, sum);
       // sum[k·kHeads + i] is key k, head i; transposed, lane i·kKeys + k: each head's kKeys scores side by side.
       const __m512 r = _mm512_mul_ps(sv, sum16_transposed(sum));
       _mm_storeu_ps(scores + (h0 + 0) * n + s0, _mm512_extractf32x4_ps(r, 0));
@@ -141,7 +144,7 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
   for (; s0 < n; ++s0)
     for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
       __m512 sum[16];
-      score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, nullptr, sum);
+      score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat, 0, sum);
       for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * _mm512_reduce_add_ps(sum[i]);
     }
   // Per block of kHeads heads: the new maximum, the old state's factor f = exp(m_old − m_new), the
