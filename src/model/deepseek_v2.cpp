@@ -184,47 +184,17 @@ void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const fl
     }
   });
 
-  // o_lat[t, h] = Σ_s softmax_s(score[t, h, s]) · c_s over keys 0 .. pos0 + t. The keys are cut into
-  // groups of kKeyGroup attended in parallel; each group runs its chunks of kKeyChunk keys in order
-  // through one online-softmax state (cpu::latent_attention_update reads every cached latent once for
-  // all heads) and leaves a partial (m, l, Σ exp(score − m)·c) per head; the groups' partials are
-  // merged in group order, so the result does not depend on the thread count.
-  constexpr int64_t kKeyChunk = 256, kKeyGroup = 1024;
+  // o_lat[t, h] = Σ_s softmax_s(score[t, h, s]) · c_s over keys 0 .. pos0 + t: every cached latent is
+  // read once for all heads, key groups split over the threads (cpu::latent_attention).
   std::vector<float> o_lat(size_t(T * nh * d_c));
   for (int64_t t = 0; t < T; ++t) {
-    const int64_t n_keys = pos0 + t + 1, n_groups = (n_keys + kKeyGroup - 1) / kKeyGroup;
-    // Every group writes its whole partial: no initialisation needed.
-    std::vector<float>& part_acc = partial_acc_;
-    part_acc.resize(std::max(part_acc.size(), size_t(n_groups * nh * d_c)));
-    std::vector<float> part_m(size_t(n_groups * nh), -INFINITY), part_l(size_t(n_groups * nh));
-    pool_.parallel_for(n_groups, 1, [&](int64_t g0, int64_t g1) {
-      std::vector<float> scores(size_t(nh * kKeyChunk));
-      for (int64_t g = g0; g < g1; ++g)
-        for (int64_t s0 = g * kKeyGroup; s0 < std::min(n_keys, (g + 1) * kKeyGroup); s0 += kKeyChunk) {
-          const int64_t n = std::min(n_keys, s0 + kKeyChunk) - s0;
-          const float* q_t = &q_lat[size_t(t * nh * d_c)];
-          float *m = &part_m[size_t(g * nh)], *l = &part_l[size_t(g * nh)], *acc = &part_acc[size_t(g * nh * d_c)];
-          if (lat_bf16) {
-            cpu::latent_attention_update_bf16(q_t, q + t * nh * d_qk + d_nope, d_qk, lat_bf16 + s0 * width, width, n, nh, d_c,
-                                              d_rope, softmax_scale_, m, l, acc, scores.data());
-          } else {
-            cpu::latent_attention_update(q_t, q + t * nh * d_qk + d_nope, d_qk, lat + s0 * width, width, n, nh, d_c, d_rope,
-                                         softmax_scale_, m, l, acc, scores.data());
-          }
-        }
-    });
-    for (int64_t h = 0; h < nh; ++h) {
-      float M = -INFINITY;
-      for (int64_t g = 0; g < n_groups; ++g) M = std::max(M, part_m[size_t(g * nh + h)]);
-      float L = 0;
-      float* o = &o_lat[size_t((t * nh + h) * d_c)];
-      std::fill(o, o + d_c, 0.0f);
-      for (int64_t g = 0; g < n_groups; ++g) {
-        const float f = std::exp(part_m[size_t(g * nh + h)] - M);
-        L += f * part_l[size_t(g * nh + h)];
-        cpu::axpy(f, &part_acc[size_t((g * nh + h) * d_c)], o, d_c);
-      }
-      for (int64_t j = 0; j < d_c; ++j) o[j] /= L;
+    const float* q_t = &q_lat[size_t(t * nh * d_c)];
+    if (lat_bf16) {
+      cpu::latent_attention(pool_, q_t, q + t * nh * d_qk + d_nope, d_qk, lat_bf16, width, pos0 + t + 1, nh, d_c, d_rope,
+                            softmax_scale_, &o_lat[size_t(t * nh * d_c)], partial_acc_);
+    } else {
+      cpu::latent_attention(pool_, q_t, q + t * nh * d_qk + d_nope, d_qk, lat, width, pos0 + t + 1, nh, d_c, d_rope,
+                            softmax_scale_, &o_lat[size_t(t * nh * d_c)], partial_acc_);
     }
   }
 

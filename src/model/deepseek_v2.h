@@ -83,7 +83,7 @@ class DeepseekV2 {
   float softmax_scale_;
   // Scratch kept across calls (a fresh multi-MB vector per layer and token costs page faults):
   std::vector<float> lat_buffer_;   // cached latents read back when the cache cannot be read in place
-  std::vector<float> partial_acc_;  // absorbed attention's per-chunk accumulators [chunks, nh, d_c]
+  std::vector<float> partial_acc_;  // absorbed attention's per-group accumulators [groups, nh, d_c]
 };
 
 }  // namespace dsv2

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/thread_pool.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/cpu/simd_targets.h"
@@ -249,6 +250,62 @@ void latent_attention_chunk(const float* q_lat, const float* q_pe, int64_t q_pe_
                             float* scratch) {
   std::fill(m, m + nh, -INFINITY);
   latent_attention_update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+
+namespace {
+
+void update_rows(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width, int64_t n,
+                 int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
+  latent_attention_update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+void update_rows(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat, int64_t width, int64_t n,
+                 int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
+  latent_attention_update_bf16(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+
+template <typename T>
+void attention_groups(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat,
+                      int64_t width, int64_t n_keys, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
+                      std::vector<float>& part_acc) {
+  const int64_t n_groups = (n_keys + kLatentKeyGroup - 1) / kLatentKeyGroup;
+  // [n_groups, nh, d_c]: every group writes its whole state, no initialisation needed.
+  part_acc.resize(std::max(part_acc.size(), size_t(n_groups * nh * d_c)));
+  std::vector<float> part_m(size_t(n_groups * nh), -INFINITY), part_l(size_t(n_groups * nh));
+  pool.parallel_for(n_groups, 1, [&](int64_t g0, int64_t g1) {
+    std::vector<float> scores(size_t(nh * kLatentKeyChunk));
+    for (int64_t g = g0; g < g1; ++g)
+      for (int64_t s0 = g * kLatentKeyGroup; s0 < std::min(n_keys, (g + 1) * kLatentKeyGroup); s0 += kLatentKeyChunk)
+        update_rows(q_lat, q_pe, q_pe_stride, lat + s0 * width, width, std::min(n_keys, s0 + kLatentKeyChunk) - s0, nh, d_c,
+                    d_rope, scale, &part_m[size_t(g * nh)], &part_l[size_t(g * nh)], &part_acc[size_t(g * nh * d_c)],
+                    scores.data());
+  });
+  for (int64_t h = 0; h < nh; ++h) {
+    float M = -INFINITY;
+    for (int64_t g = 0; g < n_groups; ++g) M = std::max(M, part_m[size_t(g * nh + h)]);
+    float L = 0;
+    float* o = o_lat + h * d_c;
+    std::fill(o, o + d_c, 0.0f);
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const float f = std::exp(part_m[size_t(g * nh + h)] - M);
+      L += f * part_l[size_t(g * nh + h)];
+      axpy(f, &part_acc[size_t((g * nh + h) * d_c)], o, d_c);
+    }
+    for (int64_t j = 0; j < d_c; ++j) o[j] /= L;
+  }
+}
+
+}  // namespace
+
+void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
+                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
+                      std::vector<float>& partial) {
+  attention_groups(pool, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, o_lat, partial);
+}
+
+void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
+                      std::vector<float>& partial) {
+  attention_groups(pool, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, o_lat, partial);
 }
 
 }  // namespace dsv2::cpu

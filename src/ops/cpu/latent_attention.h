@@ -5,8 +5,27 @@
 // are merged by the caller.
 #pragma once
 #include <cstdint>
+#include <vector>
+
+namespace dsv2 {
+class ThreadPool;
+}
 
 namespace dsv2::cpu {
+
+// The whole absorbed attention of one query token over keys [0, n), all heads:
+// o_lat[h] = Σ_s softmax_s(score[h, s]) · c_s   o_lat: [nh, d_c]
+// The keys are cut into groups of kLatentKeyGroup attended in parallel; each group runs its chunks of
+// kLatentKeyChunk keys in order through one online-softmax state (latent_attention_update) and the
+// groups' states are merged in group order, so the result does not depend on the thread count.
+// lat: [n, width] f32 rows, or bf16 rows in the second form. partial: scratch kept across calls.
+constexpr int64_t kLatentKeyChunk = 256, kLatentKeyGroup = 1024;
+void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
+                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
+                      std::vector<float>& partial);
+void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
+                      std::vector<float>& partial);
 
 // keys s in [0, n): lat rows [n, width] = [c_s (d_c) ; k_pe_s (d_rope)], width >= d_c + d_rope.
 // score[h, s] = scale · (q_lat[h] · c_s + q_pe[h] · k_pe_s)     q_lat: [nh, d_c], q_pe: [nh] rows of stride q_pe_stride
