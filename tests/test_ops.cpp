@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "core/thread_pool.h"
 #include "ops/cpu/causal_attention.h"
 #include "ops/cpu/latent_attention.h"
 #include "ops/cpu/ops_cpu.h"
@@ -164,7 +165,9 @@ TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
   struct Shape {
     int64_t nh, d_c, d_rope, n;
   };
-  for (Shape sh : {Shape{16, 512, 64, 256}, Shape{16, 512, 64, 37}, Shape{5, 64, 16, 1}, Shape{7, 128, 32, 6}, Shape{3, 48, 16, 100}, Shape{2, 20, 6, 9}}) {
+  // The AVX-512 kernel takes nh a multiple of 4 (blocks of 4 keys, then single keys), the rest the portable one.
+  for (Shape sh : {Shape{16, 512, 64, 256}, Shape{16, 512, 64, 37}, Shape{8, 64, 16, 3}, Shape{4, 128, 32, 17},
+                   Shape{128, 512, 64, 5}, Shape{5, 64, 16, 1}, Shape{7, 128, 32, 6}, Shape{3, 48, 16, 100}, Shape{2, 20, 6, 9}}) {
     const int64_t width = sh.d_c + sh.d_rope + 3, q_pe_stride = sh.d_rope + 5;  // padded rows
     std::vector<float> q_lat = randn(size_t(sh.nh * sh.d_c), rng), q_pe = randn(size_t(sh.nh * q_pe_stride), rng),
                        lat = randn(size_t(sh.n * width), rng);
@@ -200,6 +203,114 @@ TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
         EXPECT_LE(std::sqrt(err / ref), 1e-5) << "nh " << sh.nh << " d_c " << sh.d_c << " n " << sh.n << " portable " << portable;
       }
     }
+  }
+}
+
+// The online-softmax state over consecutive chunks of different lengths equals the softmax over all
+// the keys; l and acc of an empty state (m = −inf) are never read (poisoned with NaN).
+TEST(Ops, LatentAttentionUpdateOverChunksMatchesTheFormula) {
+  std::mt19937 rng(12);
+  struct Shape {
+    int64_t nh, d_c, d_rope;
+    std::vector<int64_t> chunks;
+  };
+  for (const Shape& sh : {Shape{16, 512, 64, {256, 256, 100}}, Shape{16, 512, 64, {1, 37, 256}}, Shape{8, 64, 16, {5, 3, 16, 17}},
+                          Shape{6, 64, 16, {9, 4}}, Shape{3, 20, 6, {2, 7}}}) {
+    int64_t n = 0;
+    for (int64_t c : sh.chunks) n += c;
+    const int64_t width = sh.d_c + sh.d_rope + 1, q_pe_stride = sh.d_rope + 3;
+    std::vector<float> q_lat = randn(size_t(sh.nh * sh.d_c), rng), q_pe = randn(size_t(sh.nh * q_pe_stride), rng),
+                       lat = randn(size_t(n * width), rng);
+    for (float& x : q_lat) x *= 2;  // wide score ranges: later chunks raise the maximum
+    // The bf16 rows are the f32 ones rounded: the f32 rows then hold the rounded values, so both
+    // variants have the same exact answer.
+    std::vector<uint16_t> lat_bf16(lat.size());
+    for (size_t i = 0; i < lat.size(); ++i) lat[i] = bf16_to_f32(lat_bf16[i] = f32_to_bf16(lat[i]));
+    const float scale = 0.1f;
+    std::vector<double> want(size_t(sh.nh * sh.d_c), 0.0);
+    for (int64_t h = 0; h < sh.nh; ++h) {
+      std::vector<double> score(static_cast<size_t>(n));
+      for (int64_t s = 0; s < n; ++s) {
+        double d = 0;
+        for (int64_t j = 0; j < sh.d_c; ++j) d += double(q_lat[size_t(h * sh.d_c + j)]) * lat[size_t(s * width + j)];
+        for (int64_t j = 0; j < sh.d_rope; ++j) d += double(q_pe[size_t(h * q_pe_stride + j)]) * lat[size_t(s * width + sh.d_c + j)];
+        score[size_t(s)] = scale * d;
+      }
+      const double mx = *std::max_element(score.begin(), score.end());
+      double sum = 0;
+      for (double& x : score) sum += (x = std::exp(x - mx));
+      for (int64_t s = 0; s < n; ++s)
+        for (int64_t j = 0; j < sh.d_c; ++j) want[size_t(h * sh.d_c + j)] += score[size_t(s)] / sum * lat[size_t(s * width + j)];
+    }
+    for (int variant = 0; variant < 4; ++variant) {  // AVX-512 / portable × f32 / bf16 rows
+      const bool portable = variant % 2, bf16 = variant >= 2;
+      std::vector<float> m(size_t(sh.nh), -INFINITY), l(size_t(sh.nh), NAN), acc(size_t(sh.nh * sh.d_c), NAN), scratch;
+      int64_t s0 = 0;
+      for (int64_t c : sh.chunks) {
+        scratch.assign(size_t(sh.nh * c), NAN);
+        if (bf16) {
+          (portable ? cpu::latent_attention_update_bf16_portable : cpu::latent_attention_update_bf16)(
+              q_lat.data(), q_pe.data(), q_pe_stride, lat_bf16.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
+              m.data(), l.data(), acc.data(), scratch.data());
+        } else {
+          (portable ? cpu::latent_attention_update_portable : cpu::latent_attention_update)(
+              q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
+              m.data(), l.data(), acc.data(), scratch.data());
+        }
+        s0 += c;
+      }
+      std::vector<float> got(acc.size()), wantf(want.begin(), want.end());
+      for (int64_t h = 0; h < sh.nh; ++h)
+        for (int64_t j = 0; j < sh.d_c; ++j) got[size_t(h * sh.d_c + j)] = acc[size_t(h * sh.d_c + j)] / l[size_t(h)];
+      // f32 sums of up to 576 products, exp to ~1 ulp and 612 weighted values against f64: ~1e-6;
+      // a wrong rescaling between chunks or wrong indexing is O(1e-1).
+      EXPECT_LE(test::rel_l2(got.data(), wantf.data(), wantf.size()), 1e-5)
+          << "nh " << sh.nh << " n " << n << " portable " << portable << " bf16 " << bf16;
+    }
+  }
+}
+
+// The whole decode attention over several key groups (a partial last one) equals the softmax formula
+// and gives the same bits on 1 and 2 threads, for f32 and bf16 rows.
+TEST(Ops, LatentAttentionOverKeyGroupsMatchesTheFormulaOnAnyThreadCount) {
+  std::mt19937 rng(13);
+  const int64_t nh = 8, d_c = 64, d_rope = 16, width = d_c + d_rope, n = 2 * cpu::kLatentKeyGroup + 300;
+  std::vector<float> q_lat = randn(size_t(nh * d_c), rng), q_pe = randn(size_t(nh * d_rope), rng), lat = randn(size_t(n * width), rng);
+  std::vector<uint16_t> lat_bf16(lat.size());
+  for (size_t i = 0; i < lat.size(); ++i) lat[i] = bf16_to_f32(lat_bf16[i] = f32_to_bf16(lat[i]));
+  const float scale = 0.3f;
+  std::vector<float> want(size_t(nh * d_c));
+  for (int64_t h = 0; h < nh; ++h) {
+    std::vector<double> p(static_cast<size_t>(n)), a(size_t(d_c), 0.0);
+    for (int64_t s = 0; s < n; ++s) {
+      double d = 0;
+      for (int64_t j = 0; j < d_c; ++j) d += double(q_lat[size_t(h * d_c + j)]) * lat[size_t(s * width + j)];
+      for (int64_t j = 0; j < d_rope; ++j) d += double(q_pe[size_t(h * d_rope + j)]) * lat[size_t(s * width + d_c + j)];
+      p[size_t(s)] = scale * d;
+    }
+    const double mx = *std::max_element(p.begin(), p.end());
+    double sum = 0;
+    for (double& x : p) sum += (x = std::exp(x - mx));
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t j = 0; j < d_c; ++j) a[size_t(j)] += p[size_t(s)] / sum * lat[size_t(s * width + j)];
+    for (int64_t j = 0; j < d_c; ++j) want[size_t(h * d_c + j)] = float(a[size_t(j)]);
+  }
+  for (bool bf16 : {false, true}) {
+    std::vector<std::vector<float>> outs;
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      std::vector<float> o(size_t(nh * d_c), NAN), partial;
+      if (bf16) {
+        cpu::latent_attention(pool, q_lat.data(), q_pe.data(), d_rope, lat_bf16.data(), width, n, nh, d_c, d_rope, scale, o.data(),
+                              partial);
+      } else {
+        cpu::latent_attention(pool, q_lat.data(), q_pe.data(), d_rope, lat.data(), width, n, nh, d_c, d_rope, scale, o.data(), partial);
+      }
+      // f32 sums over 2,348 keys against f64: ~1e-6.
+      EXPECT_LE(test::rel_l2(o.data(), want.data(), want.size()), 1e-5) << "threads " << threads << " bf16 " << bf16;
+      outs.push_back(o);
+    }
+    EXPECT_EQ(outs[0], outs[1]) << "bf16 " << bf16;
   }
 }
 

@@ -27,6 +27,7 @@ int cmd_serve(Args& args);
 int cmd_quantize(Args& args);
 int cmd_perplexity(Args& args);
 int cmd_bench_matmul(Args& args);
+int cmd_bench_attention(Args& args);
 
 // Options shared by several commands.
 // --max-new-tokens, --temperature, --top-k, --top-p, --min-p, --repetition-penalty, --seed, --no-eos-stop;

@@ -32,6 +32,7 @@ const char* kUsage =
     "  quantize  --model DIR --weights int8|q4 --out DIR2\n"
     "  perplexity --model DIR --text FILE [--context N] [--max-tokens N]\n"
     "  bench-matmul [--rows N] [--cols K] [--tokens T] [--weights bf16|int8|q4] [--activations f32|bf16] [--repeats R] [--json]\n"
+    "  bench-attention [--context N] [--heads H] [--kv-lora-rank D] [--rope-dim R] [--layers L] [--repeats R] [--json]\n"
     "\n"
     "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32),\n"
     "                --weights bf16|int8|q4 (generate, chat, logits, bench, serve, perplexity: quantize the Linear\n"
@@ -54,7 +55,8 @@ int main(int argc, char** argv) {
       {"tokenize", dsv2::cmd_tokenize},   {"detokenize", dsv2::cmd_detokenize},
       {"tokenizer", dsv2::cmd_tokenizer}, {"bench-tokenizer", dsv2::cmd_bench_tokenizer},
       {"serve", dsv2::cmd_serve},         {"quantize", dsv2::cmd_quantize},
-      {"perplexity", dsv2::cmd_perplexity}, {"bench-matmul", dsv2::cmd_bench_matmul}};
+      {"perplexity", dsv2::cmd_perplexity}, {"bench-matmul", dsv2::cmd_bench_matmul},
+      {"bench-attention", dsv2::cmd_bench_attention}};
   const std::string name = argv[1];
   auto it = commands.find(name);
   if (it == commands.end()) {

@@ -118,10 +118,12 @@ void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T
       r.cache->write(layer, pos, row);
     }
     // [L, width]: every cached latent of the sequence at cache precision, in place when the cache
-    // holds f32 rows contiguously, else read into a buffer kept across calls.
+    // holds f32 rows contiguously (or bf16 rows, which the absorbed path reads as they are), else
+    // read into an f32 buffer kept across calls.
     const int64_t L = r.pos0 + r.n;
     const float* lat = r.cache->rows_in_place(layer);
-    if (!lat) {
+    const uint16_t* lat_bf16 = r.path == AttentionPath::Absorbed ? r.cache->bf16_rows_in_place(layer) : nullptr;
+    if (!lat && !lat_bf16) {
       if (lat_buffer_.size() < size_t(L * width)) lat_buffer_.resize(size_t(L * width));
       r.cache->read(layer, 0, L, lat_buffer_.data());
       lat = lat_buffer_.data();
@@ -131,7 +133,7 @@ void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T
     if (r.path == AttentionPath::Decompressed) {
       attend_decompressed(w, q_seq, lat, r.n, r.pos0, o_seq);
     } else {
-      attend_absorbed(w, q_seq, lat, r.n, r.pos0, o_seq);
+      attend_absorbed(w, q_seq, lat, lat_bf16, r.n, r.pos0, o_seq);
     }
   }
   std::vector<float> out(size_t(T * H));
@@ -162,8 +164,8 @@ void DeepseekV2::attend_decompressed(const LayerWeights& w, const float* q, cons
   });
 }
 
-void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0,
-                                 float* out) {
+void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const float* lat, const uint16_t* lat_bf16,
+                                 int64_t T, int64_t pos0, float* out) {
   const int64_t nh = cfg_.num_attention_heads, d_qk = cfg_.qk_head_dim(), d_nope = cfg_.qk_nope_head_dim;
   const int64_t d_rope = cfg_.qk_rope_head_dim, d_v = cfg_.v_head_dim, d_c = cfg_.kv_lora_rank;
   const int64_t width = cfg_.latent_width(), head_rows = d_nope + d_v;
@@ -182,39 +184,17 @@ void DeepseekV2::attend_absorbed(const LayerWeights& w, const float* q, const fl
     }
   });
 
-  // o_lat[t, h] = Σ_s softmax_s(score[t, h, s]) · c_s over keys 0 .. pos0 + t. The keys are cut into
-  // chunks of kKeyChunk attended in parallel; each chunk reads every cached latent once for all heads
-  // (cpu::latent_attention_chunk) and leaves a partial (m, l, Σ exp(score − m)·c) per head, merged in
-  // chunk order, so the result does not depend on the thread count.
-  constexpr int64_t kKeyChunk = 256;
+  // o_lat[t, h] = Σ_s softmax_s(score[t, h, s]) · c_s over keys 0 .. pos0 + t: every cached latent is
+  // read once for all heads, key groups split over the threads (cpu::latent_attention).
   std::vector<float> o_lat(size_t(T * nh * d_c));
   for (int64_t t = 0; t < T; ++t) {
-    const int64_t n_keys = pos0 + t + 1, n_chunks = (n_keys + kKeyChunk - 1) / kKeyChunk;
-    // Every chunk writes its whole partial: no initialisation needed.
-    std::vector<float>& part_acc = partial_acc_;
-    part_acc.resize(std::max(part_acc.size(), size_t(n_chunks * nh * d_c)));
-    std::vector<float> part_m(size_t(n_chunks * nh)), part_l(size_t(n_chunks * nh));
-    pool_.parallel_for(n_chunks, 1, [&](int64_t c0, int64_t c1) {
-      std::vector<float> scores(size_t(nh * kKeyChunk));
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t s0 = c * kKeyChunk, n = std::min(n_keys, s0 + kKeyChunk) - s0;
-        cpu::latent_attention_chunk(&q_lat[size_t(t * nh * d_c)], q + t * nh * d_qk + d_nope, d_qk, lat + s0 * width, width, n,
-                                    nh, d_c, d_rope, softmax_scale_, &part_m[size_t(c * nh)], &part_l[size_t(c * nh)],
-                                    &part_acc[size_t(c * nh * d_c)], scores.data());
-      }
-    });
-    for (int64_t h = 0; h < nh; ++h) {
-      float M = -INFINITY;
-      for (int64_t c = 0; c < n_chunks; ++c) M = std::max(M, part_m[size_t(c * nh + h)]);
-      float L = 0;
-      float* o = &o_lat[size_t((t * nh + h) * d_c)];
-      std::fill(o, o + d_c, 0.0f);
-      for (int64_t c = 0; c < n_chunks; ++c) {
-        const float f = std::exp(part_m[size_t(c * nh + h)] - M);
-        L += f * part_l[size_t(c * nh + h)];
-        cpu::axpy(f, &part_acc[size_t((c * nh + h) * d_c)], o, d_c);
-      }
-      for (int64_t j = 0; j < d_c; ++j) o[j] /= L;
+    const float* q_t = &q_lat[size_t(t * nh * d_c)];
+    if (lat_bf16) {
+      cpu::latent_attention(pool_, q_t, q + t * nh * d_qk + d_nope, d_qk, lat_bf16, width, pos0 + t + 1, nh, d_c, d_rope,
+                            softmax_scale_, &o_lat[size_t(t * nh * d_c)], partial_acc_);
+    } else {
+      cpu::latent_attention(pool_, q_t, q + t * nh * d_qk + d_nope, d_qk, lat, width, pos0 + t + 1, nh, d_c, d_rope,
+                            softmax_scale_, &o_lat[size_t(t * nh * d_c)], partial_acc_);
     }
   }
 

@@ -58,7 +58,9 @@ class DeepseekV2 {
   // q: [T, nh, d_qk] (rotary part already rotated); lat: [L, d_c + d_rope] cached latents of
   // positions 0..L-1, L = pos0 + T; out: [T, nh, d_v].
   void attend_decompressed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0, float* out);
-  void attend_absorbed(const LayerWeights& w, const float* q, const float* lat, int64_t T, int64_t pos0, float* out);
+  // lat: [pos0 + T, width] f32 rows, or (lat null) lat_bf16: the same as bf16.
+  void attend_absorbed(const LayerWeights& w, const float* q, const float* lat, const uint16_t* lat_bf16, int64_t T,
+                       int64_t pos0, float* out);
   // x: [T, H] in, out: [T, H] (overwritten).
   void mlp_block(int64_t layer, const float* x, int64_t T, float* out);
   void swiglu(const SwigluWeights& w, const float* x, int64_t T, float* out);
@@ -81,7 +83,7 @@ class DeepseekV2 {
   float softmax_scale_;
   // Scratch kept across calls (a fresh multi-MB vector per layer and token costs page faults):
   std::vector<float> lat_buffer_;   // cached latents read back when the cache cannot be read in place
-  std::vector<float> partial_acc_;  // absorbed attention's per-chunk accumulators [chunks, nh, d_c]
+  std::vector<float> partial_acc_;  // absorbed attention's per-group accumulators [groups, nh, d_c]
 };
 
 }  // namespace dsv2

@@ -27,6 +27,8 @@ class LatentStorage {
   // Rows [0, capacity) of `layer` in place as one f32 array [capacity, width] when the storage holds
   // them so (the forward then reads the cache without copying it); nullptr otherwise.
   virtual const float* rows_in_place(int64_t layer) const { return nullptr; }
+  // The same for storage that holds them as one bf16 array [capacity, width].
+  virtual const uint16_t* bf16_rows_in_place(int64_t layer) const { return nullptr; }
 };
 
 // One sequence's cache in one contiguous buffer.
@@ -47,6 +49,9 @@ class LatentCache : public LatentStorage {
   void set_length(int64_t n) override;
   const float* rows_in_place(int64_t layer) const override {
     return dtype_ == DType::F32 ? f32_.data() + offset(layer, 0) : nullptr;
+  }
+  const uint16_t* bf16_rows_in_place(int64_t layer) const override {
+    return dtype_ == DType::BF16 ? half_.data() + offset(layer, 0) : nullptr;
   }
 
  private:

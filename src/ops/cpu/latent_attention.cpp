@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
+#include "core/dtype.h"
+#include "core/thread_pool.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/cpu/simd_targets.h"
@@ -34,111 +37,275 @@ DSV2_AVX512 inline __m512 exp_nonpositive(__m512 x) {
 constexpr int64_t kHeads = 4;  // heads per register block
 constexpr int64_t kKeys = 4;   // keys per register block of the scores
 constexpr int64_t kTile = 64;  // latent values per register block of the accumulation (4 registers)
+constexpr int64_t kAhead = 8;  // keys between the scores' reads and their prefetches
 
-// scores[h, s0 .. s0+kn) for heads h0 .. h0+hn: kn keys × hn heads of sums in registers, so each
-// latent load serves hn heads and each query load kn keys.
-DSV2_AVX512 inline void score_block(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
-                                    int64_t n, int64_t s0, int64_t kn, int64_t h0, int64_t hn, int64_t d_c, int64_t d_rope,
-                                    float scale, float* scores) {
-  __m512 sum[kKeys][kHeads];
-  for (int64_t k = 0; k < kKeys; ++k)
-    for (int64_t i = 0; i < kHeads; ++i) sum[k][i] = _mm512_setzero_ps();
+// 16 cached latent values as f32: f32 rows as they are, bf16 rows widened (exact: the 16 bits above
+// 16 zero bits).
+DSV2_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+DSV2_AVX512 inline __m512 load16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Sixteen vectors' horizontal sums in one vector, transposed as 4 × 4: lane 4k + j = Σ lanes of v[4j + k].
+// Four rounds of pairwise adds of halves (256-bit, 128-bit, then within 128-bit lanes): 45
+// instructions for the 16 sums instead of a reduction each.
+DSV2_AVX512 inline __m512 sum16_transposed(const __m512 (&v)[16]) {
+  __m512 a[8], b[4], c[2];
+  // a[i]: lanes 0-7 hold v[2i]'s 8 partials, lanes 8-15 v[2i+1]'s.
+  for (int i = 0; i < 8; ++i)
+    a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // b[i]: 128-bit lane 0 holds v[4i]'s 4 partials, then v[4i+1]'s, v[4i+2]'s, v[4i+3]'s.
+  for (int i = 0; i < 4; ++i)
+    b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  // c[i], 128-bit lane k: [x, y, x, y] partials of x = v[4(2i)+k], y = v[4(2i+1)+k].
+  for (int i = 0; i < 2; ++i)
+    c[i] = _mm512_add_ps(_mm512_unpacklo_ps(b[2 * i], b[2 * i + 1]), _mm512_unpackhi_ps(b[2 * i], b[2 * i + 1]));
+  // 128-bit lane k: the sums of v[k], v[4+k], v[8+k], v[12+k].
+  return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(c[0]), _mm512_castps_pd(c[1]))),
+                                 _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(c[0]), _mm512_castps_pd(c[1]))));
+}
+
+// Partial dot products of kKeys keys × kHeads heads, in registers: each latent load serves kHeads
+// heads and each query load kKeys keys. sum[k·kHeads + i] for key s0 + k, head h0 + i. Also
+// prefetches the n_ahead rows at ahead, one cache line per step, spread over the block's work.
+template <int64_t KN, typename T>
+DSV2_AVX512 inline void score_sums(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
+                                   int64_t s0, int64_t h0, int64_t d_c, int64_t d_rope, const T* ahead, int64_t n_ahead,
+                                   __m512 (&sum)[16]) {
+  for (int i = 0; i < 16; ++i) sum[i] = _mm512_setzero_ps();
   auto part = [&](const float* q, int64_t q_stride, int64_t offset, int64_t len) DSV2_AVX512 {
     for (int64_t j = 0; j < len; j += 16) {
       __m512 qv[kHeads];
-      for (int64_t i = 0; i < hn; ++i) qv[i] = _mm512_loadu_ps(q + (h0 + i) * q_stride + j);
-      for (int64_t k = 0; k < kn; ++k) {
-        const __m512 cv = _mm512_loadu_ps(lat + (s0 + k) * width + offset + j);
-        for (int64_t i = 0; i < hn; ++i) sum[k][i] = _mm512_fmadd_ps(qv[i], cv, sum[k][i]);
+      for (int64_t i = 0; i < kHeads; ++i) qv[i] = _mm512_loadu_ps(q + (h0 + i) * q_stride + j);
+      if ((offset + j) * int64_t(sizeof(T)) % 64 == 0)
+        for (int64_t k = 0; k < n_ahead; ++k) _mm_prefetch(reinterpret_cast<const char*>(ahead + k * width + offset + j), _MM_HINT_T0);
+      for (int64_t k = 0; k < KN; ++k) {
+        const __m512 cv = load16(lat + (s0 + k) * width + offset + j);
+        for (int64_t i = 0; i < kHeads; ++i) sum[k * kHeads + i] = _mm512_fmadd_ps(qv[i], cv, sum[k * kHeads + i]);
       }
     }
   };
   part(q_lat, d_c, 0, d_c);
   part(q_pe, q_pe_stride, d_c, d_rope);
-  for (int64_t k = 0; k < kn; ++k)
-    for (int64_t i = 0; i < hn; ++i) scores[(h0 + i) * n + s0 + k] = scale * _mm512_reduce_add_ps(sum[k][i]);
 }
 
-DSV2_AVX512 void chunk_avx512(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
-                              int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l,
-                              float* acc, float* scores) {
-  for (int64_t s0 = 0; s0 < n; s0 += kKeys)
-    for (int64_t h0 = 0; h0 < nh; h0 += kHeads)
-      score_block(q_lat, q_pe, q_pe_stride, lat, width, n, s0, std::min(kKeys, n - s0), h0, std::min(kHeads, nh - h0), d_c,
-                  d_rope, scale, scores);
-  // Per head: the maximum, then the weights exp(score − max) in place and their sum.
-  for (int64_t h = 0; h < nh; ++h) {
-    float* p = scores + h * n;
-    const float mx = *std::max_element(p, p + n);
-    const __m512 mv = _mm512_set1_ps(mx);
-    __m512 sum = _mm512_setzero_ps();
-    int64_t s = 0;
-    for (; s + 16 <= n; s += 16) {
-      const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(p + s), mv));
-      _mm512_storeu_ps(p + s, e);
-      sum = _mm512_add_ps(sum, e);
-    }
-    if (s < n) {
-      const __mmask16 k = __mmask16((1u << (n - s)) - 1);
-      const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + s), mv));
-      _mm512_mask_storeu_ps(p + s, k, e);
-      sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, e));
-    }
-    m[h] = mx;
-    l[h] = _mm512_reduce_add_ps(sum);
+// acc[h0 .. h0+kHeads, j .. j+kTile) = f[h − h0] · acc + Σ_s p[h, s] · c_s[j ..]: the kHeads × kTile sums in
+// registers over all n keys.
+template <typename T>
+DSV2_AVX512 inline void accumulate_tile(const T* lat, int64_t width, int64_t n, const float* p, int64_t h0, int64_t j,
+                                        int64_t d_c, const float* f, float* acc) {
+  constexpr int64_t V = kTile / 16;
+  __m512 a[kHeads][V];
+  for (int64_t i = 0; i < kHeads; ++i) {
+    const __m512 fi = _mm512_set1_ps(f[i]);  // 0 before the first chunk: acc is not read
+    for (int64_t v = 0; v < V; ++v)
+      a[i][v] = f[i] == 0.0f ? _mm512_setzero_ps() : _mm512_mul_ps(fi, _mm512_loadu_ps(acc + (h0 + i) * d_c + j + 16 * v));
   }
-  // acc[h] = Σ_s p[h, s] · c_s: kHeads heads × kTile values held in registers over all keys.
-  for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
-    const int64_t hn = std::min(kHeads, nh - h0);
-    for (int64_t j = 0; j < d_c; j += kTile) {
-      __m512 a[kHeads][kTile / 16];
-      for (int64_t i = 0; i < kHeads; ++i)
-        for (int64_t v = 0; v < kTile / 16; ++v) a[i][v] = _mm512_setzero_ps();
-      for (int64_t s = 0; s < n; ++s) {
-        const float* c = lat + s * width + j;
-        __m512 cv[kTile / 16];
-        for (int64_t v = 0; v < kTile / 16; ++v) cv[v] = _mm512_loadu_ps(c + 16 * v);
-        for (int64_t i = 0; i < hn; ++i) {
-          const __m512 pb = _mm512_set1_ps(scores[(h0 + i) * n + s]);
-          for (int64_t v = 0; v < kTile / 16; ++v) a[i][v] = _mm512_fmadd_ps(pb, cv[v], a[i][v]);
-        }
-      }
-      for (int64_t i = 0; i < hn; ++i)
-        for (int64_t v = 0; v < kTile / 16; ++v) _mm512_storeu_ps(acc + (h0 + i) * d_c + j + 16 * v, a[i][v]);
+  for (int64_t s = 0; s < n; ++s) {
+    const T* c = lat + s * width + j;
+    __m512 cv[V];
+    for (int64_t v = 0; v < V; ++v) cv[v] = load16(c + 16 * v);
+    for (int64_t i = 0; i < kHeads; ++i) {
+      const __m512 pb = _mm512_set1_ps(p[(h0 + i) * n + s]);
+      for (int64_t v = 0; v < V; ++v) a[i][v] = _mm512_fmadd_ps(pb, cv[v], a[i][v]);
     }
+  }
+  for (int64_t i = 0; i < kHeads; ++i)
+    for (int64_t v = 0; v < V; ++v) _mm512_storeu_ps(acc + (h0 + i) * d_c + j + 16 * v, a[i][v]);
+}
+
+// nh a multiple of kHeads, d_c of kTile, d_rope of 16.
+template <typename T>
+DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
+                               int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l,
+                               float* acc, float* scores) {
+  const __m512 sv = _mm512_set1_ps(scale);
+  // scores[h, s]: blocks of kKeys keys × kHeads heads, summed across lanes 16 at a time.
+  // The rows kAhead keys ahead are prefetched, ceil(kKeys / head blocks) rows in each head block of
+  // the first kKeys heads (past the chunk's end are the next chunk's rows, or nothing: a prefetch
+  // does not fault).
+  const int64_t head_blocks = nh / kHeads, rows_per_block = (kKeys + head_blocks - 1) / head_blocks;
+  int64_t s0 = 0;
+  for (; s0 + kKeys <= n; s0 += kKeys)
+    for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
+      __m512 sum[16];
+      const int64_t first = h0 / kHeads * rows_per_block, n_ahead = std::clamp(kKeys - first, int64_t(0), rows_per_block);
+      score_sums<kKeys, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat + (s0 + kAhead + first) * width,
+                           n_ahead, sum);
+      // sum[k·kHeads + i] is key k, head i; transposed, lane i·kKeys + k: each head's kKeys scores side by side.
+      const __m512 r = _mm512_mul_ps(sv, sum16_transposed(sum));
+      _mm_storeu_ps(scores + (h0 + 0) * n + s0, _mm512_extractf32x4_ps(r, 0));
+      _mm_storeu_ps(scores + (h0 + 1) * n + s0, _mm512_extractf32x4_ps(r, 1));
+      _mm_storeu_ps(scores + (h0 + 2) * n + s0, _mm512_extractf32x4_ps(r, 2));
+      _mm_storeu_ps(scores + (h0 + 3) * n + s0, _mm512_extractf32x4_ps(r, 3));
+    }
+  for (; s0 < n; ++s0)
+    for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
+      __m512 sum[16];
+      score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat, 0, sum);
+      for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * _mm512_reduce_add_ps(sum[i]);
+    }
+  // Per block of kHeads heads: the new maximum, the old state's factor f = exp(m_old − m_new), the
+  // weights exp(score − m_new) in place and their sum, then the weighted latents.
+  const int64_t n16 = n & ~int64_t(15);
+  const __mmask16 tail = __mmask16((1u << (n - n16)) - 1);
+  for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
+    float f[kHeads];
+    for (int64_t i = 0; i < kHeads; ++i) {
+      const int64_t h = h0 + i;
+      float* p = scores + h * n;
+      __m512 mx = _mm512_set1_ps(m[h]);
+      for (int64_t s = 0; s < n16; s += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(p + s));
+      if (tail) mx = _mm512_mask_max_ps(mx, tail, mx, _mm512_maskz_loadu_ps(tail, p + n16));
+      const float m_new = _mm512_reduce_max_ps(mx);
+      const __m512 mv = _mm512_set1_ps(m_new);
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t s = 0; s < n16; s += 16) {
+        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(p + s), mv));
+        _mm512_storeu_ps(p + s, e);
+        sum = _mm512_add_ps(sum, e);
+      }
+      if (tail) {
+        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p + n16), mv));
+        _mm512_mask_storeu_ps(p + n16, tail, e);
+        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(tail, e));
+      }
+      f[i] = m[h] == -INFINITY ? 0.0f : std::exp(m[h] - m_new);
+      m[h] = m_new;
+      l[h] = (f[i] == 0.0f ? 0.0f : f[i] * l[h]) + _mm512_reduce_add_ps(sum);
+    }
+    for (int64_t j = 0; j < d_c; j += kTile) accumulate_tile(lat, width, n, scores, h0, j, d_c, f, acc);
   }
 }
 
 }  // namespace
 
-void latent_attention_chunk_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
-                                     int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
-                                     float* l, float* acc, float* scores) {
+void latent_attention_update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
+                                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
+                                      float* l, float* acc, float* scores) {
   for (int64_t h = 0; h < nh; ++h)
     for (int64_t s = 0; s < n; ++s)
       scores[h * n + s] = scale * (dot(q_lat + h * d_c, lat + s * width, d_c) + dot(q_pe + h * q_pe_stride, lat + s * width + d_c, d_rope));
   for (int64_t h = 0; h < nh; ++h) {
     float* p = scores + h * n;
-    m[h] = *std::max_element(p, p + n);
-    l[h] = 0;
+    const float m_new = std::max(m[h], *std::max_element(p, p + n));
     float* a = acc + h * d_c;
-    std::fill(a, a + d_c, 0.0f);
+    if (m[h] == -INFINITY) {  // the first chunk: acc and l are not read
+      l[h] = 0;
+      std::fill(a, a + d_c, 0.0f);
+    } else {
+      const float f = std::exp(m[h] - m_new);
+      l[h] *= f;
+      for (int64_t j = 0; j < d_c; ++j) a[j] *= f;
+    }
+    m[h] = m_new;
     for (int64_t s = 0; s < n; ++s) {
-      p[s] = std::exp(p[s] - m[h]);
+      p[s] = std::exp(p[s] - m_new);
       l[h] += p[s];
       axpy(p[s], lat + s * width, a, d_c);
     }
   }
 }
 
+void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
+                             int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
+                             float* scratch) {
+  if (has_avx512() && nh % kHeads == 0 && d_c % kTile == 0 && d_rope % 16 == 0) {
+    update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  } else {
+    latent_attention_update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  }
+}
+
+void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                                           int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale,
+                                           float* m, float* l, float* acc, float* scratch) {
+  std::vector<float> rows(size_t(n * width));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = bf16_to_f32(lat[i]);
+  latent_attention_update_portable(q_lat, q_pe, q_pe_stride, rows.data(), width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+
+void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                                  int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
+                                  float* l, float* acc, float* scratch) {
+  if (has_avx512() && nh % kHeads == 0 && d_c % kTile == 0 && d_rope % 16 == 0) {
+    update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  } else {
+    latent_attention_update_bf16_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  }
+}
+
+void latent_attention_chunk_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
+                                     int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
+                                     float* l, float* acc, float* scratch) {
+  std::fill(m, m + nh, -INFINITY);
+  latent_attention_update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+
 void latent_attention_chunk(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
                             int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
                             float* scratch) {
-  if (has_avx512() && d_c % kTile == 0 && d_rope % 16 == 0) {
-    chunk_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-  } else {
-    latent_attention_chunk_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  std::fill(m, m + nh, -INFINITY);
+  latent_attention_update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+
+namespace {
+
+void update_rows(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width, int64_t n,
+                 int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
+  latent_attention_update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+void update_rows(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat, int64_t width, int64_t n,
+                 int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
+  latent_attention_update_bf16(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+
+template <typename T>
+void attention_groups(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat,
+                      int64_t width, int64_t n_keys, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
+                      std::vector<float>& part_acc) {
+  const int64_t n_groups = (n_keys + kLatentKeyGroup - 1) / kLatentKeyGroup;
+  // [n_groups, nh, d_c]: every group writes its whole state, no initialisation needed.
+  part_acc.resize(std::max(part_acc.size(), size_t(n_groups * nh * d_c)));
+  std::vector<float> part_m(size_t(n_groups * nh), -INFINITY), part_l(size_t(n_groups * nh));
+  pool.parallel_for(n_groups, 1, [&](int64_t g0, int64_t g1) {
+    std::vector<float> scores(size_t(nh * kLatentKeyChunk));
+    for (int64_t g = g0; g < g1; ++g)
+      for (int64_t s0 = g * kLatentKeyGroup; s0 < std::min(n_keys, (g + 1) * kLatentKeyGroup); s0 += kLatentKeyChunk)
+        update_rows(q_lat, q_pe, q_pe_stride, lat + s0 * width, width, std::min(n_keys, s0 + kLatentKeyChunk) - s0, nh, d_c,
+                    d_rope, scale, &part_m[size_t(g * nh)], &part_l[size_t(g * nh)], &part_acc[size_t(g * nh * d_c)],
+                    scores.data());
+  });
+  for (int64_t h = 0; h < nh; ++h) {
+    float M = -INFINITY;
+    for (int64_t g = 0; g < n_groups; ++g) M = std::max(M, part_m[size_t(g * nh + h)]);
+    float L = 0;
+    float* o = o_lat + h * d_c;
+    std::fill(o, o + d_c, 0.0f);
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const float f = std::exp(part_m[size_t(g * nh + h)] - M);
+      L += f * part_l[size_t(g * nh + h)];
+      axpy(f, &part_acc[size_t((g * nh + h) * d_c)], o, d_c);
+    }
+    for (int64_t j = 0; j < d_c; ++j) o[j] /= L;
   }
+}
+
+}  // namespace
+
+void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
+                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
+                      std::vector<float>& partial) {
+  attention_groups(pool, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, o_lat, partial);
+}
+
+void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
+                      std::vector<float>& partial) {
+  attention_groups(pool, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, o_lat, partial);
 }
 
 }  // namespace dsv2::cpu
