@@ -125,15 +125,15 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
   const __m512 sv = _mm512_set1_ps(scale);
   // scores[h, s]: blocks of kKeys keys × kHeads heads, summed across lanes 16 at a time.
   // The rows kAhead keys ahead are prefetched, ceil(kKeys / head blocks) rows in each head block of
-  // the first kKeys heads (past the chunk's end are the next chunk's rows, or nothing: a prefetch
-  // does not fault).
+  // the first kKeys heads; none past the chunk's last row.
   const int64_t head_blocks = nh / kHeads, rows_per_block = (kKeys + head_blocks - 1) / head_blocks;
   int64_t s0 = 0;
   for (; s0 + kKeys <= n; s0 += kKeys)
     for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
       __m512 sum[16];
-      const int64_t first = h0 / kHeads * rows_per_block, n_ahead = std::clamp(kKeys - first, int64_t(0), rows_per_block);
-      score_sums<kKeys, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat + (s0 + kAhead + first) * width,
+      const int64_t first = h0 / kHeads * rows_per_block, ahead = s0 + kAhead + first;
+      const int64_t n_ahead = std::clamp(std::min(kKeys - first, n - ahead), int64_t(0), rows_per_block);
+      score_sums<kKeys, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, n_ahead > 0 ? lat + ahead * width : lat,
                            n_ahead, sum);
       // sum[k·kHeads + i] is key k, head i; transposed, lane i·kKeys + k: each head's kKeys scores side by side.
       const __m512 r = _mm512_mul_ps(sv, sum16_transposed(sum));
