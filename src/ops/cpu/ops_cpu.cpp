@@ -153,9 +153,11 @@ std::vector<int64_t> balanced_parts(const std::vector<MatmulJob>& jobs, const st
 }  // namespace
 
 void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out) {
-  if (is_quantized(W.dtype) && cpu_isa() == CpuIsa::Avx512 && has_avx512_vnni()) {
+  // Quantized rows are dequantized with the ISA their matmul kernel uses.
+  const Kernel k = is_quantized(W.dtype) ? kernel_for(W) : Kernel::Portable;
+  if (k == Kernel::Quantized) {
     dequantize_rows_avx512(W, r0, n, out);
-  } else if (is_quantized(W.dtype) && cpu_isa() != CpuIsa::Portable && has_avx2()) {
+  } else if (k == Kernel::QuantizedAvx2) {
     dequantize_rows_avx2(W, r0, n, out);
   } else {
     matrix_rows_to_f32(W, r0, n, out);
