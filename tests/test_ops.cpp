@@ -174,7 +174,8 @@ TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
     const float scale = 0.08f;
     for (bool portable : {false, true}) {
       std::vector<float> m(size_t(sh.nh)), l(size_t(sh.nh)), acc(size_t(sh.nh * sh.d_c)), scratch(size_t(sh.nh * sh.n));
-      (portable ? cpu::latent_attention_chunk_portable : cpu::latent_attention_chunk)(
+      std::fill(m.begin(), m.end(), -INFINITY);  // an empty state
+      (portable ? cpu::latent_attention_update_portable : cpu::latent_attention_update)(
           q_lat.data(), q_pe.data(), q_pe_stride, lat.data(), width, sh.n, sh.nh, sh.d_c, sh.d_rope, scale, m.data(), l.data(),
           acc.data(), scratch.data());
       for (int64_t h = 0; h < sh.nh; ++h) {

@@ -238,20 +238,6 @@ void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t
   }
 }
 
-void latent_attention_chunk_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
-                                     int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
-                                     float* l, float* acc, float* scratch) {
-  std::fill(m, m + nh, -INFINITY);
-  latent_attention_update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-}
-
-void latent_attention_chunk(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
-                            int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
-                            float* scratch) {
-  std::fill(m, m + nh, -INFINITY);
-  latent_attention_update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-}
-
 namespace {
 
 void update_rows(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width, int64_t n,

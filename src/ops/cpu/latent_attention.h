@@ -29,12 +29,7 @@ void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, i
 
 // keys s in [0, n): lat rows [n, width] = [c_s (d_c) ; k_pe_s (d_rope)], width >= d_c + d_rope.
 // score[h, s] = scale · (q_lat[h] · c_s + q_pe[h] · k_pe_s)     q_lat: [nh, d_c], q_pe: [nh] rows of stride q_pe_stride
-// m[h] = max_s score[h, s];  l[h] = Σ_s exp(score[h, s] − m[h]);  acc[h] = Σ_s exp(score[h, s] − m[h]) · c_s   acc: [nh, d_c]
-// scratch: [nh, n] floats. The same as latent_attention_update from an empty state (m = −inf).
-void latent_attention_chunk(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
-                            int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
-                            float* scratch);
-
+// scratch: [nh, n] floats.
 // Online-softmax update: (m, l, acc) hold the state of the keys before this chunk (m[h] = −inf for
 // none: then l and acc are not read) and, after the call, of those keys and the chunk's:
 // m' = max(m, max_s score), l' = e^{m − m'} l + Σ_s e^{score − m'}, acc' = e^{m − m'} acc + Σ_s e^{score − m'} c_s.
@@ -55,8 +50,5 @@ void latent_attention_update_portable(const float* q_lat, const float* q_pe, int
 void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                            int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale,
                                            float* m, float* l, float* acc, float* scratch);
-void latent_attention_chunk_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
-                                     int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
-                                     float* l, float* acc, float* scratch);
 
 }  // namespace dsv2::cpu
