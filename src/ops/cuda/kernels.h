@@ -116,7 +116,8 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
 // p = t·K + k with expert e = expert_ids[p]: h[p] = silu(gate_e · x[t]) ⊙ (up_e · x[t]); y[p] = down_e · h[p];
 // out[t] += Σ_k gate_weights[t, k] · y[t, k] (summed in slot order, then added to the residual stream
 // out). gate/up: [E, I, H], down: [E, H, I] contiguous per layer. active: [T·K] scratch (the distinct
-// experts); h: [T·K, I], y: [T·K, H] scratch; out: [T, H]. T·K <= 4096.
+// experts; not used for one token, whose experts are distinct); h: [T·K, I], y: [T·K, H] scratch;
+// out: [T, H]. T·K <= 4096.
 void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
                  const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down,
                  int32_t* active, float* h, float* y, float* out, cudaStream_t stream);
