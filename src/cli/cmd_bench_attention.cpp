@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "cli/backend.h"
 #include "cli/commands.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -15,6 +16,11 @@
 namespace dsv2 {
 
 int cmd_bench_attention(Args& args) {
+#ifdef DSV2_WITH_CUDA
+  if (device_option(args) == Device::Cuda) return bench_attention_cuda(args);
+#else
+  device_option(args);  // rejects --device cuda with a clear message
+#endif
   const int64_t context = args.integer("--context", 16384), nh = args.integer("--heads", 16);
   const int64_t d_c = args.integer("--kv-lora-rank", 512), d_rope = args.integer("--rope-dim", 64);
   const int64_t layers = args.integer("--layers", 4), repeats = args.integer("--repeats", 5);

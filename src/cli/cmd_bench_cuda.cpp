@@ -1,6 +1,9 @@
 // dsv2 bench --device cuda: prefill and batched decode on one GPU, with the copy bandwidth and
 // the bf16 GEMM rate measured in the same run, and the fractions of those ceilings reached.
+#include <cuda_profiler_api.h>
+
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -75,9 +78,12 @@ int bench_cuda(Args& args) {
   net->decode(slots, ids, nullptr, &next);  // captures the graph
   auto t1 = clock::now();
   for (int64_t s = 1; s < gen_tokens; ++s) {
+    // The last step alone inside the profiler range: `ncu --profile-from-start off` times one step.
+    if (s == gen_tokens - 1) cudaProfilerStart();
     net->decode(slots, next, nullptr, &ids);
     std::swap(ids, next);
   }
+  cudaProfilerStop();
   const double decode_s = std::chrono::duration<double>(clock::now() - t1).count();
   const int64_t steps = gen_tokens - 1;
 
@@ -87,6 +93,23 @@ int bench_cuda(Args& args) {
   // Every weight a batch-1 decode step reads (one embedding row, K experts per MoE layer, ...), BF16 for presets.
   const DType weights_dtype = loaded ? loaded->weights.embed.dtype : DType::BF16;
   const double step_bytes = double(params.read_per_decode_token) * double(dtype_size(weights_dtype));
+  // The bytes a batch's decode step must read at least: the weights (the experts a batch touches
+  // estimated for uniform routing: E·(1 − (1 − K/E)^B) distinct experts per MoE layer instead of K)
+  // and the latent cache of every sequence (mean context of the timed steps).
+  double distinct_experts = 0;
+  int64_t moe_layers = 0;
+  if (cfg.n_routed_experts > 0) {
+    const double E = double(cfg.n_routed_experts), K = double(cfg.num_experts_per_tok);
+    distinct_experts = E * (1.0 - std::pow(1.0 - K / E, double(batch)));
+    for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) moe_layers += cfg.is_moe_layer(l) ? 1 : 0;
+  }
+  const double expert_bytes = 3.0 * double(cfg.hidden_size * cfg.moe_intermediate_size) * double(dtype_size(weights_dtype));
+  const double mean_context = double(prompt_tokens) + 0.5 * double(gen_tokens);
+  const double batch_step_bytes =
+      step_bytes + double(moe_layers) * (distinct_experts - double(cfg.num_experts_per_tok)) * expert_bytes +
+      double(batch) * mean_context * double(cfg.num_hidden_layers * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)) *
+          double(dtype_size(opt.cache_dtype));
+  const double step_s = decode_s / double(steps);
   nlohmann::json j = {
       {"device", "cuda"},
       {"model", dir ? *dir : "preset:" + *preset},
@@ -102,11 +125,13 @@ int bench_cuda(Args& args) {
       {"prefill_tflop_per_s", flops_per_token * double(batch * prompt_tokens) / prefill_s / 1e12},
       {"prefill_fraction_of_gemm_peak", flops_per_token * double(batch * prompt_tokens) / prefill_s / gemm_flops},
       {"decode_tokens_per_s", decode_tps},
-      {"decode_step_ms", 1e3 * decode_s / double(steps)},
+      {"decode_step_ms", 1e3 * step_s},
       {"decode_weight_bytes_per_token_batch1", step_bytes},
       {"batch1_roofline_tokens_per_s", copy_bw / step_bytes},
+      {"decode_step_floor_bytes", batch_step_bytes},
+      {"decode_step_gb_per_s", batch_step_bytes / step_s / 1e9},
+      {"decode_fraction_of_roofline", batch_step_bytes / step_s / copy_bw},
   };
-  if (batch == 1) j["decode_fraction_of_roofline"] = decode_tps * step_bytes / copy_bw;
   if (json_out) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {

@@ -19,6 +19,7 @@ int cmd_init(Args& args);
 int cmd_bench(Args& args);
 int cmd_template(Args& args);
 int bench_cuda(Args& args);  // dsv2 bench --device cuda (cmd_bench_cuda.cpp, CUDA builds only)
+int bench_attention_cuda(Args& args);  // dsv2 bench-attention --device cuda (CUDA builds only)
 int cmd_tokenize(Args& args);
 int cmd_detokenize(Args& args);
 int cmd_tokenizer(Args& args);

@@ -33,6 +33,7 @@ const char* kUsage =
     "  perplexity --model DIR --text FILE [--context N] [--max-tokens N]\n"
     "  bench-matmul [--rows N] [--cols K] [--tokens T] [--weights bf16|int8|q4] [--activations f32|bf16] [--repeats R] [--json]\n"
     "  bench-attention [--context N] [--heads H] [--kv-lora-rank D] [--rope-dim R] [--layers L] [--repeats R] [--json]\n"
+    "            --device cuda: [--batch B] [--block-size S] instead of --layers (bf16 cache by default)\n"
     "\n"
     "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32),\n"
     "                --weights bf16|int8|q4 (generate, chat, logits, bench, serve, perplexity: quantize the Linear\n"

@@ -208,6 +208,59 @@ TEST(CudaKernels, RouterMatchesReference) {
   }
 }
 
+// v rounded to `dtype` and back (what a kernel that feeds the tensor cores in `dtype` sees).
+std::vector<float> rounded(DType dtype, std::vector<float> v) {
+  std::vector<std::byte> bytes(v.size() * dtype_size(dtype));
+  convert_from_f32(dtype, v.data(), bytes.data(), v.size());
+  convert_to_f32(dtype, bytes.data(), v.data(), v.size());
+  return v;
+}
+
+// A routed-expert problem: K distinct experts per token as the router picks them, weights in dtype.
+struct MoeProblem {
+  int64_t T, H, I, E, K;
+  DType dtype;
+  std::vector<float> gate, up, down, x, gw, residual;  // weights as the device sees them
+  std::vector<std::byte> gate_bytes, up_bytes, down_bytes;
+  std::vector<int32_t> ids;
+
+  MoeProblem(int64_t T_, int64_t H_, int64_t I_, int64_t E_, int64_t K_, DType dt, std::mt19937& rng)
+      : T(T_), H(H_), I(I_), E(E_), K(K_), dtype(dt) {
+    gate_bytes = make_weights(dt, size_t(E * I * H), rng, gate, 0.2f);
+    up_bytes = make_weights(dt, size_t(E * I * H), rng, up, 0.2f);
+    down_bytes = make_weights(dt, size_t(E * H * I), rng, down, 0.2f);
+    x = randn(size_t(T * H), rng);
+    gw = randn(size_t(T * K), rng);
+    residual = randn(size_t(T * H), rng);
+    ids.resize(size_t(T * K));
+    std::vector<int32_t> order(static_cast<size_t>(E));
+    std::iota(order.begin(), order.end(), 0);
+    for (int64_t t = 0; t < T; ++t) {
+      std::shuffle(order.begin(), order.end(), rng);
+      std::copy_n(order.begin(), K, ids.begin() + t * K);
+    }
+  }
+  // residual + Σ_k gw · down_e(silu(gate_e x) ⊙ up_e x). `round`: the expert inputs x and h rounded to
+  // the weight dtype first, as the tensor-core path does.
+  std::vector<float> reference(bool round) const {
+    const std::vector<float> xin = round ? rounded(dtype, x) : x;
+    std::vector<float> routed(size_t(T * H), 0.0f);
+    for (int64_t p = 0; p < T * K; ++p) {
+      const int64_t e = ids[size_t(p)], t = p / K;
+      std::vector<float> g(static_cast<size_t>(I)), u(static_cast<size_t>(I)), y(static_cast<size_t>(H));
+      ref::matmul(&xin[size_t(t * H)], 1, Matrix{DType::F32, &gate[size_t(e * I * H)], I, H}, g.data());
+      ref::matmul(&xin[size_t(t * H)], 1, Matrix{DType::F32, &up[size_t(e * I * H)], I, H}, u.data());
+      ref::silu_mul(g.data(), u.data(), g.data(), I);
+      if (round) g = rounded(dtype, g);
+      ref::matmul(g.data(), 1, Matrix{DType::F32, &down[size_t(e * H * I)], H, I}, y.data());
+      for (int64_t j = 0; j < H; ++j) routed[size_t(t * H + j)] += gw[size_t(p)] * y[size_t(j)];
+    }
+    std::vector<float> want = residual;
+    for (size_t i = 0; i < want.size(); ++i) want[i] += routed[i];
+    return want;
+  }
+};
+
 TEST(CudaKernels, MoeExpertsMatchReference) {
   std::mt19937 rng(4);
   struct Case {
@@ -215,56 +268,63 @@ TEST(CudaKernels, MoeExpertsMatchReference) {
   };
   // 11 tokens x 3 slots over 6 experts: every expert gets several tokens (more than one group of 8 for
   // some). 1096 and 600: rows long enough for lanes to run ahead, with tails; one token (its own kernels),
-  // also with rows of a length that rules out 16-byte loads (70).
-  for (Case c : {Case{11, 72, 40, 6, 3}, Case{3, 1096, 600, 4, 2}, Case{1, 1096, 600, 8, 6}, Case{1, 70, 36, 8, 6}}) {
+  // also with rows of a length that rules out 16-byte loads (70); 12 tokens over 64 experts: most have none.
+  for (Case c : {Case{11, 72, 40, 6, 3}, Case{3, 1096, 600, 4, 2}, Case{1, 1096, 600, 8, 6}, Case{1, 70, 36, 8, 6},
+                 Case{12, 64, 48, 64, 6}}) {
     for (DType dt : {DType::BF16, DType::F32}) {
-      const int64_t T = c.T, H = c.H, I = c.I, E = c.E, K = c.K;
-      std::vector<float> gate, up, down;
-      auto gb = make_weights(dt, size_t(E * I * H), rng, gate, 0.2f);
-      auto ub = make_weights(dt, size_t(E * I * H), rng, up, 0.2f);
-      auto db = make_weights(dt, size_t(E * H * I), rng, down, 0.2f);
-      std::vector<float> x = randn(size_t(T * H), rng), gw = randn(size_t(T * K), rng);
-      std::vector<int32_t> ids(size_t(T * K));
-      std::vector<int32_t> order(static_cast<size_t>(E));
-      std::iota(order.begin(), order.end(), 0);
-      for (int64_t t = 0; t < T; ++t) {  // K distinct experts per token, as the router picks them
-        std::shuffle(order.begin(), order.end(), rng);
-        std::copy_n(order.begin(), K, ids.begin() + t * K);
-      }
-      // The experts' weighted sum is added into the residual stream.
-      const std::vector<float> residual = randn(size_t(T * H), rng);
-      std::vector<float> want = residual;
-      std::vector<float> routed(size_t(T * H), 0.0f);
-      for (int64_t p = 0; p < T * K; ++p) {
-        const int64_t e = ids[size_t(p)], t = p / K;
-        std::vector<float> g(static_cast<size_t>(I)), u(static_cast<size_t>(I)), y(static_cast<size_t>(H));
-        ref::matmul(&x[size_t(t * H)], 1, Matrix{DType::F32, &gate[size_t(e * I * H)], I, H}, g.data());
-        ref::matmul(&x[size_t(t * H)], 1, Matrix{DType::F32, &up[size_t(e * I * H)], I, H}, u.data());
-        ref::silu_mul(g.data(), u.data(), g.data(), I);
-        ref::matmul(g.data(), 1, Matrix{DType::F32, &down[size_t(e * H * I)], H, I}, y.data());
-        for (int64_t j = 0; j < H; ++j) routed[size_t(t * H + j)] += gw[size_t(p)] * y[size_t(j)];
-      }
-      for (size_t i = 0; i < want.size(); ++i) want[i] += routed[i];
-      DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dd = upload_bytes(db), di = upload(ids), dgw = upload(gw);
-      DeviceBuffer dh = nan_buffer(size_t(T * K * I)), dy = nan_buffer(size_t(T * K * H)), dout = upload(residual);
-      DeviceBuffer active(size_t(T * K) * 4);
-      cuda::moe_experts(dx.get<float>(), T, H, I, K, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(), dd.get(),
-                        active.get<int32_t>(), dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
-      EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 1e-5) << dtype_name(dt) << " H=" << H;
-
-      // The batched tensor-core form (decode batches > 8): inputs rounded to the weight dtype.
-      cublasHandle_t blas;
-      DSV2_CUBLAS_CHECK(cublasCreate(&blas));
-      DeviceBuffer xs(size_t(E * T * H) * 4), g = nan_buffer(size_t(E * T * I)), u = nan_buffer(size_t(E * T * I)),
-          hs(size_t(E * T * I) * 4), yb = nan_buffer(size_t(E * T * H)), slots(size_t(T * K) * 4), out2 = upload(residual);
-      const cuda::MoeBatchedScratch scratch{xs.get(), g.get<float>(), u.get<float>(), hs.get(), yb.get<float>(), slots.get<int32_t>()};
-      cuda::moe_experts_batched(blas, dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(),
-                                dd.get(), scratch, out2.get<float>(), nullptr);
-      EXPECT_LE(test::rel_l2(download(out2, want.size()).data(), want.data(), want.size()), dt == DType::F32 ? 1e-5 : 1e-2)
-          << "batched " << dtype_name(dt) << " H=" << H;
-      cublasDestroy(blas);
+      const MoeProblem pr(c.T, c.H, c.I, c.E, c.K, dt, rng);
+      const int64_t T = c.T, H = c.H, I = c.I, K = c.K;
+      const std::vector<float> want = pr.reference(false);
+      DeviceBuffer dx = upload(pr.x), dg = upload_bytes(pr.gate_bytes), du = upload_bytes(pr.up_bytes),
+                   dd = upload_bytes(pr.down_bytes), di = upload(pr.ids), dgw = upload(pr.gw);
+      DeviceBuffer dh = nan_buffer(size_t(T * K * I)), dy = nan_buffer(size_t(T * K * H)), dout = upload(pr.residual);
+      cuda::moe_experts(dx.get<float>(), T, H, I, K, c.E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(),
+                        dd.get(), dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
+      EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 1e-5)
+          << dtype_name(dt) << " T=" << T << " H=" << H;
     }
   }
+}
+
+// The tensor-core form for decode batches of more than 8 tokens: the same sums over inputs rounded to
+// the weight dtype. Shapes with k tails (72, 200), row tiles past the end (40, 200), more tokens per
+// expert than one pass takes (40 tokens on 2 experts), and experts without tokens (64 experts).
+TEST(CudaKernels, GroupedExpertsMatchReference) {
+  std::mt19937 rng(7);
+  struct Case {
+    int64_t T, H, I, E, K;
+  };
+  for (Case c : {Case{11, 72, 40, 6, 3}, Case{40, 128, 200, 2, 2}, Case{9, 200, 64, 64, 6}, Case{64, 256, 176, 64, 6}}) {
+    for (DType dt : {DType::BF16, DType::F16}) {
+      const MoeProblem pr(c.T, c.H, c.I, c.E, c.K, dt, rng);
+      const int64_t T = c.T, H = c.H, I = c.I, E = c.E, K = c.K;
+      const std::vector<float> want = pr.reference(true);
+      DeviceBuffer dx = upload(pr.x), dg = upload_bytes(pr.gate_bytes), du = upload_bytes(pr.up_bytes),
+                   dd = upload_bytes(pr.down_bytes), di = upload(pr.ids), dgw = upload(pr.gw), dout = upload(pr.residual);
+      DeviceBuffer xs(size_t(E * T * H) * 2), hs(size_t(E * T * I) * 2), y = nan_buffer(size_t(E * T * H)),
+          counts(size_t(E) * 4), slots(size_t(T * K) * 4);
+      DSV2_CUDA_CHECK(cudaMemset(xs.get(), 0xff, size_t(E * T * H) * 2));  // NaN in both 2-byte types
+      DSV2_CUDA_CHECK(cudaMemset(hs.get(), 0xff, size_t(E * T * I) * 2));
+      const cuda::MoeGroupedScratch scratch{xs.get(), hs.get(), y.get<float>(), counts.get<int32_t>(), slots.get<int32_t>()};
+      ASSERT_TRUE(cuda::grouped_experts_supported(dt, H, I, dg.get(), du.get(), dd.get()));
+      cuda::moe_experts_grouped(dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(),
+                                dd.get(), scratch, dout.get<float>(), nullptr);
+      EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 2e-4)
+          << dtype_name(dt) << " T=" << T << " H=" << H << " I=" << I;
+      std::vector<int32_t> got_counts(static_cast<size_t>(E));
+      DSV2_CUDA_CHECK(cudaMemcpy(got_counts.data(), counts.get(), size_t(E) * 4, cudaMemcpyDeviceToHost));
+      for (int64_t e = 0; e < E; ++e)
+        EXPECT_EQ(got_counts[size_t(e)], std::count(pr.ids.begin(), pr.ids.end(), int32_t(e))) << "expert " << e;
+    }
+  }
+  // F32 weights and sizes that are not multiples of 8 take the CUDA-core kernels; called directly, a clear error.
+  DeviceBuffer w(64 * 70 * 4);
+  EXPECT_FALSE(cuda::grouped_experts_supported(DType::F32, 64, 64, w.get(), w.get(), w.get()));
+  EXPECT_FALSE(cuda::grouped_experts_supported(DType::BF16, 70, 64, w.get(), w.get(), w.get()));
+  const cuda::MoeGroupedScratch none{w.get(), w.get(), nullptr, nullptr, nullptr};
+  EXPECT_THROW(cuda::moe_experts_grouped(nullptr, 1, 70, 64, 1, 1, nullptr, nullptr, DType::BF16, w.get(), w.get(), w.get(),
+                                         none, nullptr, nullptr),
+               Error);
 }
 
 TEST(CudaKernels, SwigluGateUpMatchesReference) {
@@ -294,93 +354,113 @@ TEST(CudaKernels, SwigluGateUpMatchesReference) {
                Error);
 }
 
-// Reference attention in f64, decompressed: K[h] = [W_UK[h]·c ; k_pe], V[h] = W_UV[h]·c.
+// Reference attention in f64, in the absorbed order (the same sums as the decompressed form, fast
+// enough for real shapes): score_t = (W_UK[h]ᵀ q_nope)·c_t + q_rope·k_pe_t, out = W_UV[h]·Σ_t p_t c_t.
 std::vector<float> reference_attention(const cuda::MlaShape& m, const std::vector<float>& q /*[nh, d_qk]*/,
-                                       const std::vector<float>& kvb_w /*[nh·(dn+dv), d_c]*/,
+                                       const std::vector<float>& kvb_w /*[nh·(d_nope + d_v), d_c]*/,
                                        const std::vector<float>& lat /*[L, d_c + d_rope]*/, int64_t L) {
   const int64_t nh = m.n_heads, dn = m.d_nope, dr = m.d_rope, dv = m.d_v, dc = m.d_c, width = dc + dr;
   std::vector<float> out(size_t(nh * dv));
   for (int64_t h = 0; h < nh; ++h) {
-    std::vector<double> s(static_cast<size_t>(L));
+    std::vector<double> q_lat(static_cast<size_t>(dc), 0.0), o_lat(static_cast<size_t>(dc), 0.0), s(static_cast<size_t>(L));
+    for (int64_t i = 0; i < dn; ++i)
+      for (int64_t j = 0; j < dc; ++j) q_lat[size_t(j)] += double(kvb_w[size_t((h * (dn + dv) + i) * dc + j)]) * q[size_t(h * (dn + dr) + i)];
     double mx = -1e300;
     for (int64_t t = 0; t < L; ++t) {
       double acc = 0;
-      for (int64_t i = 0; i < dn; ++i) {
-        double k = 0;
-        for (int64_t j = 0; j < dc; ++j) k += double(kvb_w[size_t((h * (dn + dv) + i) * dc + j)]) * lat[size_t(t * width + j)];
-        acc += double(q[size_t(h * (dn + dr) + i)]) * k;
-      }
+      for (int64_t j = 0; j < dc; ++j) acc += q_lat[size_t(j)] * lat[size_t(t * width + j)];
       for (int64_t i = 0; i < dr; ++i) acc += double(q[size_t(h * (dn + dr) + dn + i)]) * lat[size_t(t * width + dc + i)];
       s[size_t(t)] = acc * m.softmax_scale;
       mx = std::max(mx, s[size_t(t)]);
     }
     double sum = 0;
     for (auto& v : s) sum += v = std::exp(v - mx);
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t j = 0; j < dc; ++j) o_lat[size_t(j)] += s[size_t(t)] / sum * lat[size_t(t * width + j)];
     for (int64_t j = 0; j < dv; ++j) {
       double acc = 0;
-      for (int64_t t = 0; t < L; ++t) {
-        double v = 0;
-        for (int64_t k = 0; k < dc; ++k) v += double(kvb_w[size_t((h * (dn + dv) + dn + j) * dc + k)]) * lat[size_t(t * width + k)];
-        acc += s[size_t(t)] / sum * v;
-      }
+      for (int64_t k = 0; k < dc; ++k) acc += double(kvb_w[size_t((h * (dn + dv) + dn + j) * dc + k)]) * o_lat[size_t(k)];
       out[size_t(h * dv + j)] = float(acc);
     }
   }
   return out;
 }
 
+// Decode attention over a paged cache whose blocks are shuffled and whose unused slots hold NaN, at
+// the tiny fixtures' shape, V2-Lite's (16 heads, 576-wide latents; 12 sequences: the GEMM form of
+// the absorption), 20 heads (a partial group of 16) and V2's 128 heads. Lengths cross split and
+// chunk edges; some sequences end before the last split. An f32 cache is attended in f32 (exact
+// for up to 8 sequences); a bf16 cache on the tensor cores, with the query and probabilities in bf16.
 TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
   std::mt19937 rng(5);
-  const cuda::MlaShape m{3, 16, 8, 12, 24, 0.3f};
-  // Lengths across several 256-key splits (some sequences end before the last split).
-  const int64_t width = m.d_c + m.d_rope, block = 16, B = 4, max_len = 700, max_blocks = (max_len + block - 1) / block;
-  const std::vector<int64_t> lens = {1, 9, 300, 600};
-  for (DType cache_dtype : {DType::F32, DType::BF16}) {
-    // Blocks of the three sequences interleaved in a shuffled order; unused slots stay NaN.
-    std::vector<int32_t> order(size_t(B * max_blocks));
-    std::iota(order.begin(), order.end(), 0);
-    std::shuffle(order.begin(), order.end(), rng);
-    cuda::PagedLatentCache cache{nullptr, cache_dtype, 1, B * max_blocks, block, width};
-    const size_t cache_bytes = size_t(B * max_blocks * block * width) * dtype_size(cache_dtype);
-    DeviceBuffer dcache(cache_bytes);
-    DSV2_CUDA_CHECK(cudaMemset(dcache.get(), 0xff, cache_bytes));
-    cache.data = dcache.get();
-    std::vector<float> kvb_w;
-    auto kvb_bytes = make_weights(DType::BF16, size_t(m.n_heads * (m.d_nope + m.d_v) * m.d_c), rng, kvb_w, 0.3f);
-    DeviceBuffer dkvb = upload_bytes(kvb_bytes), dtables = upload(order);
-    std::vector<std::vector<float>> lat(static_cast<size_t>(B));
-    for (int64_t b = 0; b < B; ++b) {
-      lat[size_t(b)] = randn(size_t(lens[size_t(b)] * width), rng);
-      std::vector<float> rounded(lat[size_t(b)].size());  // what the cache will hold
-      std::vector<std::byte> stored(rounded.size() * dtype_size(cache_dtype));
-      convert_from_f32(cache_dtype, lat[size_t(b)].data(), stored.data(), rounded.size());
-      convert_to_f32(cache_dtype, stored.data(), lat[size_t(b)].data(), rounded.size());
-      for (int64_t t = 0; t < lens[size_t(b)]; ++t) {
-        const int64_t blk = order[size_t(b * max_blocks + t / block)];
-        const size_t at = size_t((blk * block + t % block) * width) * dtype_size(cache_dtype);
-        DSV2_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dcache.get()) + at, stored.data() + size_t(t * width) * dtype_size(cache_dtype),
-                                   size_t(width) * dtype_size(cache_dtype), cudaMemcpyHostToDevice));
+  struct Case {
+    cuda::MlaShape m;
+    int64_t block, max_len;
+    std::vector<int64_t> lens;
+  };
+  const float lite_scale = 1.0f / std::sqrt(192.0f);
+  const std::vector<Case> cases = {
+      {{3, 16, 8, 12, 24, 0.3f}, 16, 700, {1, 9, 300, 600}},
+      {{16, 128, 64, 128, 512, lite_scale}, 64, 4100, {1, 63, 64, 65, 130, 500, 1000, 4000, 2, 700, 129, 257}},
+      {{20, 128, 64, 128, 512, lite_scale}, 32, 300, {5, 100, 300}},
+      {{128, 128, 64, 128, 512, lite_scale}, 64, 400, {70, 333}},
+  };
+  cublasHandle_t blas;
+  DSV2_CUBLAS_CHECK(cublasCreate(&blas));
+  for (const Case& c : cases) {
+    const cuda::MlaShape& m = c.m;
+    const int64_t width = m.d_c + m.d_rope, block = c.block, B = int64_t(c.lens.size()), max_len = c.max_len;
+    const int64_t max_blocks = (max_len + block - 1) / block;
+    for (DType cache_dtype : {DType::F32, DType::BF16}) {
+      std::vector<int32_t> order(size_t(B * max_blocks));
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), rng);
+      cuda::PagedLatentCache cache{nullptr, cache_dtype, 1, B * max_blocks, block, width};
+      const size_t cache_bytes = size_t(B * max_blocks * block * width) * dtype_size(cache_dtype);
+      DeviceBuffer dcache(cache_bytes);
+      DSV2_CUDA_CHECK(cudaMemset(dcache.get(), 0xff, cache_bytes));
+      cache.data = dcache.get();
+      std::vector<float> kvb_w;
+      auto kvb_bytes = make_weights(DType::BF16, size_t(m.n_heads * (m.d_nope + m.d_v) * m.d_c), rng, kvb_w, 0.3f / std::sqrt(float(m.d_c) / 24.0f));
+      DeviceBuffer dkvb = upload_bytes(kvb_bytes), dtables = upload(order);
+      std::vector<std::vector<float>> lat(static_cast<size_t>(B));
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t len = c.lens[size_t(b)];
+        lat[size_t(b)] = randn(size_t(len * width), rng);
+        std::vector<std::byte> stored(lat[size_t(b)].size() * dtype_size(cache_dtype));  // what the cache holds
+        convert_from_f32(cache_dtype, lat[size_t(b)].data(), stored.data(), lat[size_t(b)].size());
+        convert_to_f32(cache_dtype, stored.data(), lat[size_t(b)].data(), lat[size_t(b)].size());
+        for (int64_t t = 0; t < len; ++t) {
+          const int64_t blk = order[size_t(b * max_blocks + t / block)];
+          const size_t at = size_t((blk * block + t % block) * width) * dtype_size(cache_dtype);
+          DSV2_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dcache.get()) + at, stored.data() + size_t(t * width) * dtype_size(cache_dtype),
+                                     size_t(width) * dtype_size(cache_dtype), cudaMemcpyHostToDevice));
+        }
+      }
+      std::vector<float> q = randn(size_t(B * m.n_heads * (m.d_nope + m.d_rope)), rng);
+      std::vector<int32_t> seq_lens(c.lens.begin(), c.lens.end());
+      DeviceBuffer dq = upload(q), dlens = upload(seq_lens), dqlat = nan_buffer(size_t(B * m.n_heads * m.d_c)),
+                   dolat = nan_buffer(size_t(B * m.n_heads * m.d_c)),
+                   dscores = nan_buffer(size_t(cuda::absorbed_attention_scratch_floats(B, m.n_heads, m.d_c, max_len))),
+                   dout = nan_buffer(size_t(B * m.n_heads * m.d_v)), lowp(size_t(B * m.n_heads * m.d_c) * 2);
+      const cuda::DeviceMatrix kvb{DType::BF16, dkvb.get(), m.n_heads * (m.d_nope + m.d_v), m.d_c};
+      DeviceBuffer wuk_t(size_t(m.n_heads * m.d_c * m.d_nope) * 2);
+      cuda::transpose_wuk(kvb, m.n_heads, m.d_nope, m.d_v, wuk_t.get(), nullptr);
+      cuda::attend_absorbed(blas, m, dq.get<float>(), kvb, wuk_t.get(), cache, 0, dtables.get<int32_t>(), max_blocks,
+                            dlens.get<int32_t>(), B, max_len, dqlat.get<float>(), dolat.get<float>(), dscores.get<float>(),
+                            dout.get<float>(), lowp.get(), nullptr);
+      std::vector<float> got = download(dout, size_t(B * m.n_heads * m.d_v));
+      // f32 sums throughout: 1e-5. Inputs of the absorption GEMMs or of the tensor-core attention in bf16: 1e-2.
+      const double tol = cache_dtype == DType::F32 && B <= cuda::kGemvMaxTokens ? 1e-5 : 1e-2;
+      for (int64_t b = 0; b < B; ++b) {
+        std::vector<float> qb(q.begin() + b * m.n_heads * (m.d_nope + m.d_rope), q.begin() + (b + 1) * m.n_heads * (m.d_nope + m.d_rope));
+        std::vector<float> want = reference_attention(m, qb, kvb_w, lat[size_t(b)], c.lens[size_t(b)]);
+        EXPECT_LE(test::rel_l2(&got[size_t(b * m.n_heads * m.d_v)], want.data(), want.size()), tol)
+            << dtype_name(cache_dtype) << " heads " << m.n_heads << " sequence " << b << " length " << c.lens[size_t(b)];
       }
     }
-    std::vector<float> q = randn(size_t(B * m.n_heads * (m.d_nope + m.d_rope)), rng);
-    std::vector<int32_t> seq_lens(lens.begin(), lens.end());
-    DeviceBuffer dq = upload(q), dlens = upload(seq_lens), dqlat = nan_buffer(size_t(B * m.n_heads * m.d_c)),
-                 dolat = nan_buffer(size_t(B * m.n_heads * m.d_c)), dscores = nan_buffer(size_t(cuda::absorbed_attention_scratch_floats(B, m.n_heads, m.d_c, max_len))),
-                 dout = nan_buffer(size_t(B * m.n_heads * m.d_v));
-    const cuda::DeviceMatrix kvb{DType::BF16, dkvb.get(), m.n_heads * (m.d_nope + m.d_v), m.d_c};
-    DeviceBuffer wuk_t(size_t(m.n_heads * m.d_c * m.d_nope) * 2);
-    cuda::transpose_wuk(kvb, m.n_heads, m.d_nope, m.d_v, wuk_t.get(), nullptr);
-    cuda::attend_absorbed(m, dq.get<float>(), kvb, wuk_t.get(), cache, 0,
-                          dtables.get<int32_t>(), max_blocks, dlens.get<int32_t>(), B, max_len, dqlat.get<float>(),
-                          dolat.get<float>(), dscores.get<float>(), dout.get<float>(), nullptr);
-    std::vector<float> got = download(dout, size_t(B * m.n_heads * m.d_v));
-    for (int64_t b = 0; b < B; ++b) {
-      std::vector<float> qb(q.begin() + b * m.n_heads * (m.d_nope + m.d_rope), q.begin() + (b + 1) * m.n_heads * (m.d_nope + m.d_rope));
-      std::vector<float> want = reference_attention(m, qb, kvb_w, lat[size_t(b)], lens[size_t(b)]);
-      EXPECT_LE(test::rel_l2(&got[size_t(b * m.n_heads * m.d_v)], want.data(), want.size()), 1e-5)
-          << dtype_name(cache_dtype) << " sequence " << b;
-    }
   }
+  cublasDestroy(blas);
 }
 
 }  // namespace

@@ -68,10 +68,11 @@ struct CudaDeepseekV2::Impl {
   // Attention scratch.
   float *c_all = nullptr, *kpe_all = nullptr, *kvb = nullptr, *keys = nullptr, *scores = nullptr;
   float *q_lat = nullptr, *o_lat = nullptr, *abs_partials = nullptr;
+  void* absorb_lowp = nullptr;  // [B, nh, max(d_c, d_nope)] 2-byte inputs of the absorption GEMMs (B > 8)
   // Expert-sorted MoE (prefill): gathered inputs [T·K, H], up projections [T·K, I_moe], row and slot maps [T·K].
   float *moe_x = nullptr, *moe_u = nullptr;
-  int32_t *moe_rows = nullptr, *moe_slot_of = nullptr, *moe_active = nullptr;
-  cuda::MoeBatchedScratch moe_batched{};  // decode batches of more than 8 tokens
+  int32_t *moe_rows = nullptr, *moe_slot_of = nullptr;
+  cuda::MoeGroupedScratch moe_grouped{};  // decode batches of more than 8 tokens
   void* lowp = nullptr;
   void* blas_workspace = nullptr;
   std::map<int64_t, cudaGraphExec_t> graphs;  // decode step per (batch size, with or without the lm_head)
@@ -234,19 +235,19 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.q_lat = m.alloc(size_t(opt.max_batch * nh * cfg.kv_lora_rank));
   m.o_lat = m.alloc(size_t(opt.max_batch * nh * cfg.kv_lora_rank));
   m.abs_partials = m.alloc(size_t(cuda::absorbed_attention_scratch_floats(opt.max_batch, nh, cfg.kv_lora_rank, Lm)));
+  if (opt.max_batch > cuda::kGemvMaxTokens)
+    m.absorb_lowp = m.alloc_bytes(size_t(opt.max_batch * nh * std::max(cfg.kv_lora_rank, cfg.qk_nope_head_dim)) * 2);
   m.moe_x = m.alloc(size_t(Tm * K * H));
   m.moe_u = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
   m.moe_rows = m.alloc<int32_t>(size_t(Tm * K));
   m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
-  m.moe_active = m.alloc<int32_t>(size_t(Tm * K));
   if (opt.max_batch > cuda::kGemvMaxTokens && E > 0) {
     const int64_t B = opt.max_batch;
-    m.moe_batched.xs = m.alloc_bytes(size_t(E * B * H) * 4);
-    m.moe_batched.g = m.alloc(size_t(E * B * I_moe));
-    m.moe_batched.u = m.alloc(size_t(E * B * I_moe));
-    m.moe_batched.hs = m.alloc_bytes(size_t(E * B * I_moe) * 4);
-    m.moe_batched.y = m.alloc(size_t(E * B * H));
-    m.moe_batched.slot_of = m.alloc<int32_t>(size_t(B * K));
+    m.moe_grouped.xs = m.alloc_bytes(size_t(E * B * H) * 2);
+    m.moe_grouped.hs = m.alloc_bytes(size_t(E * B * I_moe) * 2);
+    m.moe_grouped.y = m.alloc(size_t(E * B * H));
+    m.moe_grouped.counts = m.alloc<int32_t>(size_t(E));
+    m.moe_grouped.slot_of = m.alloc<int32_t>(size_t(B * K));
   }
   const int64_t K_max = std::max({H, I_max, nh * cfg.v_head_dim, cfg.kv_lora_rank, cfg.q_lora_rank.value_or(0)});
   m.lowp = m.alloc_bytes(size_t(std::max(Tm, Lm) * K_max) * 2);
@@ -389,8 +390,8 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::linear(m.blas, m.c_all, d_c, Lk, L.kv_b_proj, m.kvb, m.lowp, st);
       cuda::attend_decompressed(m.blas, shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.keys, m.scores, st);
     } else {
-      cuda::attend_absorbed(shape, m.q, L.kv_b_proj, L.wuk_t, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,
-                            m.q_lat, m.o_lat, m.abs_partials, m.o, st);
+      cuda::attend_absorbed(m.blas, shape, m.q, L.kv_b_proj, L.wuk_t, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T,
+                            opt.max_context, m.q_lat, m.o_lat, m.abs_partials, m.o, m.absorb_lowp, st);
     }
     cuda::linear_accumulate(m.blas, m.o, nh * cfg.v_head_dim, T, L.o_proj, m.x, m.lowp, st);
     cuda::rms_norm(m.x, H, L.post_norm, m.a, H, T, H, eps, st);
@@ -414,14 +415,15 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::route_tokens(r, m.router_logits, T, m.expert_ids, m.gate_w, st);
       if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens) {
         moe_sorted_by_expert(m, cfg, L, T);
-      } else if (T > cuda::kGemvMaxTokens) {
-        cuda::moe_experts_batched(m.blas, m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok,
-                                  cfg.n_routed_experts, m.expert_ids, m.gate_w, L.expert_dtype, L.experts_gate,
-                                  L.experts_up, L.experts_down, m.moe_batched, m.x, st);
+      } else if (T > cuda::kGemvMaxTokens && cuda::grouped_experts_supported(L.expert_dtype, H, cfg.moe_intermediate_size,
+                                                                               L.experts_gate, L.experts_up, L.experts_down)) {
+        cuda::moe_experts_grouped(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,
+                                  m.expert_ids, m.gate_w, L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down,
+                                  m.moe_grouped, m.x, st);
       } else {
-        cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, m.expert_ids, m.gate_w,
-                          L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_active, m.moe_h, m.moe_y,
-                          m.x, st);
+        cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,
+                          m.expert_ids, m.gate_w, L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_h,
+                          m.moe_y, m.x, st);
       }
       if (L.has_shared) swiglu(L.shared);
     } else {

@@ -48,6 +48,9 @@ void linear_pair(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t 
 void linear_accumulate(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W,
                        float* y, void* lowp, cudaStream_t stream);
 
+// out[r, k] = x[r·x_stride + k] rounded to dtype (BF16 or F16)      out: [rows, K]
+void round_rows(const float* x, int64_t x_stride, int64_t rows, int64_t K, DType dtype, void* out, cudaStream_t stream);
+
 // ---- elementwise and per-row kernels (elementwise.cu) ----
 // out[t] = f32(table[ids[t]])      ids: [T] int32, out: [T, H]
 void embed_rows(const DeviceMatrix& table, const int32_t* ids, int64_t T, float* out, cudaStream_t stream);
@@ -89,16 +92,27 @@ struct MlaShape {
 void attend_decompressed(cublasHandle_t blas, const MlaShape& s, const float* q, const float* kvb, const float* k_pe,
                          int64_t T, int64_t pos0, float* out, float* scratch_k, float* scratch_s, cudaStream_t stream);
 
+// The attention of the absorbed form on the latent cache, for one query per sequence b = 0..B-1 at
+// position seq_lens[b] - 1 (<= max_len): o_lat[b, h] = Σ_t softmax_t(scale·(q_lat[b, h]·c_t + q_rope[b, h]·k_pe_t))·c_t
+// over the cached rows [c_t | k_pe_t] of sequence b. q: [B, nh, d_nope + d_rope] (q_rope its rotated
+// tail), q_lat: [B, nh, d_c], o_lat: [B, nh, d_c]; partials: absorbed_attention_scratch_floats() floats.
+void attend_latents(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache, int64_t layer,
+                    const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B, int64_t max_len,
+                    float* partials, float* o_lat, cudaStream_t stream);
 // Absorbed decode attention: one query per sequence b = 0..B-1, at position seq_lens[b] - 1 (<= max_len).
 // q: [B, nh, d_nope + d_rope] (rotated); W_kvb: kv_b_proj [nh·(d_nope + d_v), d_c]; wuk_t: its W_UK
 // blocks transposed, [nh, d_c, d_nope] in W_kvb's dtype (transpose_wuk);
 // q_lat scratch: [B, nh, d_c]; o_lat scratch: [B, nh, d_c]; partials scratch: the count of floats
-// absorbed_attention_scratch_floats() gives (the context is split into chunks attended in parallel);
-// out: [B, nh, d_v].  block_tables: [B, max_blocks], seq_lens: [B] (device).
-void attend_absorbed(const MlaShape& s, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
+// absorbed_attention_scratch_floats() gives (the context is split into pieces attended in parallel,
+// their size set by max_len alone); out: [B, nh, d_v].  block_tables: [B, max_blocks], seq_lens: [B]
+// (device). A bf16 cache takes the tensor-core kernel (query and probabilities rounded to bf16), an
+// f32 cache exact f32 sums. The query absorption and output expansion are exact f32 GEMVs for
+// B <= kGemvMaxTokens, else cuBLAS GEMMs over inputs rounded to W_kvb's dtype in `lowp` (B·nh·d_c
+// 2-byte values).
+void attend_absorbed(cublasHandle_t blas, const MlaShape& s, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
                      const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
                      const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
-                     float* out, cudaStream_t stream);
+                     float* out, void* lowp, cudaStream_t stream);
 // out[h, j, i] = W_kvb[h·(d_nope + d_v) + i, j]: the W_UK blocks of kv_b_proj transposed, [nh, d_c, d_nope].
 void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream);
 int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len);
@@ -115,33 +129,33 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
 // Routed experts for a few tokens, expert-major (each active expert's rows read once): for pair
 // p = t·K + k with expert e = expert_ids[p]: h[p] = silu(gate_e · x[t]) ⊙ (up_e · x[t]); y[p] = down_e · h[p];
 // out[t] += Σ_k gate_weights[t, k] · y[t, k] (summed in slot order, then added to the residual stream
-// out). gate/up: [E, I, H], down: [E, H, I] contiguous per layer. active: [T·K] scratch (the distinct
-// experts; not used for one token, whose experts are distinct); h: [T·K, I], y: [T·K, H] scratch;
+// out). gate/up: [E, I, H], down: [E, H, I] contiguous per layer. h: [T·K, I], y: [T·K, H] scratch;
 // out: [T, H]. T·K <= 4096.
-void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
-                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down,
-                 int32_t* active, float* h, float* y, float* out, cudaStream_t stream);
+void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
+                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
+                 float* y, float* out, cudaStream_t stream);
 // A dense SwiGLU's first half (the shared experts, the dense layers' MLP) for a few tokens in one
 // kernel, with the routed experts' row code: h[t, i] = silu(gate[i] · x[t]) · (up[i] · x[t]).
 // x: [T, H], gate/up: [I, H], h: [T, I]; T <= kGemvMaxTokens.
 void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const DeviceMatrix& up, float* h,
                     cudaStream_t stream);
 
-// Routed experts for a batch of decode tokens on tensor cores with fixed shapes (so the step stays
-// capturable as a graph): expert e's tokens are packed into rows [e·T, e·T + n_e) of xs, then three
-// GEMMs strided over the experts (cuBLAS, inputs rounded to the weight dtype) and the weighted sum
-// added into out as moe_experts does.
-// Every expert computes T rows whether it has tokens or not: worth it once most experts are active.
-struct MoeBatchedScratch {
+// Routed experts for a batch of decode tokens on the tensor cores, with grids fixed by T (so the step
+// stays capturable as a graph): expert e's tokens are packed into rows [e·T, e·T + n_e) of xs (inputs
+// rounded to the weight dtype), each active expert's gate/up rows then its down rows stream once for
+// all its tokens (mma.sync, f32 sums; only filled 8-token tiles computed), and the weighted sum is
+// added into out as moe_experts does. BF16 or F16 weights (grouped_experts_supported).
+struct MoeGroupedScratch {
   void* xs;          // [E·T, H] in the weight dtype
-  float *g, *u;      // [E·T, I]
   void* hs;          // [E·T, I] in the weight dtype
   float* y;          // [E·T, H]
+  int32_t* counts;   // [E]
   int32_t* slot_of;  // [T·K]
 };
-void moe_experts_batched(cublasHandle_t blas, const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
+bool grouped_experts_supported(DType dtype, int64_t H, int64_t I, const void* gate, const void* up, const void* down);
+void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
                          const int32_t* expert_ids, const float* gate_weights, DType dtype, const void* gate,
-                         const void* up, const void* down, const MoeBatchedScratch& scratch, float* out,
+                         const void* up, const void* down, const MoeGroupedScratch& scratch, float* out,
                          cudaStream_t stream);
 // For many tokens (prefill): the (token, slot) pairs sorted by expert so that each expert runs one
 // GEMM over its rows. out[i] = x[rows[i]] (rows: [n], x: [*, H], out: [n, H]).

@@ -224,21 +224,24 @@ void linear_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, con
                                    CUBLAS_GEMM_DEFAULT));
     return;
   }
-  const unsigned blocks = unsigned((T * K + 255) / 256);
-  cudaDataType_t type;
-  if (W.dtype == DType::BF16) {
-    round_rows_kernel<<<blocks, 256, 0, stream>>>(x, xs, T, K, static_cast<__nv_bfloat16*>(lowp));
-    type = CUDA_R_16BF;
-  } else {
-    round_rows_kernel<<<blocks, 256, 0, stream>>>(x, xs, T, K, static_cast<__half*>(lowp));
-    type = CUDA_R_16F;
-  }
-  DSV2_CUDA_LAUNCH_CHECK();
+  round_rows(x, xs, T, K, W.dtype, lowp, stream);
+  const cudaDataType_t type = W.dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
   DSV2_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data, type, int(K), lowp,
                                  type, int(K), &beta, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace
+
+void round_rows(const float* x, int64_t x_stride, int64_t rows, int64_t K, DType dtype, void* out, cudaStream_t stream) {
+  check(dtype == DType::BF16 || dtype == DType::F16, "round_rows: bf16 or f16");
+  const unsigned blocks = unsigned((rows * K + 255) / 256);
+  if (dtype == DType::BF16) {
+    round_rows_kernel<<<blocks, 256, 0, stream>>>(x, x_stride, rows, K, static_cast<__nv_bfloat16*>(out));
+  } else {
+    round_rows_kernel<<<blocks, 256, 0, stream>>>(x, x_stride, rows, K, static_cast<__half*>(out));
+  }
+  DSV2_CUDA_LAUNCH_CHECK();
+}
 
 void linear(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, void* lowp,
             cudaStream_t stream) {

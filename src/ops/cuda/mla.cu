@@ -3,6 +3,9 @@
 // decode (attention directly on the 576-wide cached latent).
 #include <cuda_bf16.h>
 
+#include <algorithm>
+
+#include "ops/cuda/absorbed_attention_mma.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/kernels.h"
@@ -188,14 +191,13 @@ __global__ void transpose_wuk_kernel(const WT* __restrict__ kvb, int64_t nh, int
   }
 }
 
-// Split-K decode attention (flash-decoding). Block (head h, sequence b, split k) attends to keys
-// [k·kSplitKeys, min(len, (k+1)·kSplitKeys)); each warp takes every 8th key with an online softmax,
+// Split-K decode attention (flash-decoding) over an f32 cache. Block (head h, sequence b, split k)
+// attends to keys [k·split_keys, min(len, (k+1)·split_keys)); each warp takes every 8th key with an online softmax,
 // holding the key's latent in registers for both the score and the weighted sum, so each cached row
 // is read once per head. Writes the unnormalised partial o = Σ_s exp(score_s − m)·c_s with m and
 // l = Σ_s exp(score_s − m). partials: [B, nh, n_splits, d_c + 2] = [o (d_c) | m | l].
 constexpr int kAttnThreads = 256;
 constexpr int kAttnWarps = kAttnThreads / 32;
-constexpr int64_t kSplitKeys = 256;
 constexpr int kLatPerLane = 16;  // d_c <= 512
 constexpr int kRopePerLane = 2;  // d_rope <= 64
 template <typename CT>
@@ -203,13 +205,13 @@ __global__ void __launch_bounds__(kAttnThreads)
     absorbed_attention_split_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh, int64_t d_nope,
                                     int64_t d_rope, int64_t d_c, float scale, const CT* __restrict__ layer,
                                     const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
-                                    const int32_t* __restrict__ seq_lens, float* partials) {
+                                    const int32_t* __restrict__ seq_lens, int64_t split_keys, float* partials) {
   start_after_previous_kernel();
   extern __shared__ float smem[];  // [kAttnWarps][d_c] warp accumulators
   __shared__ float warp_m[kAttnWarps], warp_l[kAttnWarps];
   const int64_t h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z, width = d_c + d_rope;
   float* part = partials + ((b * nh + h) * n_splits + split) * (d_c + 2);
-  const int64_t begin = split * kSplitKeys, end = min(int64_t(seq_lens[b]), begin + kSplitKeys);
+  const int64_t begin = split * split_keys, end = min(int64_t(seq_lens[b]), begin + split_keys);
   if (begin >= end) {  // past the end of this sequence: an empty partial
     if (threadIdx.x == 0) {
       part[d_c] = -INFINITY;
@@ -308,6 +310,33 @@ __global__ void combine_splits_kernel(const float* __restrict__ partials, int64_
   }
 }
 
+// Keys per split of the decode attention: 64 (one tensor-core chunk) up to 8,192 keys of context,
+// then at most 128 splits per sequence. It depends on max_len alone, so a sequence's result does not
+// depend on the batch it runs in.
+int64_t absorbed_split_keys(int64_t max_len) { return 64 * std::max<int64_t>(1, (max_len + 64 * 128 - 1) / (64 * 128)); }
+
+// out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] (W rows: head stride w_h, row stride w_r; in: [B, nh, *]
+// with head stride in_h and sequence stride nh·in_h; out: [B, nh, R]) as one cuBLAS GEMM strided over
+// the heads; in is rounded to W's dtype first (into lowp, [B, nh, K]) unless W is f32.
+void heads_gemm(cublasHandle_t blas, DType dtype, const void* W, int64_t w_h, int64_t w_r, int64_t nh, int64_t R,
+                int64_t K, const float* in, int64_t in_h, int64_t B, float* out, void* lowp, cudaStream_t stream) {
+  DSV2_CUBLAS_CHECK(cublasSetStream(blas, stream));
+  const void* x = in;
+  int64_t x_h = in_h;
+  cudaDataType_t type = CUDA_R_32F;
+  if (dtype != DType::F32) {
+    round_rows(in, in_h, B * nh, K, dtype, lowp, stream);
+    x = lowp;
+    x_h = K;
+    type = dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  }
+  // Per head: column-major out_h (R×B, ld nh·R) = W_hᵀ (R×K; W_h is column-major K×R, ld w_r) · x_h (K×B, ld nh·x_h).
+  const float one = 1.0f, zero = 0.0f;
+  DSV2_CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(R), int(B), int(K), &one, W, type,
+                                               int(w_r), w_h, x, type, int(nh * x_h), x_h, &zero, out, CUDA_R_32F,
+                                               int(nh * R), R, int(nh), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 #define DSV2_DISPATCH_CACHE(dtype, ...)                                 \
   if ((dtype) == DType::F32) {                                          \
     using CT = float;                                                   \
@@ -361,33 +390,55 @@ void attend_decompressed(cublasHandle_t blas, const MlaShape& m, const float* q,
       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-void attend_absorbed(const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
-                     const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
-                     const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
-                     float* out, cudaStream_t stream) {
-  const int64_t nh = m.n_heads, d_qk = m.d_nope + m.d_rope;
+void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const PagedLatentCache& cache, int64_t layer,
+                    const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B, int64_t max_len,
+                    float* partials, float* o_lat, cudaStream_t stream) {
   check(m.d_c <= 32 * kLatPerLane && m.d_rope <= 32 * kRopePerLane, "GPU MLA decode: kv_lora_rank <= 512 and qk_rope_head_dim <= 64");
-  // q_lat[b, h] = W_UK[h]ᵀ · q_nope[b, h]
-  DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
-    launch_head_rows(static_cast<const WT*>(wuk_t), m.d_c * m.d_nope, m.d_nope, nh, m.d_c, m.d_nope, q, nh * d_qk, d_qk, B,
-                     q_lat, nh * m.d_c, m.d_c, stream);
-  });
-  const int64_t n_splits = (max_len + kSplitKeys - 1) / kSplitKeys;
-  DSV2_DISPATCH_CACHE(cache.dtype, {
-    const dim3 grid = dim3(unsigned(nh), unsigned(B), unsigned(n_splits));
-    launch_overlapped(absorbed_attention_split_kernel<CT>, grid, kAttnThreads, size_t(kAttnWarps * m.d_c) * sizeof(float),
-                      stream, q, q_lat, nh, m.d_nope, m.d_rope, m.d_c, m.softmax_scale,
-                      static_cast<const CT*>(cache.layer(layer)), block_tables, max_blocks, cache.block_size, seq_lens,
-                      partials);
-  });
-  DSV2_CUDA_LAUNCH_CHECK();
+  const int64_t nh = m.n_heads;
+  const int64_t split_keys = absorbed_split_keys(max_len), n_splits = (max_len + split_keys - 1) / split_keys;
+  if (absorbed_attention_mma_supported(m, cache)) {
+    absorbed_attention_mma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, split_keys,
+                           partials, stream);
+  } else {
+    DSV2_DISPATCH_CACHE(cache.dtype, {
+      const dim3 grid = dim3(unsigned(nh), unsigned(B), unsigned(n_splits));
+      launch_overlapped(absorbed_attention_split_kernel<CT>, grid, kAttnThreads, size_t(kAttnWarps * m.d_c) * sizeof(float),
+                        stream, q, q_lat, nh, m.d_nope, m.d_rope, m.d_c, m.softmax_scale,
+                        static_cast<const CT*>(cache.layer(layer)), block_tables, max_blocks, cache.block_size, seq_lens,
+                        split_keys, partials);
+    });
+  }
   launch_overlapped(combine_splits_kernel, dim3(unsigned(nh), unsigned(B)), 256, 0, stream,
                     partials, nh, n_splits, m.d_c, o_lat);
+}
+
+void attend_absorbed(cublasHandle_t blas, const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
+                     const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
+                     const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
+                     float* out, void* lowp, cudaStream_t stream) {
+  const int64_t nh = m.n_heads, d_qk = m.d_nope + m.d_rope;
+  const bool gemm = B > kGemvMaxTokens;
+  // q_lat[b, h] = W_UK[h]ᵀ · q_nope[b, h]
+  if (gemm) {
+    heads_gemm(blas, W_kvb.dtype, wuk_t, m.d_c * m.d_nope, m.d_nope, nh, m.d_c, m.d_nope, q, d_qk, B, q_lat, lowp, stream);
+  } else {
+    DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
+      launch_head_rows(static_cast<const WT*>(wuk_t), m.d_c * m.d_nope, m.d_nope, nh, m.d_c, m.d_nope, q, nh * d_qk, d_qk, B,
+                       q_lat, nh * m.d_c, m.d_c, stream);
+    });
+  }
+  attend_latents(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, max_len, partials, o_lat, stream);
   // out[b, h] = W_UV[h] · o_lat[b, h]
-  DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
-    launch_head_rows(static_cast<const WT*>(W_kvb.data) + m.d_nope * m.d_c, (m.d_nope + m.d_v) * m.d_c, m.d_c, nh, m.d_v,
-                     m.d_c, o_lat, nh * m.d_c, m.d_c, B, out, nh * m.d_v, m.d_v, stream);
-  });
+  const size_t esz = dtype_size(W_kvb.dtype);
+  const void* w_uv = static_cast<const char*>(W_kvb.data) + size_t(m.d_nope * m.d_c) * esz;
+  if (gemm) {
+    heads_gemm(blas, W_kvb.dtype, w_uv, (m.d_nope + m.d_v) * m.d_c, m.d_c, nh, m.d_v, m.d_c, o_lat, m.d_c, B, out, lowp, stream);
+  } else {
+    DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
+      launch_head_rows(static_cast<const WT*>(w_uv), (m.d_nope + m.d_v) * m.d_c, m.d_c, nh, m.d_v, m.d_c, o_lat, nh * m.d_c,
+                       m.d_c, B, out, nh * m.d_v, m.d_v, stream);
+    });
+  }
 }
 
 void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream) {
@@ -399,7 +450,8 @@ void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, i
 }
 
 int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len) {
-  return B * n_heads * ((max_len + kSplitKeys - 1) / kSplitKeys) * (d_c + 2);
+  const int64_t split_keys = absorbed_split_keys(max_len);
+  return B * n_heads * ((max_len + split_keys - 1) / split_keys) * (d_c + 2);
 }
 
 }  // namespace dsv2::cuda

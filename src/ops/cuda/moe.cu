@@ -8,6 +8,7 @@
 
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
+#include "ops/cuda/expert_pairs.cuh"
 #include "ops/cuda/kernels.h"
 #include "ops/cuda/overlapped_launch.cuh"
 
@@ -97,25 +98,6 @@ __global__ void route_kernel(RouterShape r, const float* __restrict__ logits, in
 constexpr int kRowsPerBlock = 8;  // warps per block (each takes a few weight rows)
 constexpr int kMaxPairs = 4096;   // (token, slot) pairs per step that the expert-major kernels accept
 constexpr int kTokenGroup = 8;    // tokens dotted with one load of a weight row
-
-// The pairs routed to expert `e`, in pair order, into list[0..n). Warp 0 compacts with ballots
-// (deterministic order); returns n to every thread.
-__device__ int pairs_of_expert(const int32_t* __restrict__ ids, int64_t n_pairs, int32_t e, int32_t* list) {
-  __shared__ int count;
-  if (threadIdx.x < 32) {
-    int n = 0;
-    for (int64_t base = 0; base < n_pairs; base += 32) {
-      const int64_t p = base + threadIdx.x;
-      const bool mine = p < n_pairs && ids[p] == e;
-      const unsigned ballot = __ballot_sync(0xffffffffu, mine);
-      if (mine) list[n + __popc(ballot & ((1u << threadIdx.x) - 1))] = int32_t(p);
-      n += __popc(ballot);
-    }
-    if (threadIdx.x == 0) count = n;
-  }
-  __syncthreads();
-  return count;
-}
 
 // out[list[j], r] = f(W_e[r] · in[list[j] / in_div]) for every pair j routed to the expert and the
 // rows r = r0 .. r0 + UNITS - 1 (those below R): each weight row is read from memory once per step
@@ -217,63 +199,46 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
 constexpr int kGateUpUnits = 4;  // rows per warp: gate/up pairs
 constexpr int kDownUnits = 8;    // down rows per warp
 
-// active[j] = the j-th distinct expert of ids in order of first appearance, -1 past the last. One thread:
-// at most 8 tokens × top-k pairs.
-__global__ void active_experts_kernel(const int32_t* __restrict__ ids, int64_t n_pairs, int32_t* active) {
-  start_after_previous_kernel();
-  int64_t n = 0;
-  for (int64_t p = 0; p < n_pairs; ++p) {
-    bool seen = false;
-    for (int64_t q = 0; q < p; ++q) seen |= ids[q] == ids[p];
-    if (!seen) active[n++] = ids[p];
-  }
-  for (; n < n_pairs; ++n) active[n] = -1;
-}
-
-// The expert this block works for and its pairs (in list[0..n)), or -1. One token (GROUP 1): its K
-// experts are distinct, so block column y is pair y, the only pair of expert ids[y] (no active list).
+// The expert this block works for, with its pairs in list[0..n). One token (GROUP 1): its K experts
+// are distinct, so block column y is pair y, the only pair of expert ids[y]. Else block column y is
+// expert y (n = 0 when no token chose it).
 template <int GROUP>
-__device__ int32_t expert_of_block(const int32_t* __restrict__ ids, const int32_t* __restrict__ active, int64_t n_pairs,
-                                   int32_t* list, int& n) {
+__device__ int32_t expert_of_block(const int32_t* __restrict__ ids, int64_t n_pairs, int32_t* list, int& n) {
   if constexpr (GROUP == 1) {
     if (threadIdx.x == 0) list[0] = int32_t(blockIdx.y);
     __syncthreads();
     n = 1;
     return ids[blockIdx.y];
   } else {
-    const int32_t e = active[blockIdx.y];
-    n = e < 0 ? 0 : pairs_of_expert(ids, n_pairs, e, list);
-    return e;
+    n = pairs_of_expert(ids, n_pairs, int32_t(blockIdx.y), list);
+    return int32_t(blockIdx.y);
   }
 }
 
 // h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to expert
-// e = expert_of_block; grid (I / (8·kGateUpUnits), T·K), blocks of absent experts return at once.
+// e = expert_of_block; grid (I / (8·kGateUpUnits), K for one token else E); blocks of absent experts
+// return at once.
 template <typename WT, bool VECTORISED, int GROUP>
 __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
-                                      const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
-                                      const WT* __restrict__ gate, const WT* __restrict__ up, float* h) {
+                                      const int32_t* __restrict__ ids, const WT* __restrict__ gate, const WT* __restrict__ up, float* h) {
   start_after_previous_kernel();
   __shared__ int32_t list[GROUP == 1 ? 1 : kMaxPairs];
   int n;
-  const int32_t e = expert_of_block<GROUP>(ids, active, n_pairs, list, n);
-  if (e < 0) return;
+  const int32_t e = expert_of_block<GROUP>(ids, n_pairs, list, n);
   const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits;
   if (n == 0 || i0 >= I) return;
   const int64_t offset = int64_t(e) * I * H;
   expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate + offset, up + offset, i0, I, x, H, K, H, list, n, h, I);
 }
 
-// y[p, j] = down_e[j] · h[p] with e = expert_of_block; grid (H / (8·kDownUnits), T·K)
+// y[p, j] = down_e[j] · h[p] with e = expert_of_block; grid (H / (8·kDownUnits), K for one token else E)
 template <typename WT, bool VECTORISED, int GROUP>
 __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
-                                   const int32_t* __restrict__ ids, const int32_t* __restrict__ active,
-                                   const WT* __restrict__ down, float* y) {
+                                   const int32_t* __restrict__ ids, const WT* __restrict__ down, float* y) {
   start_after_previous_kernel();
   __shared__ int32_t list[GROUP == 1 ? 1 : kMaxPairs];
   int n;
-  const int32_t e = expert_of_block<GROUP>(ids, active, n_pairs, list, n);
-  if (e < 0) return;
+  const int32_t e = expert_of_block<GROUP>(ids, n_pairs, list, n);
   const int64_t j0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kDownUnits;
   if (n == 0 || j0 >= H) return;
   expert_rows<WT, false, VECTORISED, kDownUnits, GROUP>(down + int64_t(e) * H * I, nullptr, j0, H, h, I, 1, I, list, n, y, H);
@@ -321,57 +286,7 @@ __global__ void combine_sorted_kernel(const float* __restrict__ y, const int32_t
   out[i] += acc;
 }
 
-// Expert e's pairs packed into rows e·T + 0..n_e−1 of xs [E·T, H] (in the weight dtype); slot_of[p]
-// = the row of pair p. grid E. No expert gets a token twice, so n_e <= T.
-template <typename WT>
-__global__ void pack_expert_rows_kernel(const float* __restrict__ x, int64_t T, int64_t H, int64_t K,
-                                        const int32_t* __restrict__ ids, WT* xs, int32_t* slot_of) {
-  __shared__ int32_t list[kMaxPairs];
-  const int32_t e = blockIdx.x;
-  const int n = pairs_of_expert(ids, T * K, e, list);
-  for (int j = threadIdx.x; j < n; j += blockDim.x) slot_of[list[j]] = int32_t(e * T + j);
-  for (int64_t i = threadIdx.x; i < int64_t(n) * H; i += blockDim.x) {
-    const int64_t j = i / H, k = i % H;
-    from_f32(x[(list[j] / K) * H + k], xs + (e * T + j) * H + k);
-  }
-}
-
-// hs[i] = round(silu(g[i]) · u[i]) to the weight dtype.
-template <typename WT>
-__global__ void silu_mul_round_kernel(const float* __restrict__ g, const float* __restrict__ u, int64_t n, WT* hs) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) from_f32(g[i] / (1.0f + expf(-g[i])) * u[i], hs + i);
-}
-
 }  // namespace
-
-void moe_experts_batched(cublasHandle_t blas, const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
-                         const int32_t* expert_ids, const float* gate_weights, DType dtype, const void* gate,
-                         const void* up, const void* down, const MoeBatchedScratch& s, float* out, cudaStream_t stream) {
-  check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
-  const cudaDataType_t type = dtype == DType::BF16 ? CUDA_R_16BF : dtype == DType::F16 ? CUDA_R_16F : CUDA_R_32F;
-  DSV2_DISPATCH_DTYPE(dtype, {
-    pack_expert_rows_kernel<WT><<<unsigned(E), 256, 0, stream>>>(x, T, H, K, expert_ids, static_cast<WT*>(s.xs), s.slot_of);
-  });
-  DSV2_CUDA_LAUNCH_CHECK();
-  DSV2_CUBLAS_CHECK(cublasSetStream(blas, stream));
-  const float one = 1.0f, zero = 0.0f;
-  // Per expert e: result[e] (T×rows) = in[e] (T×cols) · W[e]ᵀ — column-major R(rows×T) = Wᵀ(rows×cols) · X(cols×T).
-  auto gemm = [&](const void* W, int64_t rows, int64_t cols, const void* in, float* result) {
-    DSV2_CUBLAS_CHECK(cublasGemmStridedBatchedEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(T), int(cols), &one, W, type,
-                                                 int(cols), rows * cols, in, type, int(cols), T * cols, &zero, result,
-                                                 CUDA_R_32F, int(rows), T * rows, int(E), CUBLAS_COMPUTE_32F,
-                                                 CUBLAS_GEMM_DEFAULT));
-  };
-  gemm(gate, I, H, s.xs, s.g);
-  gemm(up, I, H, s.xs, s.u);
-  DSV2_DISPATCH_DTYPE(dtype, {
-    silu_mul_round_kernel<WT><<<unsigned((E * T * I + 255) / 256), 256, 0, stream>>>(s.g, s.u, E * T * I, static_cast<WT*>(s.hs));
-  });
-  DSV2_CUDA_LAUNCH_CHECK();
-  gemm(down, H, I, s.hs, s.y);
-  combine_sorted(s.y, s.slot_of, gate_weights, T, H, K, out, stream);
-}
 
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream) {
   if (n == 0) return;
@@ -392,11 +307,10 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
   launch_overlapped(route_kernel, unsigned(T), 32, 0, stream, r, logits, expert_ids, gate_weights);
 }
 
-void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, const int32_t* expert_ids,
-                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down,
-                 int32_t* active, float* h, float* y, float* out, cudaStream_t stream) {
+void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
+                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
+                 float* y, float* out, cudaStream_t stream) {
   check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
-  if (T > 1) launch_overlapped(active_experts_kernel, 1, 1, 0, stream, expert_ids, T * K, active);
   DSV2_DISPATCH_DTYPE(dtype, {
     // 16-byte loads need every weight and input row 16-byte aligned: H and I multiples of the
     // vector width (a multiple of 4 floats), the buffers aligned.
@@ -405,18 +319,19 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, con
                             reinterpret_cast<uintptr_t>(up) % 16 == 0 && reinterpret_cast<uintptr_t>(down) % 16 == 0 &&
                             reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(h) % 16 == 0;
     constexpr int64_t kGateUpRows = kRowsPerBlock * kGateUpUnits, kDownRows = kRowsPerBlock * kDownUnits;
-    const dim3 g1 = dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), unsigned(T * K));
-    const dim3 g2 = dim3(unsigned((H + kDownRows - 1) / kDownRows), unsigned(T * K));
+    const unsigned columns = unsigned(T == 1 ? K : E);  // one token: a column per pair, else per expert
+    const dim3 g1 = dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), columns);
+    const dim3 g2 = dim3(unsigned((H + kDownRows - 1) / kDownRows), columns);
     const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
     auto launch = [&](auto vectorised_tag, auto group_tag) {
       constexpr bool kVectorised = decltype(vectorised_tag)::value;
       constexpr int kGroup = decltype(group_tag)::value;
       launch_overlapped(expert_gate_up_kernel<WT, kVectorised, kGroup>, g1, kRowsPerBlock * 32, 0, stream,
-                        x, H, I, K, T * K, expert_ids, active, wg, wu, h);
+                        x, H, I, K, T * K, expert_ids, wg, wu, h);
       launch_overlapped(expert_down_kernel<WT, kVectorised, kGroup>, g2, kRowsPerBlock * 32, 0, stream,
-                        h, H, I, T * K, expert_ids, active, wd, y);
+                        h, H, I, T * K, expert_ids, wd, y);
     };
-    // One token: every expert has one pair (GROUP 1, no active list).
+    // One token: every expert has one pair (GROUP 1).
     using One = std::integral_constant<int, 1>;
     using Group = std::integral_constant<int, kTokenGroup>;
     if (T == 1) {

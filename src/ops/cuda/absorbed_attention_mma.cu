@@ -1,0 +1,234 @@
+// Absorbed MLA decode attention on the tensor cores over a bf16 paged latent cache. A block takes
+// one sequence, one split of its keys and a group of 16 query heads (the mma's 16 rows), and walks the
+// split in chunks of 64 keys: the chunk's cached rows are copied once into shared memory and serve
+// all 16 heads both as keys (all 576 values: latent and rotary part) and as values (the latent part).
+//   scores S[16, 64] = Q[16, width] · Kᵀ          each warp 16 keys
+//   online softmax per head over the split         (base-2 exponent, maxima shared through smem)
+//   O[16, d_c] += P[16, 64] · V[64, d_c]           each warp a quarter of the d_c columns
+// Q and P are rounded to bf16 for the tensor cores; sums are f32. Writes the same partials as the
+// CUDA-core kernel: unnormalised o, the maximum m (natural log units) and l = Σ exp(score − m).
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "ops/cuda/absorbed_attention_mma.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/overlapped_launch.cuh"
+#include "ops/cuda/tensor_core.cuh"
+
+namespace dsv2::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kHeads = 16;      // heads per block: the mma's rows
+constexpr int kChunk = 64;      // keys per chunk: 16 per warp
+constexpr int kMaxVTiles = 16;  // 8-column output tiles per warp: d_c <= 512
+constexpr int kPRow = kChunk + 8;  // P row stride in shared memory (bf16), padded against bank conflicts
+
+__host__ __device__ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Shared-memory row stride (bf16 values) of the Q and key tiles: the score k-steps read
+// round16(width) columns, the value tiles round64(d_c) (each warp a multiple of 16 columns); 8 more
+// make the stride an odd number of 16-byte units, so the rows of an 8×8 matrix load hit distinct banks.
+int64_t tile_row(int64_t d_c, int64_t d_rope) {
+  return std::max(round_up(d_c + d_rope, 16), round_up(d_c, 64)) + 8;
+}
+size_t shared_bytes(int64_t row) {
+  return size_t((kHeads + kChunk) * row + kHeads * kPRow) * 2 + size_t(kWarps * kHeads) * sizeof(float);
+}
+
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    absorbed_attention_mma_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh,
+                                  int64_t d_nope, int64_t d_rope, int64_t d_c, float scale_log2,
+                                  const __nv_bfloat16* __restrict__ layer, const int32_t* __restrict__ block_tables,
+                                  int64_t max_blocks, int64_t block_size, const int32_t* __restrict__ seq_lens,
+                                  int64_t split_keys, int row, float* partials) {
+  start_after_previous_kernel();
+  extern __shared__ __align__(16) unsigned char shared[];
+  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(shared);  // [kHeads][row]
+  __nv_bfloat16* Ks = Qs + kHeads * row;                          // [kChunk][row]
+  __nv_bfloat16* Ps = Ks + kChunk * row;                          // [kHeads][kPRow]
+  float* red = reinterpret_cast<float*>(Ps + kHeads * kPRow);     // [kWarps][kHeads]
+  const int64_t h0 = int64_t(blockIdx.x) * kHeads, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
+  const int64_t width = d_c + d_rope;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
+  auto part = [&](int64_t h) { return partials + ((b * nh + h) * n_splits + split) * (d_c + 2); };
+  const int64_t begin = split * split_keys, end = min(int64_t(seq_lens[b]), begin + split_keys);
+  if (begin >= end) {  // past the end of this sequence: empty partials
+    if (threadIdx.x < kHeads && h0 + threadIdx.x < nh) {
+      part(h0 + threadIdx.x)[d_c] = -INFINITY;
+      part(h0 + threadIdx.x)[d_c + 1] = 0.0f;
+    }
+    return;
+  }
+  const int pieces = int(width / 8);  // 16-byte pieces of a cached row
+  const int32_t* table = block_tables + b * max_blocks;
+  // Copies the cached rows of keys c0 .. c0 + 63 into Ks (rows past the end: the last key again, masked
+  // later). Two threads per row, each looking its row up in the block table once.
+  static_assert(kWarps * 32 == 2 * kChunk, "two threads per key row");
+  auto copy_keys = [&](int64_t c0, int n_keys) {
+    const int r = threadIdx.x / 2;
+    const int64_t pos = c0 + min(r, n_keys - 1);
+    const __nv_bfloat16* src = layer + (int64_t(table[pos / block_size]) * block_size + pos % block_size) * width;
+    for (int piece = threadIdx.x % 2; piece < pieces; piece += 2) copy_async16(Ks + r * row + piece * 8, src + piece * 8);
+  };
+  copy_keys(begin, int(min(int64_t(kChunk), end - begin)));
+  // While the first keys arrive: Q rows [q_lat | q_rope] in bf16, zero past width and for heads past
+  // nh; key columns past width zero for every chunk (the copies write only [0, width)).
+  for (int c = threadIdx.x; c < row; c += kWarps * 32) {
+    float v[kHeads];
+#pragma unroll
+    for (int r = 0; r < kHeads; ++r) {
+      const int64_t h = h0 + r;
+      v[r] = h >= nh || c >= width ? 0.0f
+             : c < d_c             ? q_lat[(b * nh + h) * d_c + c]
+                                   : q[(b * nh + h) * (d_nope + d_rope) + d_nope + c - d_c];
+    }
+#pragma unroll
+    for (int r = 0; r < kHeads; ++r) Qs[r * row + c] = __float2bfloat16_rn(v[r]);
+  }
+  const int pad = row - int(width);
+  for (int i = threadIdx.x; i < kChunk * pad; i += kWarps * 32) Ks[(i / pad) * row + width + i % pad] = __float2bfloat16_rn(0.0f);
+
+  const int k_steps = int((width + 15) / 16);
+  const int cols_per_warp = int(round_up(d_c, 64) / kWarps), col0 = warp * cols_per_warp;
+  float o[kMaxVTiles][4] = {};
+  float m_run[2] = {-INFINITY, -INFINITY};  // rows g and g + 8, base-2 units, the same in every warp
+  float l_run[2] = {0.0f, 0.0f};            // over this warp's keys
+  for (int64_t c0 = begin; c0 < end; c0 += kChunk) {
+    const int n_keys = int(min(int64_t(kChunk), end - c0));
+    if (c0 != begin) copy_keys(c0, n_keys);
+    copy_async_wait_all();
+    __syncthreads();
+
+    // s[t][i]: head g (i < 2) or g + 8, key 16·warp + 8t + 2q + (i & 1).
+    float s[2][4] = {};
+    for (int kk = 0; kk < k_steps; ++kk) {
+      uint32_t a[4], k[4];
+      load_matrices_x4(a, Qs + (lane % 16) * row + kk * 16 + (lane / 16) * 8);
+      load_matrices_x4(k, Ks + (16 * warp + (lane / 16) * 8 + lane % 8) * row + kk * 16 + ((lane / 8) % 2) * 8);
+      mma_16x8x16<__nv_bfloat16>(s[0], a[0], a[1], a[2], a[3], k[0], k[1]);
+      mma_16x8x16<__nv_bfloat16>(s[1], a[0], a[1], a[2], a[3], k[2], k[3]);
+    }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int key = 16 * warp + 8 * t + 2 * q4 + (i & 1);
+        s[t][i] = key < n_keys ? s[t][i] * scale_log2 : -INFINITY;
+        mx[i >> 1] = fmaxf(mx[i >> 1], s[t][i]);
+      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      if (q4 == 0) red[warp * kHeads + g + 8 * r] = mx[r];
+    }
+    __syncthreads();
+    float correction[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float m_new = m_run[r];
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) m_new = fmaxf(m_new, red[w * kHeads + g + 8 * r]);
+      correction[r] = exp2f(m_run[r] - m_new);  // 0 on the first chunk
+      m_run[r] = m_new;
+      l_run[r] *= correction[r];
+    }
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const float p0 = exp2f(s[t][2 * r] - m_run[r]), p1 = exp2f(s[t][2 * r + 1] - m_run[r]);
+        l_run[r] += p0 + p1;
+        *reinterpret_cast<__nv_bfloat162*>(Ps + (g + 8 * r) * kPRow + 16 * warp + 8 * t + 2 * q4) =
+            __floats2bfloat162_rn(p0, p1);
+      }
+#pragma unroll
+    for (int t = 0; t < kMaxVTiles; ++t) {
+      o[t][0] *= correction[0];
+      o[t][1] *= correction[0];
+      o[t][2] *= correction[1];
+      o[t][3] *= correction[1];
+    }
+    __syncthreads();
+
+    // O[:, col0 .. col0 + cols_per_warp) += P · V, the values being the keys' first d_c columns.
+#pragma unroll
+    for (int kk = 0; kk < kChunk / 16; ++kk) {
+      uint32_t a[4];
+      load_matrices_x4(a, Ps + (lane % 16) * kPRow + kk * 16 + (lane / 16) * 8);
+#pragma unroll
+      for (int t = 0; t < kMaxVTiles; t += 2) {
+        if (8 * t >= cols_per_warp) break;
+        uint32_t v[4];
+        load_matrices_x4_trans(v, Ks + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * row + col0 + 8 * t + (lane / 16) * 8);
+        mma_16x8x16<__nv_bfloat16>(o[t], a[0], a[1], a[2], a[3], v[0], v[1]);
+        mma_16x8x16<__nv_bfloat16>(o[t + 1], a[0], a[1], a[2], a[3], v[2], v[3]);
+      }
+    }
+    __syncthreads();  // the key, P and maxima tiles are free for the next chunk
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+    l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+    if (q4 == 0) red[warp * kHeads + g + 8 * r] = l_run[r];
+  }
+  __syncthreads();
+#pragma unroll
+  for (int t = 0; t < kMaxVTiles; ++t) {
+    if (8 * t >= cols_per_warp) break;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t h = h0 + g + 8 * (i >> 1), c = col0 + 8 * t + 2 * q4 + (i & 1);
+      if (h < nh && c < d_c) part(h)[c] = o[t][i];
+    }
+  }
+  if (warp == 0 && q4 == 0) {
+    constexpr float kLn2 = 0.69314718f;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t h = h0 + g + 8 * r;
+      if (h >= nh) continue;
+      float l = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) l += red[w * kHeads + g + 8 * r];
+      part(h)[d_c] = m_run[r] * kLn2;
+      part(h)[d_c + 1] = l;
+    }
+  }
+}
+
+}  // namespace
+
+bool absorbed_attention_mma_supported(const MlaShape& s, const PagedLatentCache& cache) {
+  return cache.dtype == DType::BF16 && cache.width == s.d_c + s.d_rope && cache.width % 8 == 0 && s.d_c <= 512 &&
+         s.d_rope <= 64 && reinterpret_cast<uintptr_t>(cache.data) % 16 == 0;
+}
+
+void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache,
+                            int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens,
+                            int64_t B, int64_t n_splits, int64_t split_keys, float* partials, cudaStream_t stream) {
+  check(absorbed_attention_mma_supported(s, cache), "tensor-core MLA decode: a bf16 cache of d_c <= 512, d_rope <= 64, width % 8 == 0");
+  check(split_keys % kChunk == 0, "tensor-core MLA decode: splits of a multiple of 64 keys");
+  const int64_t row = tile_row(s.d_c, s.d_rope);
+  const size_t bytes = shared_bytes(row);
+  // The kernel's dynamic shared-memory limit, raised once to the largest shape supported.
+  static const bool opted_in = [] {
+    DSV2_CUDA_CHECK(cudaFuncSetAttribute(absorbed_attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(shared_bytes(tile_row(512, 64)))));
+    return true;
+  }();
+  (void)opted_in;
+  constexpr float kLog2e = 1.44269504f;
+  const dim3 grid(unsigned((s.n_heads + kHeads - 1) / kHeads), unsigned(B), unsigned(n_splits));
+  launch_overlapped(absorbed_attention_mma_kernel, grid, kWarps * 32, bytes, stream, q, q_lat, s.n_heads, s.d_nope,
+                    s.d_rope, s.d_c, s.softmax_scale * kLog2e, static_cast<const __nv_bfloat16*>(cache.layer(layer)),
+                    block_tables, max_blocks, cache.block_size, seq_lens, split_keys, int(row), partials);
+}
+
+}  // namespace dsv2::cuda

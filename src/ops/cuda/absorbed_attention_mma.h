@@ -1,0 +1,20 @@
+// The tensor-core form of the absorbed MLA decode attention (a bf16 cache); attend_absorbed picks it.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ops/cuda/kernels.h"
+
+namespace dsv2::cuda {
+
+// A bf16 cache of rows [latent d_c <= 512 | rotary d_rope <= 64], 16-byte aligned.
+bool absorbed_attention_mma_supported(const MlaShape& s, const PagedLatentCache& cache);
+// For sequence b, split k (keys [k·split_keys, min(seq_lens[b], (k+1)·split_keys))) and head h:
+// partials[b, h, k] = [o (d_c) | m | l], unnormalised o = Σ exp(score − m)·c over the split.
+// q: [B, nh, d_nope + d_rope] (its rotary part rotated), q_lat: [B, nh, d_c]; split_keys % 64 == 0.
+void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache,
+                            int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens,
+                            int64_t B, int64_t n_splits, int64_t split_keys, float* partials, cudaStream_t stream);
+
+}  // namespace dsv2::cuda

@@ -1,0 +1,178 @@
+// Routed experts for a batch of decode tokens on the tensor cores (mma.sync m16n8k16, f32
+// accumulation): each expert's tokens are packed together, then each active expert's weight rows
+// stream from memory once for all of its tokens, and only the 8-token tiles that hold tokens are
+// computed. Grids depend on the batch size alone, so a decode step stays capturable as a graph.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_math.cuh"
+#include "ops/cuda/expert_pairs.cuh"
+#include "ops/cuda/kernels.h"
+#include "ops/cuda/overlapped_launch.cuh"
+#include "ops/cuda/tensor_core.cuh"
+
+namespace dsv2::cuda {
+
+namespace {
+
+constexpr int kMaxPairs = 4096;  // (token, slot) pairs per step
+constexpr int kWarps = 4;        // warps per block of the expert kernels
+constexpr int kTokenTiles = 4;   // 8-token tiles a warp computes per pass over its rows
+constexpr int kChunk = 64;       // values of k per step: each lane loads 16 bytes at 8q and 32 + 8q
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) { return reinterpret_cast<const uint32_t*>(&v)[i]; }
+
+// Expert e = blockIdx.x: its pairs into rows e·T + 0..n_e−1 of xs ([E·T, H], inputs rounded to WT),
+// counts[e] = n_e, slot_of[p] = the row of pair p. No expert gets a token twice, so n_e <= T. Each
+// thread converts 4 values at a time (H % 4 == 0), all of its rows' loads independent of its stores.
+template <typename WT>
+__global__ void pack_expert_tokens_kernel(const float* __restrict__ x, int64_t T, int64_t H, int64_t K,
+                                          const int32_t* __restrict__ ids, WT* __restrict__ xs, int32_t* counts,
+                                          int32_t* slot_of) {
+  start_after_previous_kernel();
+  __shared__ int32_t list[kMaxPairs];
+  const int32_t e = blockIdx.x;
+  const int n = pairs_of_expert(ids, T * K, e, list);
+  if (threadIdx.x == 0) counts[e] = n;
+  for (int j = threadIdx.x; j < n; j += blockDim.x) slot_of[list[j]] = int32_t(e * T + j);
+  const int quads = int(H / 4);
+#pragma unroll 4
+  for (int i = threadIdx.x; i < n * quads; i += blockDim.x) {
+    const int j = i / quads, c = i % quads;
+    const float4 v = reinterpret_cast<const float4*>(x + (list[j] / K) * H)[c];
+    WT* dst = xs + (e * T + j) * H + 4 * c;
+    from_f32(v.x, dst);
+    from_f32(v.y, dst + 1);
+    from_f32(v.z, dst + 2);
+    from_f32(v.w, dst + 3);
+  }
+}
+
+// For the n_e tokens packed for expert e = blockIdx.y (rows e·T + j of `in`, [E·T, D] in WT):
+//   GATE_UP: out[e·T + j, r] = silu(a_e[r] · in_j) · (b_e[r] · in_j), rounded to WT   (a = gate, b = up)
+//   else:    out[e·T + j, r] = a_e[r] · in_j, f32                                      (a = down)
+// a, b: [E, R, D]; out: [E·T, R]. A warp takes two 16-row tiles: for GATE_UP the same 16 rows of gate
+// and up, else 32 consecutive rows; block x covers kWarps of them. Lane (g = lane/4, q = lane%4)
+// loads 16 bytes of rows g and g + 8 at k = 8q (and 32 + 8q): their four 4-byte words are its k-pairs
+// (2q, 2q+8) of two mma steps. It loads its token column g's inputs at the same k, so each product
+// still meets its partner; the sum runs over k in a different order, as any GEMM's does.
+template <typename WT, bool GATE_UP>
+__global__ void __launch_bounds__(kWarps * 32)
+    grouped_experts_kernel(const WT* __restrict__ in, int64_t T, int64_t D, int64_t R,
+                           const int32_t* __restrict__ counts, const WT* __restrict__ a, const WT* __restrict__ b,
+                           void* out) {
+  start_after_previous_kernel();
+  const int32_t e = blockIdx.y;
+  const int n = counts[e];
+  constexpr int64_t kRowsPerWarp = GATE_UP ? 16 : 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const int64_t r0 = (int64_t(blockIdx.x) * kWarps + warp) * kRowsPerWarp;
+  if (n == 0 || r0 >= R) return;
+  const WT* rows[2][2];  // [tile][half]: the row whose values this lane loads (rows past R: R − 1, not written)
+#pragma unroll
+  for (int t = 0; t < 2; ++t)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = std::min((GATE_UP ? r0 : r0 + 16 * t) + g + 8 * h, R - 1);
+      rows[t][h] = (GATE_UP && t == 1 ? b : a) + (int64_t(e) * R + r) * D;
+    }
+  const WT* tokens = in + int64_t(e) * T * D;
+  for (int j0 = 0; j0 < n; j0 += 8 * kTokenTiles) {
+    const int tiles = min(kTokenTiles + 0, (n - j0 + 7) / 8);
+    const WT* tok[kTokenTiles];  // this lane's token column in each tile (past n_e: the last token, not written)
+#pragma unroll
+    for (int nt = 0; nt < kTokenTiles; ++nt) tok[nt] = tokens + int64_t(std::min(j0 + nt * 8 + g, n - 1)) * D;
+    float acc[2][kTokenTiles][4] = {};
+    // acc += the products over k0 .. k0 + kChunk (values past D count as 0 when `tail`).
+    auto step = [&](int64_t k0, bool tail) {
+      uint4 w[2][2][2];  // [tile][half][piece]
+#pragma unroll
+      for (int t = 0; t < 2; ++t)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int p = 0; p < 2; ++p) {
+            const int64_t k = k0 + 32 * p + 8 * q;
+            w[t][h][p] = !tail || k < D ? load_weights16(rows[t][h] + k) : make_uint4(0, 0, 0, 0);
+          }
+#pragma unroll
+      for (int nt = 0; nt < kTokenTiles; ++nt) {
+        if (nt >= tiles) break;
+#pragma unroll
+        for (int p = 0; p < 2; ++p) {
+          const int64_t k = k0 + 32 * p + 8 * q;
+          const uint4 x = !tail || k < D ? *reinterpret_cast<const uint4*>(tok[nt] + k) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+          for (int s = 0; s < 2; ++s)
+#pragma unroll
+            for (int t = 0; t < 2; ++t)
+              mma_16x8x16<WT>(acc[t][nt], word(w[t][0][p], 2 * s), word(w[t][1][p], 2 * s), word(w[t][0][p], 2 * s + 1),
+                              word(w[t][1][p], 2 * s + 1), word(x, 2 * s), word(x, 2 * s + 1));
+        }
+      }
+    };
+    int64_t k0 = 0;
+#pragma unroll 2
+    for (; k0 + kChunk <= D; k0 += kChunk) step(k0, false);
+    if (k0 < D) step(k0, true);
+    // acc[t][nt][i]: row g (i < 2) or g + 8 of tile t, token j0 + 8·nt + 2q + (i & 1).
+#pragma unroll
+    for (int nt = 0; nt < kTokenTiles; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int j = j0 + 8 * nt + 2 * q + (i & 1);
+        if (nt >= tiles || j >= n) continue;
+        const int64_t out_row = (int64_t(e) * T + j) * R;
+        if constexpr (GATE_UP) {
+          const int64_t r = r0 + g + 8 * (i >> 1);
+          const float gt = acc[0][nt][i], up = acc[1][nt][i];
+          if (r < R) from_f32(gt / (1.0f + expf(-gt)) * up, static_cast<WT*>(out) + out_row + r);
+        } else {
+#pragma unroll
+          for (int t = 0; t < 2; ++t) {
+            const int64_t r = r0 + 16 * t + g + 8 * (i >> 1);
+            if (r < R) static_cast<float*>(out)[out_row + r] = acc[t][nt][i];
+          }
+        }
+      }
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+bool grouped_experts_supported(DType dtype, int64_t H, int64_t I, const void* gate, const void* up, const void* down) {
+  return (dtype == DType::BF16 || dtype == DType::F16) && H % 8 == 0 && I % 8 == 0 && aligned16(gate) && aligned16(up) &&
+         aligned16(down);
+}
+
+void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
+                         const int32_t* expert_ids, const float* gate_weights, DType dtype, const void* gate,
+                         const void* up, const void* down, const MoeGroupedScratch& s, float* out, cudaStream_t stream) {
+  check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
+  check(grouped_experts_supported(dtype, H, I, gate, up, down),
+        "grouped experts: BF16 or F16 weights, 16-byte aligned, with sizes that are multiples of 8");
+  check(aligned16(s.xs) && aligned16(s.hs) && aligned16(x), "grouped experts: inputs and scratch must be 16-byte aligned");
+  auto run = [&](auto type_tag) {
+    using WT = decltype(type_tag);
+    launch_overlapped(pack_expert_tokens_kernel<WT>, unsigned(E), 256, 0, stream, x, T, H, K, expert_ids,
+                      static_cast<WT*>(s.xs), s.counts, s.slot_of);
+    constexpr int64_t kGateUpRows = kWarps * 16, kDownRows = kWarps * 32;
+    const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
+    launch_overlapped(grouped_experts_kernel<WT, true>, dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), unsigned(E)),
+                      kWarps * 32, 0, stream, static_cast<const WT*>(s.xs), T, H, I, s.counts, wg, wu, s.hs);
+    launch_overlapped(grouped_experts_kernel<WT, false>, dim3(unsigned((H + kDownRows - 1) / kDownRows), unsigned(E)),
+                      kWarps * 32, 0, stream, static_cast<const WT*>(s.hs), T, I, H, s.counts, wd,
+                      static_cast<const WT*>(nullptr), static_cast<void*>(s.y));
+  };
+  if (dtype == DType::BF16) {
+    run(__nv_bfloat16{});
+  } else {
+    run(__half{});
+  }
+  combine_sorted(s.y, s.slot_of, gate_weights, T, H, K, out, stream);
+}
+
+}  // namespace dsv2::cuda

@@ -1,0 +1,55 @@
+// Warp-level tensor-core and asynchronous-copy primitives (sm_80+ PTX) shared by the MoE and MLA
+// kernels. Fragment layouts are those of mma.m16n8k16: lane (g = lane/4, q = lane%4) holds A rows g
+// and g + 8 at k = 2q, 2q+1 (a0, a1) and 2q+8, 2q+9 (a2, a3); B column g at the same k (b0, b1); and
+// D rows g, g + 8 at columns 2q, 2q+1.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace dsv2::cuda {
+
+// d += a·b (16×16 by 16×8, f32 accumulation) for bf16 or f16 inputs.
+template <typename WT>
+__device__ __forceinline__ void mma_16x8x16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                            uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<WT, __nv_bfloat16>) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  } else {
+    static_assert(std::is_same_v<WT, __half>, "mma_16x8x16 takes bf16 or f16");
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+  }
+}
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Four 8×8 matrices of 2-byte values from shared memory; lanes 8i .. 8i+7 give the 16-byte rows of
+// matrix i, and r[i] receives lane (g, q)'s piece of it: row g, columns 2q, 2q+1 (with `trans`: rows
+// 2q, 2q+1 of column g).
+__device__ __forceinline__ void load_matrices_x4(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(row)));
+}
+__device__ __forceinline__ void load_matrices_x4_trans(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(row)));
+}
+
+// 16 bytes global -> shared without passing through registers; copy_async_wait_all() waits for all
+// of the thread's copies (then a barrier makes every thread's copies visible to the block).
+__device__ __forceinline__ void copy_async16(void* shared_dst, const void* global_src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(shared_dst)), "l"(global_src));
+}
+__device__ __forceinline__ void copy_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+}  // namespace dsv2::cuda
