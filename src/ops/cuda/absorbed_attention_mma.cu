@@ -1,10 +1,11 @@
 // Absorbed MLA decode attention on the tensor cores over a bf16 paged latent cache. A block takes
 // one sequence, one split of its keys and a group of 16 query heads (the mma's 16 rows), and walks the
-// split in chunks of 64 keys: the chunk's cached rows are copied once into shared memory and serve
-// all 16 heads both as keys (all 576 values: latent and rotary part) and as values (the latent part).
-//   scores S[16, 64] = Q[16, width] · Kᵀ          each warp 16 keys
+// split in chunks of 32 keys, the next chunk's copy in flight while one is attended: each chunk's
+// cached rows are copied once into shared memory and serve all 16 heads both as keys (all 576 values:
+// latent and rotary part) and as values (the latent part).
+//   scores S[16, 32] = Q[16, width] · Kᵀ          each warp 8 keys
 //   online softmax per head over the split         (base-2 exponent, maxima shared through smem)
-//   O[16, d_c] += P[16, 64] · V[64, d_c]           each warp a quarter of the d_c columns
+//   O[16, d_c] += P[16, 32] · V[32, d_c]           each warp a quarter of the d_c columns
 // Q and P are rounded to bf16 for the tensor cores; sums are f32. Writes the same partials as the
 // CUDA-core kernel: unnormalised o, the maximum m (natural log units) and l = Σ exp(score − m).
 #include <cuda_bf16.h>
@@ -21,41 +22,45 @@ namespace dsv2::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kHeads = 16;      // heads per block: the mma's rows
-constexpr int kChunk = 64;      // keys per chunk: 16 per warp
-constexpr int kMaxVTiles = 16;  // 8-column output tiles per warp: d_c <= 512
+constexpr int kHeads = 16;         // heads per block: the mma's rows
+constexpr int kChunk = 32;         // keys per chunk: 8 per warp
+constexpr int kStages = 2;         // chunks in shared memory: one attended while the next arrives
+constexpr int kMaxVTiles = 16;     // 8-column output tiles per warp: d_c <= 512
 constexpr int kPRow = kChunk + 8;  // P row stride in shared memory (bf16), padded against bank conflicts
 
 __host__ __device__ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // Shared-memory row stride (bf16 values) of the Q and key tiles: the score k-steps read
-// round16(width) columns, the value tiles round64(d_c) (each warp a multiple of 16 columns); 8 more
-// make the stride an odd number of 16-byte units, so the rows of an 8×8 matrix load hit distinct banks.
+// round32(width) columns (two steps at a time), the value tiles round64(d_c) (each warp a multiple of
+// 16 columns); 8 more make the stride an odd number of 16-byte units, so that the 8 rows of a matrix
+// load hit distinct banks.
 int64_t tile_row(int64_t d_c, int64_t d_rope) {
-  return std::max(round_up(d_c + d_rope, 16), round_up(d_c, 64)) + 8;
+  return std::max(round_up(d_c + d_rope, 32), round_up(d_c, 64)) + 8;
 }
 size_t shared_bytes(int64_t row) {
-  return size_t((kHeads + kChunk) * row + kHeads * kPRow) * 2 + size_t(kWarps * kHeads) * sizeof(float);
+  return size_t((kHeads + kStages * kChunk) * row + kHeads * kPRow) * 2 + size_t(kWarps * kHeads) * sizeof(float);
 }
 
 __global__ void __launch_bounds__(kWarps * 32, 2)
     absorbed_attention_mma_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh,
                                   int64_t d_nope, int64_t d_rope, int64_t d_c, float scale_log2,
                                   const __nv_bfloat16* __restrict__ layer, const int32_t* __restrict__ block_tables,
-                                  int64_t max_blocks, int64_t block_size, const int32_t* __restrict__ seq_lens,
-                                  int64_t split_keys, int row, float* partials) {
+                                  int64_t max_blocks, int64_t block_size, const int32_t* __restrict__ seq_lens, int row,
+                                  float* partials) {
   start_after_previous_kernel();
   extern __shared__ __align__(16) unsigned char shared[];
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(shared);  // [kHeads][row]
-  __nv_bfloat16* Ks = Qs + kHeads * row;                          // [kChunk][row]
-  __nv_bfloat16* Ps = Ks + kChunk * row;                          // [kHeads][kPRow]
+  __nv_bfloat16* Ks = Qs + kHeads * row;                          // [kStages][kChunk][row]
+  __nv_bfloat16* Ps = Ks + kStages * kChunk * row;                // [kHeads][kPRow]
   float* red = reinterpret_cast<float*>(Ps + kHeads * kPRow);     // [kWarps][kHeads]
   const int64_t h0 = int64_t(blockIdx.x) * kHeads, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
   const int64_t width = d_c + d_rope;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
   auto part = [&](int64_t h) { return partials + ((b * nh + h) * n_splits + split) * (d_c + 2); };
-  const int64_t begin = split * split_keys, end = min(int64_t(seq_lens[b]), begin + split_keys);
-  if (begin >= end) {  // past the end of this sequence: empty partials
+  // This sequence's keys in n_splits pieces of whole chunks.
+  const int64_t len = seq_lens[b], split_keys = kChunk * ((len + kChunk * n_splits - 1) / (kChunk * n_splits));
+  const int64_t begin = split * split_keys, end = min(len, begin + split_keys);
+  if (begin >= end) {  // nothing left for this split: empty partials
     if (threadIdx.x < kHeads && h0 + threadIdx.x < nh) {
       part(h0 + threadIdx.x)[d_c] = -INFINITY;
       part(h0 + threadIdx.x)[d_c + 1] = 0.0f;
@@ -64,18 +69,21 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   }
   const int pieces = int(width / 8);  // 16-byte pieces of a cached row
   const int32_t* table = block_tables + b * max_blocks;
-  // Copies the cached rows of keys c0 .. c0 + 63 into Ks (rows past the end: the last key again, masked
-  // later). Two threads per row, each looking its row up in the block table once.
-  static_assert(kWarps * 32 == 2 * kChunk, "two threads per key row");
-  auto copy_keys = [&](int64_t c0, int n_keys) {
-    const int r = threadIdx.x / 2;
-    const int64_t pos = c0 + min(r, n_keys - 1);
+  // Copies the cached rows of keys c0 .. c0 + kChunk − 1 into stage s of Ks as one copy group (rows
+  // past the end: the last key again, masked later). Four threads per row, each looking its row up in
+  // the block table once.
+  static_assert(kWarps * 32 == 4 * kChunk, "four threads per key row");
+  auto copy_keys = [&](int s, int64_t c0) {
+    const int r = threadIdx.x / 4;
+    const int64_t pos = min(c0 + r, end - 1);
     const __nv_bfloat16* src = layer + (int64_t(table[pos / block_size]) * block_size + pos % block_size) * width;
-    for (int piece = threadIdx.x % 2; piece < pieces; piece += 2) copy_async16(Ks + r * row + piece * 8, src + piece * 8);
+    __nv_bfloat16* dst = Ks + (s * kChunk + r) * row;
+    for (int piece = threadIdx.x % 4; piece < pieces; piece += 4) copy_async16(dst + piece * 8, src + piece * 8);
+    copy_async_commit();
   };
-  copy_keys(begin, int(min(int64_t(kChunk), end - begin)));
+  copy_keys(0, begin);
   // While the first keys arrive: Q rows [q_lat | q_rope] in bf16, zero past width and for heads past
-  // nh; key columns past width zero for every chunk (the copies write only [0, width)).
+  // nh; key columns past width zero in every stage (the copies write only [0, width)).
   for (int c = threadIdx.x; c < row; c += kWarps * 32) {
     float v[kHeads];
 #pragma unroll
@@ -89,37 +97,44 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     for (int r = 0; r < kHeads; ++r) Qs[r * row + c] = __float2bfloat16_rn(v[r]);
   }
   const int pad = row - int(width);
-  for (int i = threadIdx.x; i < kChunk * pad; i += kWarps * 32) Ks[(i / pad) * row + width + i % pad] = __float2bfloat16_rn(0.0f);
+  for (int i = threadIdx.x; i < kStages * kChunk * pad; i += kWarps * 32)
+    Ks[(i / pad) * row + width + i % pad] = __float2bfloat16_rn(0.0f);
 
-  const int k_steps = int((width + 15) / 16);
+  const int k_steps = int(round_up(width, 32) / 16);  // even
   const int cols_per_warp = int(round_up(d_c, 64) / kWarps), col0 = warp * cols_per_warp;
   float o[kMaxVTiles][4] = {};
   float m_run[2] = {-INFINITY, -INFINITY};  // rows g and g + 8, base-2 units, the same in every warp
   float l_run[2] = {0.0f, 0.0f};            // over this warp's keys
-  for (int64_t c0 = begin; c0 < end; c0 += kChunk) {
+  int stage = 0;
+  for (int64_t c0 = begin; c0 < end; c0 += kChunk, stage ^= 1) {
     const int n_keys = int(min(int64_t(kChunk), end - c0));
-    if (c0 != begin) copy_keys(c0, n_keys);
-    copy_async_wait_all();
+    if (c0 + kChunk < end) {
+      copy_keys(stage ^ 1, c0 + kChunk);  // that stage was last read before the previous chunk's final barrier
+      copy_async_wait<1>();
+    } else {
+      copy_async_wait<0>();
+    }
     __syncthreads();
+    const __nv_bfloat16* K = Ks + stage * kChunk * row;
 
-    // s[t][i]: head g (i < 2) or g + 8, key 16·warp + 8t + 2q + (i & 1).
-    float s[2][4] = {};
-    for (int kk = 0; kk < k_steps; ++kk) {
-      uint32_t a[4], k[4];
-      load_matrices_x4(a, Qs + (lane % 16) * row + kk * 16 + (lane / 16) * 8);
-      load_matrices_x4(k, Ks + (16 * warp + (lane / 16) * 8 + lane % 8) * row + kk * 16 + ((lane / 8) % 2) * 8);
-      mma_16x8x16<__nv_bfloat16>(s[0], a[0], a[1], a[2], a[3], k[0], k[1]);
-      mma_16x8x16<__nv_bfloat16>(s[1], a[0], a[1], a[2], a[3], k[2], k[3]);
+    // s[i]: head g (i < 2) or g + 8, key 8·warp + 2q + (i & 1); even and odd k-steps in separate
+    // accumulators (two dependency chains), added at the end.
+    float s[4] = {}, s_odd[4] = {};
+    for (int kk = 0; kk < k_steps; kk += 2) {
+      uint32_t a0[4], a1[4], k[4];
+      load_matrices_x4(a0, Qs + (lane % 16) * row + kk * 16 + (lane / 16) * 8);
+      load_matrices_x4(a1, Qs + (lane % 16) * row + (kk + 1) * 16 + (lane / 16) * 8);
+      load_matrices_x4(k, K + (8 * warp + lane % 8) * row + kk * 16 + (lane / 8) * 8);
+      mma_16x8x16<__nv_bfloat16>(s, a0[0], a0[1], a0[2], a0[3], k[0], k[1]);
+      mma_16x8x16<__nv_bfloat16>(s_odd, a1[0], a1[1], a1[2], a1[3], k[2], k[3]);
     }
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int t = 0; t < 2; ++t)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int key = 16 * warp + 8 * t + 2 * q4 + (i & 1);
-        s[t][i] = key < n_keys ? s[t][i] * scale_log2 : -INFINITY;
-        mx[i >> 1] = fmaxf(mx[i >> 1], s[t][i]);
-      }
+    for (int i = 0; i < 4; ++i) {
+      const int key = 8 * warp + 2 * q4 + (i & 1);
+      s[i] = key < n_keys ? (s[i] + s_odd[i]) * scale_log2 : -INFINITY;
+      mx[i >> 1] = fmaxf(mx[i >> 1], s[i]);
+    }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
@@ -135,17 +150,10 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       for (int w = 0; w < kWarps; ++w) m_new = fmaxf(m_new, red[w * kHeads + g + 8 * r]);
       correction[r] = exp2f(m_run[r] - m_new);  // 0 on the first chunk
       m_run[r] = m_new;
-      l_run[r] *= correction[r];
+      const float p0 = exp2f(s[2 * r] - m_new), p1 = exp2f(s[2 * r + 1] - m_new);
+      l_run[r] = l_run[r] * correction[r] + p0 + p1;
+      *reinterpret_cast<__nv_bfloat162*>(Ps + (g + 8 * r) * kPRow + 8 * warp + 2 * q4) = __floats2bfloat162_rn(p0, p1);
     }
-#pragma unroll
-    for (int t = 0; t < 2; ++t)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const float p0 = exp2f(s[t][2 * r] - m_run[r]), p1 = exp2f(s[t][2 * r + 1] - m_run[r]);
-        l_run[r] += p0 + p1;
-        *reinterpret_cast<__nv_bfloat162*>(Ps + (g + 8 * r) * kPRow + 16 * warp + 8 * t + 2 * q4) =
-            __floats2bfloat162_rn(p0, p1);
-      }
 #pragma unroll
     for (int t = 0; t < kMaxVTiles; ++t) {
       o[t][0] *= correction[0];
@@ -164,12 +172,12 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       for (int t = 0; t < kMaxVTiles; t += 2) {
         if (8 * t >= cols_per_warp) break;
         uint32_t v[4];
-        load_matrices_x4_trans(v, Ks + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * row + col0 + 8 * t + (lane / 16) * 8);
+        load_matrices_x4_trans(v, K + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * row + col0 + 8 * t + (lane / 16) * 8);
         mma_16x8x16<__nv_bfloat16>(o[t], a[0], a[1], a[2], a[3], v[0], v[1]);
         mma_16x8x16<__nv_bfloat16>(o[t + 1], a[0], a[1], a[2], a[3], v[2], v[3]);
       }
     }
-    __syncthreads();  // the key, P and maxima tiles are free for the next chunk
+    __syncthreads();  // this stage, P and the maxima are free for the next chunks
   }
 
 #pragma unroll
@@ -212,9 +220,8 @@ bool absorbed_attention_mma_supported(const MlaShape& s, const PagedLatentCache&
 
 void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache,
                             int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens,
-                            int64_t B, int64_t n_splits, int64_t split_keys, float* partials, cudaStream_t stream) {
+                            int64_t B, int64_t n_splits, float* partials, cudaStream_t stream) {
   check(absorbed_attention_mma_supported(s, cache), "tensor-core MLA decode: a bf16 cache of d_c <= 512, d_rope <= 64, width % 8 == 0");
-  check(split_keys % kChunk == 0, "tensor-core MLA decode: splits of a multiple of 64 keys");
   const int64_t row = tile_row(s.d_c, s.d_rope);
   const size_t bytes = shared_bytes(row);
   // The kernel's dynamic shared-memory limit, raised once to the largest shape supported.
@@ -228,7 +235,7 @@ void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_la
   const dim3 grid(unsigned((s.n_heads + kHeads - 1) / kHeads), unsigned(B), unsigned(n_splits));
   launch_overlapped(absorbed_attention_mma_kernel, grid, kWarps * 32, bytes, stream, q, q_lat, s.n_heads, s.d_nope,
                     s.d_rope, s.d_c, s.softmax_scale * kLog2e, static_cast<const __nv_bfloat16*>(cache.layer(layer)),
-                    block_tables, max_blocks, cache.block_size, seq_lens, split_keys, int(row), partials);
+                    block_tables, max_blocks, cache.block_size, seq_lens, int(row), partials);
 }
 
 }  // namespace dsv2::cuda

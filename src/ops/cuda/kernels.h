@@ -115,6 +115,7 @@ void attend_absorbed(cublasHandle_t blas, const MlaShape& s, const float* q, con
                      float* out, void* lowp, cudaStream_t stream);
 // out[h, j, i] = W_kvb[h·(d_nope + d_v) + i, j]: the W_UK blocks of kv_b_proj transposed, [nh, d_c, d_nope].
 void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream);
+// The partials scratch of attend_latents / attend_absorbed for batches of up to B sequences.
 int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len);
 
 // ---- DeepSeekMoE (moe.cu) ----

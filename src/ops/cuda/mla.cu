@@ -192,7 +192,7 @@ __global__ void transpose_wuk_kernel(const WT* __restrict__ kvb, int64_t nh, int
 }
 
 // Split-K decode attention (flash-decoding) over an f32 cache. Block (head h, sequence b, split k)
-// attends to keys [k·split_keys, min(len, (k+1)·split_keys)); each warp takes every 8th key with an online softmax,
+// attends to keys [k·S, min(len, (k+1)·S)), S = ceil(len / n_splits); each warp takes every 8th key with an online softmax,
 // holding the key's latent in registers for both the score and the weighted sum, so each cached row
 // is read once per head. Writes the unnormalised partial o = Σ_s exp(score_s − m)·c_s with m and
 // l = Σ_s exp(score_s − m). partials: [B, nh, n_splits, d_c + 2] = [o (d_c) | m | l].
@@ -205,13 +205,14 @@ __global__ void __launch_bounds__(kAttnThreads)
     absorbed_attention_split_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh, int64_t d_nope,
                                     int64_t d_rope, int64_t d_c, float scale, const CT* __restrict__ layer,
                                     const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
-                                    const int32_t* __restrict__ seq_lens, int64_t split_keys, float* partials) {
+                                    const int32_t* __restrict__ seq_lens, float* partials) {
   start_after_previous_kernel();
   extern __shared__ float smem[];  // [kAttnWarps][d_c] warp accumulators
   __shared__ float warp_m[kAttnWarps], warp_l[kAttnWarps];
   const int64_t h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z, width = d_c + d_rope;
   float* part = partials + ((b * nh + h) * n_splits + split) * (d_c + 2);
-  const int64_t begin = split * split_keys, end = min(int64_t(seq_lens[b]), begin + split_keys);
+  const int64_t len = seq_lens[b], split_keys = (len + n_splits - 1) / n_splits;
+  const int64_t begin = split * split_keys, end = min(len, begin + split_keys);
   if (begin >= end) {  // past the end of this sequence: an empty partial
     if (threadIdx.x == 0) {
       part[d_c] = -INFINITY;
@@ -287,33 +288,51 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
 }
 
-// o_lat[b, h] = Σ_k exp(m_k − M)·o_k / Σ_k exp(m_k − M)·l_k over the splits. grid (nh, B)
-__global__ void combine_splits_kernel(const float* __restrict__ partials, int64_t nh, int64_t n_splits, int64_t d_c,
-                                      float* o_lat) {
+// o_lat[b, h] = Σ_k exp(m_k − M)·o_k / Σ_k exp(m_k − M)·l_k over the splits (empty ones: m_k = −inf).
+// grid (nh, B, ceil(d_c / kCombineColumns)), one column per thread; each split's weight
+// exp(m_k − M) / L computed once into shared memory, the splits' values then loaded independently.
+constexpr int kCombineColumns = 128;
+constexpr int kMaxSplits = 1024;
+__global__ void __launch_bounds__(kCombineColumns)
+    combine_splits_kernel(const float* __restrict__ partials, int64_t nh, int64_t n_splits, int64_t d_c, float* o_lat) {
   start_after_previous_kernel();
+  __shared__ float weight[kMaxSplits], red[32];
   const int64_t h = blockIdx.x, b = blockIdx.y;
   const float* base = partials + (b * nh + h) * n_splits * (d_c + 2);
   float M = -INFINITY;
-  for (int64_t k = 0; k < n_splits; ++k) M = fmaxf(M, base[k * (d_c + 2) + d_c]);
+  for (int64_t k = threadIdx.x; k < n_splits; k += blockDim.x) M = fmaxf(M, base[k * (d_c + 2) + d_c]);
+  M = block_max(M, red);
   float L = 0;
-  for (int64_t k = 0; k < n_splits; ++k) {
+  for (int64_t k = threadIdx.x; k < n_splits; k += blockDim.x) {
     const float m = base[k * (d_c + 2) + d_c];
-    if (m != -INFINITY) L += expf(m - M) * base[k * (d_c + 2) + d_c + 1];
+    weight[k] = m == -INFINITY ? 0.0f : expf(m - M);
+    L += weight[k] * base[k * (d_c + 2) + d_c + 1];
   }
-  for (int64_t j = threadIdx.x; j < d_c; j += blockDim.x) {
-    float acc = 0;
-    for (int64_t k = 0; k < n_splits; ++k) {
-      const float m = base[k * (d_c + 2) + d_c];
-      if (m != -INFINITY) acc += expf(m - M) * base[k * (d_c + 2) + j];
-    }
-    o_lat[(b * nh + h) * d_c + j] = acc / L;
-  }
+  L = block_sum(L, red);  // synchronises: the weights are visible
+  const int64_t j = int64_t(blockIdx.z) * kCombineColumns + threadIdx.x;
+  if (j >= d_c) return;
+  float acc = 0;
+#pragma unroll 8
+  for (int64_t k = 0; k < n_splits; ++k)
+    if (weight[k] != 0.0f) acc += weight[k] * base[k * (d_c + 2) + j];
+  o_lat[(b * nh + h) * d_c + j] = acc / L;
 }
 
-// Keys per split of the decode attention: 64 (one tensor-core chunk) up to 8,192 keys of context,
-// then at most 128 splits per sequence. It depends on max_len alone, so a sequence's result does not
-// depend on the batch it runs in.
-int64_t absorbed_split_keys(int64_t max_len) { return 64 * std::max<int64_t>(1, (max_len + 64 * 128 - 1) / (64 * 128)); }
+// The pieces each sequence's keys are split into for the decode attention (each attended by its own
+// block, then combined): at most one per 64 keys of max_len. Up to 8 sequences: up to 128 pieces, set
+// by max_len alone, so that a sequence's result does not depend on the batch it runs in. More
+// sequences: as many as fill the multiprocessors' two block slots once (whole waves).
+int64_t absorbed_splits(int64_t B, int64_t max_len) {
+  static const int64_t multiprocessors = [] {
+    int device = 0, n = 0;
+    DSV2_CUDA_CHECK(cudaGetDevice(&device));
+    DSV2_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    return int64_t(n);
+  }();
+  const int64_t most = std::max<int64_t>(1, (max_len + 63) / 64);
+  if (B <= kGemvMaxTokens) return std::min<int64_t>(most, 128);
+  return std::min(most, std::max<int64_t>(1, 2 * multiprocessors / B));
+}
 
 // out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] (W rows: head stride w_h, row stride w_r; in: [B, nh, *]
 // with head stride in_h and sequence stride nh·in_h; out: [B, nh, R]) as one cuBLAS GEMM strided over
@@ -395,21 +414,21 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
                     float* partials, float* o_lat, cudaStream_t stream) {
   check(m.d_c <= 32 * kLatPerLane && m.d_rope <= 32 * kRopePerLane, "GPU MLA decode: kv_lora_rank <= 512 and qk_rope_head_dim <= 64");
   const int64_t nh = m.n_heads;
-  const int64_t split_keys = absorbed_split_keys(max_len), n_splits = (max_len + split_keys - 1) / split_keys;
+  const int64_t n_splits = absorbed_splits(B, max_len);
+  check(n_splits <= kMaxSplits, "GPU MLA decode: too many splits");
   if (absorbed_attention_mma_supported(m, cache)) {
-    absorbed_attention_mma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, split_keys,
-                           partials, stream);
+    absorbed_attention_mma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, partials, stream);
   } else {
     DSV2_DISPATCH_CACHE(cache.dtype, {
       const dim3 grid = dim3(unsigned(nh), unsigned(B), unsigned(n_splits));
       launch_overlapped(absorbed_attention_split_kernel<CT>, grid, kAttnThreads, size_t(kAttnWarps * m.d_c) * sizeof(float),
                         stream, q, q_lat, nh, m.d_nope, m.d_rope, m.d_c, m.softmax_scale,
                         static_cast<const CT*>(cache.layer(layer)), block_tables, max_blocks, cache.block_size, seq_lens,
-                        split_keys, partials);
+                        partials);
     });
   }
-  launch_overlapped(combine_splits_kernel, dim3(unsigned(nh), unsigned(B)), 256, 0, stream,
-                    partials, nh, n_splits, m.d_c, o_lat);
+  launch_overlapped(combine_splits_kernel, dim3(unsigned(nh), unsigned(B), unsigned((m.d_c + kCombineColumns - 1) / kCombineColumns)),
+                    kCombineColumns, 0, stream, partials, nh, n_splits, m.d_c, o_lat);
 }
 
 void attend_absorbed(cublasHandle_t blas, const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
@@ -450,8 +469,9 @@ void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, i
 }
 
 int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len) {
-  const int64_t split_keys = absorbed_split_keys(max_len);
-  return B * n_heads * ((max_len + split_keys - 1) / split_keys) * (d_c + 2);
+  int64_t most = 0;  // over every batch size up to B: their split counts differ
+  for (int64_t b = 1; b <= B; ++b) most = std::max(most, b * absorbed_splits(b, max_len));
+  return most * n_heads * (d_c + 2);
 }
 
 }  // namespace dsv2::cuda

@@ -45,11 +45,21 @@ __device__ __forceinline__ void load_matrices_x4_trans(uint32_t (&r)[4], const v
                : "r"(shared_address(row)));
 }
 
-// 16 bytes global -> shared without passing through registers; copy_async_wait_all() waits for all
-// of the thread's copies (then a barrier makes every thread's copies visible to the block).
+// Two 8×8 matrices (lanes 0..15 give the rows): r[0], r[1] as load_matrices_x4 fills r[0], r[1].
+__device__ __forceinline__ void load_matrices_x2(uint32_t (&r)[2], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(shared_address(row)));
+}
+
+// 16 bytes global -> shared without passing through registers. A thread's copies issued since its
+// last copy_async_commit() form a group; copy_async_wait<N>() waits until at most N of its groups are
+// still in flight (then a barrier makes every thread's copies visible to the block).
 __device__ __forceinline__ void copy_async16(void* shared_dst, const void* global_src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(shared_dst)), "l"(global_src));
 }
-__device__ __forceinline__ void copy_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+__device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void copy_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
 
 }  // namespace dsv2::cuda
