@@ -401,8 +401,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       if (T <= cuda::kGemvMaxTokens) {
         cuda::swiglu_gate_up(m.a, T, s.gate, s.up, m.g, st);
       } else {
-        cuda::linear(m.blas, m.a, H, T, s.gate, m.g, m.lowp, st);
-        cuda::linear(m.blas, m.a, H, T, s.up, m.u, m.lowp, st);
+        cuda::linear_pair(m.blas, m.a, H, T, s.gate, m.g, s.up, m.u, m.lowp, st);
         cuda::silu_mul(m.g, m.u, m.g, T * I, st);
       }
       cuda::linear_accumulate(m.blas, m.g, I, T, s.down, m.x, m.lowp, st);

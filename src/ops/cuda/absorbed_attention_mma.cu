@@ -25,17 +25,18 @@ constexpr int kWarps = 4;
 constexpr int kHeads = 16;         // heads per block: the mma's rows
 constexpr int kChunk = 32;         // keys per chunk: 8 per warp
 constexpr int kStages = 2;         // chunks in shared memory: one attended while the next arrives
+constexpr int kChains = 4;         // independent score accumulators (k-steps taken in turn)
 constexpr int kMaxVTiles = 16;     // 8-column output tiles per warp: d_c <= 512
 constexpr int kPRow = kChunk + 8;  // P row stride in shared memory (bf16), padded against bank conflicts
 
 __host__ __device__ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // Shared-memory row stride (bf16 values) of the Q and key tiles: the score k-steps read
-// round32(width) columns (two steps at a time), the value tiles round64(d_c) (each warp a multiple of
-// 16 columns); 8 more make the stride an odd number of 16-byte units, so that the 8 rows of a matrix
-// load hit distinct banks.
+// round64(width) columns (kChains steps of 16 at a time), the value tiles round64(d_c) (each warp a
+// multiple of 16 columns); 8 more make the stride an odd number of 16-byte units, so that the 8 rows
+// of a matrix load hit distinct banks.
 int64_t tile_row(int64_t d_c, int64_t d_rope) {
-  return std::max(round_up(d_c + d_rope, 32), round_up(d_c, 64)) + 8;
+  return std::max(round_up(d_c + d_rope, 16 * kChains), round_up(d_c, 64)) + 8;
 }
 size_t shared_bytes(int64_t row) {
   return size_t((kHeads + kStages * kChunk) * row + kHeads * kPRow) * 2 + size_t(kWarps * kHeads) * sizeof(float);
@@ -46,7 +47,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
                                   int64_t d_nope, int64_t d_rope, int64_t d_c, float scale_log2,
                                   const __nv_bfloat16* __restrict__ layer, const int32_t* __restrict__ block_tables,
                                   int64_t max_blocks, int64_t block_size, const int32_t* __restrict__ seq_lens, int row,
-                                  float* partials) {
+                                  float* partials, float* o_lat) {
   start_after_previous_kernel();
   extern __shared__ __align__(16) unsigned char shared[];
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(shared);  // [kHeads][row]
@@ -69,9 +70,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   }
   const int pieces = int(width / 8);  // 16-byte pieces of a cached row
   const int32_t* table = block_tables + b * max_blocks;
-  // Copies the cached rows of keys c0 .. c0 + kChunk − 1 into stage s of Ks as one copy group (rows
-  // past the end: the last key again, masked later). Four threads per row, each looking its row up in
-  // the block table once.
+  // Copies the cached rows of keys c0 .. c0 + kChunk − 1 into stage s of Ks (rows past the end: the
+  // last key again, masked later). Four threads per row, each looking its row up in the block table once.
   static_assert(kWarps * 32 == 4 * kChunk, "four threads per key row");
   auto copy_keys = [&](int s, int64_t c0) {
     const int r = threadIdx.x / 4;
@@ -79,9 +79,13 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     const __nv_bfloat16* src = layer + (int64_t(table[pos / block_size]) * block_size + pos % block_size) * width;
     __nv_bfloat16* dst = Ks + (s * kChunk + r) * row;
     for (int piece = threadIdx.x % 4; piece < pieces; piece += 4) copy_async16(dst + piece * 8, src + piece * 8);
-    copy_async_commit();
   };
-  copy_keys(0, begin);
+  // One copy group per chunk (empty past the end), so that waiting for all but the last
+  // kStages − 1 groups means the chunk about to be attended has arrived.
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (begin + s * kChunk < end) copy_keys(s, begin + s * kChunk);
+    copy_async_commit();
+  }
   // While the first keys arrive: Q rows [q_lat | q_rope] in bf16, zero past width and for heads past
   // nh; key columns past width zero in every stage (the copies write only [0, width)).
   for (int c = threadIdx.x; c < row; c += kWarps * 32) {
@@ -100,40 +104,45 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   for (int i = threadIdx.x; i < kStages * kChunk * pad; i += kWarps * 32)
     Ks[(i / pad) * row + width + i % pad] = __float2bfloat16_rn(0.0f);
 
-  const int k_steps = int(round_up(width, 32) / 16);  // even
+  const int k_steps = int(round_up(width, 16 * kChains) / 16);  // a multiple of kChains
   const int cols_per_warp = int(round_up(d_c, 64) / kWarps), col0 = warp * cols_per_warp;
   float o[kMaxVTiles][4] = {};
   float m_run[2] = {-INFINITY, -INFINITY};  // rows g and g + 8, base-2 units, the same in every warp
   float l_run[2] = {0.0f, 0.0f};            // over this warp's keys
   int stage = 0;
-  for (int64_t c0 = begin; c0 < end; c0 += kChunk, stage ^= 1) {
+  for (int64_t c0 = begin; c0 < end; c0 += kChunk, stage = (stage + 1) % kStages) {
     const int n_keys = int(min(int64_t(kChunk), end - c0));
-    if (c0 + kChunk < end) {
-      copy_keys(stage ^ 1, c0 + kChunk);  // that stage was last read before the previous chunk's final barrier
-      copy_async_wait<1>();
-    } else {
-      copy_async_wait<0>();
-    }
+    // The stage before this one was last read before the previous chunk's final barrier.
+    const int64_t ahead = c0 + (kStages - 1) * kChunk;
+    if (ahead < end) copy_keys((stage + kStages - 1) % kStages, ahead);
+    copy_async_commit();
+    copy_async_wait<kStages - 1>();
     __syncthreads();
     const __nv_bfloat16* K = Ks + stage * kChunk * row;
 
-    // s[i]: head g (i < 2) or g + 8, key 8·warp + 2q + (i & 1); even and odd k-steps in separate
-    // accumulators (two dependency chains), added at the end.
-    float s[4] = {}, s_odd[4] = {};
-    for (int kk = 0; kk < k_steps; kk += 2) {
-      uint32_t a0[4], a1[4], k[4];
-      load_matrices_x4(a0, Qs + (lane % 16) * row + kk * 16 + (lane / 16) * 8);
-      load_matrices_x4(a1, Qs + (lane % 16) * row + (kk + 1) * 16 + (lane / 16) * 8);
-      load_matrices_x4(k, K + (8 * warp + lane % 8) * row + kk * 16 + (lane / 8) * 8);
-      mma_16x8x16<__nv_bfloat16>(s, a0[0], a0[1], a0[2], a0[3], k[0], k[1]);
-      mma_16x8x16<__nv_bfloat16>(s_odd, a1[0], a1[1], a1[2], a1[3], k[2], k[3]);
+    // s[c][i]: head g (i < 2) or g + 8, key 8·warp + 2q + (i & 1), over the k-steps ≡ c (mod kChains):
+    // independent dependency chains, added at the end.
+    float s[kChains][4] = {};
+    for (int kk = 0; kk < k_steps; kk += kChains) {
+#pragma unroll
+      for (int c = 0; c < kChains; c += 2) {
+        uint32_t a0[4], a1[4], k[4];
+        load_matrices_x4(a0, Qs + (lane % 16) * row + (kk + c) * 16 + (lane / 16) * 8);
+        load_matrices_x4(a1, Qs + (lane % 16) * row + (kk + c + 1) * 16 + (lane / 16) * 8);
+        load_matrices_x4(k, K + (8 * warp + lane % 8) * row + (kk + c) * 16 + (lane / 8) * 8);
+        mma_16x8x16<__nv_bfloat16>(s[c], a0[0], a0[1], a0[2], a0[3], k[0], k[1]);
+        mma_16x8x16<__nv_bfloat16>(s[c + 1], a1[0], a1[1], a1[2], a1[3], k[2], k[3]);
+      }
     }
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int key = 8 * warp + 2 * q4 + (i & 1);
-      s[i] = key < n_keys ? (s[i] + s_odd[i]) * scale_log2 : -INFINITY;
-      mx[i >> 1] = fmaxf(mx[i >> 1], s[i]);
+      float sum = 0.0f;
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) sum += s[c][i];
+      s[0][i] = key < n_keys ? sum * scale_log2 : -INFINITY;
+      mx[i >> 1] = fmaxf(mx[i >> 1], s[0][i]);
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -150,7 +159,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       for (int w = 0; w < kWarps; ++w) m_new = fmaxf(m_new, red[w * kHeads + g + 8 * r]);
       correction[r] = exp2f(m_run[r] - m_new);  // 0 on the first chunk
       m_run[r] = m_new;
-      const float p0 = exp2f(s[2 * r] - m_new), p1 = exp2f(s[2 * r + 1] - m_new);
+      const float p0 = exp2f(s[0][2 * r] - m_new), p1 = exp2f(s[0][2 * r + 1] - m_new);
       l_run[r] = l_run[r] * correction[r] + p0 + p1;
       *reinterpret_cast<__nv_bfloat162*>(Ps + (g + 8 * r) * kPRow + 8 * warp + 2 * q4) = __floats2bfloat162_rn(p0, p1);
     }
@@ -187,6 +196,26 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     if (q4 == 0) red[warp * kHeads + g + 8 * r] = l_run[r];
   }
   __syncthreads();
+  if (n_splits == 1) {  // the whole sequence in this block: o_lat = o / l directly
+    float inv_l[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) l += red[w * kHeads + g + 8 * r];
+      inv_l[r] = 1.0f / l;
+    }
+#pragma unroll
+    for (int t = 0; t < kMaxVTiles; ++t) {
+      if (8 * t >= cols_per_warp) break;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t h = h0 + g + 8 * (i >> 1), c = col0 + 8 * t + 2 * q4 + (i & 1);
+        if (h < nh && c < d_c) o_lat[(b * nh + h) * d_c + c] = o[t][i] * inv_l[i >> 1];
+      }
+    }
+    return;
+  }
 #pragma unroll
   for (int t = 0; t < kMaxVTiles; ++t) {
     if (8 * t >= cols_per_warp) break;
@@ -220,7 +249,7 @@ bool absorbed_attention_mma_supported(const MlaShape& s, const PagedLatentCache&
 
 void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache,
                             int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens,
-                            int64_t B, int64_t n_splits, float* partials, cudaStream_t stream) {
+                            int64_t B, int64_t n_splits, float* partials, float* o_lat, cudaStream_t stream) {
   check(absorbed_attention_mma_supported(s, cache), "tensor-core MLA decode: a bf16 cache of d_c <= 512, d_rope <= 64, width % 8 == 0");
   const int64_t row = tile_row(s.d_c, s.d_rope);
   const size_t bytes = shared_bytes(row);
@@ -235,7 +264,7 @@ void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_la
   const dim3 grid(unsigned((s.n_heads + kHeads - 1) / kHeads), unsigned(B), unsigned(n_splits));
   launch_overlapped(absorbed_attention_mma_kernel, grid, kWarps * 32, bytes, stream, q, q_lat, s.n_heads, s.d_nope,
                     s.d_rope, s.d_c, s.softmax_scale * kLog2e, static_cast<const __nv_bfloat16*>(cache.layer(layer)),
-                    block_tables, max_blocks, cache.block_size, seq_lens, int(row), partials);
+                    block_tables, max_blocks, cache.block_size, seq_lens, int(row), partials, o_lat);
 }
 
 }  // namespace dsv2::cuda

@@ -12,10 +12,11 @@ namespace dsv2::cuda {
 bool absorbed_attention_mma_supported(const MlaShape& s, const PagedLatentCache& cache);
 // For sequence b, split k of n_splits (keys [k·S, min(len, (k+1)·S)) with S = len / n_splits rounded
 // up to whole 32-key chunks, len = seq_lens[b]) and head h: partials[b, h, k] = [o (d_c) | m | l],
-// unnormalised o = Σ exp(score − m)·c over the split (m = −inf, l = 0 for an empty split).
+// unnormalised o = Σ exp(score − m)·c over the split (m = −inf, l = 0 for an empty split). With one
+// split the attention output itself goes to o_lat [B, nh, d_c] instead (nothing to combine).
 // q: [B, nh, d_nope + d_rope] (its rotary part rotated), q_lat: [B, nh, d_c].
 void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache,
                             int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens,
-                            int64_t B, int64_t n_splits, float* partials, cudaStream_t stream);
+                            int64_t B, int64_t n_splits, float* partials, float* o_lat, cudaStream_t stream);
 
 }  // namespace dsv2::cuda

@@ -39,8 +39,8 @@ struct PagedLatentCache {
 constexpr int64_t kGemvMaxTokens = 8;
 void linear(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W, float* y,
             void* lowp, cudaStream_t stream);
-// y0 = x·W0ᵀ and y1 = x·W1ᵀ (the same width K): for T <= kGemvMaxTokens one GEMV launch for both, each
-// row's sum formed as linear() forms it.
+// y0 = x·W0ᵀ and y1 = x·W1ᵀ (the same width K), each as linear() forms it: for T <= kGemvMaxTokens
+// one GEMV launch for both, else x rounded once for both GEMMs.
 void linear_pair(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W0, float* y0,
                  const DeviceMatrix& W1, float* y1, void* lowp, cudaStream_t stream);
 // y[t, n] += Σ_k x[t, k] · W[n, k]: linear() added into y (a residual stream), as one more f32 addition

@@ -3,6 +3,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/kernels.h"
@@ -180,11 +182,22 @@ void launch_gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, 
   }
 }
 
-template <typename LT>
+// out[r, k] = x[r·xs + k] rounded; each thread VEC consecutive values (VEC 4: K and xs multiples of 4,
+// x 16-byte aligned).
+template <typename LT, int VEC>
 __global__ void round_rows_kernel(const float* __restrict__ x, int64_t xs, int64_t T, int64_t K, LT* __restrict__ out) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * VEC;
   if (i >= T * K) return;
-  from_f32(x[(i / K) * xs + i % K], out + i);
+  const float* src = x + (i / K) * xs + i % K;
+  if constexpr (VEC == 4) {
+    const float4 v = *reinterpret_cast<const float4*>(src);
+    from_f32(v.x, out + i);
+    from_f32(v.y, out + i + 1);
+    from_f32(v.z, out + i + 2);
+    from_f32(v.w, out + i + 3);
+  } else {
+    from_f32(*src, out + i);
+  }
 }
 
 }  // namespace
@@ -206,15 +219,12 @@ void gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, float* 
   });
 }
 
-// y = x·Wᵀ (beta 0) or y += x·Wᵀ (beta 1).
+// y = x·Wᵀ (beta 0) or y += x·Wᵀ (beta 1) with cuBLAS. BF16/F16 weights multiply x rounded to their
+// dtype in lowp, rounded here unless `rounded` says lowp already holds it.
 template <bool ACCUMULATE>
-void linear_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, void* lowp,
-                 cudaStream_t stream) {
+void gemm_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, void* lowp,
+               bool rounded, cudaStream_t stream) {
   const int64_t K = W.cols, N = W.rows;
-  if (T <= kGemvMaxTokens) {
-    gemv<ACCUMULATE>(x, xs, T, W, y, nullptr, nullptr, stream);
-    return;
-  }
   const float one = 1.0f, beta = ACCUMULATE ? 1.0f : 0.0f;
   DSV2_CUBLAS_CHECK(cublasSetStream(blas, stream));
   if (W.dtype == DType::F32) {
@@ -224,21 +234,40 @@ void linear_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, con
                                    CUBLAS_GEMM_DEFAULT));
     return;
   }
-  round_rows(x, xs, T, K, W.dtype, lowp, stream);
+  if (!rounded) round_rows(x, xs, T, K, W.dtype, lowp, stream);
   const cudaDataType_t type = W.dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
   DSV2_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data, type, int(K), lowp,
                                  type, int(K), &beta, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+template <bool ACCUMULATE>
+void linear_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W, float* y, void* lowp,
+                 cudaStream_t stream) {
+  if (T <= kGemvMaxTokens) {
+    gemv<ACCUMULATE>(x, xs, T, W, y, nullptr, nullptr, stream);
+  } else {
+    gemm_into<ACCUMULATE>(blas, x, xs, T, W, y, lowp, false, stream);
+  }
 }
 
 }  // namespace
 
 void round_rows(const float* x, int64_t x_stride, int64_t rows, int64_t K, DType dtype, void* out, cudaStream_t stream) {
   check(dtype == DType::BF16 || dtype == DType::F16, "round_rows: bf16 or f16");
-  const unsigned blocks = unsigned((rows * K + 255) / 256);
+  const bool vectorised = K % 4 == 0 && x_stride % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  auto launch = [&](auto* typed_out) {
+    if (vectorised) {
+      round_rows_kernel<std::remove_pointer_t<decltype(typed_out)>, 4>
+          <<<unsigned((rows * K / 4 + 255) / 256), 256, 0, stream>>>(x, x_stride, rows, K, typed_out);
+    } else {
+      round_rows_kernel<std::remove_pointer_t<decltype(typed_out)>, 1>
+          <<<unsigned((rows * K + 255) / 256), 256, 0, stream>>>(x, x_stride, rows, K, typed_out);
+    }
+  };
   if (dtype == DType::BF16) {
-    round_rows_kernel<<<blocks, 256, 0, stream>>>(x, x_stride, rows, K, static_cast<__nv_bfloat16*>(out));
+    launch(static_cast<__nv_bfloat16*>(out));
   } else {
-    round_rows_kernel<<<blocks, 256, 0, stream>>>(x, x_stride, rows, K, static_cast<__half*>(out));
+    launch(static_cast<__half*>(out));
   }
   DSV2_CUDA_LAUNCH_CHECK();
 }
@@ -260,8 +289,13 @@ void linear_pair(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, con
     gemv<false>(x, xs, T, W0, y0, &W1, y1, stream);
     return;
   }
-  linear(blas, x, xs, T, W0, y0, lowp, stream);
-  linear(blas, x, xs, T, W1, y1, lowp, stream);
+  if (T <= kGemvMaxTokens) {
+    linear(blas, x, xs, T, W0, y0, lowp, stream);
+    linear(blas, x, xs, T, W1, y1, lowp, stream);
+    return;
+  }
+  gemm_into<false>(blas, x, xs, T, W0, y0, lowp, false, stream);
+  gemm_into<false>(blas, x, xs, T, W1, y1, lowp, W1.dtype == W0.dtype, stream);  // x rounded once for both
 }
 
 }  // namespace dsv2::cuda

@@ -289,33 +289,49 @@ __global__ void __launch_bounds__(kAttnThreads)
 }
 
 // o_lat[b, h] = Σ_k exp(m_k − M)·o_k / Σ_k exp(m_k − M)·l_k over the splits (empty ones: m_k = −inf).
-// grid (nh, B, ceil(d_c / kCombineColumns)), one column per thread; each split's weight
-// exp(m_k − M) / L computed once into shared memory, the splits' values then loaded independently.
-constexpr int kCombineColumns = 128;
-constexpr int kMaxSplits = 1024;
-__global__ void __launch_bounds__(kCombineColumns)
-    combine_splits_kernel(const float* __restrict__ partials, int64_t nh, int64_t n_splits, int64_t d_c, float* o_lat) {
+// grid (nh, B, ceil(d_c / columns)). Every warp forms M and L itself (lanes over the splits, then warp
+// reductions); the block's warps form `parts` groups (a power of two up to 8, more for more splits),
+// group p summing its columns over the splits k ≡ p (mod parts), the groups' sums added in a fixed
+// order. columns = 32·kCombineWarps / parts.
+constexpr int kCombineWarps = 8;
+__global__ void __launch_bounds__(kCombineWarps * 32)
+    combine_splits_kernel(const float* __restrict__ partials, int64_t nh, int64_t n_splits, int64_t d_c, int parts,
+                          float* o_lat) {
   start_after_previous_kernel();
-  __shared__ float weight[kMaxSplits], red[32];
+  __shared__ float sums[kCombineWarps * 32];
   const int64_t h = blockIdx.x, b = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const float* base = partials + (b * nh + h) * n_splits * (d_c + 2);
   float M = -INFINITY;
-  for (int64_t k = threadIdx.x; k < n_splits; k += blockDim.x) M = fmaxf(M, base[k * (d_c + 2) + d_c]);
-  M = block_max(M, red);
+  for (int64_t k = lane; k < n_splits; k += 32) M = fmaxf(M, base[k * (d_c + 2) + d_c]);
+  M = warp_max(M);
   float L = 0;
-  for (int64_t k = threadIdx.x; k < n_splits; k += blockDim.x) {
+  for (int64_t k = lane; k < n_splits; k += 32) {
     const float m = base[k * (d_c + 2) + d_c];
-    weight[k] = m == -INFINITY ? 0.0f : expf(m - M);
-    L += weight[k] * base[k * (d_c + 2) + d_c + 1];
+    if (m != -INFINITY) L += expf(m - M) * base[k * (d_c + 2) + d_c + 1];
   }
-  L = block_sum(L, red);  // synchronises: the weights are visible
-  const int64_t j = int64_t(blockIdx.z) * kCombineColumns + threadIdx.x;
-  if (j >= d_c) return;
+  L = warp_sum(L);
+  const int columns = kCombineWarps * 32 / parts, part = warp % parts, column = (warp / parts) * 32 + lane;
+  const int64_t j = int64_t(blockIdx.z) * columns + column;
   float acc = 0;
-#pragma unroll 8
-  for (int64_t k = 0; k < n_splits; ++k)
-    if (weight[k] != 0.0f) acc += weight[k] * base[k * (d_c + 2) + j];
-  o_lat[(b * nh + h) * d_c + j] = acc / L;
+  if (j < d_c) {
+#pragma unroll 4
+    for (int64_t k = part; k < n_splits; k += parts) {
+      const float m = base[k * (d_c + 2) + d_c];
+      if (m != -INFINITY) acc += expf(m - M) * base[k * (d_c + 2) + j];
+    }
+  }
+  if (parts == 1) {
+    if (j < d_c) o_lat[(b * nh + h) * d_c + j] = acc / L;
+    return;
+  }
+  sums[part * columns + column] = acc;
+  __syncthreads();
+  if (part == 0 && j < d_c) {
+    float total = 0;
+    for (int p = 0; p < parts; ++p) total += sums[p * columns + column];
+    o_lat[(b * nh + h) * d_c + j] = total / L;
+  }
 }
 
 // The pieces each sequence's keys are split into for the decode attention (each attended by its own
@@ -415,9 +431,10 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
   check(m.d_c <= 32 * kLatPerLane && m.d_rope <= 32 * kRopePerLane, "GPU MLA decode: kv_lora_rank <= 512 and qk_rope_head_dim <= 64");
   const int64_t nh = m.n_heads;
   const int64_t n_splits = absorbed_splits(B, max_len);
-  check(n_splits <= kMaxSplits, "GPU MLA decode: too many splits");
   if (absorbed_attention_mma_supported(m, cache)) {
-    absorbed_attention_mma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, partials, stream);
+    absorbed_attention_mma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, partials, o_lat,
+                           stream);
+    if (n_splits == 1) return;  // written to o_lat directly
   } else {
     DSV2_DISPATCH_CACHE(cache.dtype, {
       const dim3 grid = dim3(unsigned(nh), unsigned(B), unsigned(n_splits));
@@ -427,8 +444,11 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
                         partials);
     });
   }
-  launch_overlapped(combine_splits_kernel, dim3(unsigned(nh), unsigned(B), unsigned((m.d_c + kCombineColumns - 1) / kCombineColumns)),
-                    kCombineColumns, 0, stream, partials, nh, n_splits, m.d_c, o_lat);
+  int parts = 1;  // 1 up to 15 splits, 2 from 16, 4 from 32, 8 from 64
+  while (parts < kCombineWarps && parts * 16 <= n_splits) parts *= 2;
+  const int64_t columns = kCombineWarps * 32 / parts;
+  launch_overlapped(combine_splits_kernel, dim3(unsigned(nh), unsigned(B), unsigned((m.d_c + columns - 1) / columns)),
+                    kCombineWarps * 32, 0, stream, partials, nh, n_splits, m.d_c, parts, o_lat);
 }
 
 void attend_absorbed(cublasHandle_t blas, const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
