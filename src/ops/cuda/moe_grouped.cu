@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/expert_pairs.cuh"
@@ -24,8 +26,8 @@ constexpr int kChunk = 64;       // values of k per step: each lane loads 16 byt
 __device__ __forceinline__ uint32_t word(const uint4& v, int i) { return reinterpret_cast<const uint32_t*>(&v)[i]; }
 
 // Expert e = blockIdx.x: its pairs into rows e·T + 0..n_e−1 of xs ([E·T, H], inputs rounded to WT),
-// counts[e] = n_e, slot_of[p] = the row of pair p. No expert gets a token twice, so n_e <= T. Each
-// thread converts 4 values at a time (H % 4 == 0), all of its rows' loads independent of its stores.
+// counts[e] = n_e, slot_of[p] = the row of pair p. No expert gets a token twice, so n_e <= T. Block
+// column y converts the rows j ≡ y (mod gridDim.y), 4 values per thread at a time (H % 4 == 0).
 template <typename WT>
 __global__ void pack_expert_tokens_kernel(const float* __restrict__ x, int64_t T, int64_t H, int64_t K,
                                           const int32_t* __restrict__ ids, WT* __restrict__ xs, int32_t* counts,
@@ -34,18 +36,22 @@ __global__ void pack_expert_tokens_kernel(const float* __restrict__ x, int64_t T
   __shared__ int32_t list[kMaxPairs];
   const int32_t e = blockIdx.x;
   const int n = pairs_of_expert(ids, T * K, e, list);
-  if (threadIdx.x == 0) counts[e] = n;
-  for (int j = threadIdx.x; j < n; j += blockDim.x) slot_of[list[j]] = int32_t(e * T + j);
+  if (blockIdx.y == 0) {
+    if (threadIdx.x == 0) counts[e] = n;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) slot_of[list[j]] = int32_t(e * T + j);
+  }
   const int quads = int(H / 4);
-#pragma unroll 4
-  for (int i = threadIdx.x; i < n * quads; i += blockDim.x) {
-    const int j = i / quads, c = i % quads;
-    const float4 v = reinterpret_cast<const float4*>(x + (list[j] / K) * H)[c];
-    WT* dst = xs + (e * T + j) * H + 4 * c;
-    from_f32(v.x, dst);
-    from_f32(v.y, dst + 1);
-    from_f32(v.z, dst + 2);
-    from_f32(v.w, dst + 3);
+  for (int j = blockIdx.y; j < n; j += gridDim.y) {
+    const float4* src = reinterpret_cast<const float4*>(x + (list[j] / K) * H);
+    WT* dst = xs + (e * T + j) * H;
+#pragma unroll 2
+    for (int c = threadIdx.x; c < quads; c += blockDim.x) {
+      const float4 v = src[c];
+      from_f32(v.x, dst + 4 * c);
+      from_f32(v.y, dst + 4 * c + 1);
+      from_f32(v.z, dst + 4 * c + 2);
+      from_f32(v.w, dst + 4 * c + 3);
+    }
   }
 }
 
@@ -157,7 +163,9 @@ void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_
   check(aligned16(s.xs) && aligned16(s.hs) && aligned16(x), "grouped experts: inputs and scratch must be 16-byte aligned");
   auto run = [&](auto type_tag) {
     using WT = decltype(type_tag);
-    launch_overlapped(pack_expert_tokens_kernel<WT>, unsigned(E), 256, 0, stream, x, T, H, K, expert_ids,
+    // About one row per block column for an expert of average load (n_e ~ T·K / E), at most 16 columns.
+    const unsigned columns = unsigned(std::clamp<int64_t>((T * K + E - 1) / E, 1, 16));
+    launch_overlapped(pack_expert_tokens_kernel<WT>, dim3(unsigned(E), columns), 256, 0, stream, x, T, H, K, expert_ids,
                       static_cast<WT*>(s.xs), s.counts, s.slot_of);
     constexpr int64_t kGateUpRows = kWarps * 16, kDownRows = kWarps * 32;
     const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
