@@ -288,13 +288,15 @@ TEST(CudaKernels, MoeExpertsMatchReference) {
 
 // The tensor-core form for decode batches of more than 8 tokens: the same sums over inputs rounded to
 // the weight dtype. Shapes with k tails (72, 200), row tiles past the end (40, 200), more tokens per
-// expert than one pass takes (40 tokens on 2 experts), and experts without tokens (64 experts).
+// expert than one pass takes (40 and 80 tokens on 2 experts: passes of 32), and experts without tokens
+// (64 experts).
 TEST(CudaKernels, GroupedExpertsMatchReference) {
   std::mt19937 rng(7);
   struct Case {
     int64_t T, H, I, E, K;
   };
-  for (Case c : {Case{11, 72, 40, 6, 3}, Case{40, 128, 200, 2, 2}, Case{9, 200, 64, 64, 6}, Case{64, 256, 176, 64, 6}}) {
+  for (Case c : {Case{11, 72, 40, 6, 3}, Case{40, 128, 200, 2, 2}, Case{80, 64, 48, 2, 2}, Case{9, 200, 64, 64, 6},
+                 Case{64, 256, 176, 64, 6}}) {
     for (DType dt : {DType::BF16, DType::F16}) {
       const MoeProblem pr(c.T, c.H, c.I, c.E, c.K, dt, rng);
       const int64_t T = c.T, H = c.H, I = c.I, E = c.E, K = c.K;
