@@ -196,35 +196,28 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     if (q4 == 0) red[warp * kHeads + g + 8 * r] = l_run[r];
   }
   __syncthreads();
-  if (n_splits == 1) {  // the whole sequence in this block: o_lat = o / l directly
-    float inv_l[2];
+  // One split (the whole sequence in this block): the output itself, o / l, into o_lat; else the
+  // unnormalised o into the partials.
+  const bool whole = n_splits == 1;
+  float factor[2] = {1.0f, 1.0f};
+  if (whole)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float l = 0.0f;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) l += red[w * kHeads + g + 8 * r];
-      inv_l[r] = 1.0f / l;
+      factor[r] = 1.0f / l;
     }
-#pragma unroll
-    for (int t = 0; t < kMaxVTiles; ++t) {
-      if (8 * t >= cols_per_warp) break;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int64_t h = h0 + g + 8 * (i >> 1), c = col0 + 8 * t + 2 * q4 + (i & 1);
-        if (h < nh && c < d_c) o_lat[(b * nh + h) * d_c + c] = o[t][i] * inv_l[i >> 1];
-      }
-    }
-    return;
-  }
 #pragma unroll
   for (int t = 0; t < kMaxVTiles; ++t) {
     if (8 * t >= cols_per_warp) break;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int64_t h = h0 + g + 8 * (i >> 1), c = col0 + 8 * t + 2 * q4 + (i & 1);
-      if (h < nh && c < d_c) part(h)[c] = o[t][i];
+      if (h < nh && c < d_c) (whole ? o_lat + (b * nh + h) * d_c : part(h))[c] = o[t][i] * factor[i >> 1];
     }
   }
+  if (whole) return;
   if (warp == 0 && q4 == 0) {
     constexpr float kLn2 = 0.69314718f;
 #pragma unroll
