@@ -97,5 +97,25 @@ TEST(PagedLatentCache, WritingPastTheBlockTableIsAnError) {
   EXPECT_THROW(paged.set_length(5), Error);
 }
 
+// bf16 rows across block edges come back as stored (the absorbed path reads them without widening);
+// an f32 pool has none to give.
+TEST(PagedLatentCache, ReadsBf16RowsAsStored) {
+  LatentBlockPool blocks(4, 2, 3, 5, DType::BF16);
+  PagedLatentCache paged(blocks);
+  paged.block_table() = {2, 0, 3};
+  std::vector<float> rows(7 * 5);
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = 0.37f * float(i) - 3.0f;
+  for (int64_t pos = 0; pos < 7; ++pos) paged.write(1, pos, &rows[size_t(pos * 5)]);
+  std::vector<uint16_t> got(6 * 5);
+  ASSERT_TRUE(paged.read_bf16(1, 1, 6, got.data()));
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], f32_to_bf16(rows[i + 5])) << "value " << i;
+
+  LatentBlockPool f32_blocks(1, 1, 4, 8, DType::F32);
+  PagedLatentCache f32_paged(f32_blocks);
+  f32_paged.block_table() = {0};
+  EXPECT_FALSE(f32_paged.read_bf16(0, 0, 1, got.data()));
+  EXPECT_THROW(f32_blocks.read_bf16(0, 0, 0, 1, got.data()), Error);
+}
+
 }  // namespace
 }  // namespace dsv2

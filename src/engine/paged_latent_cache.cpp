@@ -37,6 +37,12 @@ void LatentBlockPool::read(BlockId block, int64_t layer, int32_t slot0, int32_t 
   }
 }
 
+void LatentBlockPool::read_bf16(BlockId block, int64_t layer, int32_t slot0, int32_t n, uint16_t* dst) const {
+  check(dtype_ == DType::BF16, "latent block pool: bf16 rows read from a " + std::string(dtype_name(dtype_)) + " pool");
+  const uint16_t* src = half_.data() + offset(block, layer, slot0);
+  std::copy(src, src + size_t(n) * size_t(width_), dst);
+}
+
 void PagedLatentCache::write(int64_t layer, int64_t pos, const float* row) {
   check(pos >= 0 && pos < capacity(), "paged latent cache: position " + std::to_string(pos) +
                                           " is past the blocks of the sequence (" + std::to_string(capacity()) + " tokens)");
@@ -44,14 +50,29 @@ void PagedLatentCache::write(int64_t layer, int64_t pos, const float* row) {
   pool_.write(table_[size_t(pos / bs)], layer, int32_t(pos % bs), row);
 }
 
-void PagedLatentCache::read(int64_t layer, int64_t pos0, int64_t n, float* dst) const {
-  const int32_t bs = pool_.block_size();
+// Calls read_run(block, slot0, count, first row index) for the runs of rows pos0 .. pos0+n-1 that lie in one block.
+template <typename ReadRun>
+static void for_each_run(const std::vector<BlockId>& table, int32_t bs, int64_t pos0, int64_t n, ReadRun read_run) {
   for (int64_t pos = pos0; pos < pos0 + n;) {
     const int32_t slot = int32_t(pos % bs);
     const int32_t count = int32_t(std::min<int64_t>(bs - slot, pos0 + n - pos));
-    pool_.read(table_[size_t(pos / bs)], layer, slot, count, dst + (pos - pos0) * pool_.width());
+    read_run(table[size_t(pos / bs)], slot, count, pos - pos0);
     pos += count;
   }
+}
+
+void PagedLatentCache::read(int64_t layer, int64_t pos0, int64_t n, float* dst) const {
+  for_each_run(table_, pool_.block_size(), pos0, n, [&](BlockId block, int32_t slot, int32_t count, int64_t row) {
+    pool_.read(block, layer, slot, count, dst + row * pool_.width());
+  });
+}
+
+bool PagedLatentCache::read_bf16(int64_t layer, int64_t pos0, int64_t n, uint16_t* dst) const {
+  if (pool_.dtype() != DType::BF16) return false;
+  for_each_run(table_, pool_.block_size(), pos0, n, [&](BlockId block, int32_t slot, int32_t count, int64_t row) {
+    pool_.read_bf16(block, layer, slot, count, dst + row * pool_.width());
+  });
+  return true;
 }
 
 void PagedLatentCache::set_length(int64_t n) {

@@ -26,6 +26,8 @@ class LatentBlockPool {
   void write(BlockId block, int64_t layer, int32_t slot, const float* row);
   // dst: [n, width] from slots slot0 .. slot0+n-1 of (block, layer); they must lie in the block.
   void read(BlockId block, int64_t layer, int32_t slot0, int32_t n, float* dst) const;
+  // The same rows copied as stored, for a BF16 pool.
+  void read_bf16(BlockId block, int64_t layer, int32_t slot0, int32_t n, uint16_t* dst) const;
 
  private:
   // Layout [n_blocks, n_layers, block_size, width]: one block's rows of a layer are contiguous.
@@ -54,6 +56,7 @@ class PagedLatentCache : public LatentStorage {
   int64_t length() const override { return length_; }
   void write(int64_t layer, int64_t pos, const float* row) override;
   void read(int64_t layer, int64_t pos0, int64_t n, float* dst) const override;
+  bool read_bf16(int64_t layer, int64_t pos0, int64_t n, uint16_t* dst) const override;
   void set_length(int64_t n) override;
 
  private:

@@ -119,10 +119,15 @@ void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T
     }
     // [L, width]: every cached latent of the sequence at cache precision, in place when the cache
     // holds f32 rows contiguously (or bf16 rows, which the absorbed path reads as they are), else
-    // read into an f32 buffer kept across calls.
+    // read into a buffer kept across calls: bf16 rows copied as they are for the absorbed path (a
+    // paged bf16 cache), f32 otherwise.
     const int64_t L = r.pos0 + r.n;
     const float* lat = r.cache->rows_in_place(layer);
     const uint16_t* lat_bf16 = r.path == AttentionPath::Absorbed ? r.cache->bf16_rows_in_place(layer) : nullptr;
+    if (!lat && !lat_bf16 && r.path == AttentionPath::Absorbed) {
+      if (lat_bf16_buffer_.size() < size_t(L * width)) lat_bf16_buffer_.resize(size_t(L * width));
+      if (r.cache->read_bf16(layer, 0, L, lat_bf16_buffer_.data())) lat_bf16 = lat_bf16_buffer_.data();
+    }
     if (!lat && !lat_bf16) {
       if (lat_buffer_.size() < size_t(L * width)) lat_buffer_.resize(size_t(L * width));
       r.cache->read(layer, 0, L, lat_buffer_.data());

@@ -86,6 +86,7 @@ class DeepseekV2 {
   float softmax_scale_;
   // Scratch kept across calls (a fresh multi-MB vector per layer and token costs page faults):
   std::vector<float> lat_buffer_;   // cached latents read back when the cache cannot be read in place
+  std::vector<uint16_t> lat_bf16_buffer_;  // the same, copied as stored, for the absorbed path over bf16 pages
   std::vector<float> partial_acc_;  // absorbed attention's per-group accumulators [groups, nh, d_c]
   std::vector<std::vector<float>> kv_b_f32_;  // [layer] kv_b_f32's conversions
 };

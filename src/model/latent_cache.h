@@ -29,6 +29,9 @@ class LatentStorage {
   virtual const float* rows_in_place(int64_t layer) const { return nullptr; }
   // The same for storage that holds them as one bf16 array [capacity, width].
   virtual const uint16_t* bf16_rows_in_place(int64_t layer) const { return nullptr; }
+  // dst: [n, width] bf16, rows pos0 .. pos0+n-1 of `layer` copied as stored, when the storage holds
+  // bf16 rows (not in one array: else bf16_rows_in_place); false, with nothing read, otherwise.
+  virtual bool read_bf16(int64_t layer, int64_t pos0, int64_t n, uint16_t* dst) const { return false; }
 };
 
 // One sequence's cache in one contiguous buffer.
