@@ -145,6 +145,7 @@ TEST(Cli, BadInputGetsAClearError) {
   expect_fails("bench --model " + g.dir + " --context -1", "--context must be >= 0");
   expect_fails("bench-attention --device gpu", "--device must be cpu or cuda (seen 'gpu')");
   expect_fails("bench-attention --context 0", "--context, --heads, --kv-lora-rank, --rope-dim, --layers and --repeats must be >= 1");
+  expect_fails("bench-attention --activations bf16", "--activations bf16 (scores as bf16 dot products) needs --cache-dtype bf16");
   expect_fails("logits --model " + g.dir + " --ids 1,2 --out " + out + " --activations fp8",
                "--activations must be f32 or bf16 (seen 'fp8')");
   expect_fails("logits --model " + g.dir + " --ids 1,2 --out " + out + " --activations bf16",  // an F32 model

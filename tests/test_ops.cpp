@@ -271,6 +271,47 @@ TEST(Ops, LatentAttentionUpdateOverChunksMatchesTheFormula) {
   }
 }
 
+// Scores as bf16 dot products (--activations bf16): the AVX512-BF16 update equals its portable twin (the
+// query rounded to bf16, then the f32 update) to f32 rounding, over chunks of several lengths with tails,
+// and stays near the f32-score update. Width 80 is not a multiple of 32: both take the portable form.
+TEST(Ops, LatentAttentionBf16ScoresMatchTheRoundedQuery) {
+  std::mt19937 rng(21);
+  struct Shape {
+    int64_t nh, d_c, d_rope;
+    std::vector<int64_t> chunks;
+  };
+  for (const Shape& sh : {Shape{16, 512, 64, {256, 100}}, Shape{16, 512, 64, {1, 37, 3}}, Shape{8, 64, 32, {5, 3, 16, 17}},
+                          Shape{4, 64, 16, {9, 4}}}) {
+    int64_t n = 0;
+    for (int64_t c : sh.chunks) n += c;
+    const int64_t width = sh.d_c + sh.d_rope, q_pe_stride = sh.d_rope + 3;
+    std::vector<float> q_lat = randn(size_t(sh.nh * sh.d_c), rng), q_pe = randn(size_t(sh.nh * q_pe_stride), rng);
+    std::vector<uint16_t> lat(size_t(n * width));
+    for (uint16_t& v : lat) v = f32_to_bf16(std::normal_distribution<float>()(rng));
+    const float scale = 0.15f;
+    std::vector<std::vector<float>> out;
+    using Update = void (*)(const float*, const float*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                            float, float*, float*, float*, float*);
+    for (Update update : {Update(cpu::latent_attention_update_bf16_dot), Update(cpu::latent_attention_update_bf16_dot_portable),
+                          Update(cpu::latent_attention_update_bf16)}) {
+      std::vector<float> m(size_t(sh.nh), -INFINITY), l(size_t(sh.nh), NAN), acc(size_t(sh.nh * sh.d_c), NAN), scratch;
+      int64_t s0 = 0;
+      for (int64_t c : sh.chunks) {
+        scratch.assign(size_t(sh.nh * c), NAN);
+        update(q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
+               m.data(), l.data(), acc.data(), scratch.data());
+        s0 += c;
+      }
+      for (int64_t h = 0; h < sh.nh; ++h)
+        for (int64_t j = 0; j < sh.d_c; ++j) acc[size_t(h * sh.d_c + j)] /= l[size_t(h)];
+      out.push_back(acc);
+    }
+    EXPECT_LE(test::rel_l2(out[0].data(), out[1].data(), out[1].size()), 1e-5) << "nh " << sh.nh << " d_c " << sh.d_c << " n " << n;
+    EXPECT_LE(test::rel_l2(out[0].data(), out[2].data(), out[2].size()), 2e-2) << "nh " << sh.nh << " d_c " << sh.d_c << " n " << n;
+    EXPECT_GT(test::rel_l2(out[0].data(), out[2].data(), out[2].size()), 0.0) << "the query was not rounded";
+  }
+}
+
 // The whole decode attention over several key groups (a partial last one) equals the softmax formula
 // and gives the same bits on 1 and 2 threads, for f32 and bf16 rows.
 TEST(Ops, LatentAttentionOverKeyGroupsMatchesTheFormulaOnAnyThreadCount) {

@@ -27,6 +27,8 @@ int cmd_bench_attention(Args& args) {
   check(context >= 1 && nh >= 1 && d_c >= 1 && d_rope >= 1 && layers >= 1 && repeats >= 1,
         "--context, --heads, --kv-lora-rank, --rope-dim, --layers and --repeats must be >= 1");
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
+  const bool bf16_scores = activations_option(args) == ActivationFormat::BF16;
+  check(!bf16_scores || cache_dtype == DType::BF16, "--activations bf16 (scores as bf16 dot products) needs --cache-dtype bf16");
   const bool json_out = args.flag("--json");
   ThreadPool pool(threads_option(args));
   args.finish();
@@ -54,7 +56,7 @@ int cmd_bench_attention(Args& args) {
                               o_lat.data(), partial);
       } else {
         cpu::latent_attention(pool, q_lat.data(), q_pe.data(), d_rope, bf16.data() + offset, width, context, nh, d_c, d_rope,
-                              scale, o_lat.data(), partial);
+                              scale, o_lat.data(), partial, bf16_scores);
       }
     }
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -65,6 +67,7 @@ int cmd_bench_attention(Args& args) {
   const nlohmann::json j = {{"context", context},         {"heads", nh},
                             {"kv_lora_rank", d_c},        {"rope_dim", d_rope},
                             {"layers", layers},           {"cache_dtype", dtype_name(cache_dtype)},
+                            {"scores", bf16_scores ? "bf16" : "f32"},
                             {"threads", pool.size()},     {"ms_per_token", best * 1e3},
                             {"gflop_per_s", gflops},      {"cache_gb_per_s", bytes / best / 1e9},
                             {"read_bandwidth_gb_per_s", bw / 1e9}};

@@ -202,13 +202,15 @@ void DeepseekV2::attend_absorbed(int64_t layer, const float* q, const float* lat
   });
 
   // o_lat[t, h] = Σ_s softmax_s(score[t, h, s]) · c_s over keys 0 .. pos0 + t: every cached latent is
-  // read once for all heads, key groups split over the threads (cpu::latent_attention).
+  // read once for all heads, key groups split over the threads (cpu::latent_attention). A model run with
+  // bf16 activations takes the scores over a bf16 cache as bf16 dot products.
+  const bool bf16_scores = w_.layers[size_t(layer)].kv_b_proj.activations == ActivationFormat::BF16;
   std::vector<float> o_lat(size_t(T * nh * d_c));
   for (int64_t t = 0; t < T; ++t) {
     const float* q_t = &q_lat[size_t(t * nh * d_c)];
     if (lat_bf16) {
       cpu::latent_attention(pool_, q_t, q + t * nh * d_qk + d_nope, d_qk, lat_bf16, width, pos0 + t + 1, nh, d_c, d_rope,
-                            softmax_scale_, &o_lat[size_t(t * nh * d_c)], partial_acc_);
+                            softmax_scale_, &o_lat[size_t(t * nh * d_c)], partial_acc_, bf16_scores);
     } else {
       cpu::latent_attention(pool_, q_t, q + t * nh * d_qk + d_nope, d_qk, lat, width, pos0 + t + 1, nh, d_c, d_rope,
                             softmax_scale_, &o_lat[size_t(t * nh * d_c)], partial_acc_);

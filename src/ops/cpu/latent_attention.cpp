@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/cpu/simd_targets.h"
@@ -117,6 +118,23 @@ DSV2_AVX512 inline void accumulate_tile(const T* lat, int64_t width, int64_t n, 
     for (int64_t v = 0; v < V; ++v) _mm512_storeu_ps(acc + (h0 + i) * d_c + j + 16 * v, a[i][v]);
 }
 
+// Stores the scale · sums of the kKeys × kHeads block `sum` (sum[k·kHeads + i]: key s0 + k, head h0 + i)
+// into scores [nh, n].
+DSV2_AVX512 inline void store_score_block(const __m512 (&sum)[16], __m512 sv, float* scores, int64_t n, int64_t s0,
+                                          int64_t h0) {
+  // Transposed, lane i·kKeys + k: each head's kKeys scores side by side.
+  const __m512 r = _mm512_mul_ps(sv, sum16_transposed(sum));
+  _mm_storeu_ps(scores + (h0 + 0) * n + s0, _mm512_extractf32x4_ps(r, 0));
+  _mm_storeu_ps(scores + (h0 + 1) * n + s0, _mm512_extractf32x4_ps(r, 1));
+  _mm_storeu_ps(scores + (h0 + 2) * n + s0, _mm512_extractf32x4_ps(r, 2));
+  _mm_storeu_ps(scores + (h0 + 3) * n + s0, _mm512_extractf32x4_ps(r, 3));
+}
+
+// The online-softmax update from the chunk's scores [nh, n] (overwritten by their weights).
+template <typename T>
+DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c, float* m,
+                                           float* l, float* acc, float* scores);
+
 // nh a multiple of kHeads, d_c of kTile, d_rope of 16.
 template <typename T>
 DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
@@ -135,12 +153,7 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
       const int64_t n_ahead = std::clamp(std::min(kKeys - first, n - ahead), int64_t(0), rows_per_block);
       score_sums<kKeys, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, n_ahead > 0 ? lat + ahead * width : lat,
                            n_ahead, sum);
-      // sum[k·kHeads + i] is key k, head i; transposed, lane i·kKeys + k: each head's kKeys scores side by side.
-      const __m512 r = _mm512_mul_ps(sv, sum16_transposed(sum));
-      _mm_storeu_ps(scores + (h0 + 0) * n + s0, _mm512_extractf32x4_ps(r, 0));
-      _mm_storeu_ps(scores + (h0 + 1) * n + s0, _mm512_extractf32x4_ps(r, 1));
-      _mm_storeu_ps(scores + (h0 + 2) * n + s0, _mm512_extractf32x4_ps(r, 2));
-      _mm_storeu_ps(scores + (h0 + 3) * n + s0, _mm512_extractf32x4_ps(r, 3));
+      store_score_block(sum, sv, scores, n, s0, h0);
     }
   for (; s0 < n; ++s0)
     for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
@@ -148,6 +161,12 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
       score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat, 0, sum);
       for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * _mm512_reduce_add_ps(sum[i]);
     }
+  softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores);
+}
+
+template <typename T>
+DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c, float* m,
+                                           float* l, float* acc, float* scores) {
   // Per block of kHeads heads: the new maximum, the old state's factor f = exp(m_old − m_new), the
   // weights exp(score − m_new) in place and their sum, then the weighted latents.
   const int64_t n16 = n & ~int64_t(15);
@@ -179,6 +198,54 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
     }
     for (int64_t j = 0; j < d_c; j += kTile) accumulate_tile(lat, width, n, scores, h0, j, d_c, f, acc);
   }
+}
+
+// score_sums over bf16 rows with the query in bf16 (q16: [nh, width] rows [q_lat | q_pe]): vdpbf16ps
+// multiplies 32 values at a time, pairs of products summed in f32; width a multiple of 32.
+template <int64_t KN>
+DSV2_AVX512_BF16 inline void score_sums_dot(const uint16_t* q16, const uint16_t* lat, int64_t width, int64_t s0, int64_t h0,
+                                            const uint16_t* ahead, int64_t n_ahead, __m512 (&sum)[16]) {
+  for (int i = 0; i < 16; ++i) sum[i] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < width; j += 32) {
+    __m512bh qv[kHeads];
+    for (int64_t i = 0; i < kHeads; ++i) qv[i] = (__m512bh)_mm512_loadu_si512(q16 + (h0 + i) * width + j);
+    for (int64_t k = 0; k < n_ahead; ++k) _mm_prefetch(reinterpret_cast<const char*>(ahead + k * width + j), _MM_HINT_T0);
+    for (int64_t k = 0; k < KN; ++k) {
+      const __m512bh cv = (__m512bh)_mm512_loadu_si512(lat + (s0 + k) * width + j);
+      for (int64_t i = 0; i < kHeads; ++i) sum[k * kHeads + i] = _mm512_dpbf16_ps(sum[k * kHeads + i], qv[i], cv);
+    }
+  }
+}
+
+// update_avx512 over bf16 rows with the scores as bf16 dot products (the query rounded to bf16 once
+// per call); width = d_c + d_rope, a multiple of 32.
+DSV2_AVX512_BF16 void update_avx512_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                                        int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale,
+                                        float* m, float* l, float* acc, float* scores) {
+  thread_local std::vector<uint16_t> q16;
+  q16.resize(size_t(nh * width));
+  for (int64_t h = 0; h < nh; ++h) {
+    for (int64_t j = 0; j < d_c; ++j) q16[size_t(h * width + j)] = f32_to_bf16(q_lat[h * d_c + j]);
+    for (int64_t j = 0; j < d_rope; ++j) q16[size_t(h * width + d_c + j)] = f32_to_bf16(q_pe[h * q_pe_stride + j]);
+  }
+  const __m512 sv = _mm512_set1_ps(scale);
+  const int64_t head_blocks = nh / kHeads, rows_per_block = (kKeys + head_blocks - 1) / head_blocks;
+  int64_t s0 = 0;
+  for (; s0 + kKeys <= n; s0 += kKeys)
+    for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
+      __m512 sum[16];
+      const int64_t first = h0 / kHeads * rows_per_block, ahead = s0 + kAhead + first;
+      const int64_t n_ahead = std::clamp(std::min(kKeys - first, n - ahead), int64_t(0), rows_per_block);
+      score_sums_dot<kKeys>(q16.data(), lat, width, s0, h0, n_ahead > 0 ? lat + ahead * width : lat, n_ahead, sum);
+      store_score_block(sum, sv, scores, n, s0, h0);
+    }
+  for (; s0 < n; ++s0)
+    for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
+      __m512 sum[16];
+      score_sums_dot<1>(q16.data(), lat, width, s0, h0, lat, 0, sum);
+      for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * _mm512_reduce_add_ps(sum[i]);
+    }
+  softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores);
 }
 
 }  // namespace
@@ -228,6 +295,29 @@ void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe
   latent_attention_update_portable(q_lat, q_pe, q_pe_stride, rows.data(), width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
 }
 
+void latent_attention_update_bf16_dot_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride,
+                                               const uint16_t* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c,
+                                               int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
+  std::vector<float> ql(size_t(nh * d_c)), qp(size_t(nh * d_rope));
+  for (int64_t h = 0; h < nh; ++h) {
+    for (int64_t j = 0; j < d_c; ++j) ql[size_t(h * d_c + j)] = bf16_to_f32(f32_to_bf16(q_lat[h * d_c + j]));
+    for (int64_t j = 0; j < d_rope; ++j) qp[size_t(h * d_rope + j)] = bf16_to_f32(f32_to_bf16(q_pe[h * q_pe_stride + j]));
+  }
+  latent_attention_update_bf16_portable(ql.data(), qp.data(), d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+
+void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
+                                      float* l, float* acc, float* scratch) {
+  if (has_avx512_bf16() && nh % kHeads == 0 && d_c % kTile == 0 && d_rope % 16 == 0 && width == d_c + d_rope &&
+      width % 32 == 0) {
+    update_avx512_dot(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  } else {
+    latent_attention_update_bf16_dot_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc,
+                                              scratch);
+  }
+}
+
 void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                   float* l, float* acc, float* scratch) {
@@ -241,18 +331,21 @@ void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t
 namespace {
 
 void update_rows(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width, int64_t n,
-                 int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
+                 int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch,
+                 bool /*bf16_scores: f32 rows keep f32 scores*/) {
   latent_attention_update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
 }
 void update_rows(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat, int64_t width, int64_t n,
-                 int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
-  latent_attention_update_bf16(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+                 int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch,
+                 bool bf16_scores) {
+  (bf16_scores ? latent_attention_update_bf16_dot : latent_attention_update_bf16)(q_lat, q_pe, q_pe_stride, lat, width, n, nh,
+                                                                                  d_c, d_rope, scale, m, l, acc, scratch);
 }
 
 template <typename T>
 void attention_groups(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat,
                       int64_t width, int64_t n_keys, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
-                      std::vector<float>& part_acc) {
+                      std::vector<float>& part_acc, bool bf16_scores) {
   const int64_t n_groups = (n_keys + kLatentKeyGroup - 1) / kLatentKeyGroup;
   // [n_groups, nh, d_c]: every group writes its whole state, no initialisation needed.
   part_acc.resize(std::max(part_acc.size(), size_t(n_groups * nh * d_c)));
@@ -263,7 +356,7 @@ void attention_groups(ThreadPool& pool, const float* q_lat, const float* q_pe, i
       for (int64_t s0 = g * kLatentKeyGroup; s0 < std::min(n_keys, (g + 1) * kLatentKeyGroup); s0 += kLatentKeyChunk)
         update_rows(q_lat, q_pe, q_pe_stride, lat + s0 * width, width, std::min(n_keys, s0 + kLatentKeyChunk) - s0, nh, d_c,
                     d_rope, scale, &part_m[size_t(g * nh)], &part_l[size_t(g * nh)], &part_acc[size_t(g * nh * d_c)],
-                    scores.data());
+                    scores.data(), bf16_scores);
   });
   for (int64_t h = 0; h < nh; ++h) {
     float M = -INFINITY;
@@ -285,13 +378,13 @@ void attention_groups(ThreadPool& pool, const float* q_lat, const float* q_pe, i
 void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
                       std::vector<float>& partial) {
-  attention_groups(pool, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, o_lat, partial);
+  attention_groups(pool, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, o_lat, partial, false);
 }
 
 void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
-                      std::vector<float>& partial) {
-  attention_groups(pool, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, o_lat, partial);
+                      std::vector<float>& partial, bool bf16_scores) {
+  attention_groups(pool, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, o_lat, partial, bf16_scores);
 }
 
 }  // namespace dsv2::cpu

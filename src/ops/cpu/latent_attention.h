@@ -19,13 +19,14 @@ namespace dsv2::cpu {
 // kLatentKeyChunk keys in order through one online-softmax state (latent_attention_update) and the
 // groups' states are merged in group order, so the result does not depend on the thread count.
 // lat: [n, width] f32 rows, or bf16 rows in the second form. partial: scratch kept across calls.
+// bf16_scores (bf16 rows): the scores as bf16 dot products (latent_attention_update_bf16_dot).
 constexpr int64_t kLatentKeyChunk = 256, kLatentKeyGroup = 1024;
 void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
                       std::vector<float>& partial);
 void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* o_lat,
-                      std::vector<float>& partial);
+                      std::vector<float>& partial, bool bf16_scores = false);
 
 // keys s in [0, n): lat rows [n, width] = [c_s (d_c) ; k_pe_s (d_rope)], width >= d_c + d_rope.
 // score[h, s] = scale · (q_lat[h] · c_s + q_pe[h] · k_pe_s)     q_lat: [nh, d_c], q_pe: [nh] rows of stride q_pe_stride
@@ -43,6 +44,15 @@ void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                   float* l, float* acc, float* scratch);
 
+// The same over a bf16 cache with the scores as bf16 dot products, for models whose activations are bf16
+// (--activations bf16): q_lat and q_pe rounded to bf16, each score's products summed in f32 (AVX512-BF16
+// vdpbf16ps, 32 values an instruction, the rows read without widening); the weighted sum of the latents
+// stays f32. AVX512-BF16 when the CPU has it, nh is a multiple of 4, d_c of 64, d_rope of 16 and
+// width = d_c + d_rope of 32; else the portable form.
+void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
+                                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
+                                      float* l, float* acc, float* scratch);
+
 // The portable forms of the same (the references for the AVX-512 ones).
 void latent_attention_update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
                                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
@@ -50,5 +60,8 @@ void latent_attention_update_portable(const float* q_lat, const float* q_pe, int
 void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                            int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale,
                                            float* m, float* l, float* acc, float* scratch);
+void latent_attention_update_bf16_dot_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride,
+                                               const uint16_t* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c,
+                                               int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch);
 
 }  // namespace dsv2::cpu
