@@ -218,7 +218,9 @@ DSV2_AVX512_BF16 inline void score_sums_dot(const uint16_t* q16, const uint16_t*
 }
 
 // update_avx512 over bf16 rows with the scores as bf16 dot products (the query rounded to bf16 once
-// per call); width = d_c + d_rope, a multiple of 32.
+// per call); width = d_c + d_rope, a multiple of 32. Its block loop repeats update_avx512's: a loop
+// shared through a callback would call the AVX512-BF16 block code out of line from AVX-512 code (GCC
+// does not inline across target attributes), which measured slower than the f32 scores.
 DSV2_AVX512_BF16 void update_avx512_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                         int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale,
                                         float* m, float* l, float* acc, float* scores) {
