@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "core/error.h"
 #include "core/thread_pool.h"
 #include "ops/cpu/causal_attention.h"
 #include "ops/cpu/latent_attention.h"
@@ -158,6 +159,34 @@ TEST(Ops, AttendRowMatchesTheFormula) {
       EXPECT_EQ(out.back(), 7.0f);
     }
   }
+}
+
+// Query rows attended together (each key and value row loaded once for all of them) give each row the
+// bits attend_row gives it alone over its own causal range, at the released shapes and odd ones.
+TEST(Ops, AttendRowsGiveEachRowItsAloneBits) {
+  std::mt19937 rng(17);
+  struct Shape {
+    int64_t d_nope, d_rope, d_v, n0;
+  };
+  for (Shape sh : {Shape{128, 64, 128, 300}, Shape{128, 64, 128, 1}, Shape{16, 8, 12, 7}, Shape{24, 6, 200, 5}, Shape{3, 2, 5, 4}}) {
+    for (int64_t rows = 1; rows <= cpu::kAttendRows; ++rows) {
+      const int64_t n = sh.n0 + rows - 1, kv_stride = sh.d_nope + sh.d_v + 3, rope_stride = sh.d_rope + 1;
+      const int64_t q_stride = sh.d_nope + sh.d_rope + 2, out_stride = sh.d_v + 1;
+      const std::vector<float> q = randn(size_t(rows * q_stride), rng), kv = randn(size_t(n * kv_stride), rng),
+                               rope = randn(size_t(n * rope_stride), rng);
+      std::vector<float> scores(size_t(rows * n)), got(size_t(rows * out_stride), NAN);
+      cpu::attend_rows(q.data(), q_stride, rows, kv.data(), kv_stride, rope.data(), rope_stride, kv.data() + sh.d_nope, kv_stride,
+                       sh.n0, sh.d_nope, sh.d_rope, sh.d_v, 0.1f, scores.data(), got.data(), out_stride);
+      for (int64_t i = 0; i < rows; ++i) {
+        std::vector<float> alone_scores(static_cast<size_t>(n)), want(static_cast<size_t>(sh.d_v));
+        cpu::attend_row(q.data() + i * q_stride, kv.data(), kv_stride, rope.data(), rope_stride, kv.data() + sh.d_nope, kv_stride,
+                        sh.n0 + i, sh.d_nope, sh.d_rope, sh.d_v, 0.1f, alone_scores.data(), want.data());
+        EXPECT_EQ(std::vector<float>(got.begin() + i * out_stride, got.begin() + i * out_stride + sh.d_v), want)
+            << "d_nope " << sh.d_nope << " d_v " << sh.d_v << " n0 " << sh.n0 << " rows " << rows << " row " << i;
+      }
+    }
+  }
+  EXPECT_THROW(cpu::attend_rows(nullptr, 0, 5, nullptr, 0, nullptr, 0, nullptr, 0, 1, 1, 1, 1, 1.0f, nullptr, nullptr, 0), Error);
 }
 
 TEST(Ops, LatentAttentionChunkMatchesTheFormula) {

@@ -159,12 +159,15 @@ void DeepseekV2::attend_decompressed(const LayerWeights& w, const float* q, cons
   cpu::matmul(pool_, c.data(), L, w.kv_b_proj, kvb.data());
 
   pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
-    std::vector<float> p(static_cast<size_t>(L));
+    std::vector<float> p(size_t(cpu::kAttendRows * L));
     for (int64_t h = h0; h < h1; ++h) {
       const float* k_nope = &kvb[size_t(h * (d_nope + d_v))];  // key s: k_nope + s·kvb_w, its value d_nope further
-      for (int64_t t = 0; t < T; ++t)  // causal: query t sees keys 0..pos0+t
-        cpu::attend_row(q + (t * nh + h) * d_qk, k_nope, kvb_w, lat + d_c, width, k_nope + d_nope, kvb_w, pos0 + t + 1, d_nope,
-                        d_rope, d_v, softmax_scale_, p.data(), out + (t * nh + h) * d_v);
+      // Causal: query t sees keys 0..pos0+t. Up to kAttendRows queries share each key row's load, each
+      // with attend_row's bits.
+      for (int64_t t = 0; t < T; t += cpu::kAttendRows)
+        cpu::attend_rows(q + (t * nh + h) * d_qk, nh * d_qk, std::min(cpu::kAttendRows, T - t), k_nope, kvb_w, lat + d_c, width,
+                         k_nope + d_nope, kvb_w, pos0 + t + 1, d_nope, d_rope, d_v, softmax_scale_, p.data(),
+                         out + (t * nh + h) * d_v, nh * d_v);
     }
   });
 }
