@@ -3,9 +3,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <type_traits>
 
 #include "core/error.h"
+#include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/cpu/simd_targets.h"
@@ -151,16 +151,10 @@ void attend_rows(const float* q, int64_t q_stride, int64_t rows, const float* k_
                           scale, scores, out + i * out_stride);
     return;
   }
-  const auto run = [&](auto rows_tag) {
-    attend_rows_avx512<decltype(rows_tag)::value>(q, q_stride, k_nope, k_stride, k_rope, rope_stride, v, v_stride, n0, d_nope,
-                                                  d_rope, d_v, scale, scores, out, out_stride);
-  };
-  switch (rows) {
-    case 1: run(std::integral_constant<int, 1>{}); break;
-    case 2: run(std::integral_constant<int, 2>{}); break;
-    case 3: run(std::integral_constant<int, 3>{}); break;
-    default: run(std::integral_constant<int, 4>{}); break;
-  }
+  with_count<kAttendRows>(rows, [&](auto r) {
+    attend_rows_avx512<decltype(r)::value>(q, q_stride, k_nope, k_stride, k_rope, rope_stride, v, v_stride, n0, d_nope, d_rope,
+                                           d_v, scale, scores, out, out_stride);
+  });
 }
 
 void attend_row_portable(const float* q, const float* k_nope, int64_t k_stride, const float* k_rope, int64_t rope_stride,

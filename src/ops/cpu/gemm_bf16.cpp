@@ -3,6 +3,8 @@
 #include <immintrin.h>
 
 #include "core/dtype.h"
+#include "ops/cpu/count_dispatch.h"
+#include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/simd_targets.h"
 
 namespace dsv2::cpu {
@@ -94,12 +96,7 @@ bool has_avx512_bf16() {
 void gemm_bf16_rows_avx512(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t r0, int64_t r1,
                            float* y) {
   const uint16_t* x = xb.values.data() + t0 * xb.padded;
-  switch (T) {
-    case 1: rows_avx512<1>(x, xb.padded, W, r0, r1, y); break;
-    case 2: rows_avx512<2>(x, xb.padded, W, r0, r1, y); break;
-    case 3: rows_avx512<3>(x, xb.padded, W, r0, r1, y); break;
-    default: rows_avx512<4>(x, xb.padded, W, r0, r1, y); break;
-  }
+  with_count<kGemvMaxTokens>(T, [&](auto n) { rows_avx512<decltype(n)::value>(x, xb.padded, W, r0, r1, y); });
 }
 
 void gemm_bf16_rows_portable(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t r0, int64_t r1,

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/quant.h"
+#include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/simd_targets.h"
 
@@ -245,12 +246,7 @@ void qrows(const QuantizedActivations& xq, int64_t t0, const Matrix& W, int64_t 
 
 template <DType F>
 void qrows_any(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
-  switch (T) {
-    case 1: qrows<1, F>(xq, t0, W, r0, r1, y); break;
-    case 2: qrows<2, F>(xq, t0, W, r0, r1, y); break;
-    case 3: qrows<3, F>(xq, t0, W, r0, r1, y); break;
-    default: qrows<4, F>(xq, t0, W, r0, r1, y); break;
-  }
+  with_count<kGemvMaxTokens>(T, [&](auto n) { qrows<decltype(n)::value, F>(xq, t0, W, r0, r1, y); });
 }
 
 }  // namespace
@@ -264,7 +260,6 @@ void gemv_rows_avx2(const float* x, int64_t T, const Matrix& W, int64_t r0, int6
 }
 
 void qgemv_rows_avx2(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
-  static_assert(kGemvMaxTokens == 4, "qrows_any covers T = 1..4");
   if (W.dtype == DType::Q8_0) {
     qrows_any<DType::Q8_0>(xq, t0, T, W, r0, r1, y);
   } else {

@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/simd_targets.h"
 
 namespace dsv2::cpu {
@@ -107,12 +108,7 @@ void rows(const float* x, const Matrix& W, int64_t r0, int64_t r1, float* y) {
 }  // namespace
 
 void gemv_rows_avx512(const float* x, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
-  switch (T) {
-    case 1: rows<1>(x, W, r0, r1, y); break;
-    case 2: rows<2>(x, W, r0, r1, y); break;
-    case 3: rows<3>(x, W, r0, r1, y); break;
-    default: rows<4>(x, W, r0, r1, y); break;
-  }
+  with_count<kGemvMaxTokens>(T, [&](auto n) { rows<decltype(n)::value>(x, W, r0, r1, y); });
 }
 
 }  // namespace dsv2::cpu

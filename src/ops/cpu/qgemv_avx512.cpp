@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/simd_targets.h"
 
@@ -168,18 +169,12 @@ void rows(const QuantizedActivations& xq, int64_t t0, const Matrix& W, int64_t r
 
 template <DType F>
 void rows_any(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
-  switch (T) {
-    case 1: rows<1, F>(xq, t0, W, r0, r1, y); break;
-    case 2: rows<2, F>(xq, t0, W, r0, r1, y); break;
-    case 3: rows<3, F>(xq, t0, W, r0, r1, y); break;
-    default: rows<4, F>(xq, t0, W, r0, r1, y); break;
-  }
+  with_count<kGemvMaxTokens>(T, [&](auto n) { rows<decltype(n)::value, F>(xq, t0, W, r0, r1, y); });
 }
 
 }  // namespace
 
 void qgemv_rows_avx512(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
-  static_assert(kGemvMaxTokens == 4, "rows_any covers T = 1..4");
   if (W.dtype == DType::Q8_0) {
     rows_any<DType::Q8_0>(xq, t0, T, W, r0, r1, y);
   } else {
