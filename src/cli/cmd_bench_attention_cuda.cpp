@@ -34,8 +34,10 @@ int bench_attention_cuda(Args& args) {
   args.finish();
 
   const double copy_bw = cuda::measure_copy_bandwidth();
+  // attend_latents reads the query's rotary part at offset d_nope of its rows and never d_v (the value
+  // expansion is not part of it): V2's d_nope of 128, and d_v set to it.
   const int64_t width = d_c + d_rope, d_nope = 128, max_blocks = (context + block - 1) / block;
-  const cuda::MlaShape shape{nh, d_nope, d_rope, d_c, d_c, 1.0f / std::sqrt(float(d_nope + d_rope))};
+  const cuda::MlaShape shape{nh, d_nope, d_rope, d_nope, d_c, 1.0f / std::sqrt(float(d_nope + d_rope))};
   cuda::PagedLatentCache cache{nullptr, cache_dtype, 1, batch * max_blocks, block, width};
   const int64_t cache_values = batch * max_blocks * block * width;
   cuda::DeviceBuffer cache_data(size_t(cache_values) * dtype_size(cache_dtype));
