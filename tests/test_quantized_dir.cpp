@@ -167,7 +167,18 @@ TEST(QuantizedDir, CommandLineRoundTrip) {
   expect_contains(r.err, "not an empty directory");
   r = test::run_dsv2("generate --model " + src + " --weights q8 --prompt-ids 1,2");
   EXPECT_EQ(r.exit_code, 1);
-  expect_contains(r.err, "--weights must be bf16, int8 or q4 (seen 'q8')");
+  expect_contains(r.err, "--weights must be bf16, int8, q4 or fp8 (seen 'q8')");
+  // FP8 is the GPU's format: on the CPU, and for a quantized directory, a clear error.
+  for (const std::string& cmd : {"generate --model " + src + " --weights fp8 --prompt-ids 1,2",
+                                "logits --model " + src + " --weights fp8 --ids 1,2 --out " + a,
+                                "bench --model " + src + " --weights fp8 --prompt-tokens 4 --gen-tokens 2"}) {
+    r = test::run_dsv2(cmd);
+    EXPECT_EQ(r.exit_code, 1) << cmd;
+    expect_contains(r.err, "--weights fp8 is a GPU format (--device cuda)");
+  }
+  r = test::run_dsv2("quantize --model " + src + " --weights fp8 --out " + out + "4");
+  EXPECT_EQ(r.exit_code, 1);
+  expect_contains(r.err, "--weights must be int8 or q4 (fp8 is quantized at upload by --device cuda)");
 }
 
 TEST(QuantizedDir, PerplexityOfADirectoryEqualsQuantizingAtLoad) {

@@ -34,14 +34,15 @@ Backend::Backend(const std::string& model_dir, Device device, int threads, DType
     cpu_ = std::make_unique<DeepseekV2>(model_.config, model_.weights, *pool_);
     return;
   }
-  check(weights == WeightFormat::AsStored && !model_.config.quantized_linear,
-        "--device cuda runs the BF16/F16/F32 weights as stored (no --weights int8|q4, no quantized directories)");
+  check((weights == WeightFormat::AsStored || weights == WeightFormat::Fp8) && !model_.config.quantized_linear,
+        "--device cuda runs the BF16/F16/F32 weights as stored or as fp8 (no --weights int8|q4, no quantized directories)");
   check(activations == ActivationFormat::F32, "--activations bf16 is a CPU option (--device cuda: its own kernels)");
 #ifdef DSV2_WITH_CUDA
   CudaOptions opt;
   opt.cache_dtype = cache_dtype;
   opt.max_context = capacity_;
   opt.max_prefill_chunk = std::min<int64_t>(capacity_, 1024);
+  opt.fp8_weights = weights == WeightFormat::Fp8;
   gpu_ = std::make_shared<CudaDeepseekV2>(model_.config, *model_.checkpoint, opt);
 #endif
 }

@@ -35,6 +35,10 @@ int bench_cuda(Args& args) {
   opt.max_context = prompt_tokens + gen_tokens;
   opt.max_prefill_chunk = std::min<int64_t>(prompt_tokens, 2048);
   opt.use_graphs = !no_graphs;
+  const WeightFormat weights = weights_option(args);
+  check(weights == WeightFormat::AsStored || weights == WeightFormat::Fp8,
+        "dsv2 bench --device cuda: --weights must be bf16 (as stored) or fp8");
+  opt.fp8_weights = weights == WeightFormat::Fp8;
   args.flag("--random");  // presets are always random weights
   threads_option(args);
   args.finish();
@@ -90,23 +94,20 @@ int bench_cuda(Args& args) {
   const ParameterCounts params = count_parameters(cfg);
   const double flops_per_token = 2.0 * double(params.active_per_token);
   const double decode_tps = double(batch * steps) / decode_s;
-  // Every weight a batch-1 decode step reads (one embedding row, K experts per MoE layer, ...), BF16 for presets.
-  const DType weights_dtype = loaded ? loaded->weights.embed.dtype : DType::BF16;
-  const double step_bytes = double(params.read_per_decode_token) * double(dtype_size(weights_dtype));
+  // Every weight a batch-1 decode step reads (one embedding row, K experts per MoE layer, ...), as
+  // the GPU holds them (FP8 scales included).
+  const double step_bytes = net->decode_weight_bytes(double(cfg.num_experts_per_tok));
   // The bytes a batch's decode step must read at least: the weights (the experts a batch touches
   // estimated for uniform routing: E·(1 − (1 − K/E)^B) distinct experts per MoE layer instead of K)
   // and the latent cache of every sequence (mean context of the timed steps).
   double distinct_experts = 0;
-  int64_t moe_layers = 0;
   if (cfg.n_routed_experts > 0) {
     const double E = double(cfg.n_routed_experts), K = double(cfg.num_experts_per_tok);
     distinct_experts = E * (1.0 - std::pow(1.0 - K / E, double(batch)));
-    for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) moe_layers += cfg.is_moe_layer(l) ? 1 : 0;
   }
-  const double expert_bytes = 3.0 * double(cfg.hidden_size * cfg.moe_intermediate_size) * double(dtype_size(weights_dtype));
   const double mean_context = double(prompt_tokens) + 0.5 * double(gen_tokens);
   const double batch_step_bytes =
-      step_bytes + double(moe_layers) * (distinct_experts - double(cfg.num_experts_per_tok)) * expert_bytes +
+      net->decode_weight_bytes(distinct_experts) +
       double(batch) * mean_context * double(cfg.num_hidden_layers * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)) *
           double(dtype_size(opt.cache_dtype));
   const double step_s = decode_s / double(steps);
@@ -118,6 +119,7 @@ int bench_cuda(Args& args) {
       {"prompt_tokens", prompt_tokens},
       {"gen_tokens", gen_tokens},
       {"cache_dtype", dtype_name(opt.cache_dtype)},
+      {"weights", weight_format_name(weights)},
       {"cuda_graphs", !no_graphs},
       {"copy_bandwidth_gb_per_s", copy_bw / 1e9},
       {"bf16_gemm_tflop_per_s", gemm_flops / 1e12},

@@ -12,7 +12,8 @@ int cmd_quantize(Args& args) {
   const std::string dir = args.required("--model");
   const std::string out = args.required("--out");
   const WeightFormat format = weights_option(args);
-  check(format != WeightFormat::AsStored, "dsv2 quantize: --weights must be int8 or q4");
+  check(format == WeightFormat::Int8 || format == WeightFormat::Q4,
+        "dsv2 quantize: --weights must be int8 or q4 (fp8 is quantized at upload by --device cuda)");
   ThreadPool pool(threads_option(args));
   args.finish();
   const LoadedModel m = load_model(dir);

@@ -87,8 +87,8 @@ int cmd_serve(Args& args) {
     batched = std::make_unique<CpuBatchedModel>(*cpu_net, pool_shape, cache_dtype);
   } else {
 #ifdef DSV2_WITH_CUDA
-    check(weights == WeightFormat::AsStored && !model.config.quantized_linear,
-          "--device cuda serves the BF16/F16/F32 weights as stored (no --weights int8|q4, no quantized directories)");
+    check((weights == WeightFormat::AsStored || weights == WeightFormat::Fp8) && !model.config.quantized_linear,
+          "--device cuda serves the BF16/F16/F32 weights as stored or as fp8 (no --weights int8|q4, no quantized directories)");
     check(activations == ActivationFormat::F32, "--activations bf16 is a CPU option (--device cuda: its own kernels)");
     const int64_t cache_tokens = int64_t(pool_shape.n_blocks) * pool_shape.block_size;
     CudaOptions co;
@@ -100,6 +100,7 @@ int cmd_serve(Args& args) {
     // request's output does not depend on the batch it shares; --fast-batching puts prompts and
     // large decode batches on tensor cores instead.
     co.batch_invariant = !fast_batching;
+    co.fp8_weights = weights == WeightFormat::Fp8;
     co.max_batch = fast_batching ? eo.scheduler.max_running : std::min<int64_t>(eo.scheduler.max_running, 8);
     co.max_prefill_chunk = std::min(co.max_context, std::max<int64_t>(eo.scheduler.prefill_chunk, 1));
     check(co.max_context <= cache_tokens, "--context " + std::to_string(co.max_context) + " exceeds the cache's " +

@@ -36,7 +36,7 @@ int cmd_bench_attention(Args& args);
 GenerationOptions generation_options(Args& args, const GenerationOptions& fallback);
 int threads_option(Args& args);                          // --threads N (default: all cores)
 DType cache_dtype_option(Args& args, DType fallback);    // --cache-dtype f32|bf16
-WeightFormat weights_option(Args& args);                 // --weights bf16|int8|q4 (default bf16: as stored)
+WeightFormat weights_option(Args& args);                 // --weights bf16|int8|q4|fp8 (default bf16: as stored)
 ActivationFormat activations_option(Args& args);         // --activations f32|bf16 (default f32)
 
 }  // namespace dsv2

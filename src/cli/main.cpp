@@ -36,8 +36,8 @@ const char* kUsage =
     "            --device cuda: [--batch B] [--block-size S] instead of --layers (bf16 cache by default)\n"
     "\n"
     "common options: --threads N (default: all cores), --cache-dtype f32|bf16 (latent cache; default f32),\n"
-    "                --weights bf16|int8|q4 (generate, chat, logits, bench, serve, perplexity: quantize the Linear\n"
-    "                matrices at load; default bf16 = as stored),\n"
+    "                --weights bf16|int8|q4|fp8 (generate, chat, logits, bench, serve, perplexity: quantize the Linear\n"
+    "                matrices at load; default bf16 = as stored; fp8 with --device cuda only),\n"
     "                --activations f32|bf16 (the same commands, CPU: bf16 rounds the activations of BF16 matrices\n"
     "                to bf16 for the AVX512-BF16 kernels, ~1.5x the prefill speed; default f32 = exact)\n";
 

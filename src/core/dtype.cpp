@@ -1,5 +1,8 @@
 #include "core/dtype.h"
 
+#include <cmath>
+#include <limits>
+
 #include "core/error.h"
 
 namespace dsv2 {
@@ -11,6 +14,7 @@ const char* safetensors_dtype_name(DType t) {
     case DType::BF16: return "BF16";
     case DType::Q8_0: return "I8";
     case DType::Q4_0: return "U8";
+    case DType::F8_E4M3: return "F8_E4M3";
   }
   return "?";
 }
@@ -22,6 +26,7 @@ const char* dtype_name(DType t) {
     case DType::BF16: return "bf16";
     case DType::Q8_0: return "int8";
     case DType::Q4_0: return "q4";
+    case DType::F8_E4M3: return "fp8";
   }
   return "?";
 }
@@ -31,6 +36,14 @@ DType parse_dtype_name(const std::string& name, const std::string& what) {
   if (name == "f16") return DType::F16;
   if (name == "bf16") return DType::BF16;
   throw Error(what + ": unknown dtype '" + name + "' (expected f32, f16 or bf16)");
+}
+
+float f8_e4m3_to_f32(uint8_t b) {
+  const float sign = b & 0x80u ? -1.0f : 1.0f;
+  const int exp = (b >> 3) & 0xf, mant = b & 0x7;
+  if (exp == 0xf && mant == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  if (exp == 0) return sign * std::ldexp(float(mant), -9);  // subnormal: mant/8 · 2^-6
+  return sign * std::ldexp(1.0f + float(mant) / 8.0f, exp - 7);
 }
 
 float f16_to_f32(uint16_t h) {
@@ -82,7 +95,7 @@ uint16_t f32_to_f16(float f) {
 }
 
 void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
-  check(!is_quantized(t), std::string("convert_to_f32: ") + dtype_name(t) + " needs its scales (dequantize_row)");
+  check(!is_quantized(t) && t != DType::F8_E4M3, std::string("convert_to_f32: ") + dtype_name(t) + " needs its scales");
   switch (t) {
     case DType::F32:
       std::memcpy(dst, src, n * 4);
@@ -96,14 +109,16 @@ void convert_to_f32(DType t, const void* src, float* dst, size_t n) {
       const uint16_t* s = static_cast<const uint16_t*>(src);
       for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
-    }    case DType::Q8_0:
+    }
+    case DType::Q8_0:
     case DType::Q4_0:
+    case DType::F8_E4M3:
       return;  // rejected above
   }
 }
 
 void convert_from_f32(DType t, const float* src, void* dst, size_t n) {
-  check(!is_quantized(t), std::string("convert_from_f32: ") + dtype_name(t) + " needs its scales (quantize_row)");
+  check(!is_quantized(t) && t != DType::F8_E4M3, std::string("convert_from_f32: ") + dtype_name(t) + " needs its scales");
   switch (t) {
     case DType::F32:
       std::memcpy(dst, src, n * 4);
@@ -117,8 +132,10 @@ void convert_from_f32(DType t, const float* src, void* dst, size_t n) {
       uint16_t* d = static_cast<uint16_t*>(dst);
       for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
       return;
-    }    case DType::Q8_0:
+    }
+    case DType::Q8_0:
     case DType::Q4_0:
+    case DType::F8_E4M3:
       return;  // rejected above
   }
 }

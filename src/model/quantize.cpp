@@ -10,11 +10,12 @@ WeightFormat parse_weight_format(const std::string& name, const std::string& wha
   if (name == "bf16") return WeightFormat::AsStored;
   if (name == "int8") return WeightFormat::Int8;
   if (name == "q4") return WeightFormat::Q4;
-  throw Error(what + " must be bf16, int8 or q4 (seen '" + name + "')");
+  if (name == "fp8") return WeightFormat::Fp8;
+  throw Error(what + " must be bf16, int8, q4 or fp8 (seen '" + name + "')");
 }
 
 const char* weight_format_name(WeightFormat f) {
-  return f == WeightFormat::Int8 ? "int8" : f == WeightFormat::Q4 ? "q4" : "bf16";
+  return f == WeightFormat::Int8 ? "int8" : f == WeightFormat::Q4 ? "q4" : f == WeightFormat::Fp8 ? "fp8" : "bf16";
 }
 
 ActivationFormat parse_activation_format(const std::string& name, const std::string& what) {
@@ -53,6 +54,7 @@ void quantize_matrix(Matrix& W, DType t, std::vector<uint8_t>& storage, ThreadPo
 
 void quantize_model(LoadedModel& m, WeightFormat format, ThreadPool& pool) {
   if (format == WeightFormat::AsStored) return;
+  check(format != WeightFormat::Fp8, "--weights fp8 is a GPU format (--device cuda); the CPU runs bf16, int8 or q4");
   const DType t = format == WeightFormat::Int8 ? DType::Q8_0 : DType::Q4_0;
   if (m.config.quantized_linear) {
     check(*m.config.quantized_linear == t, std::string("the model's weights are already quantized to ") +

@@ -14,45 +14,16 @@
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/kernels.h"
 #include "ops/ref/ops_ref.h"
+#include "cuda/cuda_test_util.h"
 #include "test_util.h"
 
 namespace dsv2 {
 namespace {
 
 using cuda::DeviceBuffer;
+using namespace cuda_test;
 
 using test::randn;
-
-template <typename T>
-DeviceBuffer upload(const std::vector<T>& v) {
-  DeviceBuffer b(v.size() * sizeof(T));
-  DSV2_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return b;
-}
-DeviceBuffer upload_bytes(const std::vector<std::byte>& v) {
-  DeviceBuffer b(v.size());
-  DSV2_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size(), cudaMemcpyHostToDevice));
-  return b;
-}
-std::vector<float> download(const DeviceBuffer& b, size_t n) {
-  std::vector<float> v(n);
-  DSV2_CUDA_CHECK(cudaMemcpy(v.data(), b.get(), n * 4, cudaMemcpyDeviceToHost));
-  return v;
-}
-DeviceBuffer nan_buffer(size_t floats) {
-  DeviceBuffer b(floats * 4);
-  DSV2_CUDA_CHECK(cudaMemset(b.get(), 0xff, floats * 4));
-  return b;
-}
-// Weights stored in `dtype`; `as_f32` receives the values the device sees.
-std::vector<std::byte> make_weights(DType dtype, size_t n, std::mt19937& rng, std::vector<float>& as_f32, float scale = 1.0f) {
-  std::vector<float> v = randn(n, rng, scale);
-  std::vector<std::byte> bytes(n * dtype_size(dtype));
-  convert_from_f32(dtype, v.data(), bytes.data(), n);
-  as_f32.resize(n);
-  convert_to_f32(dtype, bytes.data(), as_f32.data(), n);
-  return bytes;
-}
 
 // write_latents: each token's query rotary parts rotated, its latent normalised, its rotary key
 // rotated, the row stored at its position's cache slot. V2's YaRN RoPE at positions up to 150,000.
@@ -96,37 +67,46 @@ TEST(CudaKernels, LinearMatchesReference) {
   std::mt19937 rng(1);
   cublasHandle_t blas;
   DSV2_CUBLAS_CHECK(cublasCreate(&blas));
-  for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
+  for (DType dt : {DType::BF16, DType::F16, DType::F32, DType::F8_E4M3}) {
     for (int64_t T : {1, 3, 8, 9, 40}) {
-      // Shapes with tails; {4100, 1048}: whole-row warps whose lanes run ahead several steps of K.
-      for (auto [N, K] : {std::pair<int64_t, int64_t>{1, 8}, {37, 20}, {64, 48}, {300, 256}, {129, 1000}, {4100, 1048}}) {
-        std::vector<float> w;
-        auto wb = make_weights(dt, size_t(N * K), rng, w);
+      // Shapes with tails; {4100, 1048}: whole-row warps whose lanes run ahead several steps of K;
+      // {200, 1408}: FP8 rows of 16-byte loads over 11 scale tiles (K not a multiple of 16 takes scalar loads).
+      for (auto [N, K] :
+           {std::pair<int64_t, int64_t>{1, 8}, {37, 20}, {64, 48}, {300, 256}, {129, 1000}, {4100, 1048}, {200, 1408}}) {
+        std::vector<float> w, w_scales;
+        auto wb = make_matrices(dt, 1, N, K, rng, w, &w_scales);
+        DeviceBuffer dws = upload(w_scales), widened(size_t((N + 37) * K) * 2);
+        // The matrix as the kernels take it (FP8: with its scales and widening scratch).
+        auto matrix = [&](const DeviceBuffer& data, int64_t rows, const DeviceBuffer& scales) {
+          const bool fp8 = dt == DType::F8_E4M3;
+          return cuda::DeviceMatrix{dt, data.get(), rows, K, fp8 ? scales.get<float>() : nullptr, fp8 ? widened.get() : nullptr};
+        };
         std::vector<float> x = randn(size_t(T * K), rng);
         std::vector<float> want(size_t(T * N));
         ref::matmul(x.data(), T, Matrix{DType::F32, w.data(), N, K}, want.data());
         DeviceBuffer dw = upload_bytes(wb), dx = upload(x), dy = nan_buffer(size_t(T * N)), lowp(size_t(T * K) * 2);
-        cuda::linear(blas, dx.get<float>(), K, T, {dt, dw.get(), N, K}, dy.get<float>(), lowp.get(), nullptr);
+        cuda::linear(blas, dx.get<float>(), K, T, matrix(dw, N, dws), dy.get<float>(), lowp.get(), nullptr);
         std::vector<float> got = download(dy, size_t(T * N));
         // GEMV: f32 products of the stored weights; cuBLAS with 2-byte weights rounds x to that
-        // dtype (bf16: 2^-9 relative per element, ~4e-3 on a sum of random terms).
-        const double tol = T <= cuda::kGemvMaxTokens || dt == DType::F32 ? 1e-5 : dt == DType::BF16 ? 1e-2 : 2e-3;
+        // dtype (bf16: 2^-9 relative per element, ~4e-3 on a sum of random terms; FP8: x and the
+        // widened weights both bf16).
+        const double tol = T <= cuda::kGemvMaxTokens || dt == DType::F32 ? 1e-5 : dt == DType::F16 ? 2e-3 : 1e-2;
         EXPECT_LE(test::rel_l2(got.data(), want.data(), got.size()), tol) << dtype_name(dt) << " T=" << T << " N=" << N << " K=" << K;
         // Two matrices in one launch (the second 37 rows longer): each output as linear() gives it.
-        std::vector<float> w2;
-        auto w2b = make_weights(dt, size_t((N + 37) * K), rng, w2);
-        DeviceBuffer dw2 = upload_bytes(w2b), dy1 = nan_buffer(size_t(T * N)), dy2 = nan_buffer(size_t(T * (N + 37))),
+        std::vector<float> w2, w2_scales;
+        auto w2b = make_matrices(dt, 1, N + 37, K, rng, w2, &w2_scales);
+        DeviceBuffer dw2 = upload_bytes(w2b), dw2s = upload(w2_scales), dy1 = nan_buffer(size_t(T * N)), dy2 = nan_buffer(size_t(T * (N + 37))),
                      dy2_alone = nan_buffer(size_t(T * (N + 37)));
-        cuda::linear_pair(blas, dx.get<float>(), K, T, {dt, dw.get(), N, K}, dy1.get<float>(), {dt, dw2.get(), N + 37, K},
+        cuda::linear_pair(blas, dx.get<float>(), K, T, matrix(dw, N, dws), dy1.get<float>(), matrix(dw2, N + 37, dw2s),
                           dy2.get<float>(), lowp.get(), nullptr);
-        cuda::linear(blas, dx.get<float>(), K, T, {dt, dw2.get(), N + 37, K}, dy2_alone.get<float>(), lowp.get(), nullptr);
+        cuda::linear(blas, dx.get<float>(), K, T, matrix(dw2, N + 37, dw2s), dy2_alone.get<float>(), lowp.get(), nullptr);
         EXPECT_EQ(download(dy1, size_t(T * N)), got) << "pair, " << dtype_name(dt) << " T=" << T << " N=" << N;
         EXPECT_EQ(download(dy2, size_t(T * (N + 37))), download(dy2_alone, size_t(T * (N + 37))))
             << "pair, " << dtype_name(dt) << " T=" << T << " N=" << N;
         // Added into a residual: the same sums plus one addition each.
         std::vector<float> residual = randn(size_t(T * N), rng), sum(residual.size());
         DeviceBuffer dr = upload(residual);
-        cuda::linear_accumulate(blas, dx.get<float>(), K, T, {dt, dw.get(), N, K}, dr.get<float>(), lowp.get(), nullptr);
+        cuda::linear_accumulate(blas, dx.get<float>(), K, T, matrix(dw, N, dws), dr.get<float>(), lowp.get(), nullptr);
         for (size_t i = 0; i < sum.size(); ++i) sum[i] = residual[i] + got[i];
         std::vector<float> got_sum = download(dr, sum.size());
         if (T <= cuda::kGemvMaxTokens) {
@@ -208,59 +188,6 @@ TEST(CudaKernels, RouterMatchesReference) {
   }
 }
 
-// v rounded to `dtype` and back (what a kernel that feeds the tensor cores in `dtype` sees).
-std::vector<float> rounded(DType dtype, std::vector<float> v) {
-  std::vector<std::byte> bytes(v.size() * dtype_size(dtype));
-  convert_from_f32(dtype, v.data(), bytes.data(), v.size());
-  convert_to_f32(dtype, bytes.data(), v.data(), v.size());
-  return v;
-}
-
-// A routed-expert problem: K distinct experts per token as the router picks them, weights in dtype.
-struct MoeProblem {
-  int64_t T, H, I, E, K;
-  DType dtype;
-  std::vector<float> gate, up, down, x, gw, residual;  // weights as the device sees them
-  std::vector<std::byte> gate_bytes, up_bytes, down_bytes;
-  std::vector<int32_t> ids;
-
-  MoeProblem(int64_t T_, int64_t H_, int64_t I_, int64_t E_, int64_t K_, DType dt, std::mt19937& rng)
-      : T(T_), H(H_), I(I_), E(E_), K(K_), dtype(dt) {
-    gate_bytes = make_weights(dt, size_t(E * I * H), rng, gate, 0.2f);
-    up_bytes = make_weights(dt, size_t(E * I * H), rng, up, 0.2f);
-    down_bytes = make_weights(dt, size_t(E * H * I), rng, down, 0.2f);
-    x = randn(size_t(T * H), rng);
-    gw = randn(size_t(T * K), rng);
-    residual = randn(size_t(T * H), rng);
-    ids.resize(size_t(T * K));
-    std::vector<int32_t> order(static_cast<size_t>(E));
-    std::iota(order.begin(), order.end(), 0);
-    for (int64_t t = 0; t < T; ++t) {
-      std::shuffle(order.begin(), order.end(), rng);
-      std::copy_n(order.begin(), K, ids.begin() + t * K);
-    }
-  }
-  // residual + Σ_k gw · down_e(silu(gate_e x) ⊙ up_e x). `round`: the expert inputs x and h rounded to
-  // the weight dtype first, as the tensor-core path does.
-  std::vector<float> reference(bool round) const {
-    const std::vector<float> xin = round ? rounded(dtype, x) : x;
-    std::vector<float> routed(size_t(T * H), 0.0f);
-    for (int64_t p = 0; p < T * K; ++p) {
-      const int64_t e = ids[size_t(p)], t = p / K;
-      std::vector<float> g(static_cast<size_t>(I)), u(static_cast<size_t>(I)), y(static_cast<size_t>(H));
-      ref::matmul(&xin[size_t(t * H)], 1, Matrix{DType::F32, &gate[size_t(e * I * H)], I, H}, g.data());
-      ref::matmul(&xin[size_t(t * H)], 1, Matrix{DType::F32, &up[size_t(e * I * H)], I, H}, u.data());
-      ref::silu_mul(g.data(), u.data(), g.data(), I);
-      if (round) g = rounded(dtype, g);
-      ref::matmul(g.data(), 1, Matrix{DType::F32, &down[size_t(e * H * I)], H, I}, y.data());
-      for (int64_t j = 0; j < H; ++j) routed[size_t(t * H + j)] += gw[size_t(p)] * y[size_t(j)];
-    }
-    std::vector<float> want = residual;
-    for (size_t i = 0; i < want.size(); ++i) want[i] += routed[i];
-    return want;
-  }
-};
-
 TEST(CudaKernels, MoeExpertsMatchReference) {
   std::mt19937 rng(4);
   struct Case {
@@ -271,15 +198,15 @@ TEST(CudaKernels, MoeExpertsMatchReference) {
   // also with rows of a length that rules out 16-byte loads (70); 12 tokens over 64 experts: most have none.
   for (Case c : {Case{11, 72, 40, 6, 3}, Case{3, 1096, 600, 4, 2}, Case{1, 1096, 600, 8, 6}, Case{1, 70, 36, 8, 6},
                  Case{12, 64, 48, 64, 6}}) {
-    for (DType dt : {DType::BF16, DType::F32}) {
+    for (DType dt : {DType::BF16, DType::F32, DType::F8_E4M3}) {
       const MoeProblem pr(c.T, c.H, c.I, c.E, c.K, dt, rng);
       const int64_t T = c.T, H = c.H, I = c.I, K = c.K;
       const std::vector<float> want = pr.reference(false);
-      DeviceBuffer dx = upload(pr.x), dg = upload_bytes(pr.gate_bytes), du = upload_bytes(pr.up_bytes),
-                   dd = upload_bytes(pr.down_bytes), di = upload(pr.ids), dgw = upload(pr.gw);
+      const DeviceExperts experts(pr);
+      DeviceBuffer dx = upload(pr.x), di = upload(pr.ids), dgw = upload(pr.gw);
       DeviceBuffer dh = nan_buffer(size_t(T * K * I)), dy = nan_buffer(size_t(T * K * H)), dout = upload(pr.residual);
-      cuda::moe_experts(dx.get<float>(), T, H, I, K, c.E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(),
-                        dd.get(), dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
+      cuda::moe_experts(dx.get<float>(), T, H, I, K, c.E, di.get<int32_t>(), dgw.get<float>(), experts.weights(dt),
+                        dh.get<float>(), dy.get<float>(), dout.get<float>(), nullptr);
       EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 1e-5)
           << dtype_name(dt) << " T=" << T << " H=" << H;
     }
@@ -287,7 +214,7 @@ TEST(CudaKernels, MoeExpertsMatchReference) {
 }
 
 // The tensor-core form for decode batches of more than 8 tokens: the same sums over inputs rounded to
-// the weight dtype. Shapes with k tails (72, 200), row tiles past the end (40, 200), more tokens per
+// the weight dtype (bf16 for FP8, whose weights are widened with their scales to bf16). Shapes with k tails (72, 200), row tiles past the end (40, 200), more tokens per
 // expert than one pass takes (40 and 80 tokens on 2 experts: passes of 32), and experts without tokens
 // (64 experts).
 TEST(CudaKernels, GroupedExpertsMatchReference) {
@@ -297,20 +224,20 @@ TEST(CudaKernels, GroupedExpertsMatchReference) {
   };
   for (Case c : {Case{11, 72, 40, 6, 3}, Case{40, 128, 200, 2, 2}, Case{80, 64, 48, 2, 2}, Case{9, 200, 64, 64, 6},
                  Case{64, 256, 176, 64, 6}}) {
-    for (DType dt : {DType::BF16, DType::F16}) {
+    for (DType dt : {DType::BF16, DType::F16, DType::F8_E4M3}) {
       const MoeProblem pr(c.T, c.H, c.I, c.E, c.K, dt, rng);
       const int64_t T = c.T, H = c.H, I = c.I, E = c.E, K = c.K;
       const std::vector<float> want = pr.reference(true);
-      DeviceBuffer dx = upload(pr.x), dg = upload_bytes(pr.gate_bytes), du = upload_bytes(pr.up_bytes),
-                   dd = upload_bytes(pr.down_bytes), di = upload(pr.ids), dgw = upload(pr.gw), dout = upload(pr.residual);
+      const DeviceExperts experts(pr);
+      DeviceBuffer dx = upload(pr.x), di = upload(pr.ids), dgw = upload(pr.gw), dout = upload(pr.residual);
       DeviceBuffer xs(size_t(E * T * H) * 2), hs(size_t(E * T * I) * 2), y = nan_buffer(size_t(E * T * H)),
           counts(size_t(E) * 4), slots(size_t(T * K) * 4);
       DSV2_CUDA_CHECK(cudaMemset(xs.get(), 0xff, size_t(E * T * H) * 2));  // NaN in both 2-byte types
       DSV2_CUDA_CHECK(cudaMemset(hs.get(), 0xff, size_t(E * T * I) * 2));
       const cuda::MoeGroupedScratch scratch{xs.get(), hs.get(), y.get<float>(), counts.get<int32_t>(), slots.get<int32_t>()};
-      ASSERT_TRUE(cuda::grouped_experts_supported(dt, H, I, dg.get(), du.get(), dd.get()));
-      cuda::moe_experts_grouped(dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), dt, dg.get(), du.get(),
-                                dd.get(), scratch, dout.get<float>(), nullptr);
+      ASSERT_TRUE(cuda::grouped_experts_supported(experts.weights(dt), H, I));
+      cuda::moe_experts_grouped(dx.get<float>(), T, H, I, K, E, di.get<int32_t>(), dgw.get<float>(), experts.weights(dt),
+                                scratch, dout.get<float>(), nullptr);
       EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 2e-4)
           << dtype_name(dt) << " T=" << T << " H=" << H << " I=" << I;
       std::vector<int32_t> got_counts(static_cast<size_t>(E));
@@ -321,10 +248,11 @@ TEST(CudaKernels, GroupedExpertsMatchReference) {
   }
   // F32 weights and sizes that are not multiples of 8 take the CUDA-core kernels; called directly, a clear error.
   DeviceBuffer w(64 * 70 * 4);
-  EXPECT_FALSE(cuda::grouped_experts_supported(DType::F32, 64, 64, w.get(), w.get(), w.get()));
-  EXPECT_FALSE(cuda::grouped_experts_supported(DType::BF16, 70, 64, w.get(), w.get(), w.get()));
+  EXPECT_FALSE(cuda::grouped_experts_supported({DType::F32, w.get(), w.get(), w.get()}, 64, 64));
+  EXPECT_FALSE(cuda::grouped_experts_supported({DType::BF16, w.get(), w.get(), w.get()}, 70, 64));
+  EXPECT_FALSE(cuda::grouped_experts_supported({DType::F8_E4M3, w.get(), w.get(), w.get()}, 64, 64));  // no scales
   const cuda::MoeGroupedScratch none{w.get(), w.get(), nullptr, nullptr, nullptr};
-  EXPECT_THROW(cuda::moe_experts_grouped(nullptr, 1, 70, 64, 1, 1, nullptr, nullptr, DType::BF16, w.get(), w.get(), w.get(),
+  EXPECT_THROW(cuda::moe_experts_grouped(nullptr, 1, 70, 64, 1, 1, nullptr, nullptr, {DType::BF16, w.get(), w.get(), w.get()},
                                          none, nullptr, nullptr),
                Error);
 }
@@ -334,17 +262,19 @@ TEST(CudaKernels, SwigluGateUpMatchesReference) {
   // 72/40: vectorised rows shorter than a warp's step; 1096/600: lanes run ahead, with tails; 70: rows
   // not a multiple of the vector width (scalar loads).
   for (auto [H, I] : {std::pair<int64_t, int64_t>{72, 40}, {1096, 600}, {70, 33}}) {
-    for (DType dt : {DType::BF16, DType::F32}) {
+    for (DType dt : {DType::BF16, DType::F32, DType::F8_E4M3}) {
       for (int64_t T : {1, 3, 8}) {
-        std::vector<float> gate, up;
-        auto gb = make_weights(dt, size_t(I * H), rng, gate, 0.2f);
-        auto ub = make_weights(dt, size_t(I * H), rng, up, 0.2f);
+        std::vector<float> gate, up, gate_scales, up_scales;
+        auto gb = make_matrices(dt, 1, I, H, rng, gate, &gate_scales, 0.2f);
+        auto ub = make_matrices(dt, 1, I, H, rng, up, &up_scales, 0.2f);
         std::vector<float> x = randn(size_t(T * H), rng), g(size_t(T * I)), u(size_t(T * I));
         ref::matmul(x.data(), T, Matrix{DType::F32, gate.data(), I, H}, g.data());
         ref::matmul(x.data(), T, Matrix{DType::F32, up.data(), I, H}, u.data());
         ref::silu_mul(g.data(), u.data(), g.data(), T * I);
-        DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dh = nan_buffer(size_t(T * I));
-        cuda::swiglu_gate_up(dx.get<float>(), T, {dt, dg.get(), I, H}, {dt, du.get(), I, H}, dh.get<float>(), nullptr);
+        DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dh = nan_buffer(size_t(T * I)),
+                     dgs = upload(gate_scales), dus = upload(up_scales);
+        cuda::swiglu_gate_up(dx.get<float>(), T, {dt, dg.get(), I, H, dgs.get<float>()}, {dt, du.get(), I, H, dus.get<float>()},
+                             dh.get<float>(), nullptr);
         EXPECT_LE(test::rel_l2(download(dh, g.size()).data(), g.data(), g.size()), 1e-5)
             << dtype_name(dt) << " T=" << T << " H=" << H << " I=" << I;
       }

@@ -31,10 +31,8 @@ struct DeviceLayer {
   void* wuk_t = nullptr;  // kv_b_proj's W_UK blocks transposed: [nh, d_c, d_nope]
   bool moe = false, has_shared = false;
   DeviceSwiglu dense, shared;
-  DeviceMatrix router;                                   // [E, H]
-  DType expert_dtype = DType::BF16;
-  void *experts_gate = nullptr, *experts_up = nullptr;   // [E, I, H]
-  void* experts_down = nullptr;                          // [E, H, I]
+  DeviceMatrix router;     // [E, H]
+  cuda::ExpertWeights experts;  // gate/up [E, I, H], down [E, H, I]
 };
 
 int64_t numel_of(const std::vector<int64_t>& shape) {
@@ -47,6 +45,10 @@ int64_t numel_of(const std::vector<int64_t>& shape) {
 
 struct CudaDeepseekV2::Impl {
   cudaStream_t stream = nullptr;
+  // Decode steps of up to 8 tokens run the shared experts on `side` while the router and the routed
+  // experts run on `stream` (forked and joined through the two events, also inside a captured graph).
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
   cublasHandle_t blas = nullptr;
   std::vector<DeviceBuffer> owned;  // every device allocation of weights and scratch
   DeviceMatrix embed, lm_head;
@@ -64,6 +66,7 @@ struct CudaDeepseekV2::Impl {
   float *x = nullptr, *a = nullptr, *q = nullptr, *cq = nullptr, *kv = nullptr, *o = nullptr;
   float *g = nullptr, *u = nullptr, *router_logits = nullptr, *gate_w = nullptr, *moe_h = nullptr, *moe_y = nullptr;
   float *logits = nullptr, *argmax_scratch = nullptr;
+  float* shared_out = nullptr;  // [Tm, H]: the shared experts' output, added in by the routed experts' combine
   int32_t* expert_ids = nullptr;
   // Attention scratch.
   float *c_all = nullptr, *kpe_all = nullptr, *kvb = nullptr, *keys = nullptr, *scores = nullptr;
@@ -74,8 +77,12 @@ struct CudaDeepseekV2::Impl {
   int32_t *moe_rows = nullptr, *moe_slot_of = nullptr;
   cuda::MoeGroupedScratch moe_grouped{};  // decode batches of more than 8 tokens
   void* lowp = nullptr;
+  void* widened = nullptr;  // FP8 weights: the bf16 copy of one matrix for the cuBLAS paths
   void* blas_workspace = nullptr;
   std::map<int64_t, cudaGraphExec_t> graphs;  // decode step per (batch size, with or without the lm_head)
+  // Weight bytes (scales included): every tensor but the routed experts and the embedding; one routed
+  // expert of each MoE layer, summed over the layers; one embedding row.
+  double shared_weight_bytes = 0, expert_weight_bytes = 0, embedding_row_bytes = 0;
 
   template <typename T = float>
   T* alloc(size_t count) {
@@ -89,6 +96,9 @@ struct CudaDeepseekV2::Impl {
   ~Impl() {
     for (auto& [b, g] : graphs) cudaGraphExecDestroy(g);
     if (blas) cublasDestroy(blas);
+    if (fork) cudaEventDestroy(fork);
+    if (join) cudaEventDestroy(join);
+    if (side) cudaStreamDestroy(side);
     if (stream) cudaStreamDestroy(stream);
   }
 };
@@ -99,14 +109,28 @@ namespace {
 struct Placement {
   void* data;
   DType dtype;
+  float* scales;  // FP8: its tile scales
 };
+
+// The matrices that --weights fp8 stores as FP8: every Linear one but kv_b_proj (its W_UK / W_UV
+// blocks serve the absorbed attention's exact head-row kernels); the embedding, router and norms stay.
+bool stored_as_fp8(const TensorSpec& s) {
+  const std::string kvb = "kv_b_proj.weight";
+  return s.role == TensorRole::Linear &&
+         !(s.name.size() >= kvb.size() && s.name.compare(s.name.size() - kvb.size(), kvb.size(), kvb) == 0);
+}
 
 }  // namespace
 
+// dtype_of: a tensor's dtype as `fill` writes it; with opt.fp8_weights the matrices stored_as_fp8
+// picks are written to a scratch buffer first and quantized from there.
 static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOptions& opt,
                   const std::function<DType(const TensorSpec&)>& dtype_of,
                   const std::function<void(const TensorSpec&, void*, DType)>& fill) {
   DSV2_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  DSV2_CUDA_CHECK(cudaStreamCreateWithFlags(&m.side, cudaStreamNonBlocking));
+  DSV2_CUDA_CHECK(cudaEventCreateWithFlags(&m.fork, cudaEventDisableTiming));
+  DSV2_CUDA_CHECK(cudaEventCreateWithFlags(&m.join, cudaEventDisableTiming));
   DSV2_CUBLAS_CHECK(cublasCreate(&m.blas));
   const size_t ws_bytes = 64ull << 20;
   m.blas_workspace = m.alloc_bytes(ws_bytes);
@@ -118,28 +142,62 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   std::map<std::string, const TensorSpec*> spec_of;
   for (const TensorSpec& s : specs) spec_of[s.name] = &s;
   std::map<std::string, Placement> placed;
-  std::map<std::pair<int64_t, std::string>, void*> expert_blocks;  // (layer, projection) -> [E, rows, cols]
+  struct ExpertBlock {
+    void* data;
+    float* scales;
+  };
+  std::map<std::pair<int64_t, std::string>, ExpertBlock> expert_blocks;  // (layer, projection) -> [E, rows, cols]
+  DeviceBuffer staging;  // a matrix as `fill` writes it, before its FP8 quantization
+  size_t widest_fp8 = 0;
   for (const TensorSpec& s : specs) {
-    const DType dt = s.role == TensorRole::Norm ? DType::F32 : dtype_of(s);
+    const DType source = s.role == TensorRole::Norm ? DType::F32 : dtype_of(s);
+    const bool fp8 = opt.fp8_weights && stored_as_fp8(s);
+    const DType dt = fp8 ? DType::F8_E4M3 : source;
+    const int64_t rows = s.shape[0], cols = s.shape.size() > 1 ? s.shape[1] : 1;
+    const size_t n_scales = fp8 ? size_t(cuda::fp8_tiles(rows) * cuda::fp8_tiles(cols)) : 0;
     void* dst;
+    float* scales = nullptr;
     if (s.expert >= 0) {
       // "model.layers.L.mlp.experts.E.gate_proj.weight" -> "gate_proj.weight"
       const size_t after_index = s.name.find('.', s.name.find(".experts.") + 9) + 1;
       const std::string proj = s.name.substr(after_index);
       auto key = std::make_pair(s.layer, proj);
       auto it = expert_blocks.find(key);
-      if (it == expert_blocks.end()) it = expert_blocks.emplace(key, m.alloc_bytes(size_t(E * I_moe * H) * dtype_size(dt))).first;
-      dst = static_cast<char*>(it->second) + size_t(s.expert * I_moe * H) * dtype_size(dt);
+      if (it == expert_blocks.end())
+        it = expert_blocks.emplace(key, ExpertBlock{m.alloc_bytes(size_t(E * I_moe * H) * dtype_size(dt)),
+                                                    fp8 ? m.alloc(size_t(E) * n_scales) : nullptr}).first;
+      dst = static_cast<char*>(it->second.data) + size_t(s.expert * I_moe * H) * dtype_size(dt);
+      if (fp8) scales = it->second.scales + size_t(s.expert) * n_scales;
     } else {
       dst = m.alloc_bytes(size_t(numel_of(s.shape)) * dtype_size(dt));
+      if (fp8) scales = m.alloc(n_scales);
     }
-    fill(s, dst, dt);
-    placed[s.name] = {dst, dt};
+    if (fp8) {
+      const size_t bytes = size_t(rows * cols) * dtype_size(source);
+      if (staging.bytes() < bytes) staging = DeviceBuffer(bytes);
+      fill(s, staging.get(), source);
+      cuda::quantize_fp8(staging.get(), source, rows, cols, dst, scales, nullptr);
+      DSV2_CUDA_CHECK(cudaDeviceSynchronize());  // the staging buffer is reused by the next matrix
+      widest_fp8 = std::max(widest_fp8, size_t(rows * cols));
+    } else {
+      fill(s, dst, dt);
+    }
+    placed[s.name] = {dst, dt, scales};
+    const double bytes = double(numel_of(s.shape)) * double(dtype_size(dt)) + 4.0 * double(n_scales);
+    if (s.role == TensorRole::Embedding) {
+      m.embedding_row_bytes = double(cols) * double(dtype_size(dt));
+      if (cfg.tie_word_embeddings) m.shared_weight_bytes += bytes;  // also the lm_head
+    } else if (s.expert >= 0) {
+      if (s.expert == 0) m.expert_weight_bytes += bytes;
+    } else {
+      m.shared_weight_bytes += bytes;
+    }
   }
+  if (widest_fp8 > 0) m.widened = m.alloc_bytes(widest_fp8 * 2);
   auto matrix = [&](const std::string& name) {
     const Placement& p = placed.at(name);
     const TensorSpec& s = *spec_of.at(name);
-    return DeviceMatrix{p.dtype, p.data, s.shape[0], s.shape[1]};
+    return DeviceMatrix{p.dtype, p.data, s.shape[0], s.shape[1], p.scales, p.dtype == DType::F8_E4M3 ? m.widened : nullptr};
   };
   auto vec = [&](const std::string& name) { return static_cast<float*>(placed.at(name).data); };
   auto swiglu = [&](const std::string& p) {
@@ -169,10 +227,10 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
     L.moe = cfg.is_moe_layer(i);
     if (L.moe) {
       L.router = matrix(n.router);
-      L.expert_dtype = placed.at(n.expert(0) + "gate_proj.weight").dtype;
-      L.experts_gate = expert_blocks.at({i, "gate_proj.weight"});
-      L.experts_up = expert_blocks.at({i, "up_proj.weight"});
-      L.experts_down = expert_blocks.at({i, "down_proj.weight"});
+      const ExpertBlock &gate = expert_blocks.at({i, "gate_proj.weight"}), &up = expert_blocks.at({i, "up_proj.weight"}),
+                        &down = expert_blocks.at({i, "down_proj.weight"});
+      L.experts = {placed.at(n.expert(0) + "gate_proj.weight").dtype, gate.data, up.data, down.data, gate.scales, up.scales,
+                   down.scales};
       L.has_shared = cfg.n_shared_experts > 0;
       if (L.has_shared) L.shared = swiglu(n.shared_experts);
     } else {
@@ -226,6 +284,7 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.moe_h = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
   m.moe_y = m.alloc(size_t(Tm * K * H));
   m.logits = m.alloc(size_t(Tm * cfg.vocab_size));
+  m.shared_out = m.alloc(size_t(Tm * H));
   m.argmax_scratch = m.alloc(size_t(cuda::argmax_scratch_floats(Tm)));
   m.c_all = m.alloc(size_t(Lm * cfg.kv_lora_rank));
   m.kpe_all = m.alloc(size_t(Lm * cfg.qk_rope_head_dim));
@@ -341,13 +400,21 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_rows, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice, st));
   DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_slot_of, slot_of.data(), slot_of.size() * 4, cudaMemcpyHostToDevice, st));
   cuda::gather_rows(m.a, m.moe_rows, T * K, H, m.moe_x, st);
-  const size_t esz = dtype_size(L.expert_dtype);
+  const cuda::ExpertWeights& W = L.experts;
+  const size_t esz = dtype_size(W.dtype);
+  const bool fp8 = W.dtype == DType::F8_E4M3;
+  const int64_t n_scales = cuda::fp8_tiles(I) * cuda::fp8_tiles(H);  // per FP8 matrix
+  // Expert e's matrix of a [E, rows, cols] block.
+  auto expert_matrix = [&](const void* block, const float* scales, int64_t e, int64_t rows, int64_t cols) {
+    return DeviceMatrix{W.dtype, static_cast<const char*>(block) + size_t(e * rows * cols) * esz, rows, cols,
+                        fp8 ? scales + e * n_scales : nullptr, fp8 ? m.widened : nullptr};
+  };
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
     if (n == 0) continue;
-    const DeviceMatrix gate{L.expert_dtype, static_cast<const char*>(L.experts_gate) + size_t(e * I * H) * esz, I, H};
-    const DeviceMatrix up{L.expert_dtype, static_cast<const char*>(L.experts_up) + size_t(e * I * H) * esz, I, H};
-    const DeviceMatrix down{L.expert_dtype, static_cast<const char*>(L.experts_down) + size_t(e * H * I) * esz, H, I};
+    const DeviceMatrix gate = expert_matrix(W.gate, W.gate_scales, e, I, H);
+    const DeviceMatrix up = expert_matrix(W.up, W.up_scales, e, I, H);
+    const DeviceMatrix down = expert_matrix(W.down, W.down_scales, e, H, I);
     cuda::linear(m.blas, m.moe_x + b * H, H, n, gate, m.moe_h + b * I, m.lowp, st);
     cuda::linear(m.blas, m.moe_x + b * H, H, n, up, m.moe_u + b * I, m.lowp, st);
     cuda::silu_mul(m.moe_h + b * I, m.moe_u + b * I, m.moe_h + b * I, n * I, st);
@@ -382,6 +449,15 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::linear_pair(m.blas, m.a, H, T, L.q_proj, m.q, L.kv_a_proj, m.kv, m.lowp, st);
     }
     const cuda::QueryRope query{m.q + cfg.qk_nope_head_dim, nh * d_qk, nh, d_qk};
+    // Decode steps of up to 8 tokens absorb the queries (reading q_nope) on the side stream while
+    // write_latents rotates q_rope and caches the latents.
+    const bool absorb_beside = prefill_pos0 < 0 && T <= cuda::kGemvMaxTokens;
+    if (absorb_beside) {
+      DSV2_CUDA_CHECK(cudaEventRecord(m.fork, st));
+      DSV2_CUDA_CHECK(cudaStreamWaitEvent(m.side, m.fork, 0));
+      cuda::absorb_queries(m.blas, shape, m.q, L.kv_b_proj, L.wuk_t, T, m.q_lat, m.absorb_lowp, m.side);
+      DSV2_CUDA_CHECK(cudaEventRecord(m.join, m.side));
+    }
     cuda::write_latents(m.kv, T, L.kv_a_norm, eps, d_c, d_rope, m.seq, m.pos, m.inv_freq, m.amplitude, m.cache, l, m.tables,
                         m.max_blocks, query, st);
     if (prefill_pos0 >= 0) {
@@ -389,6 +465,11 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::gather_latents(m.cache, l, m.tables, Lk, d_c, m.c_all, m.kpe_all, st);
       cuda::linear(m.blas, m.c_all, d_c, Lk, L.kv_b_proj, m.kvb, m.lowp, st);
       cuda::attend_decompressed(m.blas, shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.keys, m.scores, st);
+    } else if (absorb_beside) {
+      DSV2_CUDA_CHECK(cudaStreamWaitEvent(st, m.join, 0));
+      cuda::attend_latents(shape, m.q, m.q_lat, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,
+                           m.abs_partials, m.o_lat, st);
+      cuda::expand_latents(m.blas, shape, L.kv_b_proj, m.o_lat, T, m.o, m.absorb_lowp, st);
     } else {
       cuda::attend_absorbed(m.blas, shape, m.q, L.kv_b_proj, L.wuk_t, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T,
                             opt.max_context, m.q_lat, m.o_lat, m.abs_partials, m.o, m.absorb_lowp, st);
@@ -412,19 +493,29 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
                                 float(cfg.routed_scaling_factor)};
       cuda::linear(m.blas, m.a, H, T, L.router, m.router_logits, m.lowp, st);
       cuda::route_tokens(r, m.router_logits, T, m.expert_ids, m.gate_w, st);
+      bool shared_done = false;
       if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens) {
         moe_sorted_by_expert(m, cfg, L, T);
-      } else if (T > cuda::kGemvMaxTokens && cuda::grouped_experts_supported(L.expert_dtype, H, cfg.moe_intermediate_size,
-                                                                               L.experts_gate, L.experts_up, L.experts_down)) {
+      } else if (T > cuda::kGemvMaxTokens && cuda::grouped_experts_supported(L.experts, H, cfg.moe_intermediate_size)) {
         cuda::moe_experts_grouped(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,
-                                  m.expert_ids, m.gate_w, L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down,
-                                  m.moe_grouped, m.x, st);
+                                  m.expert_ids, m.gate_w, L.experts, m.moe_grouped, m.x, st);
       } else {
+        // The shared experts on the side stream meanwhile (GEMV kernels only: no cuBLAS workspace shared
+        // between the streams); the routed experts' combine adds their output after its own, the same
+        // two additions into x as one after the other.
+        shared_done = L.has_shared && T <= cuda::kGemvMaxTokens;
+        if (shared_done) {
+          DSV2_CUDA_CHECK(cudaEventRecord(m.fork, st));
+          DSV2_CUDA_CHECK(cudaStreamWaitEvent(m.side, m.fork, 0));
+          cuda::swiglu_gate_up(m.a, T, L.shared.gate, L.shared.up, m.g, m.side);
+          cuda::linear(m.blas, m.g, L.shared.gate.rows, T, L.shared.down, m.shared_out, m.lowp, m.side);
+          DSV2_CUDA_CHECK(cudaEventRecord(m.join, m.side));
+        }
         cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,
-                          m.expert_ids, m.gate_w, L.expert_dtype, L.experts_gate, L.experts_up, L.experts_down, m.moe_h,
-                          m.moe_y, m.x, st);
+                          m.expert_ids, m.gate_w, L.experts, m.moe_h, m.moe_y, m.x, st,
+                          shared_done ? cuda::AlsoAdd{m.shared_out, m.join} : cuda::AlsoAdd{});
       }
-      if (L.has_shared) swiglu(L.shared);
+      if (L.has_shared && !shared_done) swiglu(L.shared);
     } else {
       swiglu(L.dense);
     }
@@ -439,6 +530,10 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
 }  // namespace
 
 int64_t CudaDeepseekV2::cache_blocks() const { return impl_->cache.n_blocks; }
+
+double CudaDeepseekV2::decode_weight_bytes(double experts_per_layer) const {
+  return impl_->shared_weight_bytes + impl_->embedding_row_bytes + experts_per_layer * impl_->expert_weight_bytes;
+}
 
 const std::vector<int32_t>& CudaDeepseekV2::slot_table(int slot) const {
   check(!impl_->host_tables.empty(), "CUDA: sequence slots need the per-slot cache (cache_blocks 0); use the paged calls");

@@ -1,4 +1,4 @@
-// The DeepSeek-V2 forward on one NVIDIA GPU: weights uploaded once (stored dtype kept), a paged
+// The DeepSeek-V2 forward on one NVIDIA GPU: weights uploaded once (stored dtype kept, or FP8), a paged
 // latent cache, prefill with decompressed attention and batched decode with absorbed attention,
 // each decode step captured once per batch size as a CUDA graph and replayed.
 #pragma once
@@ -32,6 +32,9 @@ struct CudaOptions {
   // (weights read once per group), so that a sequence's results do not depend on the batch it runs
   // in; otherwise they take the tensor-core path, which rounds activations to bf16.
   bool batch_invariant = false;
+  // Store the Linear matrices but kv_b_proj as FP8 (E4M3, a scale per 128×128 tile), quantized at
+  // upload; the embedding, router, kv_b_proj and norms keep their dtype.
+  bool fp8_weights = false;
 };
 
 class CudaDeepseekV2 {
@@ -67,6 +70,10 @@ class CudaDeepseekV2 {
                     const std::vector<int32_t>& ids, std::vector<float>* logits, std::vector<int32_t>* argmax,
                     const std::vector<int64_t>* logit_rows = nullptr);
   int64_t cache_blocks() const;
+  // Bytes of weights (scales included) a decode step reads when `experts_per_layer` distinct routed
+  // experts of each MoE layer run (num_experts_per_tok for one token): every other matrix once, one
+  // embedding row.
+  double decode_weight_bytes(double experts_per_layer) const;
 
   struct Impl;
 

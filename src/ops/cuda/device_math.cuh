@@ -2,8 +2,10 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cfloat>
+#include <type_traits>
 
 #include "core/error.h"
 
@@ -12,6 +14,27 @@ namespace dsv2::cuda {
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_fp8_e4m3 v) { return float(v); }
+
+template <typename WT>
+constexpr bool kIsFp8 = std::is_same_v<WT, __nv_fp8_e4m3>;
+
+// f[j] = the N weight values w[j] as f32 (FP8: without their scale; pairs converted together).
+template <typename WT, int N>
+__device__ __forceinline__ void weights_to_f32(const WT (&w)[N], float (&f)[N]) {
+  if constexpr (kIsFp8<WT> && N % 2 == 0) {
+    const __nv_fp8x2_storage_t* pairs = reinterpret_cast<const __nv_fp8x2_storage_t*>(w);
+#pragma unroll
+    for (int j = 0; j < N / 2; ++j) {
+      const float2 v = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pairs[j], __NV_E4M3)));
+      f[2 * j] = v.x;
+      f[2 * j + 1] = v.y;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) f[j] = to_f32(w[j]);
+  }
+}
 
 __device__ __forceinline__ void from_f32(float v, float* p) { *p = v; }
 __device__ __forceinline__ void from_f32(float v, __nv_bfloat16* p) { *p = __float2bfloat16_rn(v); }
@@ -101,4 +124,14 @@ __device__ __forceinline__ float warp_dot_row(const WT* __restrict__ w, const fl
     case ::dsv2::DType::BF16: { using WT = __nv_bfloat16; __VA_ARGS__; break; } \
     case ::dsv2::DType::F16: { using WT = __half; __VA_ARGS__; break; }  \
     default: throw ::dsv2::Error("the GPU kernels take F32, BF16 or F16 weights"); \
+  }
+
+// The same for the kernels that also take FP8 weights (with their tile scales).
+#define DSV2_DISPATCH_WEIGHT_DTYPE(dtype, ...)                             \
+  switch (dtype) {                                                         \
+    case ::dsv2::DType::F32: { using WT = float; __VA_ARGS__; break; }       \
+    case ::dsv2::DType::BF16: { using WT = __nv_bfloat16; __VA_ARGS__; break; } \
+    case ::dsv2::DType::F16: { using WT = __half; __VA_ARGS__; break; }      \
+    case ::dsv2::DType::F8_E4M3: { using WT = __nv_fp8_e4m3; __VA_ARGS__; break; } \
+    default: throw ::dsv2::Error("the GPU kernels take F32, BF16, F16 or FP8 weights"); \
   }

@@ -1,5 +1,6 @@
 // Host-side launchers of the CUDA kernels (implemented in *.cu). All pointers are device
-// pointers; activations are f32, weights are stored BF16, F16 or F32. Every launch goes on
+// pointers; activations are f32, weights are stored BF16, F16, F32 or FP8 (F8_E4M3 with a scale per
+// 128×128 tile). Every launch goes on
 // `stream` and is checked. Sizes that change between decode steps (positions, sequence
 // lengths, block tables, token ids) are read from device memory so that a decode step can be
 // captured once as a CUDA graph and replayed.
@@ -10,16 +11,34 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "core/fp8.h"
 
 namespace dsv2::cuda {
+
+// FP8 weights: value [r, c] = fp8[r, c] · scales[r / kFp8Tile, c / kFp8Tile], one f32 scale per
+// tile (DeepSeek-V3's weight_scale_inv layout), chosen so that the tile's largest |value| is 448
+// (core/fp8.h is the host reference).
+constexpr int64_t kFp8Tile = kFp8TileSize;
+constexpr int64_t fp8_tiles(int64_t n) { return (n + kFp8Tile - 1) / kFp8Tile; }
 
 // A row-major [rows, cols] weight in device memory.
 struct DeviceMatrix {
   DType dtype = DType::BF16;
   const void* data = nullptr;
   int64_t rows = 0, cols = 0;
+  const float* scales = nullptr;  // F8_E4M3: [fp8_tiles(rows), fp8_tiles(cols)]
+  void* widened = nullptr;        // F8_E4M3: scratch of rows·cols bf16 values where the cuBLAS path widens it
   size_t bytes() const { return size_t(rows * cols) * dtype_size(dtype); }
 };
+
+// ---- FP8 weights (fp8.cu) ----
+// dst = src (rows×cols in src_dtype: BF16, F16 or F32) quantized per tile: scale = max|tile| / 448 (1
+// for a tile of zeros), dst = src / scale rounded to nearest even, saturated to ±448.
+// dst: [rows, cols] FP8 bytes, scales: [fp8_tiles(rows), fp8_tiles(cols)].
+void quantize_fp8(const void* src, DType src_dtype, int64_t rows, int64_t cols, void* dst, float* scales,
+                  cudaStream_t stream);
+// out = bf16(W's values with their scales applied)      W: FP8, out: [rows, cols] bf16
+void widen_fp8(const DeviceMatrix& W, void* out, cudaStream_t stream);
 
 // The paged latent cache: [layers][blocks][block_size][width] in `dtype` (BF16 or F32).
 struct PagedLatentCache {
@@ -35,7 +54,8 @@ struct PagedLatentCache {
 // ---- dense algebra (linear.cu) ----
 // y[t, n] = Σ_k x[t, k] · W[n, k]      x: [T, K] f32 (row stride x_stride), y: [T, N] f32.
 // T <= kGemvMaxTokens: a bandwidth-bound GEMV kernel; larger T: cuBLAS (x rounded to the weight
-// dtype for BF16/F16 weights, f32 accumulation). `lowp` is scratch of T·K 2-byte values.
+// dtype for BF16/F16 weights, f32 accumulation; FP8 weights widened to bf16 in W.widened first).
+// `lowp` is scratch of T·K 2-byte values.
 constexpr int64_t kGemvMaxTokens = 8;
 void linear(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W, float* y,
             void* lowp, cudaStream_t stream);
@@ -113,6 +133,11 @@ void attend_absorbed(cublasHandle_t blas, const MlaShape& s, const float* q, con
                      const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
                      const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
                      float* out, void* lowp, cudaStream_t stream);
+// attend_absorbed's first and last parts: q_lat[b, h] = W_UK[h]ᵀ · q_nope[b, h] and out[b, h] = W_UV[h] · o_lat[b, h].
+void absorb_queries(cublasHandle_t blas, const MlaShape& s, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
+                    int64_t B, float* q_lat, void* lowp, cudaStream_t stream);
+void expand_latents(cublasHandle_t blas, const MlaShape& s, const DeviceMatrix& W_kvb, const float* o_lat, int64_t B,
+                    float* out, void* lowp, cudaStream_t stream);
 // out[h, j, i] = W_kvb[h·(d_nope + d_v) + i, j]: the W_UK blocks of kv_b_proj transposed, [nh, d_c, d_nope].
 void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream);
 // The partials scratch of attend_latents / attend_absorbed for batches of up to B sequences.
@@ -127,14 +152,26 @@ struct RouterShape {
 // logits: [T, E] router logits (f32) -> expert ids [T, K] and gate weights [T, K] (DeepSeek's rules, ties to the lower index).
 void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t* expert_ids, float* gate_weights,
                   cudaStream_t stream);
+// A layer's routed experts, each expert's matrices contiguous: gate/up [E, I, H], down [E, H, I].
+// FP8: the scales of each expert's matrices after one another, [E, fp8_tiles(I), fp8_tiles(H)] and
+// [E, fp8_tiles(H), fp8_tiles(I)].
+struct ExpertWeights {
+  DType dtype = DType::BF16;
+  const void *gate = nullptr, *up = nullptr, *down = nullptr;
+  const float *gate_scales = nullptr, *up_scales = nullptr, *down_scales = nullptr;
+};
 // Routed experts for a few tokens, expert-major (each active expert's rows read once): for pair
 // p = t·K + k with expert e = expert_ids[p]: h[p] = silu(gate_e · x[t]) ⊙ (up_e · x[t]); y[p] = down_e · h[p];
 // out[t] += Σ_k gate_weights[t, k] · y[t, k] (summed in slot order, then added to the residual stream
-// out). gate/up: [E, I, H], down: [E, H, I] contiguous per layer. h: [T·K, I], y: [T·K, H] scratch;
-// out: [T, H]. T·K <= 4096.
+// out), then out[t] += also.values[t] when given (the shared experts' output, [T, H], computed on
+// another stream: the sum waits for also.ready). h: [T·K, I], y: [T·K, H] scratch; out: [T, H]. T·K <= 4096.
+struct AlsoAdd {
+  const float* values = nullptr;
+  cudaEvent_t ready = nullptr;
+};
 void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
-                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
-                 float* y, float* out, cudaStream_t stream);
+                 const float* gate_weights, const ExpertWeights& w, float* h, float* y, float* out, cudaStream_t stream,
+                 const AlsoAdd& also = {});
 // A dense SwiGLU's first half (the shared experts, the dense layers' MLP) for a few tokens in one
 // kernel, with the routed experts' row code: h[t, i] = silu(gate[i] · x[t]) · (up[i] · x[t]).
 // x: [T, H], gate/up: [I, H], h: [T, I]; T <= kGemvMaxTokens.
@@ -143,21 +180,21 @@ void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const D
 
 // Routed experts for a batch of decode tokens on the tensor cores, with grids fixed by T (so the step
 // stays capturable as a graph): expert e's tokens are packed into rows [e·T, e·T + n_e) of xs (inputs
-// rounded to the weight dtype), each active expert's gate/up rows then its down rows stream once for
-// all its tokens (mma.sync, f32 sums; only filled 8-token tiles computed), and the weighted sum is
-// added into out as moe_experts does. BF16 or F16 weights (grouped_experts_supported).
+// rounded to bf16, or to f16 for F16 weights), each active expert's gate/up rows then its down rows
+// stream once for all its tokens (mma.sync, f32 sums; FP8 rows widened to bf16 with their scales in
+// registers; only filled 8-token tiles computed), and the weighted sum is added into out as
+// moe_experts does. BF16, F16 or FP8 weights (grouped_experts_supported).
 struct MoeGroupedScratch {
-  void* xs;          // [E·T, H] in the weight dtype
-  void* hs;          // [E·T, I] in the weight dtype
+  void* xs;          // [E·T, H] 2-byte values
+  void* hs;          // [E·T, I] 2-byte values
   float* y;          // [E·T, H]
   int32_t* counts;   // [E]
   int32_t* slot_of;  // [T·K]
 };
-bool grouped_experts_supported(DType dtype, int64_t H, int64_t I, const void* gate, const void* up, const void* down);
+bool grouped_experts_supported(const ExpertWeights& w, int64_t H, int64_t I);
 void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
-                         const int32_t* expert_ids, const float* gate_weights, DType dtype, const void* gate,
-                         const void* up, const void* down, const MoeGroupedScratch& scratch, float* out,
-                         cudaStream_t stream);
+                         const int32_t* expert_ids, const float* gate_weights, const ExpertWeights& w,
+                         const MoeGroupedScratch& scratch, float* out, cudaStream_t stream);
 // For many tokens (prefill): the (token, slot) pairs sorted by expert so that each expert runs one
 // GEMM over its rows. out[i] = x[rows[i]] (rows: [n], x: [*, H], out: [n, H]).
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream);

@@ -24,10 +24,12 @@ constexpr int kGemvWarps = kGemvThreads / 32;
 // uses the first (bytes in flight are what a bandwidth-bound kernel needs). A row's sums are formed in
 // the same order whatever ROWS, UNROLL and T: a token's result does not depend on the batch it is in.
 // Two matrices over the same input can share a launch: blocks [0, first_blocks) take matrix 0, the
-// others matrix 1 (each with its own split).
+// others matrix 1 (each with its own split). FP8 rows: each lane's step of kVec values lies in one
+// scale tile (as do a warp's ROWS rows), so it dots them unscaled and adds the sum times the scale.
 template <typename WT>
 struct GemvMatrices {
   const WT *w0, *w1;
+  const float *s0, *s1;  // FP8 tile scales
   float *y0, *y1;
   int64_t n0, n1;
   int split0, split1;
@@ -47,6 +49,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int slice = warp % split, group = warp / split;
   const int64_t row0 = (block * (kGemvWarps / split) + group) * ROWS;
+  const float* __restrict__ tile_scales = nullptr;  // FP8: the scales of row0's tile row
+  if constexpr (kIsFp8<WT>) tile_scales = (second ? mats.s1 : mats.s0) + (min(row0, N - 1) / kFp8Tile) * fp8_tiles(K);
   float acc[ROWS][MAX_T];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r)
@@ -65,6 +69,11 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
   start_after_previous_kernel();
   // acc[r][t] += W[r, k .. k + kVec) · x[t, k .. k + kVec)
   auto accumulate = [&](int64_t k, const WT (&wv)[ROWS][kVec]) {
+    float wf[ROWS][kVec];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) weights_to_f32(wv[r], wf[r]);
+    float scale = 1.0f;
+    if constexpr (kIsFp8<WT>) scale = tile_scales[k / kFp8Tile];
 #pragma unroll
     for (int t = 0; t < MAX_T; ++t) {
       if (t < T) {
@@ -75,9 +84,17 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
           xv[0] = x[t * xs + k];
         }
 #pragma unroll
-        for (int r = 0; r < ROWS; ++r)
+        for (int r = 0; r < ROWS; ++r) {
+          if constexpr (kIsFp8<WT>) {
+            float dot = 0.0f;
 #pragma unroll
-          for (int j = 0; j < kVec; ++j) acc[r][t] += to_f32(wv[r][j]) * xv[j];
+            for (int j = 0; j < kVec; ++j) dot += wf[r][j] * xv[j];
+            acc[r][t] += dot * scale;
+          } else {
+#pragma unroll
+            for (int j = 0; j < kVec; ++j) acc[r][t] += wf[r][j] * xv[j];
+          }
+        }
       }
     }
   };
@@ -161,18 +178,21 @@ void launch_gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, 
                           reinterpret_cast<uintptr_t>(x) % 16 == 0 && xs % 4 == 0;
   GemvMatrices<WT> mats{};
   unsigned blocks = 0;
-  auto add = [&](const DeviceMatrix& W, float* y, const WT*& w_out, float*& y_out, int64_t& n_out, int& split_out) {
+  auto add = [&](const DeviceMatrix& W, float* y, const WT*& w_out, const float*& s_out, float*& y_out, int64_t& n_out,
+                 int& split_out) {
+    check(!kIsFp8<WT> || W.scales, "GEMV: an FP8 matrix without its scales");
     const int split = gemv_split(W.rows, W.cols, 32 * kVec);
     const int64_t rows_per_block = (kGemvWarps / split) * ROWS;
     w_out = static_cast<const WT*>(W.data);
+    s_out = W.scales;
     y_out = y;
     n_out = W.rows;
     split_out = split;
     blocks += unsigned((W.rows + rows_per_block - 1) / rows_per_block);
   };
-  add(W0, y0, mats.w0, mats.y0, mats.n0, mats.split0);
+  add(W0, y0, mats.w0, mats.s0, mats.y0, mats.n0, mats.split0);
   mats.first_blocks = blocks;
-  if (W1) add(*W1, y1, mats.w1, mats.y1, mats.n1, mats.split1);
+  if (W1) add(*W1, y1, mats.w1, mats.s1, mats.y1, mats.n1, mats.split1);
   if (vectorised) {
     launch_overlapped(gemv_kernel<WT, MAX_T, ROWS, UNROLL, true, ACCUMULATE>, blocks, kGemvThreads, 0, stream, x, xs,
                       int(T), K, mats);
@@ -208,7 +228,7 @@ namespace {
 template <bool ACCUMULATE>
 void gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, float* y0, const DeviceMatrix* W1, float* y1,
           cudaStream_t stream) {
-  DSV2_DISPATCH_DTYPE(W0.dtype, {
+  DSV2_DISPATCH_WEIGHT_DTYPE(W0.dtype, {
     if (T == 1) {
       launch_gemv<WT, 1, 4, 4, ACCUMULATE>(x, xs, T, W0, y0, W1, y1, stream);
     } else if (T <= 4) {
@@ -234,9 +254,14 @@ void gemm_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const
                                    CUBLAS_GEMM_DEFAULT));
     return;
   }
-  if (!rounded) round_rows(x, xs, T, K, W.dtype, lowp, stream);
-  const cudaDataType_t type = W.dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
-  DSV2_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data, type, int(K), lowp,
+  // FP8: widened to bf16 (its scales applied) for a bf16 GEMM.
+  const bool fp8 = W.dtype == DType::F8_E4M3;
+  check(!fp8 || W.widened, "linear: an FP8 matrix without its widening scratch");
+  if (fp8) widen_fp8(W, W.widened, stream);
+  const DType lowp_dtype = fp8 ? DType::BF16 : W.dtype;
+  if (!rounded) round_rows(x, xs, T, K, lowp_dtype, lowp, stream);
+  const cudaDataType_t type = lowp_dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
+  DSV2_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, fp8 ? W.widened : W.data, type, int(K), lowp,
                                  type, int(K), &beta, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
@@ -295,7 +320,9 @@ void linear_pair(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, con
     return;
   }
   gemm_into<false>(blas, x, xs, T, W0, y0, lowp, false, stream);
-  gemm_into<false>(blas, x, xs, T, W1, y1, lowp, W1.dtype == W0.dtype, stream);  // x rounded once for both
+  const auto rounded_to = [](DType t) { return t == DType::F8_E4M3 ? DType::BF16 : t; };  // x's dtype in lowp
+  gemm_into<false>(blas, x, xs, T, W1, y1, lowp, rounded_to(W1.dtype) == rounded_to(W0.dtype),
+                   stream);  // x rounded once for both
 }
 
 }  // namespace dsv2::cuda

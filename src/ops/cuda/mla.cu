@@ -101,12 +101,12 @@ __global__ void causal_softmax_kernel(float* scores, int64_t T, int64_t L, int64
 }
 
 // out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] for every sequence b: one warp per (head, kHeadRows
-// rows), 16-byte weight and input loads when aligned, the sequences in groups of 8 sharing each load of
-// the rows. W rows: head stride w_h, row stride w_r. Absorbs the query (W = W_UKᵀ) and expands the
-// attention output (W = W_UV). A sum's order does not depend on B.
+// rows), 16-byte weight and input loads when aligned, the sequences in groups of GROUP (1 for a single
+// sequence, else 8) sharing each load of the rows. W rows: head stride w_h, row stride w_r. Absorbs the
+// query (W = W_UKᵀ) and expands the attention output (W = W_UV). A sum's order does not depend on B.
 constexpr int kHeadGroup = 8;
 constexpr int kHeadRows = 4;
-template <typename WT, bool VECTORISED>
+template <typename WT, bool VECTORISED, int GROUP>
 __global__ void head_rows_kernel(const WT* __restrict__ W, int64_t w_h, int64_t w_r, int64_t nh, int64_t R, int64_t K,
                                  const float* __restrict__ in, int64_t in_b, int64_t in_h, int64_t B, float* out,
                                  int64_t out_b, int64_t out_h) {
@@ -120,8 +120,8 @@ __global__ void head_rows_kernel(const WT* __restrict__ W, int64_t w_h, int64_t 
   const WT* w[kHeadRows];
 #pragma unroll
   for (int u = 0; u < kHeadRows; ++u) w[u] = W + h * w_h + (r0 + u < R ? r0 + u : r0) * w_r;  // rows past R: not written
-  for (int64_t b0 = 0; b0 < B; b0 += kHeadGroup) {
-    float acc[kHeadRows][kHeadGroup] = {};
+  for (int64_t b0 = 0; b0 < B; b0 += GROUP) {
+    float acc[kHeadRows][GROUP] = {};
     for (int64_t k = int64_t(lane) * kVec; k < K; k += 32 * kVec) {
       WT wv[kHeadRows][kVec];
 #pragma unroll
@@ -135,7 +135,7 @@ __global__ void head_rows_kernel(const WT* __restrict__ W, int64_t w_h, int64_t 
         }
       }
 #pragma unroll
-      for (int g = 0; g < kHeadGroup; ++g) {
+      for (int g = 0; g < GROUP; ++g) {
         if (b0 + g < B) {
           const float* x = in + (b0 + g) * in_b + h * in_h + k;
           float xv[kVec];
@@ -154,9 +154,10 @@ __global__ void head_rows_kernel(const WT* __restrict__ W, int64_t w_h, int64_t 
 #pragma unroll
     for (int u = 0; u < kHeadRows; ++u)
 #pragma unroll
-      for (int g = 0; g < kHeadGroup; ++g) {
+      for (int g = 0; g < GROUP; ++g) {
+        if (b0 + g >= B) continue;  // the same for every lane
         const float v = warp_sum(acc[u][g]);
-        if (lane == 0 && b0 + g < B && r0 + u < R) out[(b0 + g) * out_b + h * out_h + r0 + u] = v;
+        if (lane == 0 && r0 + u < R) out[(b0 + g) * out_b + h * out_h + r0 + u] = v;
       }
   }
 }
@@ -170,11 +171,14 @@ void launch_head_rows(const WT* W, int64_t w_h, int64_t w_r, int64_t nh, int64_t
                           reinterpret_cast<uintptr_t>(W) % 16 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0;
   const int64_t warps = nh * ((R + kHeadRows - 1) / kHeadRows);
   const unsigned blocks = unsigned((warps * 32 + 255) / 256);
-  if (vectorised) {
-    launch_overlapped(head_rows_kernel<WT, true>, blocks, 256, 0, stream,
+  if (vectorised && B == 1) {
+    launch_overlapped(head_rows_kernel<WT, true, 1>, blocks, 256, 0, stream,
+                      W, w_h, w_r, nh, R, K, in, in_b, in_h, B, out, out_b, out_h);
+  } else if (vectorised) {
+    launch_overlapped(head_rows_kernel<WT, true, kHeadGroup>, blocks, 256, 0, stream,
                       W, w_h, w_r, nh, R, K, in, in_b, in_h, B, out, out_b, out_h);
   } else {
-    launch_overlapped(head_rows_kernel<WT, false>, blocks, 256, 0, stream,
+    launch_overlapped(head_rows_kernel<WT, false, kHeadGroup>, blocks, 256, 0, stream,
                       W, w_h, w_r, nh, R, K, in, in_b, in_h, B, out, out_b, out_h);
   }
   DSV2_CUDA_LAUNCH_CHECK();
@@ -451,14 +455,10 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
                     kCombineWarps * 32, 0, stream, partials, nh, n_splits, m.d_c, parts, o_lat);
 }
 
-void attend_absorbed(cublasHandle_t blas, const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
-                     const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
-                     const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
-                     float* out, void* lowp, cudaStream_t stream) {
+void absorb_queries(cublasHandle_t blas, const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
+                    int64_t B, float* q_lat, void* lowp, cudaStream_t stream) {
   const int64_t nh = m.n_heads, d_qk = m.d_nope + m.d_rope;
-  const bool gemm = B > kGemvMaxTokens;
-  // q_lat[b, h] = W_UK[h]ᵀ · q_nope[b, h]
-  if (gemm) {
+  if (B > kGemvMaxTokens) {
     heads_gemm(blas, W_kvb.dtype, wuk_t, m.d_c * m.d_nope, m.d_nope, nh, m.d_c, m.d_nope, q, d_qk, B, q_lat, lowp, stream);
   } else {
     DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
@@ -466,11 +466,14 @@ void attend_absorbed(cublasHandle_t blas, const MlaShape& m, const float* q, con
                        q_lat, nh * m.d_c, m.d_c, stream);
     });
   }
-  attend_latents(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, max_len, partials, o_lat, stream);
-  // out[b, h] = W_UV[h] · o_lat[b, h]
+}
+
+void expand_latents(cublasHandle_t blas, const MlaShape& m, const DeviceMatrix& W_kvb, const float* o_lat, int64_t B,
+                    float* out, void* lowp, cudaStream_t stream) {
+  const int64_t nh = m.n_heads;
   const size_t esz = dtype_size(W_kvb.dtype);
   const void* w_uv = static_cast<const char*>(W_kvb.data) + size_t(m.d_nope * m.d_c) * esz;
-  if (gemm) {
+  if (B > kGemvMaxTokens) {
     heads_gemm(blas, W_kvb.dtype, w_uv, (m.d_nope + m.d_v) * m.d_c, m.d_c, nh, m.d_v, m.d_c, o_lat, m.d_c, B, out, lowp, stream);
   } else {
     DSV2_DISPATCH_DTYPE(W_kvb.dtype, {
@@ -478,6 +481,15 @@ void attend_absorbed(cublasHandle_t blas, const MlaShape& m, const float* q, con
                        m.d_c, B, out, nh * m.d_v, m.d_v, stream);
     });
   }
+}
+
+void attend_absorbed(cublasHandle_t blas, const MlaShape& m, const float* q, const DeviceMatrix& W_kvb, const void* wuk_t,
+                     const PagedLatentCache& cache, int64_t layer, const int32_t* block_tables, int64_t max_blocks,
+                     const int32_t* seq_lens, int64_t B, int64_t max_len, float* q_lat, float* o_lat, float* partials,
+                     float* out, void* lowp, cudaStream_t stream) {
+  absorb_queries(blas, m, q, W_kvb, wuk_t, B, q_lat, lowp, stream);
+  attend_latents(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, max_len, partials, o_lat, stream);
+  expand_latents(blas, m, W_kvb, o_lat, B, out, lowp, stream);
 }
 
 void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, int64_t d_v, void* out, cudaStream_t stream) {

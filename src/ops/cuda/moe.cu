@@ -106,10 +106,13 @@ constexpr int kTokenGroup = 8;    // tokens dotted with one load of a weight row
 // A warp for one token at a time (GROUP 1, batch-1 decode) has the registers to keep the loads of two
 // steps of K in flight.
 // GATE_UP: a unit is two rows (gate and up), f = silu(gate)·up; else one row, f = identity.
+// FP8 rows (s_a, s_b: their matrices' tile scales): a warp's UNITS rows and each lane's kVec values
+// lie in one tile, so a lane dots them unscaled and adds the sum times the tile's scale.
 template <typename WT, bool GATE_UP, bool VECTORISED, int UNITS, int GROUP>
-__device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w_b, int64_t r0, int64_t R,
-                            const float* __restrict__ in, int64_t in_stride, int64_t in_div, int64_t K,
-                            const int32_t* list, int n, float* __restrict__ out, int64_t out_stride) {
+__device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w_b, const float* __restrict__ s_a,
+                            const float* __restrict__ s_b, int64_t r0, int64_t R, const float* __restrict__ in,
+                            int64_t in_stride, int64_t in_div, int64_t K, const int32_t* list, int n,
+                            float* __restrict__ out, int64_t out_stride) {
   constexpr int kVec = VECTORISED ? 16 / sizeof(WT) : 1;
   constexpr int64_t kStep = 32 * kVec;
   constexpr int UNROLL = GROUP == 1 ? 2 : 1;
@@ -121,6 +124,7 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
     rows_a[u] = w_a + r * K;
     rows_b[u] = GATE_UP ? w_b + r * K : nullptr;
   }
+  const int64_t tile_row = (min(r0, R - 1) / kFp8Tile) * fp8_tiles(K);
   for (int g0 = 0; g0 < n; g0 += GROUP) {
     float acc_a[UNITS][GROUP] = {}, acc_b[UNITS][GROUP] = {};
     const float* x[GROUP];
@@ -128,6 +132,17 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
     for (int g = 0; g < GROUP; ++g) x[g] = in + (g0 + g < n ? list[g0 + g] / in_div : 0) * in_stride;
     // acc[u][g] += row u's values at k .. k + kVec (gate and up for GATE_UP) · token g's inputs there.
     auto accumulate = [&](int64_t k, const WT (&wa)[UNITS][kVec], const WT (&wb)[UNITS][kVec]) {
+      float fa[UNITS][kVec], fb[UNITS][kVec];
+#pragma unroll
+      for (int u = 0; u < UNITS; ++u) {
+        weights_to_f32(wa[u], fa[u]);
+        if constexpr (GATE_UP) weights_to_f32(wb[u], fb[u]);
+      }
+      float scale_a = 1.0f, scale_b = 1.0f;
+      if constexpr (kIsFp8<WT>) {
+        scale_a = s_a[tile_row + k / kFp8Tile];
+        if constexpr (GATE_UP) scale_b = s_b[tile_row + k / kFp8Tile];
+      }
 #pragma unroll
       for (int g = 0; g < GROUP; ++g) {
         if (g0 + g < n) {
@@ -138,12 +153,24 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
             xv[0] = x[g][k];
           }
 #pragma unroll
-          for (int u = 0; u < UNITS; ++u)
+          for (int u = 0; u < UNITS; ++u) {
+            if constexpr (kIsFp8<WT>) {
+              float da = 0.0f, db = 0.0f;
 #pragma unroll
-            for (int j = 0; j < kVec; ++j) {
-              acc_a[u][g] += to_f32(wa[u][j]) * xv[j];
-              if constexpr (GATE_UP) acc_b[u][g] += to_f32(wb[u][j]) * xv[j];
+              for (int j = 0; j < kVec; ++j) {
+                da += fa[u][j] * xv[j];
+                if constexpr (GATE_UP) db += fb[u][j] * xv[j];
+              }
+              acc_a[u][g] += da * scale_a;
+              if constexpr (GATE_UP) acc_b[u][g] += db * scale_b;
+            } else {
+#pragma unroll
+              for (int j = 0; j < kVec; ++j) {
+                acc_a[u][g] += fa[u][j] * xv[j];
+                if constexpr (GATE_UP) acc_b[u][g] += fb[u][j] * xv[j];
+              }
             }
+          }
         }
       }
     };
@@ -179,7 +206,7 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
 #pragma unroll
         for (int u = 0; u < UNITS; ++u) {
           wa[u][0] = rows_a[u][k];
-          wb[u][0] = GATE_UP ? rows_b[u][k] : WT(0.0f);
+          wb[u][0] = GATE_UP ? rows_b[u][k] : wa[u][0];
         }
         accumulate(k, wa, wb);
       }
@@ -220,46 +247,52 @@ __device__ int32_t expert_of_block(const int32_t* __restrict__ ids, int64_t n_pa
 // return at once.
 template <typename WT, bool VECTORISED, int GROUP>
 __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
-                                      const int32_t* __restrict__ ids, const WT* __restrict__ gate, const WT* __restrict__ up, float* h) {
+                                      const int32_t* __restrict__ ids, const WT* __restrict__ gate, const WT* __restrict__ up,
+                                      const float* gate_scales, const float* up_scales, float* h) {
   start_after_previous_kernel();
   __shared__ int32_t list[GROUP == 1 ? 1 : kMaxPairs];
   int n;
   const int32_t e = expert_of_block<GROUP>(ids, n_pairs, list, n);
   const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits;
   if (n == 0 || i0 >= I) return;
-  const int64_t offset = int64_t(e) * I * H;
-  expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate + offset, up + offset, i0, I, x, H, K, H, list, n, h, I);
+  const int64_t offset = int64_t(e) * I * H, scale_offset = kIsFp8<WT> ? int64_t(e) * fp8_tiles(I) * fp8_tiles(H) : 0;
+  expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate + offset, up + offset, gate_scales + scale_offset,
+                                                         up_scales + scale_offset, i0, I, x, H, K, H, list, n, h, I);
 }
 
 // y[p, j] = down_e[j] · h[p] with e = expert_of_block; grid (H / (8·kDownUnits), K for one token else E)
 template <typename WT, bool VECTORISED, int GROUP>
 __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64_t I, int64_t n_pairs,
-                                   const int32_t* __restrict__ ids, const WT* __restrict__ down, float* y) {
+                                   const int32_t* __restrict__ ids, const WT* __restrict__ down, const float* down_scales,
+                                   float* y) {
   start_after_previous_kernel();
   __shared__ int32_t list[GROUP == 1 ? 1 : kMaxPairs];
   int n;
   const int32_t e = expert_of_block<GROUP>(ids, n_pairs, list, n);
   const int64_t j0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kDownUnits;
   if (n == 0 || j0 >= H) return;
-  expert_rows<WT, false, VECTORISED, kDownUnits, GROUP>(down + int64_t(e) * H * I, nullptr, j0, H, h, I, 1, I, list, n, y, H);
+  const int64_t scale_offset = kIsFp8<WT> ? int64_t(e) * fp8_tiles(H) * fp8_tiles(I) : 0;
+  expert_rows<WT, false, VECTORISED, kDownUnits, GROUP>(down + int64_t(e) * H * I, nullptr, down_scales + scale_offset,
+                                                        nullptr, j0, H, h, I, 1, I, list, n, y, H);
 }
 
 // h[t, i] = silu(gate[i] · x[t]) · (up[i] · x[t]) for the T <= GROUP tokens; grid I / (8·kGateUpUnits).
 template <typename WT, bool VECTORISED, int GROUP>
 __global__ void swiglu_gate_up_kernel(const float* __restrict__ x, int T, int64_t H, int64_t I, const WT* __restrict__ gate,
-                                      const WT* __restrict__ up, float* h) {
+                                      const WT* __restrict__ up, const float* gate_scales, const float* up_scales, float* h) {
   start_after_previous_kernel();
   __shared__ int32_t tokens[GROUP];
   if (threadIdx.x < T) tokens[threadIdx.x] = int32_t(threadIdx.x);
   __syncthreads();
   const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits;
   if (i0 >= I) return;
-  expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate, up, i0, I, x, H, 1, H, tokens, T, h, I);
+  expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate, up, gate_scales, up_scales, i0, I, x, H, 1, H, tokens, T, h,
+                                                         I);
 }
 
-// out[t, j] += Σ_k w[t, k] · y[t·K + k, j], summed in slot order.
+// out[t, j] += Σ_k w[t, k] · y[t·K + k, j], summed in slot order; then out[t, j] += also[t, j] (when given).
 __global__ void combine_kernel(const float* __restrict__ y, const float* __restrict__ w, int64_t T, int64_t H, int64_t K,
-                               float* out) {
+                               const float* __restrict__ also, float* out) {
   start_after_previous_kernel();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * H) return;
@@ -267,6 +300,7 @@ __global__ void combine_kernel(const float* __restrict__ y, const float* __restr
   float acc = 0;
   for (int64_t k = 0; k < K; ++k) acc += w[t * K + k] * y[(t * K + k) * H + j];
   out[i] += acc;
+  if (also) out[i] += also[i];
 }
 
 // out[i] = x[rows[i]]      rows: [n], x: [*, H], out: [n, H]
@@ -308,10 +342,12 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
 }
 
 void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
-                 const float* gate_weights, DType dtype, const void* gate, const void* up, const void* down, float* h,
-                 float* y, float* out, cudaStream_t stream) {
+                 const float* gate_weights, const ExpertWeights& w, float* h, float* y, float* out, cudaStream_t stream,
+                 const AlsoAdd& also) {
   check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
-  DSV2_DISPATCH_DTYPE(dtype, {
+  check(w.dtype != DType::F8_E4M3 || (w.gate_scales && w.up_scales && w.down_scales), "GPU MoE: FP8 experts without scales");
+  const void *gate = w.gate, *up = w.up, *down = w.down;
+  DSV2_DISPATCH_WEIGHT_DTYPE(w.dtype, {
     // 16-byte loads need every weight and input row 16-byte aligned: H and I multiples of the
     // vector width (a multiple of 4 floats), the buffers aligned.
     constexpr int64_t kVec = 16 / sizeof(WT);
@@ -327,9 +363,9 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int
       constexpr bool kVectorised = decltype(vectorised_tag)::value;
       constexpr int kGroup = decltype(group_tag)::value;
       launch_overlapped(expert_gate_up_kernel<WT, kVectorised, kGroup>, g1, kRowsPerBlock * 32, 0, stream,
-                        x, H, I, K, T * K, expert_ids, wg, wu, h);
+                        x, H, I, K, T * K, expert_ids, wg, wu, w.gate_scales, w.up_scales, h);
       launch_overlapped(expert_down_kernel<WT, kVectorised, kGroup>, g2, kRowsPerBlock * 32, 0, stream,
-                        h, H, I, T * K, expert_ids, wd, y);
+                        h, H, I, T * K, expert_ids, wd, w.down_scales, y);
     };
     // One token: every expert has one pair (GROUP 1).
     using One = std::integral_constant<int, 1>;
@@ -340,15 +376,17 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int
       vectorised ? launch(std::true_type{}, Group{}) : launch(std::false_type{}, Group{});
     }
   });
-  launch_overlapped(combine_kernel, unsigned((T * H + 255) / 256), 256, 0, stream, y, gate_weights, T, H, K, out);
+  if (also.ready) DSV2_CUDA_CHECK(cudaStreamWaitEvent(stream, also.ready, 0));
+  launch_overlapped(combine_kernel, unsigned((T * H + 255) / 256), 256, 0, stream, y, gate_weights, T, H, K, also.values, out);
 }
 
 void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const DeviceMatrix& up, float* h,
                     cudaStream_t stream) {
   check(T >= 1 && T <= kTokenGroup, "swiglu_gate_up: 1 to " + std::to_string(kTokenGroup) + " tokens");
   check(gate.dtype == up.dtype && gate.rows == up.rows && gate.cols == up.cols, "swiglu_gate_up: gate and up differ in shape");
+  check(gate.dtype != DType::F8_E4M3 || (gate.scales && up.scales), "swiglu_gate_up: FP8 matrices without scales");
   const int64_t H = gate.cols, I = gate.rows;
-  DSV2_DISPATCH_DTYPE(gate.dtype, {
+  DSV2_DISPATCH_WEIGHT_DTYPE(gate.dtype, {
     constexpr int64_t kVec = 16 / sizeof(WT);
     const bool vectorised = H % kVec == 0 && reinterpret_cast<uintptr_t>(gate.data) % 16 == 0 &&
                             reinterpret_cast<uintptr_t>(up.data) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
@@ -357,13 +395,13 @@ void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const D
     const WT *wg = static_cast<const WT*>(gate.data), *wu = static_cast<const WT*>(up.data);
     if (vectorised && T == 1) {
       launch_overlapped(swiglu_gate_up_kernel<WT, true, 1>, blocks, kRowsPerBlock * 32, 0, stream,
-                        x, int(T), H, I, wg, wu, h);
+                        x, int(T), H, I, wg, wu, gate.scales, up.scales, h);
     } else if (vectorised) {
       launch_overlapped(swiglu_gate_up_kernel<WT, true, kTokenGroup>, blocks, kRowsPerBlock * 32, 0, stream,
-                        x, int(T), H, I, wg, wu, h);
+                        x, int(T), H, I, wg, wu, gate.scales, up.scales, h);
     } else {
       launch_overlapped(swiglu_gate_up_kernel<WT, false, kTokenGroup>, blocks, kRowsPerBlock * 32, 0, stream,
-                        x, int(T), H, I, wg, wu, h);
+                        x, int(T), H, I, wg, wu, gate.scales, up.scales, h);
     }
   });
   DSV2_CUDA_LAUNCH_CHECK();

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
@@ -24,6 +25,31 @@ constexpr int kTokenTiles = 4;   // 8-token tiles a warp computes per pass over 
 constexpr int kChunk = 64;       // values of k per step: each lane loads 16 bytes at 8q and 32 + 8q
 
 __device__ __forceinline__ uint32_t word(const uint4& v, int i) { return reinterpret_cast<const uint32_t*>(&v)[i]; }
+
+// The 2-byte type the tensor cores multiply for weights stored as WT: bf16 for BF16 and FP8, f16 for F16.
+template <typename WT>
+using MmaType = std::conditional_t<std::is_same_v<WT, __half>, __half, __nv_bfloat16>;
+
+// 8 values of a weight row at p as 8 mma values (16 bytes): 2-byte weights as stored; FP8 weights
+// times their tile's scale, rounded to bf16.
+template <typename WT>
+__device__ __forceinline__ uint4 load_weights8(const WT* p, float scale) {
+  if constexpr (kIsFp8<WT>) {
+    const uint2 raw = __ldcs(reinterpret_cast<const uint2*>(p));
+    const __nv_fp8x2_storage_t* pairs = reinterpret_cast<const __nv_fp8x2_storage_t*>(&raw);
+    uint4 out;
+    uint32_t* words = reinterpret_cast<uint32_t*>(&out);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 v = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pairs[j], __NV_E4M3)));
+      const __nv_bfloat162 b = __floats2bfloat162_rn(v.x * scale, v.y * scale);
+      words[j] = *reinterpret_cast<const uint32_t*>(&b);
+    }
+    return out;
+  } else {
+    return load_weights16(p);
+  }
+}
 
 // Expert e = blockIdx.x: its pairs into rows e·T + 0..n_e−1 of xs ([E·T, H], inputs rounded to WT),
 // counts[e] = n_e, slot_of[p] = the row of pair p. No expert gets a token twice, so n_e <= T. Block
@@ -55,19 +81,21 @@ __global__ void pack_expert_tokens_kernel(const float* __restrict__ x, int64_t T
   }
 }
 
-// For the n_e tokens packed for expert e = blockIdx.y (rows e·T + j of `in`, [E·T, D] in WT):
-//   GATE_UP: out[e·T + j, r] = silu(a_e[r] · in_j) · (b_e[r] · in_j), rounded to WT   (a = gate, b = up)
+// For the n_e tokens packed for expert e = blockIdx.y (rows e·T + j of `in`, [E·T, D] in AT = MmaType<WT>):
+//   GATE_UP: out[e·T + j, r] = silu(a_e[r] · in_j) · (b_e[r] · in_j), rounded to AT   (a = gate, b = up)
 //   else:    out[e·T + j, r] = a_e[r] · in_j, f32                                      (a = down)
-// a, b: [E, R, D]; out: [E·T, R]. A warp takes two 16-row tiles: for GATE_UP the same 16 rows of gate
+// a, b: [E, R, D] (FP8: tile scales s_a, s_b [E, fp8_tiles(R), fp8_tiles(D)]; a 16-row tile and a
+// 64-value step of k lie in one scale tile); out: [E·T, R]. A warp takes two 16-row tiles: for GATE_UP the same 16 rows of gate
 // and up, else 32 consecutive rows; block x covers kWarps of them. Lane (g = lane/4, q = lane%4)
 // loads 16 bytes of rows g and g + 8 at k = 8q (and 32 + 8q): their four 4-byte words are its k-pairs
 // (2q, 2q+8) of two mma steps. It loads its token column g's inputs at the same k, so each product
 // still meets its partner; the sum runs over k in a different order, as any GEMM's does.
 template <typename WT, bool GATE_UP>
 __global__ void __launch_bounds__(kWarps * 32)
-    grouped_experts_kernel(const WT* __restrict__ in, int64_t T, int64_t D, int64_t R,
+    grouped_experts_kernel(const MmaType<WT>* __restrict__ in, int64_t T, int64_t D, int64_t R,
                            const int32_t* __restrict__ counts, const WT* __restrict__ a, const WT* __restrict__ b,
-                           void* out) {
+                           const float* __restrict__ s_a, const float* __restrict__ s_b, void* out) {
+  using AT = MmaType<WT>;
   start_after_previous_kernel();
   const int32_t e = blockIdx.y;
   const int n = counts[e];
@@ -83,10 +111,16 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int64_t r = std::min((GATE_UP ? r0 : r0 + 16 * t) + g + 8 * h, R - 1);
       rows[t][h] = (GATE_UP && t == 1 ? b : a) + (int64_t(e) * R + r) * D;
     }
-  const WT* tokens = in + int64_t(e) * T * D;
+  const float* tile_scales[2] = {nullptr, nullptr};  // FP8: the scale row of each 16-row tile
+  if constexpr (kIsFp8<WT>)
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+      tile_scales[t] = (GATE_UP && t == 1 ? s_b : s_a) +
+                       (int64_t(e) * fp8_tiles(R) + std::min(GATE_UP ? r0 : r0 + 16 * t, R - 1) / kFp8Tile) * fp8_tiles(D);
+  const AT* tokens = in + int64_t(e) * T * D;
   for (int j0 = 0; j0 < n; j0 += 8 * kTokenTiles) {
     const int tiles = min(kTokenTiles + 0, (n - j0 + 7) / 8);
-    const WT* tok[kTokenTiles];  // this lane's token column in each tile (past n_e: the last token, not written)
+    const AT* tok[kTokenTiles];  // this lane's token column in each tile (past n_e: the last token, not written)
 #pragma unroll
     for (int nt = 0; nt < kTokenTiles; ++nt) tok[nt] = tokens + int64_t(std::min(j0 + nt * 8 + g, n - 1)) * D;
     float acc[2][kTokenTiles][4] = {};
@@ -94,14 +128,16 @@ __global__ void __launch_bounds__(kWarps * 32)
     auto step = [&](int64_t k0, bool tail) {
       uint4 w[2][2][2];  // [tile][half][piece]
 #pragma unroll
-      for (int t = 0; t < 2; ++t)
+      for (int t = 0; t < 2; ++t) {
+        const float scale = kIsFp8<WT> ? tile_scales[t][k0 / kFp8Tile] : 1.0f;
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
           for (int p = 0; p < 2; ++p) {
             const int64_t k = k0 + 32 * p + 8 * q;
-            w[t][h][p] = !tail || k < D ? load_weights16(rows[t][h] + k) : make_uint4(0, 0, 0, 0);
+            w[t][h][p] = !tail || k < D ? load_weights8(rows[t][h] + k, scale) : make_uint4(0, 0, 0, 0);
           }
+      }
 #pragma unroll
       for (int nt = 0; nt < kTokenTiles; ++nt) {
         if (nt >= tiles) break;
@@ -113,7 +149,7 @@ __global__ void __launch_bounds__(kWarps * 32)
           for (int s = 0; s < 2; ++s)
 #pragma unroll
             for (int t = 0; t < 2; ++t)
-              mma_16x8x16<WT>(acc[t][nt], word(w[t][0][p], 2 * s), word(w[t][1][p], 2 * s), word(w[t][0][p], 2 * s + 1),
+              mma_16x8x16<AT>(acc[t][nt], word(w[t][0][p], 2 * s), word(w[t][1][p], 2 * s), word(w[t][0][p], 2 * s + 1),
                               word(w[t][1][p], 2 * s + 1), word(x, 2 * s), word(x, 2 * s + 1));
         }
       }
@@ -133,7 +169,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         if constexpr (GATE_UP) {
           const int64_t r = r0 + g + 8 * (i >> 1);
           const float gt = acc[0][nt][i], up = acc[1][nt][i];
-          if (r < R) from_f32(gt / (1.0f + expf(-gt)) * up, static_cast<WT*>(out) + out_row + r);
+          if (r < R) from_f32(gt / (1.0f + expf(-gt)) * up, static_cast<AT*>(out) + out_row + r);
         } else {
 #pragma unroll
           for (int t = 0; t < 2; ++t) {
@@ -149,36 +185,42 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 }  // namespace
 
-bool grouped_experts_supported(DType dtype, int64_t H, int64_t I, const void* gate, const void* up, const void* down) {
-  return (dtype == DType::BF16 || dtype == DType::F16) && H % 8 == 0 && I % 8 == 0 && aligned16(gate) && aligned16(up) &&
-         aligned16(down);
+bool grouped_experts_supported(const ExpertWeights& w, int64_t H, int64_t I) {
+  const bool fp8 = w.dtype == DType::F8_E4M3;
+  return (w.dtype == DType::BF16 || w.dtype == DType::F16 || fp8) && H % 8 == 0 && I % 8 == 0 && aligned16(w.gate) &&
+         aligned16(w.up) && aligned16(w.down) && (!fp8 || (w.gate_scales && w.up_scales && w.down_scales));
 }
 
 void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
-                         const int32_t* expert_ids, const float* gate_weights, DType dtype, const void* gate,
-                         const void* up, const void* down, const MoeGroupedScratch& s, float* out, cudaStream_t stream) {
+                         const int32_t* expert_ids, const float* gate_weights, const ExpertWeights& w,
+                         const MoeGroupedScratch& s, float* out, cudaStream_t stream) {
   check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
-  check(grouped_experts_supported(dtype, H, I, gate, up, down),
-        "grouped experts: BF16 or F16 weights, 16-byte aligned, with sizes that are multiples of 8");
+  check(grouped_experts_supported(w, H, I),
+        "grouped experts: BF16, F16 or FP8 weights (with scales), 16-byte aligned, with sizes that are multiples of 8");
   check(aligned16(s.xs) && aligned16(s.hs) && aligned16(x), "grouped experts: inputs and scratch must be 16-byte aligned");
   auto run = [&](auto type_tag) {
     using WT = decltype(type_tag);
+    using AT = MmaType<WT>;
     // About one row per block column for an expert of average load (n_e ~ T·K / E), at most 16 columns.
     const unsigned columns = unsigned(std::clamp<int64_t>((T * K + E - 1) / E, 1, 16));
-    launch_overlapped(pack_expert_tokens_kernel<WT>, dim3(unsigned(E), columns), 256, 0, stream, x, T, H, K, expert_ids,
-                      static_cast<WT*>(s.xs), s.counts, s.slot_of);
+    launch_overlapped(pack_expert_tokens_kernel<AT>, dim3(unsigned(E), columns), 256, 0, stream, x, T, H, K, expert_ids,
+                      static_cast<AT*>(s.xs), s.counts, s.slot_of);
     constexpr int64_t kGateUpRows = kWarps * 16, kDownRows = kWarps * 32;
-    const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
+    const WT *wg = static_cast<const WT*>(w.gate), *wu = static_cast<const WT*>(w.up), *wd = static_cast<const WT*>(w.down);
     launch_overlapped(grouped_experts_kernel<WT, true>, dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), unsigned(E)),
-                      kWarps * 32, 0, stream, static_cast<const WT*>(s.xs), T, H, I, s.counts, wg, wu, s.hs);
+                      kWarps * 32, 0, stream, static_cast<const AT*>(s.xs), T, H, I, s.counts, wg, wu, w.gate_scales,
+                      w.up_scales, s.hs);
     launch_overlapped(grouped_experts_kernel<WT, false>, dim3(unsigned((H + kDownRows - 1) / kDownRows), unsigned(E)),
-                      kWarps * 32, 0, stream, static_cast<const WT*>(s.hs), T, I, H, s.counts, wd,
-                      static_cast<const WT*>(nullptr), static_cast<void*>(s.y));
+                      kWarps * 32, 0, stream, static_cast<const AT*>(s.hs), T, I, H, s.counts, wd,
+                      static_cast<const WT*>(nullptr), w.down_scales, static_cast<const float*>(nullptr),
+                      static_cast<void*>(s.y));
   };
-  if (dtype == DType::BF16) {
+  if (w.dtype == DType::BF16) {
     run(__nv_bfloat16{});
-  } else {
+  } else if (w.dtype == DType::F16) {
     run(__half{});
+  } else {
+    run(__nv_fp8_e4m3{});
   }
   combine_sorted(s.y, s.slot_of, gate_weights, T, H, K, out, stream);
 }
