@@ -37,8 +37,9 @@ std::vector<std::vector<int32_t>> prompts() {
 class CudaEngineTest : public ::testing::Test {
  protected:
   void SetUp() override { model_ = load_model(default_model_dir()); }
-  std::unique_ptr<CudaDeepseekV2> gpu(int32_t n_blocks, bool invariant, int64_t max_batch) {
+  std::unique_ptr<CudaDeepseekV2> gpu(int32_t n_blocks, bool invariant, int64_t max_batch, bool fp8 = false) {
     CudaOptions o;
+    o.fp8_weights = fp8;
     o.cache_blocks = n_blocks;
     o.block_size = 4;
     o.max_context = 128;
@@ -48,10 +49,13 @@ class CudaEngineTest : public ::testing::Test {
     o.cache_dtype = DType::F32;
     return std::make_unique<CudaDeepseekV2>(model_.config, *model_.checkpoint, o);
   }
+  // Serves prompts() for 16 greedy tokens alone, 12 at once, and 12 at once with preemptions (the
+  // batch-invariant model); checks every run's outputs equal the first's and the cache is free after.
+  std::vector<std::vector<int32_t>> expect_batching_changes_nothing(bool fp8);
   LoadedModel model_;
 };
 
-TEST_F(CudaEngineTest, GreedyOutputDoesNotDependOnBatching) {
+std::vector<std::vector<int32_t>> CudaEngineTest::expect_batching_changes_nothing(bool fp8) {
   const int64_t n = 16;
   struct Setup {
     int32_t n_blocks;
@@ -62,7 +66,7 @@ TEST_F(CudaEngineTest, GreedyOutputDoesNotDependOnBatching) {
   const Setup tight{40, {.max_running = 12, .step_token_budget = 48, .prefill_chunk = 16}};  // 160 slots for up to 12 x 63: preemptions
   std::vector<std::vector<int32_t>> want;
   for (const Setup* s : {&alone, &batched, &tight}) {
-    auto net = gpu(s->n_blocks, true, 8);
+    auto net = gpu(s->n_blocks, true, 8, fp8);
     CudaBatchedModel model(*net);
     Engine engine(model, {.max_context = 128, .scheduler = s->scheduler});
     std::vector<EngineOutcome> got = test::serve_all(engine, prompts(), n, false);
@@ -80,18 +84,26 @@ TEST_F(CudaEngineTest, GreedyOutputDoesNotDependOnBatching) {
       if (s == &alone) {
         want.push_back(got[i].tokens);
       } else {
-        EXPECT_EQ(got[i].tokens, want[i]) << "prompt " << i << ", max_running " << s->scheduler.max_running;
+        EXPECT_EQ(got[i].tokens, want[i]) << "prompt " << i << ", max_running " << s->scheduler.max_running
+                                          << (fp8 ? ", fp8" : "");
       }
     }
   }
+  return want;
+}
+
+TEST_F(CudaEngineTest, GreedyOutputDoesNotDependOnBatching) {
+  const std::vector<std::vector<int32_t>> want = expect_batching_changes_nothing(false);
   // The CPU engine (exact f32) agrees token for token on this model.
   ThreadPool pool(2);
   DeepseekV2 cpu_net(model_.config, model_.weights, pool);
   CpuBatchedModel cpu(cpu_net, {128, 4}, DType::F32);
-  Engine engine(cpu, {.max_context = 128, .scheduler = alone.scheduler});
-  std::vector<EngineOutcome> got = test::serve_all(engine, prompts(), n, false);
+  Engine engine(cpu, {.max_context = 128, .scheduler = {.max_running = 1, .step_token_budget = 64, .prefill_chunk = 64}});
+  std::vector<EngineOutcome> got = test::serve_all(engine, prompts(), 16, false);
   for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].tokens, want[i]) << "CPU engine, prompt " << i;
 }
+
+TEST_F(CudaEngineTest, Fp8GreedyOutputDoesNotDependOnBatching) { expect_batching_changes_nothing(true); }
 
 TEST_F(CudaEngineTest, FastBatchingServesEveryRequestAndFreesTheCache) {
   auto net = gpu(128, false, 12);

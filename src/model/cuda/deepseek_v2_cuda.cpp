@@ -436,9 +436,11 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
   const float eps = float(cfg.rms_norm_eps);
   const cuda::MlaShape shape{nh, cfg.qk_nope_head_dim, d_rope, cfg.v_head_dim, d_c, float(cfg.softmax_scale())};
   cuda::embed_rows(m.embed, m.ids, T, m.x, st);
+  bool a_is_normed_x = false;  // the previous layer's MoE combine already wrote this layer's input norm
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const DeviceLayer& L = m.layers[size_t(l)];
-    cuda::rms_norm(m.x, H, L.input_norm, m.a, H, T, H, eps, st);
+    if (!a_is_normed_x) cuda::rms_norm(m.x, H, L.input_norm, m.a, H, T, H, eps, st);
+    a_is_normed_x = false;
     // The query's first projection and kv_a_proj read the same input: one launch for both.
     if (cfg.q_lora_rank) {
       const int64_t d_cq = *cfg.q_lora_rank;
@@ -511,9 +513,17 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
           cuda::linear(m.blas, m.g, L.shared.gate.rows, T, L.shared.down, m.shared_out, m.lowp, m.side);
           DSV2_CUDA_CHECK(cudaEventRecord(m.join, m.side));
         }
+        // The combine also writes the next layer's input norm (or the final norm, when every row gets the
+        // lm_head), when it is the layer's last addition into x.
+        const bool last = l + 1 == cfg.num_hidden_layers;
+        cuda::NormInto next_norm;
+        if ((!L.has_shared || shared_done) && (!last || head == Head::AllRows))
+          next_norm = {last ? m.final_norm : m.layers[size_t(l + 1)].input_norm, eps, m.a};
+        if (!cuda::fused_norm_supported(H, m.x, next_norm)) next_norm = {};
         cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,
                           m.expert_ids, m.gate_w, L.experts, m.moe_h, m.moe_y, m.x, st,
-                          shared_done ? cuda::AlsoAdd{m.shared_out, m.join} : cuda::AlsoAdd{});
+                          shared_done ? cuda::AlsoAdd{m.shared_out, m.join} : cuda::AlsoAdd{}, next_norm);
+        a_is_normed_x = next_norm.weight != nullptr;
       }
       if (L.has_shared && !shared_done) swiglu(L.shared);
     } else {
@@ -522,7 +532,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
   }
   if (head == Head::None) return;
   const int64_t first = head == Head::AllRows ? 0 : T - 1, n = T - first;
-  cuda::rms_norm(m.x + first * H, H, m.final_norm, m.a, H, n, H, eps, st);
+  if (!a_is_normed_x) cuda::rms_norm(m.x + first * H, H, m.final_norm, m.a, H, n, H, eps, st);
   cuda::linear(m.blas, m.a, H, n, m.lm_head, m.logits, m.lowp, st);
   cuda::argmax_rows(m.logits, n, cfg.vocab_size, m.argmax, m.argmax_scratch, st);
 }

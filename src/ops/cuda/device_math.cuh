@@ -71,6 +71,29 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
   return warp_max(v);
 }
 
+// RMSNorm of one row by the block: thread i holds row pieces v[j] = row[4·(i + j·blockDim.x) ..] (zeros
+// past the row, D a multiple of 4 and at most N·4·blockDim.x); y = row / sqrt(mean(row²) + eps) ⊙ w
+// (w, y 16-byte aligned). `red` holds >= 32 floats.
+template <int N>
+__device__ __forceinline__ void rms_norm_row_registers(const float4 (&v)[N], int64_t D, const float* __restrict__ w,
+                                                       float* __restrict__ y, float eps, float* red) {
+  float ss = 0;
+#pragma unroll
+  for (int j = 0; j < N; ++j) ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+  ss = block_sum(ss, red);
+  const float r = rsqrtf(ss / float(D) + eps);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float4* y4 = reinterpret_cast<float4*>(y);
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
+    if (i < D / 4) {
+      const float4 g = __ldg(w4 + i);
+      y4[i] = make_float4(v[j].x * r * g.x, v[j].y * r * g.y, v[j].z * r * g.z, v[j].w * r * g.w);
+    }
+  }
+}
+
 // 16 bytes of a weight row. Weights stream through once per step: the load is marked evict-first
 // so that it does not push the step's inputs (re-read for every row) out of L1.
 template <typename WT>

@@ -34,35 +34,21 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, int64_t xs, const f
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) yr[i] = xr[i] * r * w[i];
 }
 
-// The same for rows of at most kNormRegVecs·4·256 values in 16-byte pieces: each thread reads its
-// values once and keeps them in registers for the scaling pass (the row is read from memory once).
-constexpr int kNormRegVecs = 4;
+// The same for rows of at most kNormRegVecs·4·kNormThreads values in 16-byte pieces: each thread reads
+// its values once and keeps them in registers for the scaling pass (the row is read from memory once).
+constexpr int kNormRegVecs = 4, kNormThreads = 256;
 __global__ void rms_norm_registers_kernel(const float* __restrict__ x, int64_t xs, const float* __restrict__ w, float* y,
                                           int64_t ys, int64_t D, float eps) {
   start_after_previous_kernel();
   __shared__ float red[32];
   const float4* xr = reinterpret_cast<const float4*>(x + blockIdx.x * xs);
-  const int64_t n4 = D / 4;
   float4 v[kNormRegVecs];
-  float ss = 0;
 #pragma unroll
   for (int j = 0; j < kNormRegVecs; ++j) {
     const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
-    v[j] = i < n4 ? xr[i] : make_float4(0, 0, 0, 0);
-    ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+    v[j] = i < D / 4 ? xr[i] : make_float4(0, 0, 0, 0);
   }
-  ss = block_sum(ss, red);
-  const float r = rsqrtf(ss / float(D) + eps);
-  const float4* w4 = reinterpret_cast<const float4*>(w);
-  float4* yr = reinterpret_cast<float4*>(y + blockIdx.x * ys);
-#pragma unroll
-  for (int j = 0; j < kNormRegVecs; ++j) {
-    const int64_t i = threadIdx.x + int64_t(j) * blockDim.x;
-    if (i < n4) {
-      const float4 g = __ldg(w4 + i);
-      yr[i] = make_float4(v[j].x * r * g.x, v[j].y * r * g.y, v[j].z * r * g.z, v[j].w * r * g.w);
-    }
-  }
+  rms_norm_row_registers(v, D, w, y + blockIdx.x * ys, eps, red);
 }
 
 __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
@@ -134,8 +120,8 @@ void rms_norm(const float* x, int64_t xs, const float* w, float* y, int64_t ys, 
               cudaStream_t stream) {
   const bool aligned = D % 4 == 0 && xs % 4 == 0 && ys % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(y) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
-  if (aligned && D <= kNormRegVecs * 4 * 256) {
-    launch_overlapped(rms_norm_registers_kernel, unsigned(T), 256, 0, stream, x, xs, w, y, ys, D, eps);
+  if (aligned && D <= kNormRegVecs * 4 * kNormThreads) {
+    launch_overlapped(rms_norm_registers_kernel, unsigned(T), kNormThreads, 0, stream, x, xs, w, y, ys, D, eps);
   } else {
     launch_overlapped(rms_norm_kernel, unsigned(T), 256, 0, stream, x, xs, w, y, ys, D, eps);
   }

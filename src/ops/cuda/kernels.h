@@ -169,9 +169,18 @@ struct AlsoAdd {
   const float* values = nullptr;
   cudaEvent_t ready = nullptr;
 };
+// With norm.weight given, the same launch then writes rms_norm(out[t]) · norm.weight into norm.out[t] (the
+// next layer's input norm; the sums in another order than rms_norm's), where fused_norm_supported(H, ...)
+// says so (H a multiple of 4, at most 16,384, rows 16-byte aligned).
+struct NormInto {
+  const float* weight = nullptr;
+  float eps = 0;
+  float* out = nullptr;
+};
+bool fused_norm_supported(int64_t H, const float* out, const NormInto& norm);
 void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
                  const float* gate_weights, const ExpertWeights& w, float* h, float* y, float* out, cudaStream_t stream,
-                 const AlsoAdd& also = {});
+                 const AlsoAdd& also = {}, const NormInto& norm = {});
 // A dense SwiGLU's first half (the shared experts, the dense layers' MLP) for a few tokens in one
 // kernel, with the routed experts' row code: h[t, i] = silu(gate[i] · x[t]) · (up[i] · x[t]).
 // x: [T, H], gate/up: [I, H], h: [T, I]; T <= kGemvMaxTokens.

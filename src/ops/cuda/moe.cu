@@ -303,6 +303,48 @@ __global__ void combine_kernel(const float* __restrict__ y, const float* __restr
   if (also) out[i] += also[i];
 }
 
+// combine_kernel's sums for token t = blockIdx.x (each value's sum in the same order), then the RMSNorm of
+// its updated row into a: one block of kCombineNormThreads per token, 4 values a thread, the row in registers.
+constexpr int kCombineNormThreads = 1024, kCombineNormVecs = 4;
+__global__ void __launch_bounds__(kCombineNormThreads)
+    combine_norm_kernel(const float* __restrict__ y, const float* __restrict__ w, int64_t H, int64_t K,
+                        const float* __restrict__ also, float* out, const float* __restrict__ norm_w, float eps, float* a) {
+  start_after_previous_kernel();
+  __shared__ float red[32];
+  const int64_t t = blockIdx.x;
+  float4 v[kCombineNormVecs];
+#pragma unroll
+  for (int j = 0; j < kCombineNormVecs; ++j) {
+    const int64_t i4 = threadIdx.x + int64_t(j) * kCombineNormThreads;
+    v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (i4 >= H / 4) continue;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      const float wk = w[t * K + k];
+      const float4 yk = reinterpret_cast<const float4*>(y + (t * K + k) * H)[i4];
+      acc.x += wk * yk.x;
+      acc.y += wk * yk.y;
+      acc.z += wk * yk.z;
+      acc.w += wk * yk.w;
+    }
+    float4 o = reinterpret_cast<float4*>(out + t * H)[i4];
+    o.x += acc.x;
+    o.y += acc.y;
+    o.z += acc.z;
+    o.w += acc.w;
+    if (also) {
+      const float4 s = reinterpret_cast<const float4*>(also + t * H)[i4];
+      o.x += s.x;
+      o.y += s.y;
+      o.z += s.z;
+      o.w += s.w;
+    }
+    reinterpret_cast<float4*>(out + t * H)[i4] = o;
+    v[j] = o;
+  }
+  rms_norm_row_registers(v, H, norm_w, a + t * H, eps, red);
+}
+
 // out[i] = x[rows[i]]      rows: [n], x: [*, H], out: [n, H]
 __global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int64_t H, float* out) {
   const float* src = x + int64_t(rows[blockIdx.x]) * H;
@@ -343,7 +385,7 @@ void route_tokens(const RouterShape& r, const float* logits, int64_t T, int32_t*
 
 void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E, const int32_t* expert_ids,
                  const float* gate_weights, const ExpertWeights& w, float* h, float* y, float* out, cudaStream_t stream,
-                 const AlsoAdd& also) {
+                 const AlsoAdd& also, const NormInto& norm) {
   check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
   check(w.dtype != DType::F8_E4M3 || (w.gate_scales && w.up_scales && w.down_scales), "GPU MoE: FP8 experts without scales");
   const void *gate = w.gate, *up = w.up, *down = w.down;
@@ -377,7 +419,20 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int
     }
   });
   if (also.ready) DSV2_CUDA_CHECK(cudaStreamWaitEvent(stream, also.ready, 0));
-  launch_overlapped(combine_kernel, unsigned((T * H + 255) / 256), 256, 0, stream, y, gate_weights, T, H, K, also.values, out);
+  if (norm.weight) {
+    check(fused_norm_supported(H, out, norm), "GPU MoE: the fused norm needs H % 4 == 0, H <= 4096 and aligned rows");
+    launch_overlapped(combine_norm_kernel, unsigned(T), kCombineNormThreads, 0, stream, y, gate_weights, H, K, also.values,
+                      out, norm.weight, norm.eps, norm.out);
+  } else {
+    launch_overlapped(combine_kernel, unsigned((T * H + 255) / 256), 256, 0, stream, y, gate_weights, T, H, K, also.values,
+                      out);
+  }
+}
+
+bool fused_norm_supported(int64_t H, const float* out, const NormInto& norm) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return H % 4 == 0 && H <= kCombineNormVecs * 4 * kCombineNormThreads && aligned(out) && aligned(norm.weight) &&
+         aligned(norm.out);
 }
 
 void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const DeviceMatrix& up, float* h,
