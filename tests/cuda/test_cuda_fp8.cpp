@@ -2,6 +2,7 @@
 // the widening for cuBLAS, the GEMV's batch invariance, and the errors of FP8 matrices without scales.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "cuda/cuda_test_util.h"
@@ -40,6 +41,32 @@ TEST(CudaFp8, QuantizerMatchesHostReference) {
       DSV2_CUDA_CHECK(cudaMemcpy(wide_bits.data(), dwide.get(), wide_bits.size() * 2, cudaMemcpyDeviceToHost));
       convert_to_f32(DType::BF16, wide_bits.data(), wide.data(), wide.size());
       EXPECT_EQ(wide, rounded(DType::BF16, values)) << rows << "x" << cols;
+    }
+  }
+}
+
+// Several matrices one after another (a layer's experts) widen in one launch as each would alone: 130 rows
+// (a partial tile row per matrix), 48 (vectorised) and 40 (scalar) columns.
+TEST(CudaFp8, MatricesWidenTogetherAsAlone) {
+  std::mt19937 rng(23);
+  for (int64_t cols : {48, 40}) {
+    const int64_t mats = 3, rows = 130;
+    std::vector<float> values, scales;
+    auto codes = make_matrices(DType::F8_E4M3, mats, rows, cols, rng, values, &scales);
+    DeviceBuffer dcodes = upload(codes), dscales = upload(scales), together(size_t(mats * rows * cols) * 2),
+                 alone(size_t(rows * cols) * 2);
+    cuda::widen_fp8_matrices(dcodes.get(), dscales.get<float>(), mats, rows, cols, together.get(), nullptr);
+    std::vector<uint16_t> all(size_t(mats * rows * cols)), one(size_t(rows * cols));
+    DSV2_CUDA_CHECK(cudaMemcpy(all.data(), together.get(), all.size() * 2, cudaMemcpyDeviceToHost));
+    const int64_t n_scales = cuda::fp8_tiles(rows) * cuda::fp8_tiles(cols);
+    for (int64_t m = 0; m < mats; ++m) {
+      cuda::widen_fp8({DType::F8_E4M3, dcodes.get<uint8_t>() + m * rows * cols, rows, cols, dscales.get<float>() + m * n_scales},
+                      alone.get(), nullptr);
+      DSV2_CUDA_CHECK(cudaMemcpy(one.data(), alone.get(), one.size() * 2, cudaMemcpyDeviceToHost));
+      EXPECT_TRUE(std::equal(one.begin(), one.end(), all.begin() + m * rows * cols)) << "matrix " << m << ", cols " << cols;
+      std::vector<float> want(values.begin() + m * rows * cols, values.begin() + (m + 1) * rows * cols), got(one.size());
+      convert_to_f32(DType::BF16, one.data(), got.data(), got.size());
+      EXPECT_EQ(got, rounded(DType::BF16, want)) << "matrix " << m;
     }
   }
 }

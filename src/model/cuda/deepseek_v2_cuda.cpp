@@ -78,6 +78,7 @@ struct CudaDeepseekV2::Impl {
   cuda::MoeGroupedScratch moe_grouped{};  // decode batches of more than 8 tokens
   void* lowp = nullptr;
   void* widened = nullptr;  // FP8 weights: the bf16 copy of one matrix for the cuBLAS paths
+  void* widened_experts = nullptr;  // FP8 weights: two projections' [E, I, H] blocks in bf16 (prefill)
   void* blas_workspace = nullptr;
   std::map<int64_t, cudaGraphExec_t> graphs;  // decode step per (batch size, with or without the lm_head)
   // Weight bytes (scales included): every tensor but the routed experts and the embedding; one routed
@@ -194,6 +195,7 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
     }
   }
   if (widest_fp8 > 0) m.widened = m.alloc_bytes(widest_fp8 * 2);
+  if (opt.fp8_weights && E > 0) m.widened_experts = m.alloc_bytes(size_t(2 * E * I_moe * H) * 2);
   auto matrix = [&](const std::string& name) {
     const Placement& p = placed.at(name);
     const TensorSpec& s = *spec_of.at(name);
@@ -400,25 +402,36 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_rows, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice, st));
   DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_slot_of, slot_of.data(), slot_of.size() * 4, cudaMemcpyHostToDevice, st));
   cuda::gather_rows(m.a, m.moe_rows, T * K, H, m.moe_x, st);
+  // FP8 experts are widened to bf16 a projection at a time, every expert in one launch: gate and up into
+  // the two halves of m.widened_experts, then down into the first.
   const cuda::ExpertWeights& W = L.experts;
-  const size_t esz = dtype_size(W.dtype);
   const bool fp8 = W.dtype == DType::F8_E4M3;
-  const int64_t n_scales = cuda::fp8_tiles(I) * cuda::fp8_tiles(H);  // per FP8 matrix
-  // Expert e's matrix of a [E, rows, cols] block.
-  auto expert_matrix = [&](const void* block, const float* scales, int64_t e, int64_t rows, int64_t cols) {
-    return DeviceMatrix{W.dtype, static_cast<const char*>(block) + size_t(e * rows * cols) * esz, rows, cols,
-                        fp8 ? scales + e * n_scales : nullptr, fp8 ? m.widened : nullptr};
+  const DType dt = fp8 ? DType::BF16 : W.dtype;
+  const size_t esz = dtype_size(dt), block_bytes = size_t(E * I * H) * esz;
+  void* const wide[2] = {m.widened_experts, static_cast<char*>(m.widened_experts) + (fp8 ? block_bytes : 0)};
+  // Expert e's matrix of a [E, rows, cols] block (stored, or widened into `to`).
+  auto expert_matrix = [&](const void* block, void* to, int64_t e, int64_t rows, int64_t cols) {
+    return DeviceMatrix{dt, static_cast<const char*>(fp8 ? to : block) + size_t(e * rows * cols) * esz, rows, cols};
   };
+  if (fp8) {
+    cuda::widen_fp8_matrices(W.gate, W.gate_scales, E, I, H, wide[0], st);
+    cuda::widen_fp8_matrices(W.up, W.up_scales, E, I, H, wide[1], st);
+  }
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
     if (n == 0) continue;
-    const DeviceMatrix gate = expert_matrix(W.gate, W.gate_scales, e, I, H);
-    const DeviceMatrix up = expert_matrix(W.up, W.up_scales, e, I, H);
-    const DeviceMatrix down = expert_matrix(W.down, W.down_scales, e, H, I);
-    cuda::linear(m.blas, m.moe_x + b * H, H, n, gate, m.moe_h + b * I, m.lowp, st);
-    cuda::linear(m.blas, m.moe_x + b * H, H, n, up, m.moe_u + b * I, m.lowp, st);
+    cuda::linear(m.blas, m.moe_x + b * H, H, n, expert_matrix(W.gate, wide[0], e, I, H), m.moe_h + b * I,
+                 m.lowp, st);
+    cuda::linear(m.blas, m.moe_x + b * H, H, n, expert_matrix(W.up, wide[1], e, I, H), m.moe_u + b * I,
+                 m.lowp, st);
     cuda::silu_mul(m.moe_h + b * I, m.moe_u + b * I, m.moe_h + b * I, n * I, st);
-    cuda::linear(m.blas, m.moe_h + b * I, I, n, down, m.moe_y + b * H, m.lowp, st);
+  }
+  if (fp8) cuda::widen_fp8_matrices(W.down, W.down_scales, E, H, I, wide[0], st);
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
+    if (n == 0) continue;
+    cuda::linear(m.blas, m.moe_h + b * I, I, n, expert_matrix(W.down, wide[0], e, H, I), m.moe_y + b * H,
+                 m.lowp, st);
   }
   cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.x, st);
 }

@@ -32,14 +32,19 @@ __global__ void quantize_fp8_kernel(const ST* __restrict__ src, int64_t rows, in
   }
 }
 
-// Thread i widens values [16·i, 16·i + 16) of the matrix (cols a multiple of 16: one row, one tile):
-// a 16-byte load, two 16-byte stores.
-__global__ void widen_fp8_kernel(const uint4* __restrict__ w, const float* __restrict__ scales, int64_t cols,
+// The scale of value (r, c) of matrices [rows, cols] stored one after another (r counts the rows of all).
+__device__ __forceinline__ float tile_scale(const float* scales, int64_t rows, int64_t cols, int64_t r, int64_t c) {
+  const int64_t mat = r / rows;
+  return scales[(mat * fp8_tiles(rows) + (r - mat * rows) / kFp8Tile) * fp8_tiles(cols) + c / kFp8Tile];
+}
+
+// Thread i widens values [16·i, 16·i + 16) (cols a multiple of 16: one row, one tile): a 16-byte load,
+// two 16-byte stores.
+__global__ void widen_fp8_kernel(const uint4* __restrict__ w, const float* __restrict__ scales, int64_t rows, int64_t cols,
                                  int64_t n_chunks, uint4* __restrict__ out) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= n_chunks) return;
-  const int64_t r = i * 16 / cols, c = i * 16 % cols;
-  const float scale = scales[(r / kFp8Tile) * fp8_tiles(cols) + c / kFp8Tile];
+  const float scale = tile_scale(scales, rows, cols, i * 16 / cols, i * 16 % cols);
   const uint4 raw = __ldcs(w + i);
   const __nv_fp8_e4m3(&v)[16] = reinterpret_cast<const __nv_fp8_e4m3(&)[16]>(raw);
   float f[16];
@@ -53,12 +58,11 @@ __global__ void widen_fp8_kernel(const uint4* __restrict__ w, const float* __res
 }
 
 // The same one value a thread, for any number of columns.
-__global__ void widen_fp8_scalar_kernel(const __nv_fp8_e4m3* __restrict__ w, const float* __restrict__ scales, int64_t cols,
-                                        int64_t n, __nv_bfloat16* __restrict__ out) {
+__global__ void widen_fp8_scalar_kernel(const __nv_fp8_e4m3* __restrict__ w, const float* __restrict__ scales, int64_t rows,
+                                        int64_t cols, int64_t n, __nv_bfloat16* __restrict__ out) {
   const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (i >= n) return;
-  const int64_t r = i / cols, c = i % cols;
-  out[i] = __float2bfloat16_rn(to_f32(w[i]) * scales[(r / kFp8Tile) * fp8_tiles(cols) + c / kFp8Tile]);
+  out[i] = __float2bfloat16_rn(to_f32(w[i]) * tile_scale(scales, rows, cols, i / cols, i % cols));
 }
 
 }  // namespace
@@ -75,15 +79,21 @@ void quantize_fp8(const void* src, DType src_dtype, int64_t rows, int64_t cols, 
 }
 
 void widen_fp8(const DeviceMatrix& W, void* out, cudaStream_t stream) {
-  check(W.dtype == DType::F8_E4M3 && W.scales && out, "widen_fp8: an FP8 matrix with its scales and an output");
-  const int64_t n = W.rows * W.cols;
-  if (W.cols % 16 == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+  check(W.dtype == DType::F8_E4M3, "widen_fp8: an FP8 matrix");
+  widen_fp8_matrices(W.data, W.scales, 1, W.rows, W.cols, out, stream);
+}
+
+void widen_fp8_matrices(const void* data, const float* scales, int64_t n_mats, int64_t rows, int64_t cols, void* out,
+                        cudaStream_t stream) {
+  check(data && scales && out && n_mats >= 1 && rows >= 1 && cols >= 1, "widen_fp8: FP8 matrices with their scales and an output");
+  const int64_t n = n_mats * rows * cols;
+  if (cols % 16 == 0 && reinterpret_cast<uintptr_t>(data) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0) {
     const int64_t chunks = n / 16;
     widen_fp8_kernel<<<unsigned((chunks + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-        static_cast<const uint4*>(W.data), W.scales, W.cols, chunks, static_cast<uint4*>(out));
+        static_cast<const uint4*>(data), scales, rows, cols, chunks, static_cast<uint4*>(out));
   } else {
     widen_fp8_scalar_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-        static_cast<const __nv_fp8_e4m3*>(W.data), W.scales, W.cols, n, static_cast<__nv_bfloat16*>(out));
+        static_cast<const __nv_fp8_e4m3*>(data), scales, rows, cols, n, static_cast<__nv_bfloat16*>(out));
   }
   DSV2_CUDA_LAUNCH_CHECK();
 }

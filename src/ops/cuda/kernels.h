@@ -39,6 +39,10 @@ void quantize_fp8(const void* src, DType src_dtype, int64_t rows, int64_t cols, 
                   cudaStream_t stream);
 // out = bf16(W's values with their scales applied)      W: FP8, out: [rows, cols] bf16
 void widen_fp8(const DeviceMatrix& W, void* out, cudaStream_t stream);
+// The same for n_mats FP8 matrices [rows, cols] stored one after another, their scales likewise (a
+// layer's routed experts): out: [n_mats, rows, cols] bf16.
+void widen_fp8_matrices(const void* data, const float* scales, int64_t n_mats, int64_t rows, int64_t cols, void* out,
+                        cudaStream_t stream);
 
 // The paged latent cache: [layers][blocks][block_size][width] in `dtype` (BF16 or F32).
 struct PagedLatentCache {
