@@ -45,8 +45,9 @@ int64_t numel_of(const std::vector<int64_t>& shape) {
 
 struct CudaDeepseekV2::Impl {
   cudaStream_t stream = nullptr;
-  // Decode steps of up to 8 tokens run the shared experts on `side` while the router and the routed
-  // experts run on `stream` (forked and joined through the two events, also inside a captured graph).
+  // Decode steps of up to 8 tokens run the query absorption and the shared experts on `side` while
+  // `stream` writes the latents and runs the router and routed experts (forked and joined through the
+  // two events, also inside a captured graph).
   cudaStream_t side = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
   cublasHandle_t blas = nullptr;
@@ -83,7 +84,7 @@ struct CudaDeepseekV2::Impl {
   std::map<int64_t, cudaGraphExec_t> graphs;  // decode step per (batch size, with or without the lm_head)
   // Weight bytes (scales included): every tensor but the routed experts and the embedding; one routed
   // expert of each MoE layer, summed over the layers; one embedding row.
-  double shared_weight_bytes = 0, expert_weight_bytes = 0, embedding_row_bytes = 0;
+  double non_expert_weight_bytes = 0, expert_weight_bytes = 0, embedding_row_bytes = 0;
 
   template <typename T = float>
   T* alloc(size_t count) {
@@ -187,11 +188,11 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
     const double bytes = double(numel_of(s.shape)) * double(dtype_size(dt)) + 4.0 * double(n_scales);
     if (s.role == TensorRole::Embedding) {
       m.embedding_row_bytes = double(cols) * double(dtype_size(dt));
-      if (cfg.tie_word_embeddings) m.shared_weight_bytes += bytes;  // also the lm_head
+      if (cfg.tie_word_embeddings) m.non_expert_weight_bytes += bytes;  // also the lm_head
     } else if (s.expert >= 0) {
       if (s.expert == 0) m.expert_weight_bytes += bytes;
     } else {
-      m.shared_weight_bytes += bytes;
+      m.non_expert_weight_bytes += bytes;
     }
   }
   if (widest_fp8 > 0) m.widened = m.alloc_bytes(widest_fp8 * 2);
@@ -555,7 +556,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
 int64_t CudaDeepseekV2::cache_blocks() const { return impl_->cache.n_blocks; }
 
 double CudaDeepseekV2::decode_weight_bytes(double experts_per_layer) const {
-  return impl_->shared_weight_bytes + impl_->embedding_row_bytes + experts_per_layer * impl_->expert_weight_bytes;
+  return impl_->non_expert_weight_bytes + impl_->embedding_row_bytes + experts_per_layer * impl_->expert_weight_bytes;
 }
 
 const std::vector<int32_t>& CudaDeepseekV2::slot_table(int slot) const {
