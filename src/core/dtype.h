@@ -9,7 +9,7 @@ namespace dsv2 {
 // F32, F16, BF16: plain elements. Q8_0 and Q4_0: weight matrices quantized in blocks of kQuantBlock
 // consecutive values along a row, each block with one f16 scale (core/quant.h); only a Matrix has them.
 // F8_E4M3: FP8 weights of the GPU backend (1 sign, 4 exponent, 3 mantissa bits, no infinities, max 448),
-// each 128×128 tile of a matrix with one f32 scale (kFp8Tile; ops/cuda/kernels.h).
+// each 128×128 tile of a matrix with one f32 scale (core/fp8.h).
 enum class DType { F32, F16, BF16, Q8_0, Q4_0, F8_E4M3 };
 
 inline bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }

@@ -9,6 +9,8 @@ namespace dsv2 {
 
 constexpr int64_t kFp8TileSize = 128;
 constexpr float kFp8Max = 448.0f;  // the largest finite E4M3 value
+// Tiles along a dimension of n values (the last one partial).
+constexpr int64_t fp8_tiles(int64_t n) { return (n + kFp8TileSize - 1) / kFp8TileSize; }
 
 // x rounded to the nearest E4M3 value (ties to the even code), saturated to ±448; NaN stays NaN (0x7f).
 uint8_t f32_to_f8_e4m3(float x);

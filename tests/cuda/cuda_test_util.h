@@ -26,7 +26,6 @@ DeviceBuffer upload(const std::vector<T>& v) {
   DSV2_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
   return b;
 }
-inline DeviceBuffer upload_bytes(const std::vector<std::byte>& v) { return upload(v); }
 inline std::vector<float> download(const DeviceBuffer& b, size_t n) {
   std::vector<float> v(n);
   DSV2_CUDA_CHECK(cudaMemcpy(v.data(), b.get(), n * 4, cudaMemcpyDeviceToHost));

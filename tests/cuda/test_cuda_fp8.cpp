@@ -58,7 +58,7 @@ TEST(CudaFp8, MatricesWidenTogetherAsAlone) {
     cuda::widen_fp8_matrices(dcodes.get(), dscales.get<float>(), mats, rows, cols, together.get(), nullptr);
     std::vector<uint16_t> all(size_t(mats * rows * cols)), one(size_t(rows * cols));
     DSV2_CUDA_CHECK(cudaMemcpy(all.data(), together.get(), all.size() * 2, cudaMemcpyDeviceToHost));
-    const int64_t n_scales = cuda::fp8_tiles(rows) * cuda::fp8_tiles(cols);
+    const int64_t n_scales = fp8_tiles(rows) * fp8_tiles(cols);
     for (int64_t m = 0; m < mats; ++m) {
       cuda::widen_fp8({DType::F8_E4M3, dcodes.get<uint8_t>() + m * rows * cols, rows, cols, dscales.get<float>() + m * n_scales},
                       alone.get(), nullptr);

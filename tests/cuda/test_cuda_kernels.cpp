@@ -84,7 +84,7 @@ TEST(CudaKernels, LinearMatchesReference) {
         std::vector<float> x = randn(size_t(T * K), rng);
         std::vector<float> want(size_t(T * N));
         ref::matmul(x.data(), T, Matrix{DType::F32, w.data(), N, K}, want.data());
-        DeviceBuffer dw = upload_bytes(wb), dx = upload(x), dy = nan_buffer(size_t(T * N)), lowp(size_t(T * K) * 2);
+        DeviceBuffer dw = upload(wb), dx = upload(x), dy = nan_buffer(size_t(T * N)), lowp(size_t(T * K) * 2);
         cuda::linear(blas, dx.get<float>(), K, T, matrix(dw, N, dws), dy.get<float>(), lowp.get(), nullptr);
         std::vector<float> got = download(dy, size_t(T * N));
         // GEMV: f32 products of the stored weights; cuBLAS with 2-byte weights rounds x to that
@@ -95,7 +95,7 @@ TEST(CudaKernels, LinearMatchesReference) {
         // Two matrices in one launch (the second 37 rows longer): each output as linear() gives it.
         std::vector<float> w2, w2_scales;
         auto w2b = make_matrices(dt, 1, N + 37, K, rng, w2, &w2_scales);
-        DeviceBuffer dw2 = upload_bytes(w2b), dw2s = upload(w2_scales), dy1 = nan_buffer(size_t(T * N)), dy2 = nan_buffer(size_t(T * (N + 37))),
+        DeviceBuffer dw2 = upload(w2b), dw2s = upload(w2_scales), dy1 = nan_buffer(size_t(T * N)), dy2 = nan_buffer(size_t(T * (N + 37))),
                      dy2_alone = nan_buffer(size_t(T * (N + 37)));
         cuda::linear_pair(blas, dx.get<float>(), K, T, matrix(dw, N, dws), dy1.get<float>(), matrix(dw2, N + 37, dw2s),
                           dy2.get<float>(), lowp.get(), nullptr);
@@ -271,7 +271,7 @@ TEST(CudaKernels, SwigluGateUpMatchesReference) {
         ref::matmul(x.data(), T, Matrix{DType::F32, gate.data(), I, H}, g.data());
         ref::matmul(x.data(), T, Matrix{DType::F32, up.data(), I, H}, u.data());
         ref::silu_mul(g.data(), u.data(), g.data(), T * I);
-        DeviceBuffer dx = upload(x), dg = upload_bytes(gb), du = upload_bytes(ub), dh = nan_buffer(size_t(T * I)),
+        DeviceBuffer dx = upload(x), dg = upload(gb), du = upload(ub), dh = nan_buffer(size_t(T * I)),
                      dgs = upload(gate_scales), dus = upload(up_scales);
         cuda::swiglu_gate_up(dx.get<float>(), T, {dt, dg.get(), I, H, dgs.get<float>()}, {dt, du.get(), I, H, dus.get<float>()},
                              dh.get<float>(), nullptr);
@@ -354,7 +354,7 @@ TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
       cache.data = dcache.get();
       std::vector<float> kvb_w;
       auto kvb_bytes = make_weights(DType::BF16, size_t(m.n_heads * (m.d_nope + m.d_v) * m.d_c), rng, kvb_w, 0.3f / std::sqrt(float(m.d_c) / 24.0f));
-      DeviceBuffer dkvb = upload_bytes(kvb_bytes), dtables = upload(order);
+      DeviceBuffer dkvb = upload(kvb_bytes), dtables = upload(order);
       std::vector<std::vector<float>> lat(static_cast<size_t>(B));
       for (int64_t b = 0; b < B; ++b) {
         const int64_t len = c.lens[size_t(b)];

@@ -156,7 +156,7 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
     const bool fp8 = opt.fp8_weights && stored_as_fp8(s);
     const DType dt = fp8 ? DType::F8_E4M3 : source;
     const int64_t rows = s.shape[0], cols = s.shape.size() > 1 ? s.shape[1] : 1;
-    const size_t n_scales = fp8 ? size_t(cuda::fp8_tiles(rows) * cuda::fp8_tiles(cols)) : 0;
+    const size_t n_scales = fp8 ? size_t(fp8_tiles(rows) * fp8_tiles(cols)) : 0;
     void* dst;
     float* scales = nullptr;
     if (s.expert >= 0) {
@@ -450,6 +450,13 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
   const float eps = float(cfg.rms_norm_eps);
   const cuda::MlaShape shape{nh, cfg.qk_nope_head_dim, d_rope, cfg.v_head_dim, d_c, float(cfg.softmax_scale())};
   cuda::embed_rows(m.embed, m.ids, T, m.x, st);
+  // Work on the side stream starts after everything `st` has enqueued so far; `st` waits for all the
+  // side stream has enqueued when it joins.
+  const auto fork_side = [&] {
+    DSV2_CUDA_CHECK(cudaEventRecord(m.fork, st));
+    DSV2_CUDA_CHECK(cudaStreamWaitEvent(m.side, m.fork, 0));
+  };
+  const auto side_done = [&] { DSV2_CUDA_CHECK(cudaEventRecord(m.join, m.side)); };
   bool a_is_normed_x = false;  // the previous layer's MoE combine already wrote this layer's input norm
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const DeviceLayer& L = m.layers[size_t(l)];
@@ -469,10 +476,9 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
     // write_latents rotates q_rope and caches the latents.
     const bool absorb_beside = prefill_pos0 < 0 && T <= cuda::kGemvMaxTokens;
     if (absorb_beside) {
-      DSV2_CUDA_CHECK(cudaEventRecord(m.fork, st));
-      DSV2_CUDA_CHECK(cudaStreamWaitEvent(m.side, m.fork, 0));
+      fork_side();
       cuda::absorb_queries(m.blas, shape, m.q, L.kv_b_proj, L.wuk_t, T, m.q_lat, m.absorb_lowp, m.side);
-      DSV2_CUDA_CHECK(cudaEventRecord(m.join, m.side));
+      side_done();
     }
     cuda::write_latents(m.kv, T, L.kv_a_norm, eps, d_c, d_rope, m.seq, m.pos, m.inv_freq, m.amplitude, m.cache, l, m.tables,
                         m.max_blocks, query, st);
@@ -521,11 +527,10 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
         // two additions into x as one after the other.
         shared_done = L.has_shared && T <= cuda::kGemvMaxTokens;
         if (shared_done) {
-          DSV2_CUDA_CHECK(cudaEventRecord(m.fork, st));
-          DSV2_CUDA_CHECK(cudaStreamWaitEvent(m.side, m.fork, 0));
+          fork_side();
           cuda::swiglu_gate_up(m.a, T, L.shared.gate, L.shared.up, m.g, m.side);
           cuda::linear(m.blas, m.g, L.shared.gate.rows, T, L.shared.down, m.shared_out, m.lowp, m.side);
-          DSV2_CUDA_CHECK(cudaEventRecord(m.join, m.side));
+          side_done();
         }
         // The combine also writes the next layer's input norm (or the final norm, when every row gets the
         // lm_head), when it is the layer's last addition into x.

@@ -36,6 +36,22 @@ __device__ __forceinline__ void weights_to_f32(const WT (&w)[N], float (&f)[N]) 
   }
 }
 
+// acc += Σ_j w[j]·x[j] over N values of a weight row (as weights_to_f32 gives them) and their inputs.
+// Plain dtypes add each product in turn; FP8 values lie in one scale tile (a lane's N values), so
+// they are dotted first and the dot is added times the tile's `scale`.
+template <typename WT, int N>
+__device__ __forceinline__ void add_products(float& acc, const float (&w)[N], const float (&x)[N], float scale) {
+  if constexpr (kIsFp8<WT>) {
+    float dot = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N; ++j) dot += w[j] * x[j];
+    acc += dot * scale;
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) acc += w[j] * x[j];
+  }
+}
+
 __device__ __forceinline__ void from_f32(float v, float* p) { *p = v; }
 __device__ __forceinline__ void from_f32(float v, __nv_bfloat16* p) { *p = __float2bfloat16_rn(v); }
 __device__ __forceinline__ void from_f32(float v, __half* p) { *p = __float2half_rn(v); }
@@ -146,15 +162,14 @@ __device__ __forceinline__ float warp_dot_row(const WT* __restrict__ w, const fl
     case ::dsv2::DType::F32: { using WT = float; __VA_ARGS__; break; }   \
     case ::dsv2::DType::BF16: { using WT = __nv_bfloat16; __VA_ARGS__; break; } \
     case ::dsv2::DType::F16: { using WT = __half; __VA_ARGS__; break; }  \
-    default: throw ::dsv2::Error("the GPU kernels take F32, BF16 or F16 weights"); \
+    default: throw ::dsv2::Error("the GPU kernels take F32, BF16 or F16 weights (the matrix kernels also FP8)"); \
   }
 
 // The same for the kernels that also take FP8 weights (with their tile scales).
-#define DSV2_DISPATCH_WEIGHT_DTYPE(dtype, ...)                             \
-  switch (dtype) {                                                         \
-    case ::dsv2::DType::F32: { using WT = float; __VA_ARGS__; break; }       \
-    case ::dsv2::DType::BF16: { using WT = __nv_bfloat16; __VA_ARGS__; break; } \
-    case ::dsv2::DType::F16: { using WT = __half; __VA_ARGS__; break; }      \
-    case ::dsv2::DType::F8_E4M3: { using WT = __nv_fp8_e4m3; __VA_ARGS__; break; } \
-    default: throw ::dsv2::Error("the GPU kernels take F32, BF16, F16 or FP8 weights"); \
+#define DSV2_DISPATCH_WEIGHT_DTYPE(dtype, ...)             \
+  if ((dtype) == ::dsv2::DType::F8_E4M3) {                 \
+    using WT = __nv_fp8_e4m3;                              \
+    __VA_ARGS__;                                           \
+  } else {                                                 \
+    DSV2_DISPATCH_DTYPE(dtype, __VA_ARGS__)                \
   }

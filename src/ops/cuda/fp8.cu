@@ -19,8 +19,8 @@ template <typename ST>
 __global__ void quantize_fp8_kernel(const ST* __restrict__ src, int64_t rows, int64_t cols, __nv_fp8_storage_t* dst,
                                     float* scales) {
   __shared__ float reduce[32];
-  const int64_t r0 = int64_t(blockIdx.y) * kFp8Tile, c0 = int64_t(blockIdx.x) * kFp8Tile;
-  const int64_t nr = min(kFp8Tile, rows - r0), nc = min(kFp8Tile, cols - c0);
+  const int64_t r0 = int64_t(blockIdx.y) * kFp8TileSize, c0 = int64_t(blockIdx.x) * kFp8TileSize;
+  const int64_t nr = min(kFp8TileSize, rows - r0), nc = min(kFp8TileSize, cols - c0);
   float amax = 0.0f;
   for (int64_t i = threadIdx.x; i < nr * nc; i += kThreads) amax = fmaxf(amax, fabsf(to_f32(src[(r0 + i / nc) * cols + c0 + i % nc])));
   amax = block_max(amax, reduce);
@@ -35,7 +35,7 @@ __global__ void quantize_fp8_kernel(const ST* __restrict__ src, int64_t rows, in
 // The scale of value (r, c) of matrices [rows, cols] stored one after another (r counts the rows of all).
 __device__ __forceinline__ float tile_scale(const float* scales, int64_t rows, int64_t cols, int64_t r, int64_t c) {
   const int64_t mat = r / rows;
-  return scales[(mat * fp8_tiles(rows) + (r - mat * rows) / kFp8Tile) * fp8_tiles(cols) + c / kFp8Tile];
+  return scales[(mat * fp8_tiles(rows) + (r - mat * rows) / kFp8TileSize) * fp8_tiles(cols) + c / kFp8TileSize];
 }
 
 // Thread i widens values [16·i, 16·i + 16) (cols a multiple of 16: one row, one tile): a 16-byte load,

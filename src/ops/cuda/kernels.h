@@ -15,11 +15,9 @@
 
 namespace dsv2::cuda {
 
-// FP8 weights: value [r, c] = fp8[r, c] · scales[r / kFp8Tile, c / kFp8Tile], one f32 scale per
-// tile (DeepSeek-V3's weight_scale_inv layout), chosen so that the tile's largest |value| is 448
-// (core/fp8.h is the host reference).
-constexpr int64_t kFp8Tile = kFp8TileSize;
-constexpr int64_t fp8_tiles(int64_t n) { return (n + kFp8Tile - 1) / kFp8Tile; }
+// FP8 weights: value [r, c] = fp8[r, c] · scales[r / kFp8TileSize, c / kFp8TileSize], one f32 scale per
+// tile (DeepSeek-V3's weight_scale_inv layout; core/fp8.h: the tile size, fp8_tiles and the host
+// reference of the quantization), chosen so that the tile's largest |value| is 448.
 
 // A row-major [rows, cols] weight in device memory.
 struct DeviceMatrix {

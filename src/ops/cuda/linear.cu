@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
   const int slice = warp % split, group = warp / split;
   const int64_t row0 = (block * (kGemvWarps / split) + group) * ROWS;
   const float* __restrict__ tile_scales = nullptr;  // FP8: the scales of row0's tile row
-  if constexpr (kIsFp8<WT>) tile_scales = (second ? mats.s1 : mats.s0) + (min(row0, N - 1) / kFp8Tile) * fp8_tiles(K);
+  if constexpr (kIsFp8<WT>) tile_scales = (second ? mats.s1 : mats.s0) + (min(row0, N - 1) / kFp8TileSize) * fp8_tiles(K);
   float acc[ROWS][MAX_T];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r)
@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) weights_to_f32(wv[r], wf[r]);
     float scale = 1.0f;
-    if constexpr (kIsFp8<WT>) scale = tile_scales[k / kFp8Tile];
+    if constexpr (kIsFp8<WT>) scale = tile_scales[k / kFp8TileSize];
 #pragma unroll
     for (int t = 0; t < MAX_T; ++t) {
       if (t < T) {
@@ -84,17 +84,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const float* __restr
           xv[0] = x[t * xs + k];
         }
 #pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-          if constexpr (kIsFp8<WT>) {
-            float dot = 0.0f;
-#pragma unroll
-            for (int j = 0; j < kVec; ++j) dot += wf[r][j] * xv[j];
-            acc[r][t] += dot * scale;
-          } else {
-#pragma unroll
-            for (int j = 0; j < kVec; ++j) acc[r][t] += wf[r][j] * xv[j];
-          }
-        }
+        for (int r = 0; r < ROWS; ++r) add_products<WT>(acc[r][t], wf[r], xv, scale);
       }
     }
   };
@@ -239,6 +229,10 @@ void gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, float* 
   });
 }
 
+// The dtype cuBLAS multiplies for weights stored as `w` (x is rounded to it): bf16 for FP8 weights,
+// which are widened first; the stored dtype otherwise.
+DType gemm_operand_dtype(DType w) { return w == DType::F8_E4M3 ? DType::BF16 : w; }
+
 // y = x·Wᵀ (beta 0) or y += x·Wᵀ (beta 1) with cuBLAS. BF16/F16 weights multiply x rounded to their
 // dtype in lowp, rounded here unless `rounded` says lowp already holds it.
 template <bool ACCUMULATE>
@@ -258,7 +252,7 @@ void gemm_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const
   const bool fp8 = W.dtype == DType::F8_E4M3;
   check(!fp8 || W.widened, "linear: an FP8 matrix without its widening scratch");
   if (fp8) widen_fp8(W, W.widened, stream);
-  const DType lowp_dtype = fp8 ? DType::BF16 : W.dtype;
+  const DType lowp_dtype = gemm_operand_dtype(W.dtype);
   if (!rounded) round_rows(x, xs, T, K, lowp_dtype, lowp, stream);
   const cudaDataType_t type = lowp_dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
   DSV2_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, fp8 ? W.widened : W.data, type, int(K), lowp,
@@ -320,8 +314,7 @@ void linear_pair(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, con
     return;
   }
   gemm_into<false>(blas, x, xs, T, W0, y0, lowp, false, stream);
-  const auto rounded_to = [](DType t) { return t == DType::F8_E4M3 ? DType::BF16 : t; };  // x's dtype in lowp
-  gemm_into<false>(blas, x, xs, T, W1, y1, lowp, rounded_to(W1.dtype) == rounded_to(W0.dtype),
+  gemm_into<false>(blas, x, xs, T, W1, y1, lowp, gemm_operand_dtype(W1.dtype) == gemm_operand_dtype(W0.dtype),
                    stream);  // x rounded once for both
 }
 

@@ -124,7 +124,7 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
     rows_a[u] = w_a + r * K;
     rows_b[u] = GATE_UP ? w_b + r * K : nullptr;
   }
-  const int64_t tile_row = (min(r0, R - 1) / kFp8Tile) * fp8_tiles(K);
+  const int64_t tile_row = (min(r0, R - 1) / kFp8TileSize) * fp8_tiles(K);
   for (int g0 = 0; g0 < n; g0 += GROUP) {
     float acc_a[UNITS][GROUP] = {}, acc_b[UNITS][GROUP] = {};
     const float* x[GROUP];
@@ -140,8 +140,8 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
       }
       float scale_a = 1.0f, scale_b = 1.0f;
       if constexpr (kIsFp8<WT>) {
-        scale_a = s_a[tile_row + k / kFp8Tile];
-        if constexpr (GATE_UP) scale_b = s_b[tile_row + k / kFp8Tile];
+        scale_a = s_a[tile_row + k / kFp8TileSize];
+        if constexpr (GATE_UP) scale_b = s_b[tile_row + k / kFp8TileSize];
       }
 #pragma unroll
       for (int g = 0; g < GROUP; ++g) {
@@ -154,22 +154,8 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
           }
 #pragma unroll
           for (int u = 0; u < UNITS; ++u) {
-            if constexpr (kIsFp8<WT>) {
-              float da = 0.0f, db = 0.0f;
-#pragma unroll
-              for (int j = 0; j < kVec; ++j) {
-                da += fa[u][j] * xv[j];
-                if constexpr (GATE_UP) db += fb[u][j] * xv[j];
-              }
-              acc_a[u][g] += da * scale_a;
-              if constexpr (GATE_UP) acc_b[u][g] += db * scale_b;
-            } else {
-#pragma unroll
-              for (int j = 0; j < kVec; ++j) {
-                acc_a[u][g] += fa[u][j] * xv[j];
-                if constexpr (GATE_UP) acc_b[u][g] += fb[u][j] * xv[j];
-              }
-            }
+            add_products<WT>(acc_a[u][g], fa[u], xv, scale_a);
+            if constexpr (GATE_UP) add_products<WT>(acc_b[u][g], fb[u], xv, scale_b);
           }
         }
       }

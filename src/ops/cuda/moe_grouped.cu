@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int t = 0; t < 2; ++t)
       tile_scales[t] = (GATE_UP && t == 1 ? s_b : s_a) +
-                       (int64_t(e) * fp8_tiles(R) + std::min(GATE_UP ? r0 : r0 + 16 * t, R - 1) / kFp8Tile) * fp8_tiles(D);
+                       (int64_t(e) * fp8_tiles(R) + std::min(GATE_UP ? r0 : r0 + 16 * t, R - 1) / kFp8TileSize) * fp8_tiles(D);
   const AT* tokens = in + int64_t(e) * T * D;
   for (int j0 = 0; j0 < n; j0 += 8 * kTokenTiles) {
     const int tiles = min(kTokenTiles + 0, (n - j0 + 7) / 8);
@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       uint4 w[2][2][2];  // [tile][half][piece]
 #pragma unroll
       for (int t = 0; t < 2; ++t) {
-        const float scale = kIsFp8<WT> ? tile_scales[t][k0 / kFp8Tile] : 1.0f;
+        const float scale = kIsFp8<WT> ? tile_scales[t][k0 / kFp8TileSize] : 1.0f;
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
