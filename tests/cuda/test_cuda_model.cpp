@@ -211,5 +211,50 @@ TEST(CudaFp8Model, DefaultModelPerplexity) {
   EXPECT_NEAR(ppl[1] / ppl[0], 1.0, 0.01);
 }
 
+// The prompt attention on the tensor cores against its exact f32 form, through the whole default
+// model (bf16 weights, head shapes the tensor-core kernel is built for), in chunks that attend over
+// the earlier ones: each GPU path's logits at every position against the CPU model's, and the perplexity.
+TEST(CudaPrefillAttention, TensorCoresMatchTheExactFormOnTheDefaultModel) {
+  const char* golden = std::getenv("DSV2_GOLDEN_DIR");
+  const std::string tests_dir = std::string(golden ? golden : DSV2_GOLDEN_DIR) + "/..";
+  const std::string dir = tests_dir + "/../models/default";
+  std::vector<int32_t> ids = Tokenizer::load(dir).encode(test::read_file(tests_dir + "/data/brown_tail.txt"), SpecialTokens::Add);
+  ids.resize(512);
+  const LoadedModel m = load_model(dir);
+  const int64_t V = m.config.vocab_size;
+  ThreadPool pool(4);
+  const std::vector<float> cpu = test::all_position_logits(m, ids, AttentionPath::Decompressed, pool);
+  double worst[2], mean[2], ppl[2];
+  int64_t worst_at[2];
+  for (int tc = 0; tc < 2; ++tc) {
+    CudaOptions opt;
+    opt.tensor_core_prefill_attention = tc == 1;
+    opt.max_context = 512;
+    opt.max_prefill_chunk = 200;
+    CudaDeepseekV2 net(m.config, *m.checkpoint, opt);
+    std::vector<float> logits;
+    net.prefill(0, ids, LogitsRows::All, &logits);
+    worst[tc] = mean[tc] = 0;
+    worst_at[tc] = 0;
+    for (size_t p = 0; p < ids.size(); ++p) {
+      const double e = test::rel_l2(&logits[p * size_t(V)], &cpu[p * size_t(V)], size_t(V));
+      mean[tc] += e / double(ids.size());
+      if (e > worst[tc]) {
+        worst[tc] = e;
+        worst_at[tc] = int64_t(p);
+      }
+    }
+    ppl[tc] = std::exp(test::mean_nll(logits, ids, V));
+  }
+  for (int tc = 0; tc < 2; ++tc)
+    std::printf("[ default model ] prefill attention %s: relative L2 per position against the CPU mean %.3g, worst %.3g "
+                "(position %lld); perplexity %.3f\n", tc ? "on tensor cores" : "exact", mean[tc], worst[tc],
+                (long long)worst_at[tc], ppl[tc]);
+  // Measured: mean 3.4e-3 on tensor cores, 3.8e-3 exact; perplexity 301.30 against 301.83 (CPU 301.50).
+  // The worst position is not asserted: where bf16 activations flip a router's choice, a position's
+  // logits move by up to 0.3 in either path (exact 0.295, tensor cores 0.074).
+  EXPECT_LE(mean[1], 1e-2);
+  EXPECT_NEAR(ppl[1] / ppl[0], 1.0, 0.005);
+}
 }  // namespace
 }  // namespace dsv2

@@ -10,6 +10,7 @@
 
 #include "model/rope.h"
 #include "model/safetensors.h"
+#include "ops/cuda/causal_attention_mma.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/kernels.h"
@@ -71,10 +72,13 @@ struct CudaDeepseekV2::Impl {
   int32_t* expert_ids = nullptr;
   // Attention scratch.
   float *c_all = nullptr, *kpe_all = nullptr, *kvb = nullptr, *keys = nullptr, *scores = nullptr;
+  bool prefill_attention_mma = false;  // the tensor-core prompt attention, over `packed_kv`, instead of keys/scores
+  void* packed_kv = nullptr;
   float *q_lat = nullptr, *o_lat = nullptr, *abs_partials = nullptr;
   void* absorb_lowp = nullptr;  // [B, nh, max(d_c, d_nope)] 2-byte inputs of the absorption GEMMs (B > 8)
   // Expert-sorted MoE (prefill): gathered inputs [T·K, H], up projections [T·K, I_moe], row and slot maps [T·K].
   float *moe_x = nullptr, *moe_u = nullptr;
+  void* moe_lowp = nullptr;  // [T·K, max(H, I_moe)] 2-byte values: moe_x, then silu(gate)·up, rounded
   int32_t *moe_rows = nullptr, *moe_slot_of = nullptr;
   cuda::MoeGroupedScratch moe_grouped{};  // decode batches of more than 8 tokens
   void* lowp = nullptr;
@@ -292,8 +296,16 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.c_all = m.alloc(size_t(Lm * cfg.kv_lora_rank));
   m.kpe_all = m.alloc(size_t(Lm * cfg.qk_rope_head_dim));
   m.kvb = m.alloc(size_t(Lm * nh * (cfg.qk_nope_head_dim + cfg.v_head_dim)));
-  m.keys = m.alloc(size_t(Lm * nh * d_qk));
-  m.scores = m.alloc(size_t(nh * opt.max_prefill_chunk * Lm));
+  const cuda::MlaShape shape{nh, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank,
+                             float(cfg.softmax_scale())};
+  m.prefill_attention_mma = opt.tensor_core_prefill_attention && cuda::causal_attention_mma_supported(shape) &&
+                            m.layers[0].kv_b_proj.dtype != DType::F32;
+  if (m.prefill_attention_mma) {
+    m.packed_kv = m.alloc_bytes(size_t(cuda::causal_attention_mma_scratch_values(shape, Lm)) * 2);
+  } else {
+    m.keys = m.alloc(size_t(Lm * nh * d_qk));
+    m.scores = m.alloc(size_t(nh * opt.max_prefill_chunk * Lm));
+  }
   m.q_lat = m.alloc(size_t(opt.max_batch * nh * cfg.kv_lora_rank));
   m.o_lat = m.alloc(size_t(opt.max_batch * nh * cfg.kv_lora_rank));
   m.abs_partials = m.alloc(size_t(cuda::absorbed_attention_scratch_floats(opt.max_batch, nh, cfg.kv_lora_rank, Lm)));
@@ -301,6 +313,7 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
     m.absorb_lowp = m.alloc_bytes(size_t(opt.max_batch * nh * std::max(cfg.kv_lora_rank, cfg.qk_nope_head_dim)) * 2);
   m.moe_x = m.alloc(size_t(Tm * K * H));
   m.moe_u = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
+  m.moe_lowp = m.alloc_bytes(size_t(Tm * K * std::max(H, I_moe)) * 2);
   m.moe_rows = m.alloc<int32_t>(size_t(Tm * K));
   m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
   if (opt.max_batch > cuda::kGemvMaxTokens && E > 0) {
@@ -418,21 +431,38 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
     cuda::widen_fp8_matrices(W.gate, W.gate_scales, E, I, H, wide[0], st);
     cuda::widen_fp8_matrices(W.up, W.up_scales, E, I, H, wide[1], st);
   }
+  // 2-byte weights: the gathered inputs rounded once for every expert's GEMMs, and silu(gate)·up
+  // rounded as it is formed for the down GEMMs (the values linear() would round before each GEMM).
+  const bool rounded = dt != DType::F32;
+  const auto lowp_rows = [&](int64_t b, int64_t width) { return static_cast<char*>(m.moe_lowp) + size_t(b * width) * 2; };
+  if (rounded) cuda::round_rows(m.moe_x, H, T * K, H, dt, m.moe_lowp, st);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
     if (n == 0) continue;
-    cuda::linear(m.blas, m.moe_x + b * H, H, n, expert_matrix(W.gate, wide[0], e, I, H), m.moe_h + b * I,
-                 m.lowp, st);
-    cuda::linear(m.blas, m.moe_x + b * H, H, n, expert_matrix(W.up, wide[1], e, I, H), m.moe_u + b * I,
-                 m.lowp, st);
-    cuda::silu_mul(m.moe_h + b * I, m.moe_u + b * I, m.moe_h + b * I, n * I, st);
+    const DeviceMatrix gate = expert_matrix(W.gate, wide[0], e, I, H), up = expert_matrix(W.up, wide[1], e, I, H);
+    if (rounded) {
+      cuda::linear_rounded(m.blas, lowp_rows(b, H), n, gate, m.moe_h + b * I, st);
+      cuda::linear_rounded(m.blas, lowp_rows(b, H), n, up, m.moe_u + b * I, st);
+    } else {
+      cuda::linear(m.blas, m.moe_x + b * H, H, n, gate, m.moe_h + b * I, m.lowp, st);
+      cuda::linear(m.blas, m.moe_x + b * H, H, n, up, m.moe_u + b * I, m.lowp, st);
+    }
+  }
+  if (rounded) {
+    cuda::silu_mul_rounded(m.moe_h, m.moe_u, dt, m.moe_lowp, T * K * I, st);
+  } else {
+    cuda::silu_mul(m.moe_h, m.moe_u, m.moe_h, T * K * I, st);
   }
   if (fp8) cuda::widen_fp8_matrices(W.down, W.down_scales, E, H, I, wide[0], st);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
     if (n == 0) continue;
-    cuda::linear(m.blas, m.moe_h + b * I, I, n, expert_matrix(W.down, wide[0], e, H, I), m.moe_y + b * H,
-                 m.lowp, st);
+    const DeviceMatrix down = expert_matrix(W.down, wide[0], e, H, I);
+    if (rounded) {
+      cuda::linear_rounded(m.blas, lowp_rows(b, I), n, down, m.moe_y + b * H, st);
+    } else {
+      cuda::linear(m.blas, m.moe_h + b * I, I, n, down, m.moe_y + b * H, m.lowp, st);
+    }
   }
   cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.x, st);
 }
@@ -486,7 +516,11 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       const int64_t Lk = prefill_pos0 + T;
       cuda::gather_latents(m.cache, l, m.tables, Lk, d_c, m.c_all, m.kpe_all, st);
       cuda::linear(m.blas, m.c_all, d_c, Lk, L.kv_b_proj, m.kvb, m.lowp, st);
-      cuda::attend_decompressed(m.blas, shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.keys, m.scores, st);
+      if (m.prefill_attention_mma) {
+        cuda::attend_decompressed_mma(shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.packed_kv, st);
+      } else {
+        cuda::attend_decompressed(m.blas, shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.keys, m.scores, st);
+      }
     } else if (absorb_beside) {
       DSV2_CUDA_CHECK(cudaStreamWaitEvent(st, m.join, 0));
       cuda::attend_latents(shape, m.q, m.q_lat, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,

@@ -51,11 +51,13 @@ __global__ void rms_norm_registers_kernel(const float* __restrict__ x, int64_t x
   rms_norm_row_registers(v, D, w, y + blockIdx.x * ys, eps, red);
 }
 
-__global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
+// OT: float, or the 2-byte type of the GEMM that reads out.
+template <typename OT>
+__global__ void silu_mul_kernel(const float* gate, const float* up, OT* out, int64_t n) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
     const float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
+    from_f32(g / (1.0f + expf(-g)) * up[i], out + i);
   }
 }
 
@@ -130,6 +132,16 @@ void rms_norm(const float* x, int64_t xs, const float* w, float* y, int64_t ys, 
 
 void silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
   silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(gate, up, out, n);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void silu_mul_rounded(const float* gate, const float* up, DType dtype, void* out, int64_t n, cudaStream_t stream) {
+  check(dtype == DType::BF16 || dtype == DType::F16, "silu_mul_rounded: bf16 or f16");
+  if (dtype == DType::BF16) {
+    silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(gate, up, static_cast<__nv_bfloat16*>(out), n);
+  } else {
+    silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(gate, up, static_cast<__half*>(out), n);
+  }
   DSV2_CUDA_LAUNCH_CHECK();
 }
 

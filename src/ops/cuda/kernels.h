@@ -70,6 +70,9 @@ void linear_pair(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t 
 void linear_accumulate(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W,
                        float* y, void* lowp, cudaStream_t stream);
 
+// y = x·Wᵀ for inputs already rounded to W's dtype (BF16 or F16 weights): x: [T, W.cols] 2-byte values.
+void linear_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceMatrix& W, float* y, cudaStream_t stream);
+
 // out[r, k] = x[r·x_stride + k] rounded to dtype (BF16 or F16)      out: [rows, K]
 void round_rows(const float* x, int64_t x_stride, int64_t rows, int64_t K, DType dtype, void* out, cudaStream_t stream);
 
@@ -81,6 +84,8 @@ void rms_norm(const float* x, int64_t x_stride, const float* w, float* y, int64_
               float eps, cudaStream_t stream);
 // out[i] = silu(gate[i]) · up[i] (may alias gate)
 void silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
+// out[i] = silu(gate[i]) · up[i] rounded to dtype (BF16 or F16): the input of a GEMM that follows.
+void silu_mul_rounded(const float* gate, const float* up, DType dtype, void* out, int64_t n, cudaStream_t stream);
 // ids[t] = argmax_v logits[t, v] (ties: the lower index)      logits: [T, V]; scratch: argmax_scratch_floats(T)
 void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float* scratch, cudaStream_t stream);
 int64_t argmax_scratch_floats(int64_t T);
