@@ -33,7 +33,9 @@ int bench_cuda(Args& args) {
   opt.cache_dtype = cache_dtype_option(args, DType::BF16);
   opt.max_batch = batch;
   opt.max_context = prompt_tokens + gen_tokens;
-  opt.max_prefill_chunk = std::min<int64_t>(prompt_tokens, 2048);
+  const int64_t prefill_chunk = args.integer("--prefill-chunk", 4096);
+  check(prefill_chunk >= 1, "--prefill-chunk must be >= 1");
+  opt.max_prefill_chunk = std::min(prompt_tokens, prefill_chunk);
   opt.use_graphs = !no_graphs;
   const WeightFormat weights = weights_option(args);
   check(weights == WeightFormat::AsStored || weights == WeightFormat::Fp8,
@@ -118,6 +120,7 @@ int bench_cuda(Args& args) {
       {"batch", batch},
       {"prompt_tokens", prompt_tokens},
       {"gen_tokens", gen_tokens},
+      {"prefill_chunk", opt.max_prefill_chunk},
       {"cache_dtype", dtype_name(opt.cache_dtype)},
       {"weights", weight_format_name(weights)},
       {"cuda_graphs", !no_graphs},

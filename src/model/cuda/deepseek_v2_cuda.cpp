@@ -52,6 +52,12 @@ struct CudaDeepseekV2::Impl {
   cudaStream_t side = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
   cublasHandle_t blas = nullptr;
+  // The prefill's routed-expert GEMMs, expert e on stream e % kExpertStreams (each with its own cuBLAS
+  // handle and workspace): one expert's GEMM of a few hundred tokens fills a fraction of the GPU.
+  static constexpr int kExpertStreams = 4;
+  cudaStream_t expert_streams[kExpertStreams] = {};
+  cublasHandle_t expert_blas[kExpertStreams] = {};
+  cudaEvent_t expert_done[kExpertStreams] = {};
   std::vector<DeviceBuffer> owned;  // every device allocation of weights and scratch
   DeviceMatrix embed, lm_head;
   float* final_norm = nullptr;
@@ -102,6 +108,11 @@ struct CudaDeepseekV2::Impl {
   ~Impl() {
     for (auto& [b, g] : graphs) cudaGraphExecDestroy(g);
     if (blas) cublasDestroy(blas);
+    for (int i = 0; i < kExpertStreams; ++i) {
+      if (expert_blas[i]) cublasDestroy(expert_blas[i]);
+      if (expert_done[i]) cudaEventDestroy(expert_done[i]);
+      if (expert_streams[i]) cudaStreamDestroy(expert_streams[i]);
+    }
     if (fork) cudaEventDestroy(fork);
     if (join) cudaEventDestroy(join);
     if (side) cudaStreamDestroy(side);
@@ -142,6 +153,13 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.blas_workspace = m.alloc_bytes(ws_bytes);
   DSV2_CUBLAS_CHECK(cublasSetWorkspace(m.blas, m.blas_workspace, ws_bytes));
   DSV2_CUBLAS_CHECK(cublasSetStream(m.blas, m.stream));
+  for (int i = 0; i < m.kExpertStreams; ++i) {
+    DSV2_CUDA_CHECK(cudaStreamCreateWithFlags(&m.expert_streams[i], cudaStreamNonBlocking));
+    DSV2_CUDA_CHECK(cudaEventCreateWithFlags(&m.expert_done[i], cudaEventDisableTiming));
+    DSV2_CUBLAS_CHECK(cublasCreate(&m.expert_blas[i]));
+    void* ws = m.alloc_bytes(ws_bytes);
+    DSV2_CUBLAS_CHECK(cublasSetWorkspace(m.expert_blas[i], ws, ws_bytes));
+  }
 
   const int64_t H = cfg.hidden_size, E = cfg.n_routed_experts, I_moe = cfg.moe_intermediate_size;
   const std::vector<TensorSpec> specs = checkpoint_tensor_specs(cfg);
@@ -436,34 +454,54 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   const bool rounded = dt != DType::F32;
   const auto lowp_rows = [&](int64_t b, int64_t width) { return static_cast<char*>(m.moe_lowp) + size_t(b * width) * 2; };
   if (rounded) cuda::round_rows(m.moe_x, H, T * K, H, dt, m.moe_lowp, st);
+  // The experts' GEMMs run on the expert streams, which start after all `st` has enqueued and which
+  // `st` waits for when they are done.
+  const auto fork_experts = [&] {
+    DSV2_CUDA_CHECK(cudaEventRecord(m.fork, st));
+    for (cudaStream_t s : m.expert_streams) DSV2_CUDA_CHECK(cudaStreamWaitEvent(s, m.fork, 0));
+  };
+  const auto join_experts = [&] {
+    for (int i = 0; i < m.kExpertStreams; ++i) {
+      DSV2_CUDA_CHECK(cudaEventRecord(m.expert_done[i], m.expert_streams[i]));
+      DSV2_CUDA_CHECK(cudaStreamWaitEvent(st, m.expert_done[i], 0));
+    }
+  };
+  fork_experts();
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
     if (n == 0) continue;
     const DeviceMatrix gate = expert_matrix(W.gate, wide[0], e, I, H), up = expert_matrix(W.up, wide[1], e, I, H);
+    cublasHandle_t blas = m.expert_blas[e % m.kExpertStreams];
+    cudaStream_t es = m.expert_streams[e % m.kExpertStreams];
     if (rounded) {
-      cuda::linear_rounded(m.blas, lowp_rows(b, H), n, gate, m.moe_h + b * I, st);
-      cuda::linear_rounded(m.blas, lowp_rows(b, H), n, up, m.moe_u + b * I, st);
-    } else {
-      cuda::linear(m.blas, m.moe_x + b * H, H, n, gate, m.moe_h + b * I, m.lowp, st);
-      cuda::linear(m.blas, m.moe_x + b * H, H, n, up, m.moe_u + b * I, m.lowp, st);
+      cuda::linear_rounded(blas, lowp_rows(b, H), n, gate, m.moe_h + b * I, es);
+      cuda::linear_rounded(blas, lowp_rows(b, H), n, up, m.moe_u + b * I, es);
+    } else {  // f32 weights: no rounding scratch used
+      cuda::linear(blas, m.moe_x + b * H, H, n, gate, m.moe_h + b * I, nullptr, es);
+      cuda::linear(blas, m.moe_x + b * H, H, n, up, m.moe_u + b * I, nullptr, es);
     }
   }
+  join_experts();
   if (rounded) {
     cuda::silu_mul_rounded(m.moe_h, m.moe_u, dt, m.moe_lowp, T * K * I, st);
   } else {
     cuda::silu_mul(m.moe_h, m.moe_u, m.moe_h, T * K * I, st);
   }
   if (fp8) cuda::widen_fp8_matrices(W.down, W.down_scales, E, H, I, wide[0], st);
+  fork_experts();
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
     if (n == 0) continue;
     const DeviceMatrix down = expert_matrix(W.down, wide[0], e, H, I);
+    cublasHandle_t blas = m.expert_blas[e % m.kExpertStreams];
+    cudaStream_t es = m.expert_streams[e % m.kExpertStreams];
     if (rounded) {
-      cuda::linear_rounded(m.blas, lowp_rows(b, I), n, down, m.moe_y + b * H, st);
+      cuda::linear_rounded(blas, lowp_rows(b, I), n, down, m.moe_y + b * H, es);
     } else {
-      cuda::linear(m.blas, m.moe_h + b * I, I, n, down, m.moe_y + b * H, m.lowp, st);
+      cuda::linear(blas, m.moe_h + b * I, I, n, down, m.moe_y + b * H, nullptr, es);
     }
   }
+  join_experts();
   cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.x, st);
 }
 
