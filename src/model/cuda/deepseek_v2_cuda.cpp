@@ -44,6 +44,10 @@ int64_t numel_of(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
+// Prompt chunks of up to this many tokens run the routed experts as the grouped tensor-core kernel of
+// decode batches; longer ones as cuBLAS GEMMs per expert (moe_sorted_by_expert).
+constexpr int64_t kGroupedPrefillTokens = 512;
+
 struct CudaDeepseekV2::Impl {
   cudaStream_t stream = nullptr;
   // Decode steps of up to 8 tokens run the query absorption and the shared experts on `side` while
@@ -334,8 +338,11 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.moe_lowp = m.alloc_bytes(size_t(Tm * K * std::max(H, I_moe)) * 2);
   m.moe_rows = m.alloc<int32_t>(size_t(Tm * K));
   m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
-  if (opt.max_batch > cuda::kGemvMaxTokens && E > 0) {
-    const int64_t B = opt.max_batch;
+  // The grouped tensor-core experts: decode batches of more than 8 tokens, and prompt chunks of up to
+  // kGroupedPrefillTokens (no host round trip, three launches instead of three GEMMs per expert).
+  const int64_t grouped_tokens = std::max(opt.max_batch, std::min(opt.max_prefill_chunk, kGroupedPrefillTokens));
+  if (grouped_tokens > cuda::kGemvMaxTokens && E > 0) {
+    const int64_t B = grouped_tokens;
     m.moe_grouped.xs = m.alloc_bytes(size_t(E * B * H) * 2);
     m.moe_grouped.hs = m.alloc_bytes(size_t(E * B * I_moe) * 2);
     m.moe_grouped.y = m.alloc(size_t(E * B * H));
@@ -588,9 +595,10 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::linear(m.blas, m.a, H, T, L.router, m.router_logits, m.lowp, st);
       cuda::route_tokens(r, m.router_logits, T, m.expert_ids, m.gate_w, st);
       bool shared_done = false;
-      if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens) {
+      const bool grouped = T > cuda::kGemvMaxTokens && cuda::grouped_experts_supported(L.experts, H, cfg.moe_intermediate_size);
+      if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !(grouped && T <= kGroupedPrefillTokens)) {
         moe_sorted_by_expert(m, cfg, L, T);
-      } else if (T > cuda::kGemvMaxTokens && cuda::grouped_experts_supported(L.experts, H, cfg.moe_intermediate_size)) {
+      } else if (grouped) {
         cuda::moe_experts_grouped(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,
                                   m.expert_ids, m.gate_w, L.experts, m.moe_grouped, m.x, st);
       } else {
