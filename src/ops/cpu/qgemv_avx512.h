@@ -1,8 +1,9 @@
-// y[t, o] = Σ_i x[t, i] · W[o, i] for a block-quantized W (Q8_0, Q4_0; core/quant.h) and up to
-// kGemvMaxTokens tokens with AVX-512 VNNI: the activations are quantized to int8 per block of 32
-// first (QuantizedActivations), then every 64 bytes of a weight row meet each token in vpdpbusd
-// (u8 × s8 → int32, 4 products per lane; Q8_0: 2 blocks in one, Q4_0: 4 blocks in two, low then high
-// nibbles); the int32 lane sums are scaled by d_weight · d_activation of their block and summed in f32.
+// Block-quantized weights (Q8_0, Q4_0; core/quant.h) with AVX-512 VNNI: the activations quantized
+// to int8 per block of 32 (QuantizedActivations), laid out for 64-byte steps of vpdpbusd (u8 × s8 →
+// int32, 4 products per lane), and the Q4_0 kernel for up to kGemvMaxTokens tokens: every 64 bytes of
+// a weight row (4 blocks) meet each token in two vpdpbusd, low then high nibbles; the int32 lane sums
+// are scaled by d_weight · d_activation of their block and summed in f32. The Q8_0 kernels are in
+// q8_gemm_avx512.h.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -30,6 +31,7 @@ struct QuantizedActivations {
   std::vector<int8_t> values;                // [T, padded]
   std::vector<int32_t> lane_offset;          // [T, lanes_per_token()]
   std::vector<float> block_scale;            // [T, scale_blocks]: each block's scale (0 past cols)
+  std::vector<int32_t> block_offset;         // [T, scale_blocks]: Q8_0: −128 · Σ of the block's values
   int64_t lanes_per_token() const { return padded / (weights == DType::Q8_0 ? 4 : 8); }
 };
 
@@ -38,7 +40,7 @@ struct QuantizedActivations {
 void prepare_activations(DType weights, int64_t T, int64_t cols, QuantizedActivations& out);
 void quantize_activations(const float* x, int64_t t_begin, int64_t t_end, QuantizedActivations& out);
 
-// Rows [row_begin, row_end) of y = x · Wᵀ for tokens [t0, t0 + T) of xq, T <= kGemvMaxTokens.
+// Rows [row_begin, row_end) of y = x · Wᵀ for tokens [t0, t0 + T) of xq, T <= kGemvMaxTokens, W Q4_0.
 // y: [T, W.rows] (the rows of those tokens). Needs has_avx512_vnni().
 void qgemv_rows_avx512(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,
                        int64_t row_end, float* y);
