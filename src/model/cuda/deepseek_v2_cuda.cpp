@@ -596,7 +596,8 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::route_tokens(r, m.router_logits, T, m.expert_ids, m.gate_w, st);
       bool shared_done = false;
       const bool grouped = T > cuda::kGemvMaxTokens && cuda::grouped_experts_supported(L.experts, H, cfg.moe_intermediate_size);
-      if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !(grouped && T <= kGroupedPrefillTokens)) {
+      const bool grouped_prefill = grouped && T <= kGroupedPrefillTokens && T * cfg.num_experts_per_tok <= cuda::kGroupedMaxPairs;
+      if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !grouped_prefill) {
         moe_sorted_by_expert(m, cfg, L, T);
       } else if (grouped) {
         cuda::moe_experts_grouped(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,

@@ -208,6 +208,7 @@ struct MoeGroupedScratch {
   int32_t* slot_of;  // [T·K]
 };
 bool grouped_experts_supported(const ExpertWeights& w, int64_t H, int64_t I);
+constexpr int64_t kGroupedMaxPairs = 4096;  // (token, expert) pairs per moe_experts_grouped call
 void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
                          const int32_t* expert_ids, const float* gate_weights, const ExpertWeights& w,
                          const MoeGroupedScratch& scratch, float* out, cudaStream_t stream);

@@ -19,7 +19,6 @@ namespace dsv2::cuda {
 
 namespace {
 
-constexpr int kMaxPairs = 4096;  // (token, slot) pairs per step
 constexpr int kWarps = 4;        // warps per block of the expert kernels
 constexpr int kTokenTiles = 4;   // 8-token tiles a warp computes per pass over its rows
 constexpr int kChunk = 64;       // values of k per step: each lane loads 16 bytes at 8q and 32 + 8q
@@ -59,7 +58,7 @@ __global__ void pack_expert_tokens_kernel(const float* __restrict__ x, int64_t T
                                           const int32_t* __restrict__ ids, WT* __restrict__ xs, int32_t* counts,
                                           int32_t* slot_of) {
   start_after_previous_kernel();
-  __shared__ int32_t list[kMaxPairs];
+  __shared__ int32_t list[kGroupedMaxPairs];
   const int32_t e = blockIdx.x;
   const int n = pairs_of_expert(ids, T * K, e, list);
   if (blockIdx.y == 0) {
@@ -194,7 +193,7 @@ bool grouped_experts_supported(const ExpertWeights& w, int64_t H, int64_t I) {
 void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
                          const int32_t* expert_ids, const float* gate_weights, const ExpertWeights& w,
                          const MoeGroupedScratch& s, float* out, cudaStream_t stream) {
-  check(T * K <= kMaxPairs, "GPU MoE: at most " + std::to_string(kMaxPairs) + " (token, expert) pairs per step");
+  check(T * K <= kGroupedMaxPairs, "GPU MoE: at most " + std::to_string(kGroupedMaxPairs) + " (token, expert) pairs per step");
   check(grouped_experts_supported(w, H, I),
         "grouped experts: BF16, F16 or FP8 weights (with scales), 16-byte aligned, with sizes that are multiples of 8");
   check(aligned16(s.xs) && aligned16(s.hs) && aligned16(x), "grouped experts: inputs and scratch must be 16-byte aligned");
