@@ -57,7 +57,7 @@ struct CudaDeepseekV2::Impl {
   cudaEvent_t fork = nullptr, join = nullptr;
   cublasHandle_t blas = nullptr;
   // The prefill's routed-expert GEMMs, expert e on stream e % kExpertStreams (each with its own cuBLAS
-  // handle and workspace): one expert's GEMM of a few hundred tokens fills a fraction of the GPU.
+  // handle): one expert's GEMM of a few hundred tokens fills a fraction of the GPU.
   static constexpr int kExpertStreams = 4;
   cudaStream_t expert_streams[kExpertStreams] = {};
   cublasHandle_t expert_blas[kExpertStreams] = {};
@@ -160,9 +160,7 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   for (int i = 0; i < m.kExpertStreams; ++i) {
     DSV2_CUDA_CHECK(cudaStreamCreateWithFlags(&m.expert_streams[i], cudaStreamNonBlocking));
     DSV2_CUDA_CHECK(cudaEventCreateWithFlags(&m.expert_done[i], cudaEventDisableTiming));
-    DSV2_CUBLAS_CHECK(cublasCreate(&m.expert_blas[i]));
-    void* ws = m.alloc_bytes(ws_bytes);
-    DSV2_CUBLAS_CHECK(cublasSetWorkspace(m.expert_blas[i], ws, ws_bytes));
+    DSV2_CUBLAS_CHECK(cublasCreate(&m.expert_blas[i]));  // cuBLAS's own workspace pool per handle
   }
 
   const int64_t H = cfg.hidden_size, E = cfg.n_routed_experts, I_moe = cfg.moe_intermediate_size;
@@ -457,7 +455,7 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
     cuda::widen_fp8_matrices(W.up, W.up_scales, E, I, H, wide[1], st);
   }
   // 2-byte weights: the gathered inputs rounded once for every expert's GEMMs, and silu(gate)·up
-  // rounded as it is formed for the down GEMMs (the values linear() would round before each GEMM).
+  // rounded as it is formed for the down GEMMs (cuBLAS for every expert, also one of 8 tokens or fewer).
   const bool rounded = dt != DType::F32;
   const auto lowp_rows = [&](int64_t b, int64_t width) { return static_cast<char*>(m.moe_lowp) + size_t(b * width) * 2; };
   if (rounded) cuda::round_rows(m.moe_x, H, T * K, H, dt, m.moe_lowp, st);
