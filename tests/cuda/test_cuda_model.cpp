@@ -184,13 +184,25 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaGoldenTest, ::testing::ValuesIn(test::gol
 // What FP8 costs on a trained model: the default model's perplexity of 512 tokens of held-out Brown
 // text (tests/data/brown_tail.txt; 301.5 on the CPU) with bf16 weights as stored and with fp8.
 // Measured: bf16 +0.1% against the CPU (prefill rounds activations to bf16), fp8 +0.02% against bf16.
-TEST(CudaFp8Model, DefaultModelPerplexity) {
+// The default model (models/default) and the first 512 tokens of tests/data/brown_tail.txt.
+struct DefaultModelText {
+  LoadedModel m;
+  std::vector<int32_t> ids;
+};
+DefaultModelText default_model_text() {
   const char* golden = std::getenv("DSV2_GOLDEN_DIR");  // tests/golden of a checkout elsewhere
   const std::string tests_dir = std::string(golden ? golden : DSV2_GOLDEN_DIR) + "/..";
   const std::string dir = tests_dir + "/../models/default";
-  std::vector<int32_t> ids = Tokenizer::load(dir).encode(test::read_file(tests_dir + "/data/brown_tail.txt"), SpecialTokens::Add);
-  ids.resize(512);
-  const LoadedModel m = load_model(dir);
+  DefaultModelText d{load_model(dir), {}};
+  d.ids = Tokenizer::load(dir).encode(test::read_file(tests_dir + "/data/brown_tail.txt"), SpecialTokens::Add);
+  d.ids.resize(512);
+  return d;
+}
+
+TEST(CudaFp8Model, DefaultModelPerplexity) {
+  const DefaultModelText text = default_model_text();
+  const LoadedModel& m = text.m;
+  const std::vector<int32_t>& ids = text.ids;
   ThreadPool pool(4);
   const double cpu = std::exp(test::mean_nll(test::all_position_logits(m, ids, AttentionPath::Decompressed, pool), ids,
                                              m.config.vocab_size));
@@ -215,12 +227,9 @@ TEST(CudaFp8Model, DefaultModelPerplexity) {
 // model (bf16 weights, head shapes the tensor-core kernel is built for), in chunks that attend over
 // the earlier ones: each GPU path's logits at every position against the CPU model's, and the perplexity.
 TEST(CudaPrefillAttention, TensorCoresMatchTheExactFormOnTheDefaultModel) {
-  const char* golden = std::getenv("DSV2_GOLDEN_DIR");
-  const std::string tests_dir = std::string(golden ? golden : DSV2_GOLDEN_DIR) + "/..";
-  const std::string dir = tests_dir + "/../models/default";
-  std::vector<int32_t> ids = Tokenizer::load(dir).encode(test::read_file(tests_dir + "/data/brown_tail.txt"), SpecialTokens::Add);
-  ids.resize(512);
-  const LoadedModel m = load_model(dir);
+  const DefaultModelText text = default_model_text();
+  const LoadedModel& m = text.m;
+  const std::vector<int32_t>& ids = text.ids;
   const int64_t V = m.config.vocab_size;
   ThreadPool pool(4);
   const std::vector<float> cpu = test::all_position_logits(m, ids, AttentionPath::Decompressed, pool);

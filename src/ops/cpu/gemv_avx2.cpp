@@ -136,9 +136,9 @@ DSV2_AVX2 void row_quantized(const Matrix& W, int64_t r, const QuantizedActivati
   const int32_t* offset[T];
   const float* xscale[T];
   for (int t = 0; t < T; ++t) {
-    x[t] = &xq.values[size_t((t0 + t) * xq.padded)];
-    offset[t] = &xq.lane_offset[size_t((t0 + t) * xq.lanes_per_token())];
-    xscale[t] = &xq.block_scale[size_t((t0 + t) * xq.scale_blocks)];
+    x[t] = xq.values_of(t0 + t);
+    offset[t] = xq.lane_offsets_of(t0 + t);
+    xscale[t] = xq.scales_of(t0 + t);
   }
   const __m256i ones16 = _mm256_set1_epi16(1);
   __m256 acc[T];

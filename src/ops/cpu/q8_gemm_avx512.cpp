@@ -46,7 +46,7 @@ DSV2_VNNI void pack_tile(const Matrix& W, int64_t r0, int64_t r1, PackedTile& p)
       const int64_t src = g0 + std::min<int64_t>(r, nr - 1);
       row[r] = static_cast<const uint8_t*>(W.row(src));
       const uint16_t* s = W.row_scales(src);
-      for (int64_t b = 0; b < nb; ++b) p.scales[size_t((g * nb + b) * kPanelRows + r)] = f16_to_f32(s[b]);
+      for (int64_t b = 0; b < nb; ++b) p.scales[size_t((g * nb + b) * kPanelRows + r)] = _cvtsh_ss(s[b]);
     }
     uint32_t* out = &p.words[size_t(g * nb * kQuads * kPanelRows)];
     for (int64_t b = 0; b < nb; ++b) {
@@ -98,9 +98,9 @@ DSV2_VNNI void panel_times_tokens(const PackedTile& p, int64_t g, int64_t nb, co
   const int32_t* offset[TT];
   const float* xscale[TT];
   for (int t = 0; t < TT; ++t) {
-    x[t] = &xq.values[size_t((t0 + t) * xq.padded)];
-    offset[t] = &xq.block_offset[size_t((t0 + t) * xq.scale_blocks)];
-    xscale[t] = &xq.block_scale[size_t((t0 + t) * xq.scale_blocks)];
+    x[t] = xq.values_of(t0 + t);
+    offset[t] = xq.block_offsets_of(t0 + t);
+    xscale[t] = xq.scales_of(t0 + t);
   }
   __m512 acc[TT];
   for (int t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
@@ -156,9 +156,9 @@ DSV2_VNNI void gemv_panel(const QuantizedActivations& xq, int64_t t0, const Matr
   const int32_t* offset[T];
   const float* xscale[T];
   for (int t = 0; t < T; ++t) {
-    x[t] = &xq.values[size_t((t0 + t) * xq.padded)];
-    offset[t] = &xq.lane_offset[size_t((t0 + t) * xq.lanes_per_token())];
-    xscale[t] = &xq.block_scale[size_t((t0 + t) * xq.scale_blocks)];
+    x[t] = xq.values_of(t0 + t);
+    offset[t] = xq.lane_offsets_of(t0 + t);
+    xscale[t] = xq.scales_of(t0 + t);
   }
   const __m512i plus128 = _mm512_set1_epi8(char(0x80));
   __m512 acc[T];
@@ -224,8 +224,8 @@ void q8_gemm_tile_avx512(const QuantizedActivations& xq, int64_t T, const Matrix
 void q8_rows_canonical(const QuantizedActivations& xq, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
   const int64_t nb = quant_blocks(W.cols), N = W.rows;
   for (int64_t t = 0; t < T; ++t) {
-    const int8_t* x = &xq.values[size_t(t * xq.padded)];
-    const float* xscale = &xq.block_scale[size_t(t * xq.scale_blocks)];
+    const int8_t* x = xq.values_of(t);
+    const float* xscale = xq.scales_of(t);
     for (int64_t r = r0; r < r1; ++r) {
       const int8_t* q = static_cast<const int8_t*>(W.row(r));
       const uint16_t* ws = W.row_scales(r);

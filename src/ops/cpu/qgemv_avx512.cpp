@@ -88,9 +88,9 @@ DSV2_VNNI void row_q4(const Matrix& W, int64_t r, const QuantizedActivations& xq
   const int32_t* offset[T];
   const float* xscale[T];
   for (int t = 0; t < T; ++t) {
-    x[t] = &xq.values[size_t((t0 + t) * xq.padded)];
-    offset[t] = &xq.lane_offset[size_t((t0 + t) * xq.lanes_per_token())];
-    xscale[t] = &xq.block_scale[size_t((t0 + t) * xq.scale_blocks)];
+    x[t] = xq.values_of(t0 + t);
+    offset[t] = xq.lane_offsets_of(t0 + t);
+    xscale[t] = xq.scales_of(t0 + t);
   }
   // Lane l of a step belongs to its block l / kLanesPerBlock.
   const __m512i lane_block = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);

@@ -33,6 +33,11 @@ struct QuantizedActivations {
   std::vector<float> block_scale;            // [T, scale_blocks]: each block's scale (0 past cols)
   std::vector<int32_t> block_offset;         // [T, scale_blocks]: Q8_0: −128 · Σ of the block's values
   int64_t lanes_per_token() const { return padded / (weights == DType::Q8_0 ? 4 : 8); }
+  // Token t's rows of the arrays above.
+  const int8_t* values_of(int64_t t) const { return &values[size_t(t * padded)]; }
+  const int32_t* lane_offsets_of(int64_t t) const { return &lane_offset[size_t(t * lanes_per_token())]; }
+  const float* scales_of(int64_t t) const { return &block_scale[size_t(t * scale_blocks)]; }
+  const int32_t* block_offsets_of(int64_t t) const { return &block_offset[size_t(t * scale_blocks)]; }
 };
 
 // Quantizes x: [T, cols] for W's format. Portable code; rows of tokens may be split over threads by
