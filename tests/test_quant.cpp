@@ -8,12 +8,13 @@
 #include <cstring>
 #include <random>
 
+#include "core/error.h"
 #include "core/quant.h"
 #include "model/quantize.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
-#include "ops/cpu/q8_gemm_avx512.h"
-#include "ops/cpu/qgemv_avx512.h"
+#include "ops/cpu/quant_activations.h"
+#include "ops/cpu/quant_gemm_avx512.h"
 #include "ops/ref/ops_ref.h"
 #include "test_util.h"
 
@@ -125,42 +126,78 @@ TEST(Quant, FastMatmulMatchesReference) {
   EXPECT_LE(worst_rel_l2, 2e-2);  // ~3e-3 at K >= 544; up to ~1e-2 at K = 5
 }
 
-// The Q8_0 kernels form every output in the one order q8_gemm_avx512.h states: bit for bit its plain
-// C++ statement, at any token count (1 .. 20: token groups and their tails), for row ranges starting
-// at any row (panel tails), odd block counts and blocks cut by the row end; so a token's outputs are the
-// same alone, in a decode batch and in a prompt.
-TEST(Quant, Q8KernelEqualsItsOrderOfSumsBitForBit) {
+// The Q8_0 and Q4_0 kernels form every output in the one order quant_gemm_avx512.h states: bit for bit
+// its plain C++ statement, at any token count (1 .. 20: token groups and their tails), for row ranges
+// starting at any row (panel tails), odd block counts (Q4_0: steps of 4 blocks cut short) and blocks
+// cut by the row end; so a token's outputs are the same alone, in a decode batch and in a prompt.
+TEST(Quant, QuantizedKernelsEqualTheirOrderOfSumsBitForBit) {
   if (!cpu::has_avx512_vnni()) GTEST_SKIP() << "no AVX-512 VNNI";
   std::mt19937 rng(8);
   ThreadPool pool(2);
-  for (int64_t K : {5, 32, 48, 64, 96, 160, 544, 1000, 2080}) {
-    for (int64_t N : {1, 3, 16, 17, 64, 70}) {
-      std::vector<float> f32;
-      std::vector<uint8_t> store;
-      const Matrix W = make_quantized(DType::Q8_0, N, K, rng, f32, store, pool);
-      for (int64_t T : {1, 2, 5, 8, 9, 17, 20}) {
-        const std::vector<float> x = randn(size_t(T * K), rng);
-        cpu::QuantizedActivations xq;
-        cpu::prepare_activations(DType::Q8_0, T, K, xq);
-        cpu::quantize_activations(x.data(), 0, T, xq);
-        std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN);
-        cpu::q8_rows_canonical(xq, T, W, 0, N, want.data());
-        const int64_t first = N > 3 ? 3 : 0;  // tiles from an odd row; rows before it by another call
-        if (first > 0) cpu::q8_gemm_tile_avx512(xq, T, W, 0, first, got.data());
-        for (int64_t r0 = first; r0 < N; r0 += cpu::kQ8TileRows)
-          cpu::q8_gemm_tile_avx512(xq, T, W, r0, std::min(N, r0 + cpu::kQ8TileRows), got.data());
-        ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << "tiles, K=" << K << " N=" << N << " T=" << T;
-        // The decode kernel on groups of up to kGemvMaxTokens tokens, rows cut at the same places.
-        std::vector<float> rows(size_t(T * N), NAN);
-        for (int64_t t0 = 0; t0 < T; t0 += cpu::kGemvMaxTokens) {
-          const int64_t n = std::min(cpu::kGemvMaxTokens, T - t0);
-          if (first > 0) cpu::q8_gemv_rows_avx512(xq, t0, n, W, 0, first, &rows[size_t(t0 * N)]);
-          cpu::q8_gemv_rows_avx512(xq, t0, n, W, first, N, &rows[size_t(t0 * N)]);
+  for (DType format : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t K : {5, 32, 48, 64, 96, 160, 544, 1000, 2080}) {
+      for (int64_t N : {1, 3, 16, 17, 64, 70}) {
+        std::vector<float> f32;
+        std::vector<uint8_t> store;
+        const Matrix W = make_quantized(format, N, K, rng, f32, store, pool);
+        for (int64_t T : {1, 2, 5, 8, 9, 17, 20}) {
+          const std::string at = std::string(dtype_name(format)) + " K=" + std::to_string(K) + " N=" +
+                                 std::to_string(N) + " T=" + std::to_string(T);
+          const std::vector<float> x = randn(size_t(T * K), rng);
+          cpu::QuantizedActivations xq;
+          cpu::prepare_activations(format, T, K, xq);
+          cpu::quantize_activations(x.data(), 0, T, xq);
+          std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN);
+          cpu::quant_rows_canonical(xq, T, W, 0, N, want.data());
+          // The order itself is the matmul: each output within the activations' rounding (half a
+          // step of each value's block) of the product with the dequantized weights.
+          std::vector<float> deq(size_t(N * K)), exact(size_t(T * N));
+          matrix_rows_to_f32(W, 0, N, deq.data());
+          ref::matmul(x.data(), T, Matrix{DType::F32, deq.data(), N, K}, exact.data());
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t r = 0; r < N; ++r) {
+              double bound = 0, magnitude = 0;
+              for (int64_t i = 0; i < K; ++i) {
+                const double w = std::fabs(deq[size_t(r * K + i)]);
+                bound += w * xq.scales_of(t)[i / kQuantBlock] / 2;
+                magnitude += w * std::fabs(x[size_t(t * K + i)]);
+              }
+              ASSERT_LE(std::fabs(want[size_t(t * N + r)] - exact[size_t(t * N + r)]), bound + 1e-5 * magnitude) << at;
+            }
+          const int64_t first = N > 3 ? 3 : 0;  // tiles from an odd row; rows before it by another call
+          if (first > 0) cpu::quant_gemm_tile_avx512(xq, T, W, 0, first, got.data());
+          for (int64_t r0 = first; r0 < N; r0 += cpu::kQuantTileRows)
+            cpu::quant_gemm_tile_avx512(xq, T, W, r0, std::min(N, r0 + cpu::kQuantTileRows), got.data());
+          ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4)) << "tiles, " << at;
+          // The decode kernel on groups of up to kGemvMaxTokens tokens, rows cut at the same places.
+          std::vector<float> rows(size_t(T * N), NAN);
+          for (int64_t t0 = 0; t0 < T; t0 += cpu::kGemvMaxTokens) {
+            const int64_t n = std::min(cpu::kGemvMaxTokens, T - t0);
+            if (first > 0) cpu::quant_gemv_rows_avx512(xq, t0, n, W, 0, first, &rows[size_t(t0 * N)]);
+            cpu::quant_gemv_rows_avx512(xq, t0, n, W, first, N, &rows[size_t(t0 * N)]);
+          }
+          ASSERT_EQ(0, std::memcmp(rows.data(), want.data(), rows.size() * 4)) << "rows, " << at;
         }
-        ASSERT_EQ(0, std::memcmp(rows.data(), want.data(), rows.size() * 4)) << "rows, K=" << K << " N=" << N << " T=" << T;
       }
     }
   }
+}
+
+// Activations prepared for one matrix are refused by another's kernel (a clear error, not wrong sums).
+TEST(Quant, QuantizedKernelsRefuseActivationsOfAnotherMatrix) {
+  if (!cpu::has_avx512_vnni()) GTEST_SKIP() << "no AVX-512 VNNI";
+  std::mt19937 rng(9);
+  ThreadPool pool(1);
+  std::vector<float> f32;
+  std::vector<uint8_t> store;
+  const Matrix W = make_quantized(DType::Q4_0, 16, 64, rng, f32, store, pool);
+  const std::vector<float> x = randn(64, rng);
+  cpu::QuantizedActivations xq;
+  cpu::prepare_activations(DType::Q8_0, 1, 64, xq);
+  cpu::quantize_activations(x.data(), 0, 1, xq);
+  std::vector<float> y(16);
+  EXPECT_THROW(cpu::quant_gemv_rows_avx512(xq, 0, 1, W, 0, 16, y.data()), dsv2::Error);
+  EXPECT_THROW(cpu::quant_gemm_tile_avx512(xq, 1, W, 0, 16, y.data()), dsv2::Error);
 }
 
 TEST(Quant, FastDequantizationEqualsTheReference) {

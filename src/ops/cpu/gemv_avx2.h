@@ -1,11 +1,11 @@
 // y[t, o] = Σ_i x[t, i] · W[o, i] for up to kGemvMaxTokens tokens with AVX2 + FMA + F16C (CPUs without
 // AVX-512): BF16/F16/F32 weights against f32 activations, and Q8_0/Q4_0 weights against activations
-// quantized to int8 per block of 32 (QuantizedActivations of qgemv_avx512.h, the same layout).
+// quantized to int8 per block of 32 (QuantizedActivations of quant_activations.h, the same layout).
 #pragma once
 #include <cstdint>
 
 #include "model/weights.h"
-#include "ops/cpu/qgemv_avx512.h"
+#include "ops/cpu/quant_activations.h"
 
 namespace dsv2::cpu {
 

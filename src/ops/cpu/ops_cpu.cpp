@@ -3,8 +3,8 @@
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/gemv_avx2.h"
 #include "ops/cpu/gemv_avx512.h"
-#include "ops/cpu/q8_gemm_avx512.h"
-#include "ops/cpu/qgemv_avx512.h"
+#include "ops/cpu/quant_activations.h"
+#include "ops/cpu/quant_gemm_avx512.h"
 
 #include <algorithm>
 #include <atomic>
@@ -92,7 +92,7 @@ namespace {
 // is converted in registers, never stored.
 constexpr int64_t kRowBlock = 16;
 constexpr int64_t kTileRows = 64;
-static_assert(kTileRows <= kQ8TileRows, "a matmul tile fits the Q8_0 kernel's packed tile");
+static_assert(kTileRows <= kQuantTileRows, "a matmul tile fits the quantized kernel's packed tile");
 // Token rows of activations to round (int8 or bf16) up to which the calling thread rounds them alone.
 constexpr int64_t kRoundOnCaller = 4;
 
@@ -101,7 +101,7 @@ enum class Kernel {
   Portable,      // matmul_portable: f32 activations, any CPU
   Gemv,          // gemv_avx512: f32 activations
   GemvAvx2,      // gemv_avx2: f32 activations
-  Quantized,     // qgemv_avx512: activations quantized to int8 per block
+  Quantized,     // quant_gemm_avx512: activations quantized to int8 per block
   QuantizedAvx2, // qgemv_avx2: the same activations
   Bf16,          // gemm_bf16_rows_avx512: activations rounded to bf16
   Bf16Portable,  // gemm_bf16_rows_portable: the same results on any CPU
@@ -223,16 +223,14 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
           gemm_bf16_rows_portable(xb[j], 0, job.T, W, r0, r1, job.y);
           continue;
         }
-        if (kernel[j] == Kernel::Quantized && W.dtype == DType::Q8_0 && job.T > kGemvMaxTokens) {
-          q8_gemm_tile_avx512(xq[j], job.T, W, r0, r1, job.y);  // every token over the tile at once
+        if (kernel[j] == Kernel::Quantized && job.T > kGemvMaxTokens) {
+          quant_gemm_tile_avx512(xq[j], job.T, W, r0, r1, job.y);  // every token over the tile at once
           continue;
         }
         for (int64_t t0 = 0; t0 < job.T; t0 += kGemvMaxTokens) {
           const int64_t n = std::min(kGemvMaxTokens, job.T - t0);
-          if (kernel[j] == Kernel::Quantized && W.dtype == DType::Q8_0) {
-            q8_gemv_rows_avx512(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
-          } else if (kernel[j] == Kernel::Quantized) {
-            qgemv_rows_avx512(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
+          if (kernel[j] == Kernel::Quantized) {
+            quant_gemv_rows_avx512(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
           } else if (kernel[j] == Kernel::QuantizedAvx2) {
             qgemv_rows_avx2(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
           } else if (kernel[j] == Kernel::GemvAvx2) {

@@ -13,7 +13,7 @@ namespace dsv2::cpu {
 enum class CpuIsa {
   Portable,  // matmul_portable (plain C++), any CPU
   Avx2,      // gemv_avx2.h: AVX2 + FMA + F16C
-  Avx512,    // gemv_avx512.h, qgemv_avx512.h (with VNNI), gemm_bf16.h (with AVX512-BF16)
+  Avx512,    // gemv_avx512.h, quant_gemm_avx512.h (with VNNI), gemm_bf16.h (with AVX512-BF16)
 };
 // The best level this CPU has, unless the environment variable DSV2_CPU_ISA (portable, avx2 or avx512;
 // read at the first call) asks for a lower one, or set_cpu_isa did. A DSV2_CPU_ISA the CPU cannot run,
@@ -27,7 +27,7 @@ bool cpu_supports(CpuIsa isa);
 
 // y[t, o] = Σ_i x[t, i] · W[o, i]      x: [T, W.cols], y: [T, W.rows]
 // Any W dtype, by cpu_isa(): AVX-512 kernels for BF16/F16/F32 (gemv_avx512.h) and, with VNNI, for
-// Q8_0/Q4_0 (qgemv_avx512.h: activations quantized to int8 per block of 32); AVX2 kernels for all five
+// Q8_0/Q4_0 (quant_activations.h: activations quantized to int8 per block of 32); AVX2 kernels for all five
 // (gemv_avx2.h; also used for Q8_0/Q4_0 on AVX-512 CPUs without VNNI); else matmul_portable. A BF16 W
 // with W.activations == BF16 runs gemm_bf16.h (AVX512-BF16, or its portable twin: the same results).
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);

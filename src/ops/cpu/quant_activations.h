@@ -1,9 +1,7 @@
-// Block-quantized weights (Q8_0, Q4_0; core/quant.h) with AVX-512 VNNI: the activations quantized
-// to int8 per block of 32 (QuantizedActivations), laid out for 64-byte steps of vpdpbusd (u8 × s8 →
-// int32, 4 products per lane), and the Q4_0 kernel for up to kGemvMaxTokens tokens: every 64 bytes of
-// a weight row (4 blocks) meet each token in two vpdpbusd, low then high nibbles; the int32 lane sums
-// are scaled by d_weight · d_activation of their block and summed in f32. The Q8_0 kernels are in
-// q8_gemm_avx512.h.
+// The activations of a matmul with block-quantized weights (Q8_0, Q4_0; core/quant.h), quantized to
+// int8 per block of 32 (QuantizedActivations) and laid out for 64-byte steps of vpdpbusd (u8 × s8 →
+// int32, 4 products per lane); the AVX-512 dequantization of quantized rows. The kernels that use
+// them: quant_gemm_avx512.h (AVX-512 VNNI), gemv_avx2.h (AVX2).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -31,7 +29,7 @@ struct QuantizedActivations {
   std::vector<int8_t> values;                // [T, padded]
   std::vector<int32_t> lane_offset;          // [T, lanes_per_token()]
   std::vector<float> block_scale;            // [T, scale_blocks]: each block's scale (0 past cols)
-  std::vector<int32_t> block_offset;         // [T, scale_blocks]: Q8_0: −128 · Σ of the block's values
+  std::vector<int32_t> block_offset;         // [T, scale_blocks]: −128 (Q8_0) or −8 (Q4_0) · Σ of the block's values
   int64_t lanes_per_token() const { return padded / (weights == DType::Q8_0 ? 4 : 8); }
   // Token t's rows of the arrays above.
   const int8_t* values_of(int64_t t) const { return &values[size_t(t * padded)]; }
@@ -44,11 +42,6 @@ struct QuantizedActivations {
 // calling it on [t_begin, t_end) after `prepare_activations`.
 void prepare_activations(DType weights, int64_t T, int64_t cols, QuantizedActivations& out);
 void quantize_activations(const float* x, int64_t t_begin, int64_t t_end, QuantizedActivations& out);
-
-// Rows [row_begin, row_end) of y = x · Wᵀ for tokens [t0, t0 + T) of xq, T <= kGemvMaxTokens, W Q4_0.
-// y: [T, W.rows] (the rows of those tokens). Needs has_avx512_vnni().
-void qgemv_rows_avx512(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,
-                       int64_t row_end, float* y);
 
 // out: [n, W.cols] = rows [r0, r0 + n) of a quantized W as f32, as dequantize_row gives them.
 // Needs has_avx512_vnni().
