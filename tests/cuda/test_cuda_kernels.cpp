@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -152,6 +153,21 @@ TEST(CudaKernels, NormSiluArgmax) {
     int64_t want_id = std::max_element(logits.begin() + r * V, logits.begin() + (r + 1) * V) - (logits.begin() + r * V);
     EXPECT_EQ(ids[size_t(r)], want_id);
   }
+}
+
+// The L2 prefetch reads only: the bytes around and inside its ranges (unaligned ends, an empty and a
+// null range, ranges longer than the grid's pieces) are unchanged, and too many ranges are an error.
+TEST(CudaKernels, L2PrefetchChangesNothing) {
+  std::mt19937 rng(12);
+  const std::vector<float> data = randn(size_t(40) << 20 >> 2, rng);  // 40 MB
+  DeviceBuffer d = upload(data);
+  const char* base = static_cast<const char*>(d.get());
+  const cuda::ByteRange ranges[] = {{base + 3, 1000}, {base + 4096, 0}, {nullptr, 64}, {base + 8192, (size_t(36) << 20) + 5}};
+  cuda::prefetch_to_l2(ranges, 4, nullptr);
+  DSV2_CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(0, std::memcmp(download(d, data.size()).data(), data.data(), data.size() * 4));
+  std::vector<cuda::ByteRange> many(size_t(cuda::kMaxL2Ranges + 1), cuda::ByteRange{base, 16});
+  EXPECT_THROW(cuda::prefetch_to_l2(many.data(), int(many.size()), nullptr), Error);
 }
 
 TEST(CudaKernels, RouterMatchesReference) {

@@ -55,6 +55,9 @@ struct CudaDeepseekV2::Impl {
   // two events, also inside a captured graph).
   cudaStream_t side = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
+  // Decode steps of up to 8 tokens fetch weights into L2 on `prefetch` while the attention runs.
+  cudaStream_t prefetch = nullptr;
+  cudaEvent_t prefetch_fork = nullptr, prefetch_join = nullptr;
   cublasHandle_t blas = nullptr;
   // The prefill's routed-expert GEMMs, expert e on stream e % kExpertStreams (each with its own cuBLAS
   // handle): one expert's GEMM of a few hundred tokens fills a fraction of the GPU.
@@ -120,6 +123,9 @@ struct CudaDeepseekV2::Impl {
     if (fork) cudaEventDestroy(fork);
     if (join) cudaEventDestroy(join);
     if (side) cudaStreamDestroy(side);
+    if (prefetch_fork) cudaEventDestroy(prefetch_fork);
+    if (prefetch_join) cudaEventDestroy(prefetch_join);
+    if (prefetch) cudaStreamDestroy(prefetch);
     if (stream) cudaStreamDestroy(stream);
   }
 };
@@ -152,6 +158,9 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   DSV2_CUDA_CHECK(cudaStreamCreateWithFlags(&m.side, cudaStreamNonBlocking));
   DSV2_CUDA_CHECK(cudaEventCreateWithFlags(&m.fork, cudaEventDisableTiming));
   DSV2_CUDA_CHECK(cudaEventCreateWithFlags(&m.join, cudaEventDisableTiming));
+  DSV2_CUDA_CHECK(cudaStreamCreateWithFlags(&m.prefetch, cudaStreamNonBlocking));
+  DSV2_CUDA_CHECK(cudaEventCreateWithFlags(&m.prefetch_fork, cudaEventDisableTiming));
+  DSV2_CUDA_CHECK(cudaEventCreateWithFlags(&m.prefetch_join, cudaEventDisableTiming));
   DSV2_CUBLAS_CHECK(cublasCreate(&m.blas));
   const size_t ws_bytes = 64ull << 20;
   m.blas_workspace = m.alloc_bytes(ws_bytes);
@@ -531,6 +540,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
   };
   const auto side_done = [&] { DSV2_CUDA_CHECK(cudaEventRecord(m.join, m.side)); };
   bool a_is_normed_x = false;  // the previous layer's MoE combine already wrote this layer's input norm
+  bool prefetched = false;
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const DeviceLayer& L = m.layers[size_t(l)];
     if (!a_is_normed_x) cuda::rms_norm(m.x, H, L.input_norm, m.a, H, T, H, eps, st);
@@ -566,6 +576,13 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       }
     } else if (absorb_beside) {
       DSV2_CUDA_CHECK(cudaStreamWaitEvent(st, m.join, 0));
+      // The attention is latency-bound at these batch sizes: meanwhile the output projection's weights
+      // (W_UV's rows of kv_b_proj, o_proj) go into L2 on the prefetch stream.
+      DSV2_CUDA_CHECK(cudaEventRecord(m.prefetch_fork, st));
+      DSV2_CUDA_CHECK(cudaStreamWaitEvent(m.prefetch, m.prefetch_fork, 0));
+      const cuda::ByteRange ahead[] = {{L.kv_b_proj.data, L.kv_b_proj.bytes()}, {L.o_proj.data, L.o_proj.bytes()}};
+      cuda::prefetch_to_l2(ahead, 2, m.prefetch);
+      prefetched = true;
       cuda::attend_latents(shape, m.q, m.q_lat, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,
                            m.abs_partials, m.o_lat, st);
       cuda::expand_latents(m.blas, shape, L.kv_b_proj, m.o_lat, T, m.o, m.absorb_lowp, st);
@@ -627,6 +644,10 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
     } else {
       swiglu(L.dense);
     }
+  }
+  if (prefetched) {
+    DSV2_CUDA_CHECK(cudaEventRecord(m.prefetch_join, m.prefetch));
+    DSV2_CUDA_CHECK(cudaStreamWaitEvent(st, m.prefetch_join, 0));
   }
   if (head == Head::None) return;
   const int64_t first = head == Head::AllRows ? 0 : T - 1, n = T - first;

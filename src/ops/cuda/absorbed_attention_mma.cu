@@ -28,6 +28,9 @@ constexpr int kStages = 2;         // chunks in shared memory: one attended whil
 constexpr int kChains = 4;         // independent score accumulators (k-steps taken in turn)
 constexpr int kMaxVTiles = 16;     // 8-column output tiles per warp: d_c <= 512
 constexpr int kPRow = kChunk + 8;  // P row stride in shared memory (bf16), padded against bank conflicts
+constexpr int kThreads = kWarps * 32;
+// 16-byte pieces of the block's query rows per thread, for the widest rows supported (512 + 64).
+constexpr int kQueryQuadsPerThread = (kHeads * (512 + 64) / 4 + kThreads - 1) / kThreads;
 
 __host__ __device__ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -86,23 +89,36 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     if (begin + s * kChunk < end) copy_keys(s, begin + s * kChunk);
     copy_async_commit();
   }
-  // While the first keys arrive: Q rows [q_lat | q_rope] in bf16, zero past width and for heads past
-  // nh; key columns past width zero in every stage (the copies write only [0, width)).
-  for (int c = threadIdx.x; c < row; c += kWarps * 32) {
-    float v[kHeads];
+  // While the first keys arrive: Q rows [q_lat | q_rope] in bf16 (zero for heads past nh), 4 values
+  // per 16-byte load, all of a thread's loads in flight before the first is converted: quad i of the
+  // thread is quad threadIdx.x + i·kThreads of the block's kHeads × width/4.
+  {
+    const int quads = int(width / 4), total = kHeads * quads;
+    float4 v[kQueryQuadsPerThread];
+    int dst[kQueryQuadsPerThread];  // offset in Qs, or −1 past the block's quads
+    int r = threadIdx.x / quads, c4 = threadIdx.x % quads;
 #pragma unroll
-    for (int r = 0; r < kHeads; ++r) {
-      const int64_t h = h0 + r;
-      v[r] = h >= nh || c >= width ? 0.0f
-             : c < d_c             ? q_lat[(b * nh + h) * d_c + c]
-                                   : q[(b * nh + h) * (d_nope + d_rope) + d_nope + c - d_c];
+    for (int i = 0; i < kQueryQuadsPerThread; ++i) {
+      const int64_t h = h0 + r, c = 4 * c4;
+      const bool inside = threadIdx.x + i * kThreads < total;
+      dst[i] = inside ? r * row + int(c) : -1;
+      v[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (inside && h < nh)
+        v[i] = *reinterpret_cast<const float4*>(c < d_c ? q_lat + (b * nh + h) * d_c + c
+                                                        : q + (b * nh + h) * (d_nope + d_rope) + d_nope + c - d_c);
+      for (c4 += kThreads; c4 >= quads; c4 -= quads) ++r;
     }
 #pragma unroll
-    for (int r = 0; r < kHeads; ++r) Qs[r * row + c] = __float2bfloat16_rn(v[r]);
+    for (int i = 0; i < kQueryQuadsPerThread; ++i)
+      if (dst[i] >= 0) {
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(v[i].x, v[i].y), hi = __floats2bfloat162_rn(v[i].z, v[i].w);
+        *reinterpret_cast<uint2*>(Qs + dst[i]) = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+      }
   }
+  // Columns past width zero in the Q rows and in every stage of the keys (the copies write only [0, width)).
   const int pad = row - int(width);
-  for (int i = threadIdx.x; i < kStages * kChunk * pad; i += kWarps * 32)
-    Ks[(i / pad) * row + width + i % pad] = __float2bfloat16_rn(0.0f);
+  for (int i = threadIdx.x; i < (kHeads + kStages * kChunk) * pad; i += kThreads)
+    Qs[(i / pad) * row + width + i % pad] = __float2bfloat16_rn(0.0f);
 
   const int k_steps = int(round_up(width, 16 * kChains) / 16);  // a multiple of kChains
   const int cols_per_warp = int(round_up(d_c, 64) / kWarps), col0 = warp * cols_per_warp;
@@ -237,13 +253,17 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
 
 bool absorbed_attention_mma_supported(const MlaShape& s, const PagedLatentCache& cache) {
   return cache.dtype == DType::BF16 && cache.width == s.d_c + s.d_rope && cache.width % 8 == 0 && s.d_c <= 512 &&
-         s.d_rope <= 64 && reinterpret_cast<uintptr_t>(cache.data) % 16 == 0;
+         s.d_rope <= 64 && s.d_c % 4 == 0 && s.d_nope % 4 == 0 && s.d_rope % 4 == 0 &&
+         reinterpret_cast<uintptr_t>(cache.data) % 16 == 0;
 }
 
 void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache,
                             int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens,
                             int64_t B, int64_t n_splits, float* partials, float* o_lat, cudaStream_t stream) {
-  check(absorbed_attention_mma_supported(s, cache), "tensor-core MLA decode: a bf16 cache of d_c <= 512, d_rope <= 64, width % 8 == 0");
+  check(absorbed_attention_mma_supported(s, cache),
+        "tensor-core MLA decode: a bf16 cache of d_c <= 512, d_rope <= 64, width % 8 == 0, head dims multiples of 4");
+  check(reinterpret_cast<uintptr_t>(q) % 16 == 0 && reinterpret_cast<uintptr_t>(q_lat) % 16 == 0,
+        "tensor-core MLA decode: 16-byte aligned queries");
   const int64_t row = tile_row(s.d_c, s.d_rope);
   const size_t bytes = shared_bytes(row);
   // The kernel's dynamic shared-memory limit, raised once to the largest shape supported.

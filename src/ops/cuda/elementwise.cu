@@ -154,4 +154,48 @@ void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float*
 
 int64_t argmax_scratch_floats(int64_t T) { return 2 * T * kArgmaxChunks; }
 
+namespace {
+
+struct L2Ranges {
+  uintptr_t begin[kMaxL2Ranges];   // 16-byte aligned
+  uint64_t bytes[kMaxL2Ranges];    // multiples of 16
+  uint64_t first[kMaxL2Ranges + 1];  // piece index where each range starts
+  int n;
+};
+constexpr uint32_t kL2PrefetchPiece = 16384;  // bytes per bulk prefetch instruction
+
+// Thread i of the grid issues pieces i, i + grid size, ... of the ranges' pieces counted end to end.
+__global__ void l2_prefetch_kernel(L2Ranges r) {
+  int j = 0;
+  for (uint64_t p = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < r.first[r.n]; p += uint64_t(gridDim.x) * blockDim.x) {
+    while (p >= r.first[j + 1]) ++j;
+    const uint64_t at = (p - r.first[j]) * kL2PrefetchPiece;
+    const uint32_t bytes = uint32_t(min(uint64_t(kL2PrefetchPiece), r.bytes[j] - at));
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(r.begin[j] + at), "r"(bytes) : "memory");
+  }
+}
+
+}  // namespace
+
+void prefetch_to_l2(const ByteRange* ranges, int n, cudaStream_t stream) {
+  check(n >= 0 && n <= kMaxL2Ranges, "prefetch_to_l2: at most kMaxL2Ranges ranges");
+  L2Ranges r{};
+  for (int i = 0; i < n; ++i) {
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(ranges[i].data) + 15) / 16 * 16;
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(ranges[i].data) + ranges[i].bytes) / 16 * 16;
+    if (ranges[i].data == nullptr || end <= begin) continue;
+    r.begin[r.n] = begin;
+    r.bytes[r.n] = end - begin;
+    r.first[r.n + 1] = r.first[r.n] + (end - begin + kL2PrefetchPiece - 1) / kL2PrefetchPiece;
+    ++r.n;
+  }
+  const uint64_t pieces = r.first[r.n];
+  if (pieces == 0) return;
+  // One warp per block, spread over many multiprocessors (each block's requests go through its own
+  // multiprocessor): a piece per thread for the first ~64 MB.
+  const unsigned blocks = unsigned(std::min<uint64_t>(128, (pieces + 31) / 32));
+  l2_prefetch_kernel<<<blocks, 32, 0, stream>>>(r);
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
 }  // namespace dsv2::cuda

@@ -89,6 +89,16 @@ void silu_mul_rounded(const float* gate, const float* up, DType dtype, void* out
 // ids[t] = argmax_v logits[t, v] (ties: the lower index)      logits: [T, V]; scratch: argmax_scratch_floats(T)
 void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float* scratch, cudaStream_t stream);
 int64_t argmax_scratch_floats(int64_t T);
+// Starts copying the byte ranges into L2 without waiting for them (Hopper's bulk L2 prefetch, one
+// 16-byte-aligned piece per instruction; no thread waits, nothing is written): weights a later kernel
+// reads, fetched while the memory would otherwise idle (a latency-bound kernel runs). At most
+// kMaxL2Ranges ranges a call, each shrunk to whole aligned 16-byte units.
+constexpr int kMaxL2Ranges = 8;
+struct ByteRange {
+  const void* data = nullptr;
+  size_t bytes = 0;
+};
+void prefetch_to_l2(const ByteRange* ranges, int n, cudaStream_t stream);
 
 // ---- MLA (mla.cu) ----
 // The tokens' query rotary parts: n_heads vectors of d_rope values per token t at q + t·token_stride

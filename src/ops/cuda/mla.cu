@@ -339,7 +339,8 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
 }
 
 // The pieces each sequence's keys are split into for the decode attention (each attended by its own
-// block, then combined): at most one per 64 keys of max_len. Up to 8 sequences: up to 128 pieces, set
+// block, then combined): at most one per 32 keys of max_len up to 64 pieces, then one per 64 keys
+// (a short context in a few one-chunk blocks). Up to 8 sequences: up to 128 pieces, set
 // by max_len alone, so that a sequence's result does not depend on the batch it runs in. More
 // sequences: as many as fill the multiprocessors' two block slots once (whole waves).
 int64_t absorbed_splits(int64_t B, int64_t max_len) {
@@ -349,7 +350,8 @@ int64_t absorbed_splits(int64_t B, int64_t max_len) {
     DSV2_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
     return int64_t(n);
   }();
-  const int64_t most = std::max<int64_t>(1, (max_len + 63) / 64);
+  // One split per 32 keys up to 64 splits (4,096 keys), then one per 64 keys.
+  const int64_t most = max_len <= 4096 ? std::clamp<int64_t>((max_len + 31) / 32, 1, 64) : (max_len + 63) / 64;
   if (B <= kGemvMaxTokens) return std::min<int64_t>(most, 128);
   return std::min(most, std::max<int64_t>(1, 2 * multiprocessors / B));
 }
