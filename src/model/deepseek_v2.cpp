@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "model/moe_router.h"
 #include "ops/cpu/causal_attention.h"
+#include "ops/cpu/head_projections.h"
 #include "ops/cpu/latent_attention.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/ref/ops_ref.h"
@@ -172,36 +173,18 @@ void DeepseekV2::attend_decompressed(const LayerWeights& w, const float* q, cons
   });
 }
 
-const float* DeepseekV2::kv_b_f32(int64_t layer) {
-  const Matrix& W = w_.layers[size_t(layer)].kv_b_proj;
-  if (W.dtype == DType::F32) return static_cast<const float*>(W.row(0));
-  if (kv_b_f32_.empty()) kv_b_f32_.resize(w_.layers.size());
-  std::vector<float>& rows = kv_b_f32_[size_t(layer)];
-  if (rows.empty()) {
-    rows.resize(size_t(W.rows * W.cols));
-    cpu::rows_to_f32(W, 0, W.rows, rows.data());
-  }
-  return rows.data();
-}
-
 void DeepseekV2::attend_absorbed(int64_t layer, const float* q, const float* lat, const uint16_t* lat_bf16, int64_t T,
                                  int64_t pos0, float* out) {
   const int64_t nh = cfg_.num_attention_heads, d_qk = cfg_.qk_head_dim(), d_nope = cfg_.qk_nope_head_dim;
   const int64_t d_rope = cfg_.qk_rope_head_dim, d_v = cfg_.v_head_dim, d_c = cfg_.kv_lora_rank;
-  const int64_t width = cfg_.latent_width(), head_rows = d_nope + d_v;
-  const float* kv_b = kv_b_f32(layer);  // head h: W_UK rows h·head_rows .., then W_UV rows
+  const int64_t width = cfg_.latent_width();
+  const Matrix& kv_b = w_.layers[size_t(layer)].kv_b_proj;  // read in its stored format (head_projections.h)
 
   // q_lat[t, h] = W_UK[h]ᵀ · q_nope[t, h]      [T, nh, d_c]
-  std::vector<float> q_lat(size_t(T * nh * d_c), 0.0f);
+  std::vector<float> q_lat(size_t(T * nh * d_c));
   pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
-    for (int64_t h = h0; h < h1; ++h) {
-      const float* w_uk = kv_b + h * head_rows * d_c;
-      for (int64_t t = 0; t < T; ++t) {
-        const float* qh = q + (t * nh + h) * d_qk;
-        float* ql = &q_lat[size_t((t * nh + h) * d_c)];
-        for (int64_t i = 0; i < d_nope; ++i) cpu::axpy(qh[i], w_uk + i * d_c, ql, d_c);
-      }
-    }
+    for (int64_t t = 0; t < T; ++t)
+      cpu::absorb_query_heads(kv_b, d_nope, d_v, q + t * nh * d_qk, d_qk, h0, h1, &q_lat[size_t(t * nh * d_c)]);
   });
 
   // o_lat[t, h] = Σ_s softmax_s(score[t, h, s]) · c_s over keys 0 .. pos0 + t: every cached latent is
@@ -222,12 +205,8 @@ void DeepseekV2::attend_absorbed(int64_t layer, const float* q, const float* lat
 
   // out[t, h] = W_UV[h] · o_lat[t, h]      [T, nh, d_v]
   pool_.parallel_for(nh, 1, [&](int64_t h0, int64_t h1) {
-    for (int64_t h = h0; h < h1; ++h) {
-      const float* w_uv = kv_b + (h * head_rows + d_nope) * d_c;
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t j = 0; j < d_v; ++j)
-          out[(t * nh + h) * d_v + j] = cpu::dot(w_uv + j * d_c, &o_lat[size_t((t * nh + h) * d_c)], d_c);
-    }
+    for (int64_t t = 0; t < T; ++t)
+      cpu::expand_latent_heads(kv_b, d_nope, d_v, &o_lat[size_t(t * nh * d_c)], h0, h1, out + t * nh * d_v);
   });
 }
 

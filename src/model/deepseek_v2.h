@@ -61,9 +61,6 @@ class DeepseekV2 {
   // lat: [pos0 + T, width] f32 rows, or (lat null) lat_bf16: the same as bf16.
   void attend_absorbed(int64_t layer, const float* q, const float* lat, const uint16_t* lat_bf16, int64_t T, int64_t pos0,
                        float* out);
-  // The layer's kv_b_proj as f32 rows [nh·(d_nope + d_v), d_c]: in place when stored as f32, else converted
-  // on first use and kept (the absorbed path reads every head's W_UK and W_UV blocks each token).
-  const float* kv_b_f32(int64_t layer);
   // x: [T, H] in, out: [T, H] (overwritten).
   void mlp_block(int64_t layer, const float* x, int64_t T, float* out);
   void swiglu(const SwigluWeights& w, const float* x, int64_t T, float* out);
@@ -88,7 +85,6 @@ class DeepseekV2 {
   std::vector<float> lat_buffer_;   // cached latents read back when the cache cannot be read in place
   std::vector<uint16_t> lat_bf16_buffer_;  // the same, copied as stored, for the absorbed path over bf16 pages
   std::vector<float> partial_acc_;  // absorbed attention's per-group accumulators [groups, nh, d_c]
-  std::vector<std::vector<float>> kv_b_f32_;  // [layer] kv_b_f32's conversions
 };
 
 }  // namespace dsv2

@@ -1,0 +1,90 @@
+// The absorbed attention's per-head projections read kv_b_proj in its stored format: for every format
+// (F32, BF16, F16, Q8_0, Q4_0) and both code paths (AVX-512 and portable), the results equal the
+// float64 products with the matrix's f32 values (its dequantization) to f32 rounding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "model/quantize.h"
+#include "ops/cpu/head_projections.h"
+#include "ops/cpu/ops_cpu.h"
+#include "test_util.h"
+
+namespace dsv2 {
+namespace {
+
+using test::randn;
+
+// A kv_b_proj [nh·(d_nope + d_v), d_c] of random values in format t; f32 gets its values as stored.
+Matrix make_kv_b(DType t, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<float>& f32,
+                 std::vector<uint8_t>& store, ThreadPool& pool) {
+  f32 = randn(size_t(rows * cols), rng);
+  Matrix W{DType::F32, f32.data(), rows, cols};
+  if (is_quantized(t)) {
+    quantize_matrix(W, t, store, pool);
+  } else if (t != DType::F32) {
+    store.resize(size_t(rows * cols) * 2);
+    for (size_t i = 0; i < f32.size(); ++i) {
+      const uint16_t v = t == DType::BF16 ? f32_to_bf16(f32[i]) : f32_to_f16(f32[i]);
+      std::memcpy(&store[2 * i], &v, 2);
+    }
+    W = Matrix{t, store.data(), rows, cols};
+  }
+  std::vector<float> values(f32.size());
+  matrix_rows_to_f32(W, 0, rows, values.data());
+  f32 = values;
+  return W;
+}
+
+class IsaScope {
+ public:
+  explicit IsaScope(cpu::CpuIsa isa) : saved_(cpu::cpu_isa()) { cpu::set_cpu_isa(isa); }
+  ~IsaScope() { cpu::set_cpu_isa(saved_); }
+
+ private:
+  cpu::CpuIsa saved_;
+};
+
+TEST(HeadProjections, EqualTheProductsWithTheStoredValuesInEveryFormat) {
+  std::mt19937 rng(21);
+  ThreadPool pool(1);
+  const int64_t nh = 3, d_nope = 20, d_v = 7, q_stride = 26;  // q rows [q_nope (20) | q_rope (6)]
+  std::vector<cpu::CpuIsa> isas = {cpu::CpuIsa::Portable};
+  if (cpu::cpu_supports(cpu::CpuIsa::Avx512)) isas.push_back(cpu::CpuIsa::Avx512);
+  for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
+    for (int64_t d_c : {32, 48, 512, 40}) {  // 40: not a multiple of 16 (the portable path)
+      std::vector<float> f32;
+      std::vector<uint8_t> store;
+      const Matrix kv_b = make_kv_b(t, nh * (d_nope + d_v), d_c, rng, f32, store, pool);
+      const std::vector<float> q = randn(size_t(nh * q_stride), rng), o_lat = randn(size_t(nh * d_c), rng);
+      std::vector<double> want_lat(size_t(nh * d_c), 0.0), want_out(size_t(nh * d_v), 0.0);
+      for (int64_t h = 0; h < nh; ++h) {
+        for (int64_t i = 0; i < d_nope; ++i)
+          for (int64_t c = 0; c < d_c; ++c)
+            want_lat[size_t(h * d_c + c)] += double(q[size_t(h * q_stride + i)]) * f32[size_t((h * (d_nope + d_v) + i) * d_c + c)];
+        for (int64_t j = 0; j < d_v; ++j)
+          for (int64_t c = 0; c < d_c; ++c)
+            want_out[size_t(h * d_v + j)] +=
+                double(f32[size_t((h * (d_nope + d_v) + d_nope + j) * d_c + c)]) * o_lat[size_t(h * d_c + c)];
+      }
+      for (cpu::CpuIsa isa : isas) {
+        IsaScope scope(isa);
+        const std::string at = std::string(dtype_name(t)) + " d_c=" + std::to_string(d_c) + " " + cpu::cpu_isa_name(isa);
+        std::vector<float> q_lat(size_t(nh * d_c), NAN), out(size_t(nh * d_v), NAN);
+        cpu::absorb_query_heads(kv_b, d_nope, d_v, q.data(), q_stride, 0, 2, q_lat.data());  // heads split in two calls
+        cpu::absorb_query_heads(kv_b, d_nope, d_v, q.data(), q_stride, 2, nh, q_lat.data());
+        cpu::expand_latent_heads(kv_b, d_nope, d_v, o_lat.data(), 0, 1, out.data());
+        cpu::expand_latent_heads(kv_b, d_nope, d_v, o_lat.data(), 1, nh, out.data());
+        for (size_t i = 0; i < q_lat.size(); ++i) EXPECT_NEAR(q_lat[i], want_lat[i], 1e-5 * (1 + std::fabs(want_lat[i]))) << at;
+        for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], want_out[i], 2e-5 * (1 + std::fabs(want_out[i]))) << at;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dsv2
