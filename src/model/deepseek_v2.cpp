@@ -95,19 +95,18 @@ void DeepseekV2::attention_block(int64_t layer, std::vector<float>& x, int64_t T
 
   // Query [T, nh, d_qk] = [q_nope (d_nope) | q_pe (d_rope)] per head.
   std::vector<float> q(size_t(T * nh * d_qk));
+  // Latent [T, d_c + d_rope] = [RMSNorm(c) | RoPE(k_pe)], appended to the cache. kv_a_proj and the
+  // query's first projection read the same input: one parallel region for both.
+  std::vector<float> kv(size_t(T * width));
   if (cfg_.q_lora_rank) {
     const int64_t d_cq = *cfg_.q_lora_rank;
     std::vector<float> cq(size_t(T * d_cq));  // [T, d_cq]
-    cpu::matmul(pool_, a.data(), T, w.q_a_proj, cq.data());
+    cpu::matmul_group(pool_, {{a.data(), T, &w.q_a_proj, cq.data()}, {a.data(), T, &w.kv_a_proj, kv.data()}});
     ref::rms_norm(cq.data(), w.q_a_norm.data(), cq.data(), T, d_cq, eps);
     cpu::matmul(pool_, cq.data(), T, w.q_b_proj, q.data());
   } else {
-    cpu::matmul(pool_, a.data(), T, w.q_proj, q.data());
+    cpu::matmul_group(pool_, {{a.data(), T, &w.q_proj, q.data()}, {a.data(), T, &w.kv_a_proj, kv.data()}});
   }
-
-  // Latent [T, d_c + d_rope] = [RMSNorm(c) | RoPE(k_pe)], appended to the cache.
-  std::vector<float> kv(size_t(T * width));
-  cpu::matmul(pool_, a.data(), T, w.kv_a_proj, kv.data());
   std::vector<float> o(size_t(T * nh * cfg_.v_head_dim));  // [T, nh, d_v]
   for (const SequenceRows& r : seqs) {
     for (int64_t t = 0; t < r.n; ++t) {
