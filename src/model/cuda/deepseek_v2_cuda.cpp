@@ -540,7 +540,9 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
   };
   const auto side_done = [&] { DSV2_CUDA_CHECK(cudaEventRecord(m.join, m.side)); };
   bool a_is_normed_x = false;  // the previous layer's MoE combine already wrote this layer's input norm
-  bool prefetched = false;
+  // Decode steps of up to 8 tokens absorb the queries (reading q_nope) on the side stream while
+  // write_latents rotates q_rope and caches the latents, and prefetch weights during the attention.
+  const bool absorb_beside = prefill_pos0 < 0 && T <= cuda::kGemvMaxTokens;
   for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const DeviceLayer& L = m.layers[size_t(l)];
     if (!a_is_normed_x) cuda::rms_norm(m.x, H, L.input_norm, m.a, H, T, H, eps, st);
@@ -555,9 +557,6 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::linear_pair(m.blas, m.a, H, T, L.q_proj, m.q, L.kv_a_proj, m.kv, m.lowp, st);
     }
     const cuda::QueryRope query{m.q + cfg.qk_nope_head_dim, nh * d_qk, nh, d_qk};
-    // Decode steps of up to 8 tokens absorb the queries (reading q_nope) on the side stream while
-    // write_latents rotates q_rope and caches the latents.
-    const bool absorb_beside = prefill_pos0 < 0 && T <= cuda::kGemvMaxTokens;
     if (absorb_beside) {
       fork_side();
       cuda::absorb_queries(m.blas, shape, m.q, L.kv_b_proj, L.wuk_t, T, m.q_lat, m.absorb_lowp, m.side);
@@ -582,7 +581,6 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       DSV2_CUDA_CHECK(cudaStreamWaitEvent(m.prefetch, m.prefetch_fork, 0));
       const cuda::ByteRange ahead[] = {{L.kv_b_proj.data, L.kv_b_proj.bytes()}, {L.o_proj.data, L.o_proj.bytes()}};
       cuda::prefetch_to_l2(ahead, 2, m.prefetch);
-      prefetched = true;
       cuda::attend_latents(shape, m.q, m.q_lat, m.cache, l, m.tables, m.max_blocks, m.seq_lens, T, opt.max_context,
                            m.abs_partials, m.o_lat, st);
       cuda::expand_latents(m.blas, shape, L.kv_b_proj, m.o_lat, T, m.o, m.absorb_lowp, st);
@@ -645,7 +643,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       swiglu(L.dense);
     }
   }
-  if (prefetched) {
+  if (absorb_beside && cfg.num_hidden_layers > 0) {  // every layer forked the prefetch stream
     DSV2_CUDA_CHECK(cudaEventRecord(m.prefetch_join, m.prefetch));
     DSV2_CUDA_CHECK(cudaStreamWaitEvent(st, m.prefetch_join, 0));
   }

@@ -9,6 +9,7 @@
 #include "core/dtype.h"
 #include "core/quant.h"
 #include "ops/cpu/ops_cpu.h"
+#include "ops/cpu/quant_block_avx512.h"
 #include "ops/cpu/simd_targets.h"
 
 namespace dsv2::cpu {
@@ -19,7 +20,7 @@ constexpr int kLanes = 16;
 
 // Values c .. c + 15 (c a multiple of 16) of a row of W (its bytes and, quantized, its block scales)
 // as f32, exactly: BF16/F16/F32 widened, Q8_0 and Q4_0 as d · q (exact in f32: an 11-bit scale times
-// an integer of at most 8 bits).
+// an integer of at most 8 bits), as dequantize_rows_avx512 gives them.
 template <DType F>
 DSV2_AVX512 inline __m512 load16(const uint8_t* row, const uint16_t* scales, int64_t c) {
   if constexpr (F == DType::F32) {
@@ -29,23 +30,16 @@ DSV2_AVX512 inline __m512 load16(const uint8_t* row, const uint16_t* scales, int
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
   } else if constexpr (F == DType::F16) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * c)));
-  } else if constexpr (F == DType::Q8_0) {
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(_cvtsh_ss(scales[c / kQuantBlock])));
-  } else {  // Q4_0: byte j of a block holds value j (low nibble) and j + 16 (high nibble), as q + 8
+  } else {  // Q8_0, Q4_0
     const int64_t b = c / kQuantBlock;
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * kQuantBlock / 2));
-    const __m128i nibbles = c % kQuantBlock == 0 ? bytes : _mm_srli_epi16(bytes, 4);
-    const __m128i q = _mm_sub_epi8(_mm_and_si128(nibbles, _mm_set1_epi8(0x0f)), _mm_set1_epi8(8));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(_cvtsh_ss(scales[b])));
+    const __m512i q = block_half_codes<F>(row + b * quant_row_bytes(F, kQuantBlock), int(c % kQuantBlock / 16));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(_cvtsh_ss(scales[b])));
   }
 }
 
-struct RowOf {
-  const Matrix& W;
-  const uint8_t* bytes(int64_t r) const { return static_cast<const uint8_t*>(W.row(r)); }
-  const uint16_t* scales(int64_t r) const { return is_quantized(W.dtype) ? W.row_scales(r) : nullptr; }
-};
+// Row r's block scales, null for an unquantized W.
+const uint16_t* scales_of(const Matrix& W, int64_t r) { return is_quantized(W.dtype) ? W.row_scales(r) : nullptr; }
+
 
 // y[0, n) = Σ_i alpha[i] · W[r0 + i][0, n), n a multiple of 16: the columns in groups of 256 held in
 // 16 registers while every row passes.
@@ -53,14 +47,13 @@ template <DType F>
 DSV2_AVX512 void weighted_row_sum_avx512(const Matrix& W, int64_t r0, int64_t rows, const float* alpha, int64_t n,
                                          float* y) {
   constexpr int kGroup = 16;  // registers of columns
-  const RowOf at{W};
   for (int64_t c0 = 0; c0 < n; c0 += kGroup * kLanes) {
     const int g = int(std::min<int64_t>(kGroup, (n - c0) / kLanes));
     __m512 acc[kGroup];
     for (int v = 0; v < kGroup; ++v) acc[v] = _mm512_setzero_ps();
     for (int64_t i = 0; i < rows; ++i) {
-      const uint8_t* row = at.bytes(r0 + i);
-      const uint16_t* scales = at.scales(r0 + i);
+      const auto* row = static_cast<const uint8_t*>(W.row(r0 + i));
+      const uint16_t* scales = scales_of(W, r0 + i);
       const __m512 a = _mm512_set1_ps(alpha[i]);
       if (g == kGroup) {
         for (int v = 0; v < kGroup; ++v) acc[v] = _mm512_fmadd_ps(a, load16<F>(row, scales, c0 + v * kLanes), acc[v]);
@@ -76,14 +69,13 @@ DSV2_AVX512 void weighted_row_sum_avx512(const Matrix& W, int64_t r0, int64_t ro
 // of 16 lane sums per row, then each row's lanes added.
 template <DType F>
 DSV2_AVX512 void row_dots_avx512(const Matrix& W, int64_t r0, int64_t rows, const float* x, int64_t n, float* y) {
-  const RowOf at{W};
   for (int64_t j0 = 0; j0 < rows; j0 += 4) {
     const int nr = int(std::min<int64_t>(4, rows - j0));
     const uint8_t* row[4];
     const uint16_t* scales[4];
     for (int r = 0; r < 4; ++r) {
-      row[r] = at.bytes(r0 + j0 + std::min(r, nr - 1));
-      scales[r] = at.scales(r0 + j0 + std::min(r, nr - 1));
+      row[r] = static_cast<const uint8_t*>(W.row(r0 + j0 + std::min(r, nr - 1)));
+      scales[r] = scales_of(W, r0 + j0 + std::min(r, nr - 1));
     }
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t c = 0; c < n; c += kLanes) {

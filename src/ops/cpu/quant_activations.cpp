@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/cpu/quant_block_avx512.h"
 #include "ops/cpu/simd_targets.h"
 
 namespace dsv2::cpu {
@@ -77,6 +78,7 @@ DSV2_VNNI inline void store_scaled(__m512i v, float d, float* out, int n) {
   }
 }
 
+template <DType F>
 DSV2_VNNI void dequantize_rows(const Matrix& W, int64_t r0, int64_t n, float* out) {
   const int64_t K = W.cols, nb = quant_blocks(K);
   for (int64_t r = r0; r < r0 + n; ++r) {
@@ -86,25 +88,21 @@ DSV2_VNNI void dequantize_rows(const Matrix& W, int64_t r0, int64_t n, float* ou
     for (int64_t b = 0; b < nb; ++b) {
       const float d = _cvtsh_ss(ws[b]);
       const int left = int(std::min<int64_t>(kQuantBlock, K - b * kQuantBlock));
-      __m512i first, second;  // values 0..15 and 16..31 of the block as int32
-      if (W.dtype == DType::Q8_0) {
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * kQuantBlock));
-        first = _mm512_cvtepi8_epi32(_mm256_castsi256_si128(q));
-        second = _mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1));
-      } else {
-        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + b * kQuantBlock / 2));
-        const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
-        first = _mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(q, low4), eight));
-        second = _mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low4), eight));
-      }
-      store_scaled(first, d, o + b * kQuantBlock, left);
-      store_scaled(second, d, o + b * kQuantBlock + 16, left - 16);
+      const uint8_t* block = w + b * quant_row_bytes(F, kQuantBlock);
+      store_scaled(block_half_codes<F>(block, 0), d, o + b * kQuantBlock, left);
+      store_scaled(block_half_codes<F>(block, 1), d, o + b * kQuantBlock + 16, left - 16);
     }
   }
 }
 
 }  // namespace
 
-void dequantize_rows_avx512(const Matrix& W, int64_t r0, int64_t n, float* out) { dequantize_rows(W, r0, n, out); }
+void dequantize_rows_avx512(const Matrix& W, int64_t r0, int64_t n, float* out) {
+  if (W.dtype == DType::Q8_0) {
+    dequantize_rows<DType::Q8_0>(W, r0, n, out);
+  } else {
+    dequantize_rows<DType::Q4_0>(W, r0, n, out);
+  }
+}
 
 }  // namespace dsv2::cpu

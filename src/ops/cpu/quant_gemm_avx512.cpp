@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/dtype.h"
@@ -44,7 +45,7 @@ DSV2_VNNI inline __m256i block_bytes(const uint8_t* row, int64_t b) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + b * kQuantBlock));
     return _mm256_xor_si256(q, _mm256_set1_epi8(char(0x80)));
   } else {
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * kQuantBlock / 2));
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b * quant_row_bytes(F, kQuantBlock)));
     const __m128i low4 = _mm_set1_epi8(0x0f);
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), low4), _mm_and_si128(q, low4));
   }
@@ -65,7 +66,7 @@ DSV2_VNNI void pack_tile(const Matrix& W, int64_t r0, int64_t r1, PackedTile& p)
   // Qwords of two transposed halves that make quad j (low 128 bits of each half) or j + 4 (high).
   const __m512i low_lanes = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
   const __m512i high_lanes = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
-  const int64_t block_bytes_stored = F == DType::Q8_0 ? kQuantBlock : kQuantBlock / 2;
+  const int64_t stored = quant_row_bytes(F, kQuantBlock);  // bytes per block
   for (int64_t g = 0; g < panels; ++g) {
     const int64_t g0 = r0 + g * kPanelRows, nr = std::min<int64_t>(kPanelRows, r1 - g0);
     const uint8_t* row[kPanelRows];
@@ -77,9 +78,9 @@ DSV2_VNNI void pack_tile(const Matrix& W, int64_t r0, int64_t r1, PackedTile& p)
     }
     uint32_t* out = &p.words[size_t(g * nb * kQuads * kPanelRows)];
     for (int64_t b = 0; b < nb; ++b) {
-      if (b * block_bytes_stored % 64 == 0)
+      if (b * stored % 64 == 0)
         for (int r = 0; r < kPanelRows; ++r)
-          _mm_prefetch(reinterpret_cast<const char*>(row[r] + b * block_bytes_stored + kPrefetchBytes), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(row[r] + b * stored + kPrefetchBytes), _MM_HINT_T0);
       // v[i]: row i's 8 quads in the low half, row i + 8's in the high half; an 8×8 transpose of 4-byte
       // words within each half (unpacks, then halves of 128 bits paired) gives quad j of all 16 rows.
       __m512i v[8], t[8], s[8];
@@ -165,7 +166,7 @@ DSV2_VNNI inline void sum_row_quarters(const __m512i (&v)[kPanelRows], __m512i (
   quarter[3] = _mm512_shuffle_i32x4(u[1], u[3], _MM_SHUFFLE(3, 1, 3, 1));
 }
 
-// Blocks per 64-byte step of a stored row, and the lanes of a step that sum to one block.
+// Blocks per 64-byte step of a stored row.
 template <DType F>
 constexpr int step_blocks() {
   return F == DType::Q8_0 ? 2 : 4;
@@ -179,7 +180,7 @@ constexpr int step_blocks() {
 template <DType F, int T>
 DSV2_VNNI void gemv_panel(const QuantizedActivations& xq, int64_t t0, const Matrix& W, int64_t g0, int64_t nr, float* y) {
   constexpr int SB = step_blocks<F>();
-  constexpr int64_t stored = F == DType::Q8_0 ? kQuantBlock : kQuantBlock / 2;  // bytes per block
+  const int64_t stored = quant_row_bytes(F, kQuantBlock);  // bytes per block
   const int64_t nb = quant_blocks(W.cols), N = W.rows;
   const uint8_t *row[kPanelRows], *next[kPanelRows];
   alignas(64) int32_t scale_offset[kPanelRows];  // bytes from row g0's scales to row r's
@@ -280,36 +281,11 @@ void gemm_tile(const QuantizedActivations& xq, int64_t T, const Matrix& W, int64
   }
 }
 
-void check_formats(const QuantizedActivations& xq, const Matrix& W) {
-  check(W.dtype == DType::Q8_0 || W.dtype == DType::Q4_0, "quantized matmul: Q8_0 or Q4_0 weights");
-  check(xq.weights == W.dtype && xq.cols == W.cols, "quantized matmul: activations prepared for another matrix");
-}
-
-}  // namespace
-
-void quant_gemv_rows_avx512(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t r0,
-                            int64_t r1, float* y) {
-  check_formats(xq, W);
-  if (W.dtype == DType::Q8_0) {
-    gemv_rows<DType::Q8_0>(xq, t0, T, W, r0, r1, y);
-  } else {
-    gemv_rows<DType::Q4_0>(xq, t0, T, W, r0, r1, y);
-  }
-}
-
-void quant_gemm_tile_avx512(const QuantizedActivations& xq, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
-  check_formats(xq, W);
-  if (W.dtype == DType::Q8_0) {
-    gemm_tile<DType::Q8_0>(xq, T, W, r0, r1, y);
-  } else {
-    gemm_tile<DType::Q4_0>(xq, T, W, r0, r1, y);
-  }
-}
-
-void quant_rows_canonical(const QuantizedActivations& xq, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
-  check_formats(xq, W);
-  const bool q8 = W.dtype == DType::Q8_0;
-  const int64_t nb = quant_blocks(W.cols), N = W.rows;
+// The plain C++ statement of the order: S_b from the stored q (Q8_0: the byte as int8; Q4_0: the nibble
+// minus 8) and the activation bytes where block_base / quad_offset place them.
+template <DType F>
+void rows_canonical(const QuantizedActivations& xq, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
+  const int64_t nb = quant_blocks(W.cols), N = W.rows, stored = quant_row_bytes(F, kQuantBlock);
   for (int64_t t = 0; t < T; ++t) {
     const int8_t* x = xq.values_of(t);
     const float* xscale = xq.scales_of(t);
@@ -320,17 +296,42 @@ void quant_rows_canonical(const QuantizedActivations& xq, int64_t T, const Matri
       for (int64_t b = 0; b < nb; ++b) {
         int32_t sum = 0;
         for (int v = 0; v < kQuantBlock; ++v) {
-          const int32_t w = q8 ? int32_t(int8_t(q[b * kQuantBlock + v]))
-                               : int32_t((q[b * kQuantBlock / 2 + v % 16] >> (v < 16 ? 0 : 4)) & 0x0f) - 8;
-          const int64_t at = q8 ? block_base<DType::Q8_0>(b) + quad_offset<DType::Q8_0>(v / 4) + v % 4
-                                : block_base<DType::Q4_0>(b) + quad_offset<DType::Q4_0>(v / 4) + v % 4;
-          sum += w * int32_t(x[at]);
+          const uint8_t byte = q[b * stored + (F == DType::Q8_0 ? v : v % 16)];
+          const int32_t w = F == DType::Q8_0 ? int32_t(int8_t(byte)) : int32_t((byte >> (v < 16 ? 0 : 4)) & 0x0f) - 8;
+          sum += w * int32_t(x[block_base<F>(b) + quad_offset<F>(v / 4) + v % 4]);
         }
         acc = std::fma(float(sum), f16_to_f32(ws[b]) * xscale[b], acc);
       }
       y[t * N + r] = acc;
     }
   }
+}
+
+// Checks that xq was prepared for W, then calls fn with W's format as a compile-time constant.
+template <typename Fn>
+void with_format(const QuantizedActivations& xq, const Matrix& W, Fn&& fn) {
+  check(W.dtype == DType::Q8_0 || W.dtype == DType::Q4_0, "quantized matmul: Q8_0 or Q4_0 weights");
+  check(xq.weights == W.dtype && xq.cols == W.cols, "quantized matmul: activations prepared for another matrix");
+  if (W.dtype == DType::Q8_0) {
+    fn(std::integral_constant<DType, DType::Q8_0>{});
+  } else {
+    fn(std::integral_constant<DType, DType::Q4_0>{});
+  }
+}
+
+}  // namespace
+
+void quant_gemv_rows_avx512(const QuantizedActivations& xq, int64_t t0, int64_t T, const Matrix& W, int64_t r0,
+                            int64_t r1, float* y) {
+  with_format(xq, W, [&](auto f) { gemv_rows<decltype(f)::value>(xq, t0, T, W, r0, r1, y); });
+}
+
+void quant_gemm_tile_avx512(const QuantizedActivations& xq, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
+  with_format(xq, W, [&](auto f) { gemm_tile<decltype(f)::value>(xq, T, W, r0, r1, y); });
+}
+
+void quant_rows_canonical(const QuantizedActivations& xq, int64_t T, const Matrix& W, int64_t r0, int64_t r1, float* y) {
+  with_format(xq, W, [&](auto f) { rows_canonical<decltype(f)::value>(xq, T, W, r0, r1, y); });
 }
 
 }  // namespace dsv2::cpu
