@@ -21,37 +21,8 @@ namespace {
 
 using test::randn;
 
-// Sets the kernels' ISA for one scope and puts the previous one back.
-class IsaScope {
- public:
-  explicit IsaScope(cpu::CpuIsa isa) : saved_(cpu::cpu_isa()) { cpu::set_cpu_isa(isa); }
-  ~IsaScope() { cpu::set_cpu_isa(saved_); }
-  IsaScope(const IsaScope&) = delete;
-  IsaScope& operator=(const IsaScope&) = delete;
-
- private:
-  cpu::CpuIsa saved_;
-};
-
-// A [rows, cols] matrix of N(0, 1) values stored as `dtype` (quantized for Q8_0/Q4_0); `deq` gets the
-// values it holds as f32, `store` its bytes.
-Matrix make_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<float>& deq,
-                   std::vector<uint8_t>& f32_store, std::vector<uint8_t>& store, ThreadPool& pool) {
-  const std::vector<float> v = randn(size_t(rows * cols), rng);
-  f32_store.resize(v.size() * 4);
-  std::memcpy(f32_store.data(), v.data(), f32_store.size());
-  Matrix W{DType::F32, f32_store.data(), rows, cols};
-  if (is_quantized(dtype)) {
-    quantize_matrix(W, dtype, store, pool);
-  } else if (dtype != DType::F32) {
-    store.resize(v.size() * dtype_size(dtype));
-    convert_from_f32(dtype, v.data(), store.data(), v.size());
-    W = Matrix{dtype, store.data(), rows, cols};
-  }
-  deq.resize(v.size());
-  matrix_rows_to_f32(W, 0, rows, deq.data());
-  return W;
-}
+using test::IsaScope;
+using test::stored_matrix;
 
 // y = x · Wᵀ by calling the AVX2 kernel as matmul_group does: groups of up to kGemvMaxTokens tokens, here
 // over row ranges that split the rows at odd places (a tile boundary may fall anywhere).
@@ -87,7 +58,7 @@ TEST(Avx2, FloatWeightsMatchTheReferenceAndATokenGetsTheSameBitsAloneOrInABatch)
       for (int64_t N : {1, 3, 5, 37, 67}) {
         std::vector<float> deq;
         std::vector<uint8_t> f32_store, store;
-        const Matrix W = make_matrix(dt, N, K, rng, deq, f32_store, store, pool);
+        const Matrix W = stored_matrix(dt, N, K, rng, deq, f32_store, store, pool);
         for (int64_t T = 1; T <= 17; ++T) {
           const std::vector<float> x = randn(size_t(T * K), rng);
           std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN), alone(size_t(N), NAN);
@@ -120,7 +91,7 @@ TEST(Avx2, QuantizedWeightsStayWithinTheActivationRoundingAndAreBatchInvariant) 
       for (int64_t N : {1, 3, 17, 67, 130}) {
         std::vector<float> deq;
         std::vector<uint8_t> f32_store, store;
-        const Matrix W = make_matrix(dt, N, K, rng, deq, f32_store, store, pool);
+        const Matrix W = stored_matrix(dt, N, K, rng, deq, f32_store, store, pool);
         for (int64_t T = 1; T <= 17; ++T) {
           const std::vector<float> x = randn(size_t(T * K), rng);
           std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN), alone(size_t(N), NAN);
@@ -159,7 +130,7 @@ TEST(CpuIsa, EveryLevelRunsItsKernelsThroughMatmul) {
       const int64_t K = 200, N = 37, T = 9;
       std::vector<float> deq;
       std::vector<uint8_t> f32_store, store;
-      const Matrix W = make_matrix(dt, N, K, rng, deq, f32_store, store, pool);
+      const Matrix W = stored_matrix(dt, N, K, rng, deq, f32_store, store, pool);
       const std::vector<float> x = randn(size_t(T * K), rng);
       std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN), grouped(size_t(T * N), NAN), alone(size_t(N), NAN);
       ref::matmul(x.data(), T, W, want.data());
@@ -190,7 +161,7 @@ TEST(Avx2, DequantizationEqualsTheReference) {
     for (int64_t K : {5, 8, 9, 16, 17, 24, 32, 48, 100, 512}) {
       std::vector<float> deq;
       std::vector<uint8_t> f32_store, store;
-      const Matrix W = make_matrix(t, 7, K, rng, deq, f32_store, store, pool);
+      const Matrix W = stored_matrix(t, 7, K, rng, deq, f32_store, store, pool);
       std::vector<float> got(size_t(5 * K + 1), NAN);  // one past the end stays NaN
       cpu::dequantize_rows_avx2(W, 2, 5, got.data());
       EXPECT_EQ(0, std::memcmp(got.data(), &deq[size_t(2 * K)], size_t(5 * K) * 4)) << dtype_name(t) << " K=" << K;

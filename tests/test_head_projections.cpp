@@ -4,12 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <random>
 #include <vector>
 
 #include "core/dtype.h"
-#include "model/quantize.h"
 #include "ops/cpu/head_projections.h"
 #include "ops/cpu/ops_cpu.h"
 #include "test_util.h"
@@ -19,36 +17,6 @@ namespace {
 
 using test::randn;
 
-// A kv_b_proj [nh·(d_nope + d_v), d_c] of random values in format t; f32 gets its values as stored.
-Matrix make_kv_b(DType t, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<float>& f32,
-                 std::vector<uint8_t>& store, ThreadPool& pool) {
-  f32 = randn(size_t(rows * cols), rng);
-  Matrix W{DType::F32, f32.data(), rows, cols};
-  if (is_quantized(t)) {
-    quantize_matrix(W, t, store, pool);
-  } else if (t != DType::F32) {
-    store.resize(size_t(rows * cols) * 2);
-    for (size_t i = 0; i < f32.size(); ++i) {
-      const uint16_t v = t == DType::BF16 ? f32_to_bf16(f32[i]) : f32_to_f16(f32[i]);
-      std::memcpy(&store[2 * i], &v, 2);
-    }
-    W = Matrix{t, store.data(), rows, cols};
-  }
-  std::vector<float> values(f32.size());
-  matrix_rows_to_f32(W, 0, rows, values.data());
-  f32 = values;
-  return W;
-}
-
-class IsaScope {
- public:
-  explicit IsaScope(cpu::CpuIsa isa) : saved_(cpu::cpu_isa()) { cpu::set_cpu_isa(isa); }
-  ~IsaScope() { cpu::set_cpu_isa(saved_); }
-
- private:
-  cpu::CpuIsa saved_;
-};
-
 TEST(HeadProjections, EqualTheProductsWithTheStoredValuesInEveryFormat) {
   std::mt19937 rng(21);
   ThreadPool pool(1);
@@ -57,9 +25,9 @@ TEST(HeadProjections, EqualTheProductsWithTheStoredValuesInEveryFormat) {
   if (cpu::cpu_supports(cpu::CpuIsa::Avx512)) isas.push_back(cpu::CpuIsa::Avx512);
   for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
     for (int64_t d_c : {32, 48, 512, 40}) {  // 40: not a multiple of 16 (the portable path)
-      std::vector<float> f32;
-      std::vector<uint8_t> store;
-      const Matrix kv_b = make_kv_b(t, nh * (d_nope + d_v), d_c, rng, f32, store, pool);
+      std::vector<float> f32;  // kv_b's values
+      std::vector<uint8_t> f32_store, store;
+      const Matrix kv_b = test::stored_matrix(t, nh * (d_nope + d_v), d_c, rng, f32, f32_store, store, pool);
       const std::vector<float> q = randn(size_t(nh * q_stride), rng), o_lat = randn(size_t(nh * d_c), rng);
       std::vector<double> want_lat(size_t(nh * d_c), 0.0), want_out(size_t(nh * d_v), 0.0);
       for (int64_t h = 0; h < nh; ++h) {
@@ -72,7 +40,7 @@ TEST(HeadProjections, EqualTheProductsWithTheStoredValuesInEveryFormat) {
                 double(f32[size_t((h * (d_nope + d_v) + d_nope + j) * d_c + c)]) * o_lat[size_t(h * d_c + c)];
       }
       for (cpu::CpuIsa isa : isas) {
-        IsaScope scope(isa);
+        test::IsaScope scope(isa);
         const std::string at = std::string(dtype_name(t)) + " d_c=" + std::to_string(d_c) + " " + cpu::cpu_isa_name(isa);
         std::vector<float> q_lat(size_t(nh * d_c), NAN), out(size_t(nh * d_v), NAN);
         cpu::absorb_query_heads(kv_b, d_nope, d_v, q.data(), q_stride, 0, 2, q_lat.data());  // heads split in two calls

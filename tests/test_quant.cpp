@@ -149,21 +149,16 @@ TEST(Quant, QuantizedKernelsEqualTheirOrderOfSumsBitForBit) {
           cpu::quantize_activations(x.data(), 0, T, xq);
           std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN);
           cpu::quant_rows_canonical(xq, T, W, 0, N, want.data());
-          // The order itself is the matmul: each output within the activations' rounding (half a
-          // step of each value's block) of the product with the dequantized weights.
+          // The order itself is the matmul: each output within the activations' rounding of the
+          // product with the dequantized weights (test::activation_rounding_bound).
           std::vector<float> deq(size_t(N * K)), exact(size_t(T * N));
           matrix_rows_to_f32(W, 0, N, deq.data());
           ref::matmul(x.data(), T, Matrix{DType::F32, deq.data(), N, K}, exact.data());
           for (int64_t t = 0; t < T; ++t)
-            for (int64_t r = 0; r < N; ++r) {
-              double bound = 0, magnitude = 0;
-              for (int64_t i = 0; i < K; ++i) {
-                const double w = std::fabs(deq[size_t(r * K + i)]);
-                bound += w * xq.scales_of(t)[i / kQuantBlock] / 2;
-                magnitude += w * std::fabs(x[size_t(t * K + i)]);
-              }
-              ASSERT_LE(std::fabs(want[size_t(t * N + r)] - exact[size_t(t * N + r)]), bound + 1e-5 * magnitude) << at;
-            }
+            for (int64_t r = 0; r < N; ++r)
+              ASSERT_LE(std::fabs(want[size_t(t * N + r)] - exact[size_t(t * N + r)]),
+                        test::activation_rounding_bound(&x[size_t(t * K)], &deq[size_t(r * K)], K))
+                  << at;
           const int64_t first = N > 3 ? 3 : 0;  // tiles from an odd row; rows before it by another call
           if (first > 0) cpu::quant_gemm_tile_avx512(xq, T, W, 0, first, got.data());
           for (int64_t r0 = first; r0 < N; r0 += cpu::kQuantTileRows)

@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/quant.h"
+#include "model/quantize.h"
 
 namespace dsv2::test {
 
@@ -137,6 +138,24 @@ std::string join_ids(const std::vector<int32_t>& ids) {
     s += std::to_string(ids[i]);
   }
   return s;
+}
+
+Matrix stored_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<float>& deq,
+                     std::vector<uint8_t>& f32_store, std::vector<uint8_t>& store, ThreadPool& pool) {
+  const std::vector<float> v = randn(size_t(rows * cols), rng);
+  f32_store.resize(v.size() * 4);
+  std::memcpy(f32_store.data(), v.data(), f32_store.size());
+  Matrix W{DType::F32, f32_store.data(), rows, cols};
+  if (is_quantized(dtype)) {
+    quantize_matrix(W, dtype, store, pool);
+  } else if (dtype != DType::F32) {
+    store.resize(v.size() * dtype_size(dtype));
+    convert_from_f32(dtype, v.data(), store.data(), v.size());
+    W = Matrix{dtype, store.data(), rows, cols};
+  }
+  deq.resize(v.size());
+  matrix_rows_to_f32(W, 0, rows, deq.data());
+  return W;
 }
 
 std::vector<float> randn(size_t n, std::mt19937& rng, float scale) {

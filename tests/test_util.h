@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "engine/engine.h"
+#include "model/weights.h"
+#include "ops/cpu/ops_cpu.h"
 
 namespace dsv2::test {
 
@@ -55,6 +58,23 @@ void expect_contains(const std::string& text, const std::string& needle);
 
 // n values drawn from N(0, scale²).
 std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f);
+
+// A [rows, cols] matrix of N(0, 1) values stored as `dtype` (quantized for Q8_0/Q4_0); `deq` gets the
+// values it holds as f32, `store` its bytes (`f32_store` the f32 values it was made from).
+Matrix stored_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<float>& deq,
+                     std::vector<uint8_t>& f32_store, std::vector<uint8_t>& store, ThreadPool& pool);
+
+// Sets the CPU kernels' instruction set for one scope (cpu::set_cpu_isa) and puts the previous one back.
+class IsaScope {
+ public:
+  explicit IsaScope(cpu::CpuIsa isa) : saved_(cpu::cpu_isa()) { cpu::set_cpu_isa(isa); }
+  ~IsaScope() { cpu::set_cpu_isa(saved_); }
+  IsaScope(const IsaScope&) = delete;
+  IsaScope& operator=(const IsaScope&) = delete;
+
+ private:
+  cpu::CpuIsa saved_;
+};
 
 struct EngineOutcome {
   std::vector<int32_t> tokens;
