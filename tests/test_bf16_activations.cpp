@@ -1,6 +1,6 @@
-// Activations rounded to bf16 (--activations bf16): the AVX512-BF16 and portable kernels against the
-// reference at many shapes, against each other and against themselves at every token count (bit for
-// bit); then the mode end to end on the BF16 golden fixture and on the trained default model, against
+// Activations rounded to bf16 (--activations bf16): the AMX, AVX512-BF16 and portable kernels against
+// the reference at many shapes, the last two against each other, and each against itself at every token
+// count (bit for bit); then the mode end to end on the BF16 golden fixture and on the trained default model, against
 // the exact f32 activations.
 #include <gtest/gtest.h>
 
@@ -13,6 +13,7 @@
 #include "model/model.h"
 #include "model/quantize.h"
 #include "ops/cpu/gemm_bf16.h"
+#include "ops/cpu/gemm_bf16_amx.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/ref/ops_ref.h"
 #include "model_logits.h"
@@ -25,49 +26,107 @@ using test::randn;
 
 bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
 
-// For each shape: cpu::matmul with BF16 activations against the f64 reference over the bf16-rounded
-// activations (f32 sums of ≤ 2080 exact products: a few ulps of Σ|x·w|, ≤ 1e-5 relative; wrong
-// indexing or a missed tail is O(1)); the portable kernel gives the same bits; each token alone (T = 1,
-// other tiles) gives the same bits as inside the batch.
+// For each shape and each level this CPU has of AVX512-BF16 (or portable) and AMX: cpu::matmul with BF16
+// activations against the f64 reference over the bf16-rounded activations (f32 sums of ≤ 2080 exact
+// products: a few ulps of Σ|x·w|, ≤ 1e-5 relative; wrong indexing or a missed tail is O(1)); below AMX the
+// portable kernel gives the same bits; at every level each token alone (T = 1, other tiles) gives the
+// same bits as inside the batch.
 TEST(Bf16Activations, KernelsMatchReferenceAndAreBatchInvariant) {
   std::mt19937 rng(7);
   ThreadPool pool(2);
-  std::vector<int64_t> token_counts = {31, 64};
+  std::vector<int64_t> token_counts = {31, 32, 33, 64};
   for (int64_t T = 1; T <= 17; ++T) token_counts.push_back(T);
+  std::vector<cpu::CpuIsa> levels = {cpu::cpu_supports(cpu::CpuIsa::Avx512) ? cpu::CpuIsa::Avx512 : cpu::CpuIsa::Portable};
+  if (cpu::cpu_supports(cpu::CpuIsa::Amx)) levels.push_back(cpu::CpuIsa::Amx);
   int64_t shapes = 0;
-  for (int64_t K : {1, 31, 48, 200, 2048 + 16}) {
-    for (int64_t N : {1, 7, 37, 130}) {
-      std::vector<float> wf = randn(size_t(N * K), rng);
-      std::vector<uint16_t> wb(wf.size());
-      convert_from_f32(DType::BF16, wf.data(), wb.data(), wf.size());
-      Matrix W{DType::BF16, wb.data(), N, K};
-      W.activations = ActivationFormat::BF16;
-      for (int64_t T : token_counts) {
-        if (K > 200 && T % 4 != 1 && T < 31) continue;  // long rows: a few token counts suffice
-        std::vector<float> x = randn(size_t(T * K), rng), xr(x.size());
-        for (size_t i = 0; i < x.size(); ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
-        std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN), portable(size_t(T * N), NAN);
-        ref::matmul(xr.data(), T, Matrix{DType::BF16, wb.data(), N, K}, want.data());
-        cpu::matmul(pool, x.data(), T, W, got.data());
-        const std::string shape = "T=" + std::to_string(T) + " K=" + std::to_string(K) + " N=" + std::to_string(N);
-        ASSERT_LE(test::rel_l2(got.data(), want.data(), got.size()), 1e-5) << shape;
+  for (cpu::CpuIsa isa : levels) {
+    test::IsaScope scope(isa);
+    for (int64_t K : {1, 31, 48, 200, 2048 + 16}) {
+      for (int64_t N : {1, 7, 37, 130}) {
+        std::vector<float> wf = randn(size_t(N * K), rng);
+        std::vector<uint16_t> wb(wf.size());
+        convert_from_f32(DType::BF16, wf.data(), wb.data(), wf.size());
+        Matrix W{DType::BF16, wb.data(), N, K};
+        W.activations = ActivationFormat::BF16;
+        for (int64_t T : token_counts) {
+          if (K > 200 && T % 4 != 1 && T < 31) continue;  // long rows: a few token counts suffice
+          std::vector<float> x = randn(size_t(T * K), rng), xr(x.size());
+          for (size_t i = 0; i < x.size(); ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
+          std::vector<float> want(size_t(T * N), NAN), got(size_t(T * N), NAN), portable(size_t(T * N), NAN);
+          ref::matmul(xr.data(), T, Matrix{DType::BF16, wb.data(), N, K}, want.data());
+          cpu::matmul(pool, x.data(), T, W, got.data());
+          const std::string shape = std::string(cpu::cpu_isa_name(isa)) + " T=" + std::to_string(T) +
+                                    " K=" + std::to_string(K) + " N=" + std::to_string(N);
+          ASSERT_LE(test::rel_l2(got.data(), want.data(), got.size()), 1e-5) << shape;
 
-        cpu::Bf16Activations xb;
-        cpu::prepare_bf16_activations(T, K, xb);
-        cpu::round_activations_to_bf16(x.data(), 0, T, xb);
-        cpu::gemm_bf16_rows_portable(xb, 0, T, W, 0, N, portable.data());
-        ASSERT_TRUE(same_bits(portable.data(), got.data(), got.size())) << "portable vs fast, " << shape;
+          if (isa != cpu::CpuIsa::Amx) {
+            cpu::Bf16Activations xb;
+            cpu::prepare_bf16_activations(T, K, xb);
+            cpu::round_activations_to_bf16(x.data(), 0, T, xb);
+            cpu::gemm_bf16_rows_portable(xb, 0, T, W, 0, N, portable.data());
+            ASSERT_TRUE(same_bits(portable.data(), got.data(), got.size())) << "portable vs fast, " << shape;
+          }
 
-        std::vector<float> alone(size_t(N), NAN);
-        for (int64_t t = 0; t < T; ++t) {
-          cpu::matmul(pool, &x[size_t(t * K)], 1, W, alone.data());
-          ASSERT_TRUE(same_bits(alone.data(), &got[size_t(t * N)], size_t(N))) << "token " << t << " alone, " << shape;
+          std::vector<float> alone(size_t(N), NAN);
+          for (int64_t t = 0; t < T; ++t) {
+            cpu::matmul(pool, &x[size_t(t * K)], 1, W, alone.data());
+            ASSERT_TRUE(same_bits(alone.data(), &got[size_t(t * N)], size_t(N))) << "token " << t << " alone, " << shape;
+          }
+          ++shapes;
         }
-        ++shapes;
       }
     }
   }
-  std::printf("%lld shapes, AVX512-BF16 %s\n", (long long)shapes, cpu::has_avx512_bf16() ? "used" : "absent (portable only)");
+  std::printf("%lld shapes, AVX512-BF16 %s, AMX %s\n", (long long)shapes, cpu::has_avx512_bf16() ? "used" : "absent (portable only)",
+              cpu::cpu_supports(cpu::CpuIsa::Amx) ? "used" : "absent");
+}
+
+// The AMX kernel on its own over row ranges that start and end inside its 16-row blocks, K with and
+// without a tail of 32, tokens in full and partial blocks of 16 (direct and packed weight tiles): every
+// output against the f64 reference (within 1e-5 of the row's Σ|x·w|), nothing written outside the rows,
+// and each token's outputs the same bits at every token count.
+TEST(Bf16Activations, AmxKernelCoversEveryTileFormAndRange) {
+  if (!cpu::cpu_supports(cpu::CpuIsa::Amx)) GTEST_SKIP() << "no AMX-BF16 on this CPU";
+  std::mt19937 rng(5);
+  const int64_t N = 70, max_T = 50;
+  for (int64_t K : {32, 40, 64, 1000, 2048}) {
+    std::vector<float> wf = randn(size_t(N * K), rng, 0.1f);
+    std::vector<uint16_t> wb(wf.size());
+    convert_from_f32(DType::BF16, wf.data(), wb.data(), wf.size());
+    const Matrix W{DType::BF16, wb.data(), N, K};
+    const std::vector<float> x = randn(size_t(max_T * K), rng, 3.0f);
+    std::vector<double> want(size_t(max_T * N)), mag(want.size());
+    for (int64_t t = 0; t < max_T; ++t)
+      for (int64_t r = 0; r < N; ++r)
+        for (int64_t i = 0; i < K; ++i) {
+          const double p = double(bf16_to_f32(wb[size_t(r * K + i)])) * bf16_to_f32(f32_to_bf16(x[size_t(t * K + i)]));
+          want[size_t(t * N + r)] += p;
+          mag[size_t(t * N + r)] += std::fabs(p);
+        }
+    std::vector<float> first;  // the outputs at the first T and range: every other run gives their bits
+    for (int64_t T : {max_T, int64_t(1), int64_t(2), int64_t(15), int64_t(16), int64_t(17), int64_t(31), int64_t(32), int64_t(48)}) {
+      cpu::Bf16Activations xb;
+      cpu::prepare_bf16_activations(T, K, xb, cpu::kAmxTokenBlock);
+      cpu::round_activations_to_bf16(x.data(), 0, T, xb);
+      for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, N}, {0, 64}, {3, 29}, {16, 70}, {69, 70}}) {
+        std::vector<float> got(size_t(T * N), NAN);
+        cpu::gemm_bf16_rows_amx(xb, T, W, r0, r1, got.data());
+        if (first.empty()) first = got;
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t r = 0; r < N; ++r) {
+            const size_t o = size_t(t * N + r);
+            const std::string where = "K=" + std::to_string(K) + " T=" + std::to_string(T) + " token " + std::to_string(t) +
+                                      " row " + std::to_string(r) + " of [" + std::to_string(r0) + ", " + std::to_string(r1) + ")";
+            if (r < r0 || r >= r1) {
+              ASSERT_TRUE(std::isnan(got[o])) << "written outside the rows: " << where;
+              continue;
+            }
+            ASSERT_LE(std::fabs(got[o] - want[o]), 1e-5 * mag[o]) << where;
+            ASSERT_TRUE(same_bits(&got[o], &first[o], 1)) << "not the bits of T=" << max_T << ": " << where;
+          }
+      }
+    }
+  }
 }
 
 // The AVX512-BF16 kernel on its own, every tile form (4 or 1 rows × 1 … 4 tokens) against the portable one.

@@ -12,6 +12,7 @@
 #include "model/quantize.h"
 #include "ops/cpu/gemv_avx2.h"
 #include "ops/cpu/gemv_avx512.h"
+#include "ops/cpu/gemm_bf16_amx.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/ref/ops_ref.h"
 #include "test_util.h"
@@ -122,7 +123,7 @@ TEST(Avx2, QuantizedWeightsStayWithinTheActivationRoundingAndAreBatchInvariant) 
 TEST(CpuIsa, EveryLevelRunsItsKernelsThroughMatmul) {
   std::mt19937 rng(13);
   ThreadPool pool(2);
-  for (cpu::CpuIsa isa : {cpu::CpuIsa::Portable, cpu::CpuIsa::Avx2, cpu::CpuIsa::Avx512}) {
+  for (cpu::CpuIsa isa : {cpu::CpuIsa::Portable, cpu::CpuIsa::Avx2, cpu::CpuIsa::Avx512, cpu::CpuIsa::Amx}) {
     if (!cpu::cpu_supports(isa)) continue;
     IsaScope scope(isa);
     EXPECT_EQ(cpu::cpu_isa(), isa);
@@ -178,7 +179,9 @@ TEST(CpuIsa, NamesAndLevels) {
   EXPECT_STREQ(cpu::cpu_isa_name(cpu::CpuIsa::Portable), "portable");
   EXPECT_STREQ(cpu::cpu_isa_name(cpu::CpuIsa::Avx2), "avx2");
   EXPECT_STREQ(cpu::cpu_isa_name(cpu::CpuIsa::Avx512), "avx512");
+  EXPECT_STREQ(cpu::cpu_isa_name(cpu::CpuIsa::Amx), "amx");
   EXPECT_TRUE(cpu::cpu_supports(cpu::CpuIsa::Portable));
+  EXPECT_EQ(cpu::cpu_supports(cpu::CpuIsa::Amx), cpu::has_avx512() && cpu::has_amx_bf16());
   EXPECT_EQ(cpu::cpu_supports(cpu::CpuIsa::Avx512), cpu::has_avx512());
   EXPECT_EQ(cpu::cpu_supports(cpu::CpuIsa::Avx2), cpu::has_avx2());
 }

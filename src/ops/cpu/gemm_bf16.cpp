@@ -2,6 +2,8 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "core/dtype.h"
 #include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemv_avx512.h"
@@ -76,15 +78,26 @@ DSV2_AVX512_BF16 void rows_avx512(const uint16_t* x, int64_t P, const Matrix& W,
 
 }  // namespace
 
-void prepare_bf16_activations(int64_t T, int64_t cols, Bf16Activations& out) {
+void prepare_bf16_activations(int64_t T, int64_t cols, Bf16Activations& out, int64_t token_block) {
+  out.tokens = T;
   out.cols = cols;
   out.padded = (cols + kStep - 1) / kStep * kStep;
+  out.token_block = token_block;
   out.values.assign(size_t(T * out.padded), 0);
 }
 
 void round_activations_to_bf16(const float* x, int64_t t_begin, int64_t t_end, Bf16Activations& out) {
-  for (int64_t t = t_begin; t < t_end; ++t)
-    for (int64_t i = 0; i < out.cols; ++i) out.values[size_t(t * out.padded + i)] = f32_to_bf16(x[t * out.cols + i]);
+  const int64_t P = out.padded, B = out.token_block;
+  for (int64_t t = t_begin; t < t_end; ++t) {
+    uint16_t* dst = out.values.data() + t * P;  // token rows: its row
+    int64_t pair_stride = 2;                    // elements between pairs (2p, 2p + 1)
+    if (B > 0) {  // its slot in its block's pairs: [padded / 2][n][2]
+      const int64_t block = t / B, n = std::min(B, out.tokens - block * B);
+      dst = out.values.data() + block * B * P + (t - block * B) * 2;
+      pair_stride = 2 * n;
+    }
+    for (int64_t i = 0; i < out.cols; ++i) dst[(i / 2) * pair_stride + i % 2] = f32_to_bf16(x[t * out.cols + i]);
+  }
 }
 
 bool has_avx512_bf16() {

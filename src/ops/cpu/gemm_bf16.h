@@ -19,18 +19,23 @@ namespace dsv2::cpu {
 
 // The activations of T tokens rounded to bf16 (nearest even), zero-padded to whole steps of 32.
 struct Bf16Activations {
-  int64_t cols = 0, padded = 0;   // padded: a multiple of 32
-  std::vector<uint16_t> values;   // [T, padded]
+  int64_t tokens = 0, cols = 0, padded = 0;  // padded: a multiple of 32
+  // 0: token rows, values [T, padded]. B > 0 (the AMX kernel's 16): blocks of B tokens, block b at
+  // b · B · padded holding its n tokens (B, the last T - b · B) as [padded / 2][n][2]: value pairs
+  // (2p, 2p + 1) of its tokens side by side.
+  int64_t token_block = 0;
+  std::vector<uint16_t> values;
 };
 
-// Sizes `out` for x: [T, cols]; then tokens [t_begin, t_end) may be rounded on different threads.
-void prepare_bf16_activations(int64_t T, int64_t cols, Bf16Activations& out);
+// Sizes `out` for x: [T, cols] in the layout of token_block; then tokens [t_begin, t_end) may be
+// rounded on different threads.
+void prepare_bf16_activations(int64_t T, int64_t cols, Bf16Activations& out, int64_t token_block = 0);
 void round_activations_to_bf16(const float* x, int64_t t_begin, int64_t t_end, Bf16Activations& out);
 
 // True when the CPU has AVX-512 F, BW, VL and BF16 (checked once).
 bool has_avx512_bf16();
 
-// Rows [row_begin, row_end) of y = bf16(x) · Wᵀ for tokens [t0, t0 + T) of xb; W: BF16 [N, xb.cols],
+// Rows [row_begin, row_end) of y = bf16(x) · Wᵀ for tokens [t0, t0 + T) of xb (token rows); W: BF16 [N, xb.cols],
 // y: [T, N] (the rows of those tokens).
 // AVX512-BF16: T <= kGemvMaxTokens, tiles of 4 rows × T tokens (T = 1: single rows). Needs has_avx512_bf16().
 void gemm_bf16_rows_avx512(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,

@@ -100,7 +100,7 @@ void with_dtype(DType t, Fn&& fn) {
 
 bool fast_path(const Matrix& W) {
   const bool known = W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 || is_quantized(W.dtype);
-  return known && cpu_isa() == CpuIsa::Avx512 && W.cols % kLanes == 0;
+  return known && cpu_isa() >= CpuIsa::Avx512 && W.cols % kLanes == 0;
 }
 
 }  // namespace

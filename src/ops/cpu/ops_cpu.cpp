@@ -1,6 +1,7 @@
 #include "ops/cpu/ops_cpu.h"
 
 #include "ops/cpu/gemm_bf16.h"
+#include "ops/cpu/gemm_bf16_amx.h"
 #include "ops/cpu/gemv_avx2.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/quant_activations.h"
@@ -38,6 +39,7 @@ bool cpu_supports(CpuIsa isa) {
     case CpuIsa::Portable: return true;
     case CpuIsa::Avx2: return has_avx2();
     case CpuIsa::Avx512: return has_avx512();
+    case CpuIsa::Amx: return has_avx512() && has_amx_bf16();
   }
   return false;
 }
@@ -47,6 +49,7 @@ const char* cpu_isa_name(CpuIsa isa) {
     case CpuIsa::Portable: return "portable";
     case CpuIsa::Avx2: return "avx2";
     case CpuIsa::Avx512: return "avx512";
+    case CpuIsa::Amx: return "amx";
   }
   return "?";
 }
@@ -57,16 +60,18 @@ constexpr int kIsaUnset = -1;
 std::atomic<int> chosen_isa{kIsaUnset};
 
 CpuIsa isa_from_environment() {
-  const CpuIsa best = has_avx512() ? CpuIsa::Avx512 : has_avx2() ? CpuIsa::Avx2 : CpuIsa::Portable;
+  CpuIsa best = CpuIsa::Portable;
+  for (CpuIsa isa : {CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Amx})
+    if (cpu_supports(isa)) best = isa;
   const char* env = std::getenv("DSV2_CPU_ISA");
   if (env == nullptr || *env == 0) return best;
   const std::string v = env;
-  for (CpuIsa isa : {CpuIsa::Portable, CpuIsa::Avx2, CpuIsa::Avx512}) {
+  for (CpuIsa isa : {CpuIsa::Portable, CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Amx}) {
     if (v != cpu_isa_name(isa)) continue;
     check(cpu_supports(isa), "DSV2_CPU_ISA=" + v + ": this CPU cannot run it (best: " + cpu_isa_name(best) + ")");
     return isa;
   }
-  throw Error("DSV2_CPU_ISA must be portable, avx2 or avx512 (seen '" + v + "')");
+  throw Error("DSV2_CPU_ISA must be portable, avx2, avx512 or amx (seen '" + v + "')");
 }
 
 }  // namespace
@@ -104,18 +109,21 @@ enum class Kernel {
   Quantized,     // quant_gemm_avx512: activations quantized to int8 per block
   QuantizedAvx2, // qgemv_avx2: the same activations
   Bf16,          // gemm_bf16_rows_avx512: activations rounded to bf16
+  Bf16Amx,       // gemm_bf16_rows_amx: the same activations, in AMX token blocks
   Bf16Portable,  // gemm_bf16_rows_portable: the same results on any CPU
 };
 
 Kernel kernel_for(const Matrix& W) {
   const CpuIsa isa = cpu_isa();
-  if (W.activations == ActivationFormat::BF16 && W.dtype == DType::BF16)
+  if (W.activations == ActivationFormat::BF16 && W.dtype == DType::BF16) {
+    if (isa == CpuIsa::Amx) return Kernel::Bf16Amx;
     return isa == CpuIsa::Avx512 && has_avx512_bf16() ? Kernel::Bf16 : Kernel::Bf16Portable;
+  }
   if (is_quantized(W.dtype)) {
-    if (isa == CpuIsa::Avx512 && has_avx512_vnni()) return Kernel::Quantized;
+    if (isa >= CpuIsa::Avx512 && has_avx512_vnni()) return Kernel::Quantized;
     return isa != CpuIsa::Portable && has_avx2() ? Kernel::QuantizedAvx2 : Kernel::Portable;
   }
-  if (isa == CpuIsa::Avx512) return Kernel::Gemv;
+  if (isa >= CpuIsa::Avx512) return Kernel::Gemv;
   return isa == CpuIsa::Avx2 ? Kernel::GemvAvx2 : Kernel::Portable;
 }
 
@@ -191,8 +199,8 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
     kernel[j] = kernel_for(*job.W);
     if (kernel[j] == Kernel::Portable) matmul_portable(pool, job.x, job.T, *job.W, job.y);
     if (quantizes_activations(kernel[j])) prepare_activations(job.W->dtype, job.T, job.W->cols, xq[j]);
-    const bool bf16 = kernel[j] == Kernel::Bf16 || kernel[j] == Kernel::Bf16Portable;
-    if (bf16) prepare_bf16_activations(job.T, job.W->cols, xb[j]);
+    const bool bf16 = kernel[j] == Kernel::Bf16 || kernel[j] == Kernel::Bf16Portable || kernel[j] == Kernel::Bf16Amx;
+    if (bf16) prepare_bf16_activations(job.T, job.W->cols, xb[j], kernel[j] == Kernel::Bf16Amx ? kAmxTokenBlock : 0);
     first_token[j + 1] = first_token[j] + (quantizes_activations(kernel[j]) || bf16 ? job.T : 0);
     first_block[j + 1] = first_block[j] + (kernel[j] != Kernel::Portable ? (job.W->rows + kRowBlock - 1) / kRowBlock : 0);
   }
@@ -221,6 +229,10 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
         const int64_t r1 = std::min({N, b1 * kRowBlock, r0 + kTileRows});
         if (kernel[j] == Kernel::Bf16Portable) {
           gemm_bf16_rows_portable(xb[j], 0, job.T, W, r0, r1, job.y);
+          continue;
+        }
+        if (kernel[j] == Kernel::Bf16Amx) {
+          gemm_bf16_rows_amx(xb[j], job.T, W, r0, r1, job.y);  // every token over the tile at once
           continue;
         }
         if (kernel[j] == Kernel::Quantized && job.T > kGemvMaxTokens) {

@@ -9,13 +9,14 @@
 
 namespace dsv2::cpu {
 
-// The instruction set the matmul kernels use.
+// The instruction set the matmul kernels use; each level includes the ones before it.
 enum class CpuIsa {
   Portable,  // matmul_portable (plain C++), any CPU
   Avx2,      // gemv_avx2.h: AVX2 + FMA + F16C
   Avx512,    // gemv_avx512.h, quant_gemm_avx512.h (with VNNI), gemm_bf16.h (with AVX512-BF16)
+  Amx,       // Avx512, and gemm_bf16_amx.h for BF16 weights with bf16 activations (AMX-BF16 tiles)
 };
-// The best level this CPU has, unless the environment variable DSV2_CPU_ISA (portable, avx2 or avx512;
+// The best level this CPU has, unless the environment variable DSV2_CPU_ISA (portable, avx2, avx512 or amx;
 // read at the first call) asks for a lower one, or set_cpu_isa did. A DSV2_CPU_ISA the CPU cannot run,
 // or an unknown value, is an Error (at every call until it is fixed).
 CpuIsa cpu_isa();
@@ -29,7 +30,8 @@ bool cpu_supports(CpuIsa isa);
 // Any W dtype, by cpu_isa(): AVX-512 kernels for BF16/F16/F32 (gemv_avx512.h) and, with VNNI, for
 // Q8_0/Q4_0 (quant_activations.h: activations quantized to int8 per block of 32); AVX2 kernels for all five
 // (gemv_avx2.h; also used for Q8_0/Q4_0 on AVX-512 CPUs without VNNI); else matmul_portable. A BF16 W
-// with W.activations == BF16 runs gemm_bf16.h (AVX512-BF16, or its portable twin: the same results).
+// with W.activations == BF16 runs gemm_bf16_amx.h at the Amx level, else gemm_bf16.h (AVX512-BF16, or
+// its portable twin: the same results).
 void matmul(ThreadPool& pool, const float* x, int64_t T, const Matrix& W, float* y);
 // One y = x · Wᵀ of a group.   x: [T, W->cols], y: [T, W->rows]
 struct MatmulJob {
