@@ -235,10 +235,12 @@ void DeepseekV2::swiglu_group(std::vector<SwigluRun>& runs) {
   }
   cpu::matmul_group(pool_, jobs);
   jobs.clear();
+  std::vector<cpu::SiluMulJob> silu;
   for (SwigluRun& r : runs) {
-    ref::silu_mul(r.gate.data(), r.up.data(), r.gate.data(), int64_t(r.gate.size()));
+    silu.push_back({r.gate.data(), r.up.data(), r.gate.data(), int64_t(r.gate.size())});
     jobs.push_back({r.gate.data(), r.T, &r.w->down, r.out});
   }
+  cpu::silu_mul_group(pool_, silu);
   cpu::matmul_group(pool_, jobs);
 }
 

@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
+#include "ops/cpu/exp_avx512.h"
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
@@ -16,24 +17,6 @@
 namespace dsv2::cpu {
 
 namespace {
-
-
-// e^x for x <= 0 (scores minus their maximum), ~1 ulp: x = k·ln2 + r, |r| <= ln2/2, e^r by its
-// degree-6 Taylor polynomial, scaled by 2^k.
-DSV2_AVX512 inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
-  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x);  // ln2 split in two for exactness
-  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 720);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, k);
-}
 
 constexpr int64_t kHeads = 4;  // heads per register block
 constexpr int64_t kKeys = 4;   // keys per register block of the scores
@@ -183,12 +166,12 @@ DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t 
       const __m512 mv = _mm512_set1_ps(m_new);
       __m512 sum = _mm512_setzero_ps();
       for (int64_t s = 0; s < n16; s += 16) {
-        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(p + s), mv));
+        const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(p + s), mv));
         _mm512_storeu_ps(p + s, e);
         sum = _mm512_add_ps(sum, e);
       }
       if (tail) {
-        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p + n16), mv));
+        const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p + n16), mv));
         _mm512_mask_storeu_ps(p + n16, tail, e);
         sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(tail, e));
       }

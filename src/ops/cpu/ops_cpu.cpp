@@ -4,6 +4,7 @@
 #include "ops/cpu/gemm_bf16_amx.h"
 #include "ops/cpu/gemv_avx2.h"
 #include "ops/cpu/gemv_avx512.h"
+#include "ops/cpu/joint_range.h"
 #include "ops/cpu/quant_activations.h"
 #include "ops/cpu/quant_gemm_avx512.h"
 
@@ -128,18 +129,6 @@ Kernel kernel_for(const Matrix& W) {
 }
 
 bool quantizes_activations(Kernel k) { return k == Kernel::Quantized || k == Kernel::QuantizedAvx2; }
-
-// Calls fn(j, lo, hi) for the part [lo, hi) of job j's own range that [begin, end) covers, where job j
-// owns [first[j], first[j + 1]) of the joint range.
-template <class Fn>
-void split_by_job(const std::vector<int64_t>& first, int64_t begin, int64_t end, const Fn& fn) {
-  size_t j = size_t(std::upper_bound(first.begin(), first.end(), begin) - first.begin()) - 1;
-  for (; begin < end; ++j) {
-    const int64_t hi = std::min(end, first[j + 1]);
-    if (hi > begin) fn(j, begin - first[j], hi - first[j]);
-    begin = hi;
-  }
-}
 
 // Splits the joint row-block range into `parts` pieces of about equal work, a block of job j costing
 // its token groups (ceil(T / kGemvMaxTokens)): a MoE layer's shared experts run on every token, a

@@ -50,6 +50,17 @@ void matmul_portable(ThreadPool& pool, const float* x, int64_t T, const Matrix& 
 // out: [n, W.cols] = rows [r0, r0 + n) of W as f32 (matrix_rows_to_f32; AVX-512 or AVX2 for quantized W).
 void rows_to_f32(const Matrix& W, int64_t r0, int64_t n, float* out);
 
+// out[i] = silu(gate[i]) · up[i] = gate[i] / (1 + e^(−gate[i])) · up[i] over n values (out may be gate).
+struct SiluMulJob {
+  const float* gate;
+  const float* up;
+  float* out;
+  int64_t n;
+};
+// Every job's values in one parallel region (a MoE layer's experts); AVX-512 where present (its e^x
+// within ~1 ulp of std::exp), else ref::silu_mul.
+void silu_mul_group(ThreadPool& pool, const std::vector<SiluMulJob>& jobs);
+
 // Σ_i a[i]·b[i] over n values (f32, eight partial sums).
 float dot(const float* a, const float* b, int64_t n);
 
