@@ -129,6 +129,37 @@ TEST(Bf16Activations, AmxKernelCoversEveryTileFormAndRange) {
   }
 }
 
+// Rounding into both layouts (token rows; blocks of 16 tokens with value pairs side by side) gives
+// f32_to_bf16's bits at every slot and zeros in the padding: K with odd tails, a last block of fewer
+// tokens, ties to even, NaN, infinities and subnormals, tokens rounded in two ranges (as two threads do).
+TEST(Bf16Activations, RoundingFillsEitherLayoutWithTheScalarBits) {
+  std::mt19937 rng(9);
+  for (int64_t K : {1, 15, 17, 33, 200}) {
+    for (int64_t block : {int64_t(0), cpu::kAmxTokenBlock}) {
+      const int64_t T = 21;
+      std::vector<float> x = randn(size_t(T * K), rng);
+      const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x7fc00001u, 0xff800001u, 0x7f800000u, 0x00000001u, 0x80400000u, 0x7f7fffffu};
+      for (size_t i = 0; i < std::size(special) && i < x.size(); ++i) std::memcpy(&x[i * 3 % x.size()], &special[i], 4);
+      cpu::Bf16Activations xb;
+      cpu::prepare_bf16_activations(T, K, xb, block);
+      cpu::round_activations_to_bf16(x.data(), 0, 5, xb);
+      cpu::round_activations_to_bf16(x.data(), 5, T, xb);
+      std::vector<uint16_t> want(xb.values.size(), 0);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < K; ++i) {
+          size_t at = size_t(t * xb.padded + i);
+          if (block > 0) {
+            const int64_t b = t / block, n = std::min(block, T - b * block);
+            at = size_t(b * block * xb.padded + (i / 2) * 2 * n + (t - b * block) * 2 + i % 2);
+          }
+          want[at] = f32_to_bf16(x[size_t(t * K + i)]);
+        }
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_EQ(xb.values[i], want[i]) << "K=" << K << " block " << block << " slot " << i;
+    }
+  }
+}
+
 // The AVX512-BF16 kernel on its own, every tile form (4 or 1 rows × 1 … 4 tokens) against the portable one.
 TEST(Bf16Activations, EveryTileFormGivesThePortableBits) {
   if (!cpu::has_avx512_bf16()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";

@@ -86,6 +86,37 @@ void prepare_bf16_activations(int64_t T, int64_t cols, Bf16Activations& out, int
   out.values.assign(size_t(T * out.padded), 0);
 }
 
+namespace {
+
+// 16 f32 values to bf16 as f32_to_bf16 rounds them: nearest even, a NaN kept quiet.
+DSV2_AVX512 inline __m256i to_bf16(__m512i bits) {
+  const __m512i up = _mm512_srli_epi32(bits, 16);
+  const __m512i rounded = _mm512_srli_epi32(
+      _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(up, _mm512_set1_epi32(1)))), 16);
+  const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(up, _mm512_set1_epi32(0x40))));
+}
+
+// One token's K values to dst, pair p (values 2p, 2p + 1) at dst + p · pair_stride.
+DSV2_AVX512 void round_row_avx512(const float* x, int64_t K, uint16_t* dst, int64_t pair_stride) {
+  const __m256i pair_index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(int(pair_stride / 2)));
+  for (int64_t i = 0; i < K; i += 16) {
+    const int64_t n = std::min<int64_t>(16, K - i);
+    const __m256i h = to_bf16(_mm512_maskz_loadu_epi32(__mmask16((1u << n) - 1), x + i));  // zeros past K
+    if (pair_stride == 2) {
+      _mm256_mask_storeu_epi16(dst + i, __mmask16((1u << n) - 1), h);
+    } else {  // 8 pairs as 32-bit words, pair_stride / 2 words apart
+      _mm256_mask_i32scatter_epi32(dst + (i / 2) * pair_stride, __mmask8((1u << ((n + 1) / 2)) - 1), pair_index, h, 4);
+    }
+  }
+}
+
+void round_row_portable(const float* x, int64_t K, uint16_t* dst, int64_t pair_stride) {
+  for (int64_t i = 0; i < K; ++i) dst[(i / 2) * pair_stride + i % 2] = f32_to_bf16(x[i]);
+}
+
+}  // namespace
+
 void round_activations_to_bf16(const float* x, int64_t t_begin, int64_t t_end, Bf16Activations& out) {
   const int64_t P = out.padded, B = out.token_block;
   for (int64_t t = t_begin; t < t_end; ++t) {
@@ -96,7 +127,7 @@ void round_activations_to_bf16(const float* x, int64_t t_begin, int64_t t_end, B
       dst = out.values.data() + block * B * P + (t - block * B) * 2;
       pair_stride = 2 * n;
     }
-    for (int64_t i = 0; i < out.cols; ++i) dst[(i / 2) * pair_stride + i % 2] = f32_to_bf16(x[t * out.cols + i]);
+    (has_avx512() ? round_row_avx512 : round_row_portable)(x + t * out.cols, out.cols, dst, pair_stride);
   }
 }
 
