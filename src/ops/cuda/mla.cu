@@ -342,7 +342,10 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
 // block, then combined): at most one per 32 keys of max_len up to 64 pieces, then one per 64 keys
 // (a short context in a few one-chunk blocks). Up to 8 sequences: up to 128 pieces, set
 // by max_len alone, so that a sequence's result does not depend on the batch it runs in. More
-// sequences: as many as fill the multiprocessors' two block slots once (whole waves).
+// sequences: as many as fill the multiprocessors' two block slots once (whole waves), but each of at
+// least kMinSplitKeys keys of max_len: the partials of a split (d_c + 2 floats a head) cost as much
+// to write and combine as a few hundred cached rows take to read.
+constexpr int64_t kMinSplitKeys = 256;
 int64_t absorbed_splits(int64_t B, int64_t max_len) {
   static const int64_t multiprocessors = [] {
     int device = 0, n = 0;
@@ -353,7 +356,7 @@ int64_t absorbed_splits(int64_t B, int64_t max_len) {
   // One split per 32 keys up to 64 splits (4,096 keys), then one per 64 keys.
   const int64_t most = max_len <= 4096 ? std::clamp<int64_t>((max_len + 31) / 32, 1, 64) : (max_len + 63) / 64;
   if (B <= kGemvMaxTokens) return std::min<int64_t>(most, 128);
-  return std::min(most, std::max<int64_t>(1, 2 * multiprocessors / B));
+  return std::min({most, std::max<int64_t>(1, 2 * multiprocessors / B), (max_len + kMinSplitKeys - 1) / kMinSplitKeys});
 }
 
 // out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] (W rows: head stride w_h, row stride w_r; in: [B, nh, *]
