@@ -3,12 +3,10 @@
 # runs the GPU test suite and the HTTP server suite against `dsv2 serve --device cuda` (where node and
 # data/openai-client exist), then the decode/prefill benchmarks on random DeepSeek-V2-Lite weights,
 # and prints a short table. Logs go to $OUT (default: gpu-results/).
-# A GPU host without this project's build dependencies can run binaries built elsewhere: configure
-# with -DDSV2_CUDA=ON -DCMAKE_EXE_LINKER_FLAGS="-static-libstdc++ -static-libgcc", copy build-cuda/dsv2 and
-# build-cuda/tests/dsv2_cuda_tests into $BUILD (same layout) with the shared libraries `ldd` lists that
-# the host lacks (libpcre2-8, libicuuc/libicudata, libcpp-httplib and its TLS/compression libraries) in a
-# folder on LD_LIBRARY_PATH, and set BUILD. BENCHES="batch,prompt,gen[,weights] ..." picks the benchmarks
-# (weights bf16, the default, or fp8).
+# A GPU host without this project's build dependencies can run binaries built elsewhere:
+# scripts/package_gpu_binaries.sh packs dsv2, the GPU tests and the shared libraries they need into one
+# archive (its header says how to unpack it and point BUILD and LD_LIBRARY_PATH at it).
+# BENCHES="batch,prompt,gen[,weights] ..." picks the benchmarks (weights bf16, the default, or fp8).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-cuda}
