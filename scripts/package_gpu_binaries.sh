@@ -10,8 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 archive=${1:-build-gpu-bundle/dsv2-cuda.tar.xz}
-nvcc=$(command -v nvcc || true)
-[ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
+nvcc=$(scripts/find_nvcc.sh)
 [ -n "$nvcc" ] || { echo "package_gpu_binaries: no CUDA toolkit (nvcc) found" >&2; exit 1; }
 build=build-gpu-bundle/build
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDSV2_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" \

@@ -5,8 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
 (cd build && ctest --output-on-failure -j"$(nproc)")
-nvcc=$(command -v nvcc || true)
-[ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc=/usr/local/cuda/bin/nvcc
+nvcc=$(scripts/find_nvcc.sh)
 if [ -n "$nvcc" ]; then
   echo "compiling the CUDA backend with $nvcc"
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DDSV2_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" >/dev/null
