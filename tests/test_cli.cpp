@@ -163,6 +163,26 @@ TEST(Cli, BadInputGetsAClearError) {
   EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos);
 }
 
+// bench-matmul on a shape far smaller than the caches: a bounded number of copies (not 512 MB of them,
+// millions of calls a repeat), the figures in its JSON, and its options checked.
+TEST(Cli, BenchMatmulRunsASmallShapeAndChecksItsOptions) {
+  for (const char* weights : {"bf16", "int8", "q4"}) {
+    test::RunResult r = run_dsv2(std::string("bench-matmul --rows 7 --cols 64 --tokens 3 --repeats 2 --json --weights ") + weights);
+    ASSERT_EQ(r.exit_code, 0) << weights << "\n" << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["weights"].get<std::string>(), weights);
+    EXPECT_EQ(j["rows"].get<int64_t>(), 7);
+    EXPECT_EQ(j["cols"].get<int64_t>(), 64);
+    EXPECT_EQ(j["tokens"].get<int64_t>(), 3);
+    EXPECT_EQ(j["matrices"].get<int64_t>(), 1024);
+    EXPECT_GT(j["gflop_per_s"].get<double>(), 0.0);
+    EXPECT_GT(j["read_bandwidth_gb_per_s"].get<double>(), 0.0);
+  }
+  expect_fails("bench-matmul --rows 0", "--rows, --cols, --tokens and --repeats must be >= 1");
+  expect_fails("bench-matmul --weights int9", "--weights must be bf16, int8 or q4 (seen 'int9')");
+  expect_fails("bench-matmul --weights int8 --activations bf16", "--activations bf16 needs --weights bf16");
+}
+
 TEST(Cli, TruncatedWeightsAreAnErrorNotACrash) {
   test::Golden g = test::load_golden("lite_like");
   const std::string dir = test::temp_dir("cli") + "/trunc";

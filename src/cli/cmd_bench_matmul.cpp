@@ -1,5 +1,6 @@
 // dsv2 bench-matmul: the CPU matmul alone on random weights of one shape, in one format: the weight
 // bytes it streams per second against the read bandwidth measured in the same run.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -25,8 +26,11 @@ int cmd_bench_matmul(Args& args) {
   ThreadPool pool(threads_option(args));
   args.finish();
 
-  // Several matrices, so that together they are far larger than the caches: [copies, rows, cols].
-  const int64_t copies = std::max<int64_t>(1, (512ll << 20) / (rows * cols * 2));
+  // Several matrices, so that together they are far larger than the caches: [copies, rows, cols], 512 MB
+  // of bf16 values. At most kMaxCopies: a shape under 512 KB then fits the caches (its figure is the
+  // kernel's, not the memory's), and runs in moments instead of millions of calls a repeat.
+  constexpr int64_t kMaxCopies = 1024;
+  const int64_t copies = std::clamp<int64_t>((512ll << 20) / (rows * cols * 2), 1, kMaxCopies);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   std::vector<float> f32(size_t(rows * cols)), x(size_t(tokens * cols)), y(size_t(tokens * rows));
