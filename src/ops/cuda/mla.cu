@@ -343,8 +343,9 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
 // (a short context in a few one-chunk blocks). Up to 8 sequences: up to 128 pieces, set
 // by max_len alone, so that a sequence's result does not depend on the batch it runs in. More
 // sequences: as many as fill the multiprocessors' two block slots once (whole waves), but each of at
-// least kMinSplitKeys keys of max_len: a split writes (and the combine reads back) d_c + 2 floats a
-// head, 66 KB a sequence at V2-Lite's 16 heads, the bytes of ~57 cached rows of 1,152.
+// least kMinSplitKeys keys of max_len (always fewer pieces than the 32- or 64-key rule gives): a split
+// writes d_c + 2 floats a head, 33 KB a sequence at V2-Lite's 16 heads, which the combine reads back,
+// together the bytes of ~57 cached rows of 1,152.
 constexpr int64_t kMinSplitKeys = 256;
 int64_t absorbed_splits(int64_t B, int64_t max_len) {
   static const int64_t multiprocessors = [] {
@@ -353,10 +354,12 @@ int64_t absorbed_splits(int64_t B, int64_t max_len) {
     DSV2_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
     return int64_t(n);
   }();
-  // One split per 32 keys up to 64 splits (4,096 keys), then one per 64 keys.
-  const int64_t most = max_len <= 4096 ? std::clamp<int64_t>((max_len + 31) / 32, 1, 64) : (max_len + 63) / 64;
-  if (B <= kGemvMaxTokens) return std::min<int64_t>(most, 128);
-  return std::min({most, std::max<int64_t>(1, 2 * multiprocessors / B), (max_len + kMinSplitKeys - 1) / kMinSplitKeys});
+  if (B <= kGemvMaxTokens) {
+    // One split per 32 keys up to 64 splits (4,096 keys), then one per 64 keys.
+    const int64_t most = max_len <= 4096 ? std::clamp<int64_t>((max_len + 31) / 32, 1, 64) : (max_len + 63) / 64;
+    return std::min<int64_t>(most, 128);
+  }
+  return std::max<int64_t>(1, std::min(2 * multiprocessors / B, (max_len + kMinSplitKeys - 1) / kMinSplitKeys));
 }
 
 // out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] (W rows: head stride w_h, row stride w_r; in: [B, nh, *]
