@@ -1,7 +1,7 @@
-// Activations rounded to bf16 (--activations bf16): the AMX, AVX512-BF16 and portable kernels against
-// the reference at many shapes, the last two against each other, and each against itself at every token
-// count (bit for bit); then the mode end to end on the BF16 golden fixture and on the trained default model, against
-// the exact f32 activations.
+// Activations rounded to bf16 (--activations bf16): the AMX, AVX512-BF16, AVX2 and portable kernels
+// against the reference at many shapes, the last three against each other, and each against itself at
+// every token count (bit for bit); then the mode end to end on the BF16 golden fixture and on the trained
+// default model, against the exact f32 activations.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -36,8 +36,9 @@ TEST(Bf16Activations, KernelsMatchReferenceAndAreBatchInvariant) {
   ThreadPool pool(2);
   std::vector<int64_t> token_counts = {31, 32, 33, 64};
   for (int64_t T = 1; T <= 17; ++T) token_counts.push_back(T);
-  std::vector<cpu::CpuIsa> levels = {cpu::cpu_supports(cpu::CpuIsa::Avx512) ? cpu::CpuIsa::Avx512 : cpu::CpuIsa::Portable};
-  if (cpu::cpu_supports(cpu::CpuIsa::Amx)) levels.push_back(cpu::CpuIsa::Amx);
+  std::vector<cpu::CpuIsa> levels = {cpu::CpuIsa::Portable};
+  for (cpu::CpuIsa isa : {cpu::CpuIsa::Avx2, cpu::CpuIsa::Avx512, cpu::CpuIsa::Amx})
+    if (cpu::cpu_supports(isa)) levels.push_back(isa);
   int64_t shapes = 0;
   for (cpu::CpuIsa isa : levels) {
     test::IsaScope scope(isa);
@@ -77,7 +78,8 @@ TEST(Bf16Activations, KernelsMatchReferenceAndAreBatchInvariant) {
       }
     }
   }
-  std::printf("%lld shapes, AVX512-BF16 %s, AMX %s\n", (long long)shapes, cpu::has_avx512_bf16() ? "used" : "absent (portable only)",
+  std::printf("%lld shapes, AVX2 %s, AVX512-BF16 %s, AMX %s\n", (long long)shapes,
+              cpu::cpu_supports(cpu::CpuIsa::Avx2) ? "used" : "absent", cpu::has_avx512_bf16() ? "used" : "absent",
               cpu::cpu_supports(cpu::CpuIsa::Amx) ? "used" : "absent");
 }
 
@@ -178,6 +180,36 @@ TEST(Bf16Activations, EveryTileFormGivesThePortableBits) {
       cpu::gemm_bf16_rows_avx512(xb, 0, T, W, 0, N, fast.data());
       cpu::gemm_bf16_rows_portable(xb, 0, T, W, 0, N, portable.data());
       ASSERT_TRUE(same_bits(fast.data(), portable.data(), fast.size())) << "T=" << T << " K=" << K;
+    }
+  }
+}
+
+// The AVX2 kernel on its own against the portable one: K with and without a tail of 32 (and shorter
+// than a step), 1 to 9 tokens (passes of 4 and their remainders), a row range inside the matrix (the
+// rows outside it keep their NaN), tokens taken from inside the rounded batch.
+TEST(Bf16Activations, Avx2KernelGivesThePortableBits) {
+  if (!cpu::cpu_supports(cpu::CpuIsa::Avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(5);
+  for (int64_t K : {1, 5, 31, 32, 33, 96, 1000}) {
+    const int64_t N = 9, r0 = 2, r1 = 8;
+    std::vector<float> wf = randn(size_t(N * K), rng, 0.1f);
+    std::vector<uint16_t> wb(wf.size());
+    convert_from_f32(DType::BF16, wf.data(), wb.data(), wf.size());
+    const Matrix W{DType::BF16, wb.data(), N, K};
+    const int64_t batch = 11;
+    std::vector<float> x = randn(size_t(batch * K), rng, 3.0f);
+    cpu::Bf16Activations xb;
+    cpu::prepare_bf16_activations(batch, K, xb);
+    cpu::round_activations_to_bf16(x.data(), 0, batch, xb);
+    for (int64_t T = 1; T <= 9; ++T) {
+      const int64_t t0 = batch - T;
+      std::vector<float> fast(size_t(T * N), NAN), portable(size_t(T * N), NAN);
+      cpu::gemm_bf16_rows_avx2(xb, t0, T, W, r0, r1, fast.data());
+      cpu::gemm_bf16_rows_portable(xb, t0, T, W, r0, r1, portable.data());
+      ASSERT_TRUE(same_bits(fast.data(), portable.data(), fast.size())) << "T=" << T << " K=" << K;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t r = 0; r < N; ++r)
+          ASSERT_EQ(std::isnan(fast[size_t(t * N + r)]), r < r0 || r >= r1) << "T=" << T << " K=" << K << " row " << r;
     }
   }
 }

@@ -111,6 +111,7 @@ enum class Kernel {
   QuantizedAvx2, // qgemv_avx2: the same activations
   Bf16,          // gemm_bf16_rows_avx512: activations rounded to bf16
   Bf16Amx,       // gemm_bf16_rows_amx: the same activations, in AMX token blocks
+  Bf16Avx2,      // gemm_bf16_rows_avx2: the same results without AVX512-BF16
   Bf16Portable,  // gemm_bf16_rows_portable: the same results on any CPU
 };
 
@@ -118,7 +119,8 @@ Kernel kernel_for(const Matrix& W) {
   const CpuIsa isa = cpu_isa();
   if (W.activations == ActivationFormat::BF16 && W.dtype == DType::BF16) {
     if (isa == CpuIsa::Amx) return Kernel::Bf16Amx;
-    return isa == CpuIsa::Avx512 && has_avx512_bf16() ? Kernel::Bf16 : Kernel::Bf16Portable;
+    if (isa == CpuIsa::Avx512 && has_avx512_bf16()) return Kernel::Bf16;
+    return isa != CpuIsa::Portable && has_avx2() ? Kernel::Bf16Avx2 : Kernel::Bf16Portable;
   }
   if (is_quantized(W.dtype)) {
     if (isa >= CpuIsa::Avx512 && has_avx512_vnni()) return Kernel::Quantized;
@@ -188,7 +190,8 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
     kernel[j] = kernel_for(*job.W);
     if (kernel[j] == Kernel::Portable) matmul_portable(pool, job.x, job.T, *job.W, job.y);
     if (quantizes_activations(kernel[j])) prepare_activations(job.W->dtype, job.T, job.W->cols, xq[j]);
-    const bool bf16 = kernel[j] == Kernel::Bf16 || kernel[j] == Kernel::Bf16Portable || kernel[j] == Kernel::Bf16Amx;
+    const bool bf16 = kernel[j] == Kernel::Bf16 || kernel[j] == Kernel::Bf16Avx2 || kernel[j] == Kernel::Bf16Portable ||
+                      kernel[j] == Kernel::Bf16Amx;
     if (bf16) prepare_bf16_activations(job.T, job.W->cols, xb[j], kernel[j] == Kernel::Bf16Amx ? kAmxTokenBlock : 0);
     first_token[j + 1] = first_token[j] + (quantizes_activations(kernel[j]) || bf16 ? job.T : 0);
     first_block[j + 1] = first_block[j] + (kernel[j] != Kernel::Portable ? (job.W->rows + kRowBlock - 1) / kRowBlock : 0);
@@ -218,6 +221,10 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
         const int64_t r1 = std::min({N, b1 * kRowBlock, r0 + kTileRows});
         if (kernel[j] == Kernel::Bf16Portable) {
           gemm_bf16_rows_portable(xb[j], 0, job.T, W, r0, r1, job.y);
+          continue;
+        }
+        if (kernel[j] == Kernel::Bf16Avx2) {
+          gemm_bf16_rows_avx2(xb[j], 0, job.T, W, r0, r1, job.y);  // every token over the tile, 4 at a time
           continue;
         }
         if (kernel[j] == Kernel::Bf16Amx) {
