@@ -13,7 +13,7 @@ namespace dsv2::cpu {
 
 namespace {
 
-constexpr int64_t kStep = 32;  // values per vdpbf16ps: 16 lanes × 2
+constexpr int64_t kStep = kBf16Step;  // values per vdpbf16ps: 16 lanes × 2
 
 // The lane sums' fixed tree: (l[j] + l[j+8]) → (+4) → (+2) → (+1).
 float sum_lanes(float l[16]) {

@@ -17,9 +17,12 @@
 
 namespace dsv2::cpu {
 
-// The activations of T tokens rounded to bf16 (nearest even), zero-padded to whole steps of 32.
+// Values per step of the sum order above (16 lanes × a pair each); rounded activations are padded to it.
+constexpr int64_t kBf16Step = 32;
+
+// The activations of T tokens rounded to bf16 (nearest even), zero-padded to whole steps of kBf16Step.
 struct Bf16Activations {
-  int64_t tokens = 0, cols = 0, padded = 0;  // padded: a multiple of 32
+  int64_t tokens = 0, cols = 0, padded = 0;  // padded: a multiple of kBf16Step
   // 0: token rows, values [T, padded]. B > 0 (the AMX kernel's 16): blocks of B tokens, block b at
   // b · B · padded holding its n tokens (B, the last T - b · B) as [padded / 2][n][2]: value pairs
   // (2p, 2p + 1) of its tokens side by side.

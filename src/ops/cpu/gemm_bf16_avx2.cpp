@@ -17,8 +17,7 @@ namespace dsv2::cpu {
 
 namespace {
 
-constexpr int64_t kStep = 32;       // values per step: 16 lane sums × 2
-constexpr int kTokensPerPass = 4;   // tokens a weight row is dotted with per pass (8 accumulators)
+constexpr int kTokensPerPass = 4;  // tokens a weight row is dotted with per pass (8 accumulators)
 
 // The odd and even values of 8 pairs as f32.
 DSV2_AVX2 inline void split_pairs(const uint16_t* p, __m256& odd, __m256& even) {
@@ -69,9 +68,9 @@ DSV2_AVX2 void row_tokens(const uint16_t* w, int64_t K, const float* xf, int64_t
   __m256 lo[T], hi[T];
   for (int t = 0; t < T; ++t) lo[t] = hi[t] = _mm256_setzero_ps();
   int64_t k = 0;
-  for (; k + kStep <= K; k += kStep) step<T>(w + k, xf, P, k, lo, hi);
+  for (; k + kBf16Step <= K; k += kBf16Step) step<T>(w + k, xf, P, k, lo, hi);
   if (k < K) {  // the row's last values, zero-padded (the activations are zero there too)
-    uint16_t tail[kStep] = {};
+    uint16_t tail[kBf16Step] = {};
     std::memcpy(tail, w + k, size_t(K - k) * sizeof(uint16_t));
     step<T>(tail, xf, P, k, lo, hi);
   }
@@ -83,15 +82,17 @@ DSV2_AVX2 void row_tokens(const uint16_t* w, int64_t K, const float* xf, int64_t
 void gemm_bf16_rows_avx2(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t r0, int64_t r1,
                          float* y) {
   const int64_t K = W.cols, P = xb.padded;
+  // One pass's tokens widened at a time: kTokensPerPass rows of P floats stay in L1/L2 beside the
+  // weight tile, whatever the number of tokens.
   thread_local std::vector<float> widened;
-  widened.resize(size_t(T * P));
-  widen_tokens(xb.values.data() + t0 * P, T, P, widened.data());
+  widened.resize(size_t(kTokensPerPass * P));
   const auto* w = static_cast<const uint16_t*>(W.data);
   for (int64_t ta = 0; ta < T; ta += kTokensPerPass) {
     const int64_t n = std::min<int64_t>(kTokensPerPass, T - ta);
+    widen_tokens(xb.values.data() + (t0 + ta) * P, n, P, widened.data());
     with_count<kTokensPerPass>(n, [&](auto count) {
       for (int64_t r = r0; r < r1; ++r)
-        row_tokens<decltype(count)::value>(w + r * K, K, widened.data() + ta * P, P, y + ta * W.rows + r, W.rows);
+        row_tokens<decltype(count)::value>(w + r * K, K, widened.data(), P, y + ta * W.rows + r, W.rows);
     });
   }
 }

@@ -131,6 +131,9 @@ Kernel kernel_for(const Matrix& W) {
 }
 
 bool quantizes_activations(Kernel k) { return k == Kernel::Quantized || k == Kernel::QuantizedAvx2; }
+bool rounds_to_bf16(Kernel k) {
+  return k == Kernel::Bf16 || k == Kernel::Bf16Amx || k == Kernel::Bf16Avx2 || k == Kernel::Bf16Portable;
+}
 
 // Splits the joint row-block range into `parts` pieces of about equal work, a block of job j costing
 // its token groups (ceil(T / kGemvMaxTokens)): a MoE layer's shared experts run on every token, a
@@ -190,8 +193,7 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
     kernel[j] = kernel_for(*job.W);
     if (kernel[j] == Kernel::Portable) matmul_portable(pool, job.x, job.T, *job.W, job.y);
     if (quantizes_activations(kernel[j])) prepare_activations(job.W->dtype, job.T, job.W->cols, xq[j]);
-    const bool bf16 = kernel[j] == Kernel::Bf16 || kernel[j] == Kernel::Bf16Avx2 || kernel[j] == Kernel::Bf16Portable ||
-                      kernel[j] == Kernel::Bf16Amx;
+    const bool bf16 = rounds_to_bf16(kernel[j]);
     if (bf16) prepare_bf16_activations(job.T, job.W->cols, xb[j], kernel[j] == Kernel::Bf16Amx ? kAmxTokenBlock : 0);
     first_token[j + 1] = first_token[j] + (quantizes_activations(kernel[j]) || bf16 ? job.T : 0);
     first_block[j + 1] = first_block[j] + (kernel[j] != Kernel::Portable ? (job.W->rows + kRowBlock - 1) / kRowBlock : 0);
