@@ -56,6 +56,17 @@ __device__ __forceinline__ void load_matrices_x2(uint32_t (&r)[2], const void* r
 __device__ __forceinline__ void copy_async16(void* shared_dst, const void* global_src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(shared_dst)), "l"(global_src));
 }
+// BYTES (8 or 16) from global to shared, or zeros where !valid (then nothing is read from src).
+template <int BYTES>
+__device__ __forceinline__ void copy_async_or_zero(void* shared_dst, const void* global_src, bool valid) {
+  static_assert(BYTES == 8 || BYTES == 16, "cp.async copies 8 or 16 bytes here");
+  if constexpr (BYTES == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(shared_dst)), "l"(global_src),
+                 "r"(valid ? 16 : 0));
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(shared_address(shared_dst)), "l"(global_src),
+                 "r"(valid ? 8 : 0));
+}
 __device__ __forceinline__ void copy_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void copy_async_wait() {
