@@ -36,6 +36,9 @@ struct DeviceLayer {
   cuda::ExpertWeights experts;  // gate/up [E, I, H], down [E, H, I]
 };
 
+// Rows of lm_head output held at once: a prompt chunk's logits for every row come in pieces this tall.
+constexpr int64_t kLogitRowsPerPiece = 256;
+
 int64_t numel_of(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
@@ -319,7 +322,7 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.gate_w = m.alloc(size_t(Tm * K));
   m.moe_h = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
   m.moe_y = m.alloc(size_t(Tm * K * H));
-  m.logits = m.alloc(size_t(Tm * cfg.vocab_size));
+  m.logits = m.alloc(size_t(std::max(opt.max_batch, std::min(Tm, kLogitRowsPerPiece)) * cfg.vocab_size));
   m.shared_out = m.alloc(size_t(Tm * H));
   m.argmax_scratch = m.alloc(size_t(cuda::argmax_scratch_floats(Tm)));
   m.c_all = m.alloc(size_t(Lm * cfg.kv_lora_rank));
@@ -519,8 +522,11 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.x, st);
 }
 
-// Which rows get the final norm, lm_head and argmax (m.logits, m.argmax).
-enum class Head { AllRows, LastRow, None };
+// Which rows get the final norm, lm_head and argmax (m.logits, m.argmax): every row (a decode step), the
+// last (a prompt's last chunk), or none. NormAllRows: the final norm of every row into m.a and no lm_head
+// (a prompt chunk whose every row's logits head_rows then computes in pieces).
+enum class Head { AllRows, LastRow, NormAllRows, None };
+
 
 // One forward over T tokens whose inputs (ids, pos, seq, tables, seq_lens) are already on the device.
 // Decode (absorbed) when `prefill_pos0` < 0: token b is the only new token of table row b.
@@ -630,7 +636,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
         // lm_head), when it is the layer's last addition into x.
         const bool last = l + 1 == cfg.num_hidden_layers;
         cuda::NormInto next_norm;
-        if ((!L.has_shared || shared_done) && (!last || head == Head::AllRows))
+        if ((!L.has_shared || shared_done) && (!last || head == Head::AllRows || head == Head::NormAllRows))
           next_norm = {last ? m.final_norm : m.layers[size_t(l + 1)].input_norm, eps, m.a};
         if (!cuda::fused_norm_supported(H, m.x, next_norm)) next_norm = {};
         cuda::moe_experts(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,
@@ -648,10 +654,16 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
     DSV2_CUDA_CHECK(cudaStreamWaitEvent(st, m.prefetch_join, 0));
   }
   if (head == Head::None) return;
-  const int64_t first = head == Head::AllRows ? 0 : T - 1, n = T - first;
+  const int64_t first = head == Head::LastRow ? T - 1 : 0, n = T - first;
   if (!a_is_normed_x) cuda::rms_norm(m.x + first * H, H, m.final_norm, m.a, H, n, H, eps, st);
+  if (head == Head::NormAllRows) return;
   cuda::linear(m.blas, m.a, H, n, m.lm_head, m.logits, m.lowp, st);
   cuda::argmax_rows(m.logits, n, cfg.vocab_size, m.argmax, m.argmax_scratch, st);
+}
+
+// Logits [n, V] of the final-normed rows m.a[first, first + n) into m.logits (n <= kLogitRowsPerPiece).
+void head_rows(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, int64_t first, int64_t n) {
+  cuda::linear(m.blas, m.a + first * cfg.hidden_size, cfg.hidden_size, n, m.lm_head, m.logits, m.lowp, m.stream);
 }
 
 }  // namespace
@@ -723,15 +735,22 @@ void CudaDeepseekV2::prefill_paged(const std::vector<int32_t>& table, int64_t po
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.ids, ids.data() + start, size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.pos, pos.data(), size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
     DSV2_CUDA_CHECK(cudaMemcpyAsync(m.seq, seq.data(), size_t(T) * 4, cudaMemcpyHostToDevice, m.stream));
-    const bool last_chunk = start + T == T_all, all = rows == LogitsRows::All;
-    forward_tokens(m, cfg_, opt_, T, chunk_pos0,
-                   all ? Head::AllRows : logits && last_chunk ? Head::LastRow : Head::None);
-    if (logits && (all || last_chunk)) {
-      const int64_t n = all ? T : 1;
+    const bool last_chunk = start + T == T_all, all = rows == LogitsRows::All && logits;
+    forward_tokens(m, cfg_, opt_, T, chunk_pos0, all ? Head::NormAllRows : logits && last_chunk ? Head::LastRow : Head::None);
+    const int64_t V = cfg_.vocab_size;
+    if (all) {  // every row's logits, kLogitRowsPerPiece rows at a time through m.logits
       const size_t at = logits->size();
-      logits->resize(at + size_t(n * cfg_.vocab_size));
-      DSV2_CUDA_CHECK(cudaMemcpyAsync(logits->data() + at, m.logits, size_t(n * cfg_.vocab_size) * 4, cudaMemcpyDeviceToHost,
-                                      m.stream));
+      logits->resize(at + size_t(T * V));
+      for (int64_t r = 0; r < T; r += kLogitRowsPerPiece) {
+        const int64_t n = std::min(kLogitRowsPerPiece, T - r);
+        head_rows(m, cfg_, r, n);
+        DSV2_CUDA_CHECK(cudaMemcpyAsync(logits->data() + at + size_t(r * V), m.logits, size_t(n * V) * 4,
+                                        cudaMemcpyDeviceToHost, m.stream));
+      }
+    } else if (logits && last_chunk) {
+      const size_t at = logits->size();
+      logits->resize(at + size_t(V));
+      DSV2_CUDA_CHECK(cudaMemcpyAsync(logits->data() + at, m.logits, size_t(V) * 4, cudaMemcpyDeviceToHost, m.stream));
     }
     DSV2_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   }
