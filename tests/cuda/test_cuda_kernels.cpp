@@ -84,16 +84,17 @@ TEST(CudaKernels, LinearMatchesReference) {
           return cuda::DeviceMatrix{dt, data.get(), rows, K, fp8 ? scales.get<float>() : nullptr, fp8 ? widened.get() : nullptr};
         };
         std::vector<float> x = randn(size_t(T * K), rng);
+        // GEMV: f32 products of the stored weights. cuBLAS with 2-byte or FP8 weights: x rounded to bf16
+        // (f16 for F16 weights), FP8 weights widened to bf16 with their scales, f32 sums.
+        const bool rounds = T > cuda::kGemvMaxTokens && dt != DType::F32;
+        const DType operand = dt == DType::F16 ? DType::F16 : DType::BF16;
+        const std::vector<float> x_seen = rounds ? rounded(operand, x) : x, w_seen = rounds ? rounded(operand, w) : w;
         std::vector<float> want(size_t(T * N));
-        ref::matmul(x.data(), T, Matrix{DType::F32, w.data(), N, K}, want.data());
+        ref::matmul(x_seen.data(), T, Matrix{DType::F32, w_seen.data(), N, K}, want.data());
         DeviceBuffer dw = upload(wb), dx = upload(x), dy = nan_buffer(size_t(T * N)), lowp(size_t(T * K) * 2);
         cuda::linear(blas, dx.get<float>(), K, T, matrix(dw, N, dws), dy.get<float>(), lowp.get(), nullptr);
         std::vector<float> got = download(dy, size_t(T * N));
-        // GEMV: f32 products of the stored weights; cuBLAS with 2-byte weights rounds x to that
-        // dtype (bf16: 2^-9 relative per element, ~4e-3 on a sum of random terms; FP8: x and the
-        // widened weights both bf16).
-        const double tol = T <= cuda::kGemvMaxTokens || dt == DType::F32 ? 1e-5 : dt == DType::F16 ? 2e-3 : 1e-2;
-        EXPECT_LE(test::rel_l2(got.data(), want.data(), got.size()), tol) << dtype_name(dt) << " T=" << T << " N=" << N << " K=" << K;
+        EXPECT_LE(test::rel_l2(got.data(), want.data(), got.size()), 1e-5) << dtype_name(dt) << " T=" << T << " N=" << N << " K=" << K;
         // Two matrices in one launch (the second 37 rows longer): each output as linear() gives it.
         std::vector<float> w2, w2_scales;
         auto w2b = make_matrices(dt, 1, N + 37, K, rng, w2, &w2_scales);
