@@ -26,9 +26,10 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
     model_ = load_model(g_.dir);
   }
   std::unique_ptr<CudaDeepseekV2> make(DType cache_dtype, int64_t batch = 1, int64_t chunk = 1024, bool graphs = true,
-                                       bool fp8 = false) {
+                                       bool fp8 = false, bool fp8_keep_widened = true) {
     CudaOptions opt;
     opt.fp8_weights = fp8;
+    opt.fp8_keep_widened = fp8_keep_widened;
     opt.use_graphs = graphs;
     opt.cache_dtype = cache_dtype;
     opt.max_batch = batch;
@@ -176,6 +177,27 @@ TEST_P(CudaGoldenTest, Fp8BatchedDecodeEqualsOneAtATime) {
       }
     }
   }
+}
+
+// FP8 matrices widened once at upload (batches above 8) give the bits of widening before each GEMM.
+TEST_P(CudaGoldenTest, Fp8WidenedOnceEqualsWidenedPerGemm) {
+  const int64_t B = 12;
+  std::vector<float> logits[2];
+  for (int keep = 0; keep < 2; ++keep) {
+    auto net = make(DType::F32, B, 7, true, true, keep == 1);
+    std::vector<int> slots(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      slots[size_t(b)] = int(b);
+      std::vector<float> prompt_logits;  // prompt chunks of 7 through cuBLAS
+      net->prefill(int(b), std::vector<int32_t>(g_.ids.begin(), g_.ids.begin() + 9 + b), LogitsRows::All, &prompt_logits);
+      logits[keep].insert(logits[keep].end(), prompt_logits.begin(), prompt_logits.end());
+    }
+    std::vector<float> step;
+    net->decode(slots, std::vector<int32_t>(g_.ids.begin() + 20, g_.ids.begin() + 20 + B), &step, nullptr);
+    logits[keep].insert(logits[keep].end(), step.begin(), step.end());
+  }
+  ASSERT_FALSE(logits[0].empty());
+  EXPECT_EQ(logits[1], logits[0]);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaGoldenTest, ::testing::ValuesIn(test::golden_names()),

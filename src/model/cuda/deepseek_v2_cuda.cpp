@@ -231,12 +231,24 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
       m.non_expert_weight_bytes += bytes;
     }
   }
-  if (widest_fp8 > 0) m.widened = m.alloc_bytes(widest_fp8 * 2);
+  // FP8 matrices widen to bf16 for cuBLAS: once, into a copy of their own (batched decode), or before
+  // each GEMM into one scratch.
+  const bool keep_widened = opt.fp8_keep_widened && opt.max_batch > cuda::kGemvMaxTokens;
+  if (widest_fp8 > 0 && !keep_widened) m.widened = m.alloc_bytes(widest_fp8 * 2);
   if (opt.fp8_weights && E > 0) m.widened_experts = m.alloc_bytes(size_t(2 * E * I_moe * H) * 2);
   auto matrix = [&](const std::string& name) {
     const Placement& p = placed.at(name);
     const TensorSpec& s = *spec_of.at(name);
-    return DeviceMatrix{p.dtype, p.data, s.shape[0], s.shape[1], p.scales, p.dtype == DType::F8_E4M3 ? m.widened : nullptr};
+    DeviceMatrix W{p.dtype, p.data, s.shape[0], s.shape[1], p.scales};
+    if (W.dtype != DType::F8_E4M3) return W;
+    if (!keep_widened) {
+      W.widened = m.widened;
+      return W;
+    }
+    W.widened = m.alloc_bytes(size_t(W.rows * W.cols) * 2);
+    cuda::widen_fp8(W, W.widened, nullptr);
+    W.widened_ready = true;
+    return W;
   };
   auto vec = [&](const std::string& name) { return static_cast<float*>(placed.at(name).data); };
   auto swiglu = [&](const std::string& p) {

@@ -35,6 +35,10 @@ struct CudaOptions {
   // Store the Linear matrices but kv_b_proj as FP8 (E4M3, a scale per 128×128 tile), quantized at
   // upload; the embedding, router, kv_b_proj and norms keep their dtype.
   bool fp8_weights = false;
+  // With FP8 weights and decode batches above 8 tokens: each FP8 matrix but the routed experts keeps a
+  // bf16 copy, widened once at upload, for the cuBLAS GEMMs of batched decode steps and prompt chunks
+  // (2 bytes a value more, 2.2 GB for DeepSeek-V2-Lite); false: widened into a scratch before each GEMM.
+  bool fp8_keep_widened = true;
   // Prompt attention of models with 2-byte or FP8 weights on the tensor cores (causal flash attention,
   // Q, K, V and probabilities in bf16) for DeepSeek-V2's head shapes; false: the exact f32 form
   // (every f32 model takes it).

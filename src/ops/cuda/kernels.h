@@ -26,6 +26,7 @@ struct DeviceMatrix {
   int64_t rows = 0, cols = 0;
   const float* scales = nullptr;  // F8_E4M3: [fp8_tiles(rows), fp8_tiles(cols)]
   void* widened = nullptr;        // F8_E4M3: scratch of rows·cols bf16 values where the cuBLAS path widens it
+  bool widened_ready = false;     // F8_E4M3: `widened` holds this matrix's bf16 values for good (widened once)
   size_t bytes() const { return size_t(rows * cols) * dtype_size(dtype); }
 };
 

@@ -251,7 +251,7 @@ void gemm_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const
   // FP8: widened to bf16 (its scales applied) for a bf16 GEMM.
   const bool fp8 = W.dtype == DType::F8_E4M3;
   check(!fp8 || W.widened, "linear: an FP8 matrix without its widening scratch");
-  if (fp8) widen_fp8(W, W.widened, stream);
+  if (fp8 && !W.widened_ready) widen_fp8(W, W.widened, stream);
   const DType lowp_dtype = gemm_operand_dtype(W.dtype);
   if (!rounded) round_rows(x, xs, T, K, lowp_dtype, lowp, stream);
   const cudaDataType_t type = lowp_dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
