@@ -210,7 +210,7 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
 }
 
 constexpr int kGateUpUnits = 4;  // rows per warp: gate/up pairs
-constexpr int kDownUnits = 8;    // down rows per warp
+constexpr int kDownUnits = 4;    // down rows per warp
 
 // The expert this block works for, with its pairs in list[0..n). One token (GROUP 1): its K experts
 // are distinct, so block column y is pair y, the only pair of expert ids[y]. Else block column y is
