@@ -209,7 +209,10 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
   }
 }
 
-constexpr int kGateUpUnits = 4;  // rows per warp: gate/up pairs
+// Gate/up row pairs per warp: 2 for a group of 2-byte rows (twice the blocks, each input load still
+// shared by a warp's rows), else 4 (one token; FP8 rows, which 2 pairs a warp made slower at 8 tokens).
+template <typename WT, int GROUP>
+constexpr int kGateUpUnits = GROUP > 1 && !kIsFp8<WT> ? 2 : 4;
 constexpr int kDownUnits = 4;    // down rows per warp
 
 // The expert this block works for, with its pairs in list[0..n). One token (GROUP 1): its K experts
@@ -229,7 +232,7 @@ __device__ int32_t expert_of_block(const int32_t* __restrict__ ids, int64_t n_pa
 }
 
 // h[p, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]) for the pairs p = t·K + k routed to expert
-// e = expert_of_block; grid (I / (8·kGateUpUnits), K for one token else E); blocks of absent experts
+// e = expert_of_block; grid (I / (8·kGateUpUnits<WT, GROUP>), K for one token else E); blocks of absent experts
 // return at once.
 template <typename WT, bool VECTORISED, int GROUP>
 __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, int64_t I, int64_t K, int64_t n_pairs,
@@ -239,11 +242,11 @@ __global__ void expert_gate_up_kernel(const float* __restrict__ x, int64_t H, in
   __shared__ int32_t list[GROUP == 1 ? 1 : kMaxPairs];
   int n;
   const int32_t e = expert_of_block<GROUP>(ids, n_pairs, list, n);
-  const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits;
+  const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits<WT, GROUP>;
   if (n == 0 || i0 >= I) return;
   const int64_t offset = int64_t(e) * I * H, scale_offset = kIsFp8<WT> ? int64_t(e) * fp8_tiles(I) * fp8_tiles(H) : 0;
-  expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate + offset, up + offset, gate_scales + scale_offset,
-                                                         up_scales + scale_offset, i0, I, x, H, K, H, list, n, h, I);
+  expert_rows<WT, true, VECTORISED, kGateUpUnits<WT, GROUP>, GROUP>(gate + offset, up + offset, gate_scales + scale_offset,
+                                                                    up_scales + scale_offset, i0, I, x, H, K, H, list, n, h, I);
 }
 
 // y[p, j] = down_e[j] · h[p] with e = expert_of_block; grid (H / (8·kDownUnits), K for one token else E)
@@ -262,7 +265,7 @@ __global__ void expert_down_kernel(const float* __restrict__ h, int64_t H, int64
                                                         nullptr, j0, H, h, I, 1, I, list, n, y, H);
 }
 
-// h[t, i] = silu(gate[i] · x[t]) · (up[i] · x[t]) for the T <= GROUP tokens; grid I / (8·kGateUpUnits).
+// h[t, i] = silu(gate[i] · x[t]) · (up[i] · x[t]) for the T <= GROUP tokens; grid I / (8·kGateUpUnits<WT, GROUP>).
 template <typename WT, bool VECTORISED, int GROUP>
 __global__ void swiglu_gate_up_kernel(const float* __restrict__ x, int T, int64_t H, int64_t I, const WT* __restrict__ gate,
                                       const WT* __restrict__ up, const float* gate_scales, const float* up_scales, float* h) {
@@ -270,10 +273,10 @@ __global__ void swiglu_gate_up_kernel(const float* __restrict__ x, int T, int64_
   __shared__ int32_t tokens[GROUP];
   if (threadIdx.x < T) tokens[threadIdx.x] = int32_t(threadIdx.x);
   __syncthreads();
-  const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits;
+  const int64_t i0 = (int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32) * kGateUpUnits<WT, GROUP>;
   if (i0 >= I) return;
-  expert_rows<WT, true, VECTORISED, kGateUpUnits, GROUP>(gate, up, gate_scales, up_scales, i0, I, x, H, 1, H, tokens, T, h,
-                                                         I);
+  expert_rows<WT, true, VECTORISED, kGateUpUnits<WT, GROUP>, GROUP>(gate, up, gate_scales, up_scales, i0, I, x, H, 1, H,
+                                                                    tokens, T, h, I);
 }
 
 // out[t, j] += Σ_k w[t, k] · y[t·K + k, j], summed in slot order; then out[t, j] += also[t, j] (when given).
@@ -382,14 +385,15 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int
     const bool vectorised = H % kVec == 0 && I % kVec == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
                             reinterpret_cast<uintptr_t>(up) % 16 == 0 && reinterpret_cast<uintptr_t>(down) % 16 == 0 &&
                             reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(h) % 16 == 0;
-    constexpr int64_t kGateUpRows = kRowsPerBlock * kGateUpUnits, kDownRows = kRowsPerBlock * kDownUnits;
+    constexpr int64_t kDownRows = kRowsPerBlock * kDownUnits;
     const unsigned columns = unsigned(T == 1 ? K : E);  // one token: a column per pair, else per expert
-    const dim3 g1 = dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), columns);
     const dim3 g2 = dim3(unsigned((H + kDownRows - 1) / kDownRows), columns);
     const WT *wg = static_cast<const WT*>(gate), *wu = static_cast<const WT*>(up), *wd = static_cast<const WT*>(down);
     auto launch = [&](auto vectorised_tag, auto group_tag) {
       constexpr bool kVectorised = decltype(vectorised_tag)::value;
       constexpr int kGroup = decltype(group_tag)::value;
+      constexpr int64_t kGateUpRows = kRowsPerBlock * kGateUpUnits<WT, kGroup>;
+      const dim3 g1 = dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), columns);
       launch_overlapped(expert_gate_up_kernel<WT, kVectorised, kGroup>, g1, kRowsPerBlock * 32, 0, stream,
                         x, H, I, K, T * K, expert_ids, wg, wu, w.gate_scales, w.up_scales, h);
       launch_overlapped(expert_down_kernel<WT, kVectorised, kGroup>, g2, kRowsPerBlock * 32, 0, stream,
@@ -431,18 +435,18 @@ void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const D
     constexpr int64_t kVec = 16 / sizeof(WT);
     const bool vectorised = H % kVec == 0 && reinterpret_cast<uintptr_t>(gate.data) % 16 == 0 &&
                             reinterpret_cast<uintptr_t>(up.data) % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-    constexpr int64_t kRows = kRowsPerBlock * kGateUpUnits;
-    const unsigned blocks = unsigned((I + kRows - 1) / kRows);
+    // Blocks for the kernel's token group.
+    const auto blocks = [&](int64_t units) { return unsigned((I + kRowsPerBlock * units - 1) / (kRowsPerBlock * units)); };
     const WT *wg = static_cast<const WT*>(gate.data), *wu = static_cast<const WT*>(up.data);
     if (vectorised && T == 1) {
-      launch_overlapped(swiglu_gate_up_kernel<WT, true, 1>, blocks, kRowsPerBlock * 32, 0, stream,
+      launch_overlapped(swiglu_gate_up_kernel<WT, true, 1>, blocks(kGateUpUnits<WT, 1>), kRowsPerBlock * 32, 0, stream,
                         x, int(T), H, I, wg, wu, gate.scales, up.scales, h);
     } else if (vectorised) {
-      launch_overlapped(swiglu_gate_up_kernel<WT, true, kTokenGroup>, blocks, kRowsPerBlock * 32, 0, stream,
-                        x, int(T), H, I, wg, wu, gate.scales, up.scales, h);
+      launch_overlapped(swiglu_gate_up_kernel<WT, true, kTokenGroup>, blocks(kGateUpUnits<WT, kTokenGroup>), kRowsPerBlock * 32,
+                        0, stream, x, int(T), H, I, wg, wu, gate.scales, up.scales, h);
     } else {
-      launch_overlapped(swiglu_gate_up_kernel<WT, false, kTokenGroup>, blocks, kRowsPerBlock * 32, 0, stream,
-                        x, int(T), H, I, wg, wu, gate.scales, up.scales, h);
+      launch_overlapped(swiglu_gate_up_kernel<WT, false, kTokenGroup>, blocks(kGateUpUnits<WT, kTokenGroup>), kRowsPerBlock * 32,
+                        0, stream, x, int(T), H, I, wg, wu, gate.scales, up.scales, h);
     }
   });
   DSV2_CUDA_LAUNCH_CHECK();
