@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -152,6 +153,14 @@ TEST(Ops, SiluMulGroupMatchesTheReference) {
 namespace dsv2 {
 namespace {
 
+// The latent-attention kernels this CPU can run (cpu_isa levels), the best first.
+std::vector<cpu::CpuIsa> attention_isas() {
+  std::vector<cpu::CpuIsa> isas;
+  for (cpu::CpuIsa isa : {cpu::CpuIsa::Avx512, cpu::CpuIsa::Avx2, cpu::CpuIsa::Portable})
+    if (cpu::cpu_supports(isa)) isas.push_back(isa);
+  return isas;
+}
+
 // The chunk of absorbed attention against the formula in double, at the released shapes (d_c 512,
 // d_rope 64) and small ones, head counts that are and are not multiples of the register block,
 // chunk lengths with and without a tail of 16; both the dispatched (AVX-512) and the portable form.
@@ -227,19 +236,22 @@ TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
   struct Shape {
     int64_t nh, d_c, d_rope, n;
   };
-  // The AVX-512 kernel takes nh a multiple of 4 (blocks of 4 keys, then single keys), the rest the portable one.
+  // The AVX-512 kernel takes nh a multiple of 4 (blocks of 4 keys, then single keys), the AVX2 one also
+  // {8, 48, 8} (blocks of 2 keys), the rest the portable one; each at every level the CPU has.
   for (Shape sh : {Shape{16, 512, 64, 256}, Shape{16, 512, 64, 37}, Shape{8, 64, 16, 3}, Shape{4, 128, 32, 17},
-                   Shape{128, 512, 64, 5}, Shape{5, 64, 16, 1}, Shape{7, 128, 32, 6}, Shape{3, 48, 16, 100}, Shape{2, 20, 6, 9}}) {
+                   Shape{128, 512, 64, 5}, Shape{8, 48, 8, 29}, Shape{5, 64, 16, 1}, Shape{7, 128, 32, 6}, Shape{3, 48, 16, 100},
+                   Shape{2, 20, 6, 9}}) {
     const int64_t width = sh.d_c + sh.d_rope + 3, q_pe_stride = sh.d_rope + 5;  // padded rows
     std::vector<float> q_lat = randn(size_t(sh.nh * sh.d_c), rng), q_pe = randn(size_t(sh.nh * q_pe_stride), rng),
                        lat = randn(size_t(sh.n * width), rng);
     const float scale = 0.08f;
-    for (bool portable : {false, true}) {
+    for (cpu::CpuIsa isa : attention_isas()) {
+      test::IsaScope scope(isa);
+      const std::string kernel = cpu::cpu_isa_name(isa);
       std::vector<float> m(size_t(sh.nh)), l(size_t(sh.nh)), acc(size_t(sh.nh * sh.d_c)), scratch(size_t(sh.nh * sh.n));
       std::fill(m.begin(), m.end(), -INFINITY);  // an empty state
-      (portable ? cpu::latent_attention_update_portable : cpu::latent_attention_update)(
-          q_lat.data(), q_pe.data(), q_pe_stride, lat.data(), width, sh.n, sh.nh, sh.d_c, sh.d_rope, scale, m.data(), l.data(),
-          acc.data(), scratch.data());
+      cpu::latent_attention_update(q_lat.data(), q_pe.data(), q_pe_stride, lat.data(), width, sh.n, sh.nh, sh.d_c, sh.d_rope,
+                                   scale, m.data(), l.data(), acc.data(), scratch.data());
       for (int64_t h = 0; h < sh.nh; ++h) {
         std::vector<double> score(size_t(sh.n));
         for (int64_t s = 0; s < sh.n; ++s) {
@@ -249,7 +261,7 @@ TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
           score[size_t(s)] = scale * d;
         }
         const double mx = *std::max_element(score.begin(), score.end());
-        EXPECT_NEAR(m[size_t(h)], mx, 1e-5 * (1 + std::abs(mx))) << "nh " << sh.nh << " n " << sh.n << " portable " << portable;
+        EXPECT_NEAR(m[size_t(h)], mx, 1e-5 * (1 + std::abs(mx))) << "nh " << sh.nh << " n " << sh.n << " " << kernel;
         double sum = 0;
         std::vector<double> a(size_t(sh.d_c), 0.0);
         for (int64_t s = 0; s < sh.n; ++s) {
@@ -263,7 +275,7 @@ TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
           err += std::pow(acc[size_t(h * sh.d_c + j)] - a[size_t(j)], 2);
           ref += a[size_t(j)] * a[size_t(j)];
         }
-        EXPECT_LE(std::sqrt(err / ref), 1e-5) << "nh " << sh.nh << " d_c " << sh.d_c << " n " << sh.n << " portable " << portable;
+        EXPECT_LE(std::sqrt(err / ref), 1e-5) << "nh " << sh.nh << " d_c " << sh.d_c << " n " << sh.n << " " << kernel;
       }
     }
   }
@@ -305,18 +317,21 @@ TEST(Ops, LatentAttentionUpdateOverChunksMatchesTheFormula) {
       for (int64_t s = 0; s < n; ++s)
         for (int64_t j = 0; j < sh.d_c; ++j) want[size_t(h * sh.d_c + j)] += score[size_t(s)] / sum * lat[size_t(s * width + j)];
     }
-    for (int variant = 0; variant < 4; ++variant) {  // AVX-512 / portable × f32 / bf16 rows
-      const bool portable = variant % 2, bf16 = variant >= 2;
+    for (int variant = 0; variant < 6; ++variant) {  // AVX-512 / AVX2 / portable × f32 / bf16 rows
+      const cpu::CpuIsa isa = std::array{cpu::CpuIsa::Avx512, cpu::CpuIsa::Avx2, cpu::CpuIsa::Portable}[variant % 3];
+      const bool bf16 = variant >= 3;
+      if (!cpu::cpu_supports(isa)) continue;
+      test::IsaScope scope(isa);
       std::vector<float> m(size_t(sh.nh), -INFINITY), l(size_t(sh.nh), NAN), acc(size_t(sh.nh * sh.d_c), NAN), scratch;
       int64_t s0 = 0;
       for (int64_t c : sh.chunks) {
         scratch.assign(size_t(sh.nh * c), NAN);
         if (bf16) {
-          (portable ? cpu::latent_attention_update_bf16_portable : cpu::latent_attention_update_bf16)(
+          cpu::latent_attention_update_bf16(
               q_lat.data(), q_pe.data(), q_pe_stride, lat_bf16.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
               m.data(), l.data(), acc.data(), scratch.data());
         } else {
-          (portable ? cpu::latent_attention_update_portable : cpu::latent_attention_update)(
+          cpu::latent_attention_update(
               q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
               m.data(), l.data(), acc.data(), scratch.data());
         }
@@ -328,14 +343,15 @@ TEST(Ops, LatentAttentionUpdateOverChunksMatchesTheFormula) {
       // f32 sums of up to 576 products, exp to ~1 ulp and 612 weighted values against f64: ~1e-6;
       // a wrong rescaling between chunks or wrong indexing is O(1e-1).
       EXPECT_LE(test::rel_l2(got.data(), wantf.data(), wantf.size()), 1e-5)
-          << "nh " << sh.nh << " n " << n << " portable " << portable << " bf16 " << bf16;
+          << "nh " << sh.nh << " n " << n << " " << cpu::cpu_isa_name(isa) << " bf16 " << bf16;
     }
   }
 }
 
-// Scores as bf16 dot products (--activations bf16): the AVX512-BF16 update equals its portable twin (the
-// query rounded to bf16, then the f32 update) to f32 rounding, over chunks of several lengths with tails,
-// and stays near the f32-score update. Width 80 is not a multiple of 32: both take the portable form.
+// Scores as bf16 dot products (--activations bf16): at every ISA level the update (AVX512-BF16, or the
+// query rounded to bf16 and the f32 update) equals its portable twin to f32 rounding, over chunks of
+// several lengths with tails, and stays near the f32-score update. Width 80 is not a multiple of 32:
+// there AVX-512 also rounds the query.
 TEST(Ops, LatentAttentionBf16ScoresMatchTheRoundedQuery) {
   std::mt19937 rng(21);
   struct Shape {
@@ -351,26 +367,31 @@ TEST(Ops, LatentAttentionBf16ScoresMatchTheRoundedQuery) {
     std::vector<uint16_t> lat(size_t(n * width));
     for (uint16_t& v : lat) v = f32_to_bf16(std::normal_distribution<float>()(rng));
     const float scale = 0.15f;
-    std::vector<std::vector<float>> out;
     using Update = void (*)(const float*, const float*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t,
                             float, float*, float*, float*, float*);
-    for (Update update : {Update(cpu::latent_attention_update_bf16_dot), Update(cpu::latent_attention_update_bf16_dot_portable),
-                          Update(cpu::latent_attention_update_bf16)}) {
-      std::vector<float> m(size_t(sh.nh), -INFINITY), l(size_t(sh.nh), NAN), acc(size_t(sh.nh * sh.d_c), NAN), scratch;
-      int64_t s0 = 0;
-      for (int64_t c : sh.chunks) {
-        scratch.assign(size_t(sh.nh * c), NAN);
-        update(q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
-               m.data(), l.data(), acc.data(), scratch.data());
-        s0 += c;
+    for (cpu::CpuIsa isa : attention_isas()) {
+      test::IsaScope scope(isa);
+      std::vector<std::vector<float>> out;
+      for (Update update : {Update(cpu::latent_attention_update_bf16_dot), Update(cpu::latent_attention_update_bf16_dot_portable),
+                            Update(cpu::latent_attention_update_bf16)}) {
+        std::vector<float> m(size_t(sh.nh), -INFINITY), l(size_t(sh.nh), NAN), acc(size_t(sh.nh * sh.d_c), NAN), scratch;
+        int64_t s0 = 0;
+        for (int64_t c : sh.chunks) {
+          scratch.assign(size_t(sh.nh * c), NAN);
+          update(q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
+                 m.data(), l.data(), acc.data(), scratch.data());
+          s0 += c;
+        }
+        for (int64_t h = 0; h < sh.nh; ++h)
+          for (int64_t j = 0; j < sh.d_c; ++j) acc[size_t(h * sh.d_c + j)] /= l[size_t(h)];
+        out.push_back(acc);
       }
-      for (int64_t h = 0; h < sh.nh; ++h)
-        for (int64_t j = 0; j < sh.d_c; ++j) acc[size_t(h * sh.d_c + j)] /= l[size_t(h)];
-      out.push_back(acc);
+      const std::string at = "nh " + std::to_string(sh.nh) + " d_c " + std::to_string(sh.d_c) + " n " + std::to_string(n) + " " +
+                             cpu::cpu_isa_name(isa);
+      EXPECT_LE(test::rel_l2(out[0].data(), out[1].data(), out[1].size()), 1e-5) << at;
+      EXPECT_LE(test::rel_l2(out[0].data(), out[2].data(), out[2].size()), 2e-2) << at;
+      EXPECT_GT(test::rel_l2(out[0].data(), out[2].data(), out[2].size()), 0.0) << "the query was not rounded, " << at;
     }
-    EXPECT_LE(test::rel_l2(out[0].data(), out[1].data(), out[1].size()), 1e-5) << "nh " << sh.nh << " d_c " << sh.d_c << " n " << n;
-    EXPECT_LE(test::rel_l2(out[0].data(), out[2].data(), out[2].size()), 2e-2) << "nh " << sh.nh << " d_c " << sh.d_c << " n " << n;
-    EXPECT_GT(test::rel_l2(out[0].data(), out[2].data(), out[2].size()), 0.0) << "the query was not rounded";
   }
 }
 

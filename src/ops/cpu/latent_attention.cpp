@@ -11,6 +11,7 @@
 #include "ops/cpu/exp_avx512.h"
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/gemv_avx512.h"
+#include "ops/cpu/latent_attention_avx2.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/cpu/simd_targets.h"
 
@@ -233,6 +234,15 @@ DSV2_AVX512_BF16 void update_avx512_dot(const float* q_lat, const float* q_pe, i
   softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores);
 }
 
+// Which kernel takes a chunk: AVX-512 or AVX2 by cpu_isa() where the shape fits them, else portable.
+enum class Kernel { Avx512, Avx2, Portable };
+Kernel kernel_for(int64_t nh, int64_t d_c, int64_t d_rope) {
+  const CpuIsa isa = cpu_isa();
+  if (isa >= CpuIsa::Avx512 && nh % kHeads == 0 && d_c % kTile == 0 && d_rope % 16 == 0) return Kernel::Avx512;
+  if (isa >= CpuIsa::Avx2 && latent_attention_avx2_fits(nh, d_c, d_rope)) return Kernel::Avx2;
+  return Kernel::Portable;
+}
+
 }  // namespace
 
 void latent_attention_update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
@@ -265,11 +275,15 @@ void latent_attention_update_portable(const float* q_lat, const float* q_pe, int
 void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
                              int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
                              float* scratch) {
-  if (has_avx512() && nh % kHeads == 0 && d_c % kTile == 0 && d_rope % 16 == 0) {
-    update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-  } else {
-    latent_attention_update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  switch (kernel_for(nh, d_c, d_rope)) {
+    case Kernel::Avx512:
+      return update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+    case Kernel::Avx2:
+      return latent_attention_update_avx2(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+    case Kernel::Portable:
+      break;
   }
+  latent_attention_update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
 }
 
 void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
@@ -294,23 +308,35 @@ void latent_attention_update_bf16_dot_portable(const float* q_lat, const float* 
 void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                       float* l, float* acc, float* scratch) {
-  if (has_avx512_bf16() && nh % kHeads == 0 && d_c % kTile == 0 && d_rope % 16 == 0 && width == d_c + d_rope &&
-      width % 32 == 0) {
-    update_avx512_dot(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-  } else {
-    latent_attention_update_bf16_dot_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc,
-                                              scratch);
+  const Kernel kernel = kernel_for(nh, d_c, d_rope);
+  if (kernel == Kernel::Avx512 && has_avx512_bf16() && width == d_c + d_rope && width % 32 == 0)
+    return update_avx512_dot(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  if (kernel == Kernel::Portable)
+    return latent_attention_update_bf16_dot_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l,
+                                                     acc, scratch);
+  // The query rounded to bf16 (what the dot products multiply), then the f32-score update.
+  thread_local std::vector<float> q16;
+  q16.resize(size_t(nh * (d_c + d_rope)));
+  float *ql = q16.data(), *qp = ql + nh * d_c;
+  for (int64_t h = 0; h < nh; ++h) {
+    for (int64_t j = 0; j < d_c; ++j) ql[h * d_c + j] = bf16_to_f32(f32_to_bf16(q_lat[h * d_c + j]));
+    for (int64_t j = 0; j < d_rope; ++j) qp[h * d_rope + j] = bf16_to_f32(f32_to_bf16(q_pe[h * q_pe_stride + j]));
   }
+  latent_attention_update_bf16(ql, qp, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
 }
 
 void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                   float* l, float* acc, float* scratch) {
-  if (has_avx512() && nh % kHeads == 0 && d_c % kTile == 0 && d_rope % 16 == 0) {
-    update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-  } else {
-    latent_attention_update_bf16_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  switch (kernel_for(nh, d_c, d_rope)) {
+    case Kernel::Avx512:
+      return update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+    case Kernel::Avx2:
+      return latent_attention_update_avx2(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+    case Kernel::Portable:
+      break;
   }
+  latent_attention_update_bf16_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
 }
 
 namespace {

@@ -34,7 +34,8 @@ void latent_attention(ThreadPool& pool, const float* q_lat, const float* q_pe, i
 // Online-softmax update: (m, l, acc) hold the state of the keys before this chunk (m[h] = −inf for
 // none: then l and acc are not read) and, after the call, of those keys and the chunk's:
 // m' = max(m, max_s score), l' = e^{m − m'} l + Σ_s e^{score − m'}, acc' = e^{m − m'} acc + Σ_s e^{score − m'} c_s.
-// AVX-512 when the CPU has it, nh is a multiple of 4, d_c of 64 and d_rope of 16; else portable.
+// By cpu_isa(): AVX-512 where nh is a multiple of 4, d_c of 64 and d_rope of 16; AVX2
+// (latent_attention_avx2.h) where nh is a multiple of 4, d_c of 16 and d_rope of 8; else portable.
 void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
                              int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
                              float* scratch);
@@ -47,8 +48,9 @@ void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t
 // The same over a bf16 cache with the scores as bf16 dot products, for models whose activations are bf16
 // (--activations bf16): q_lat and q_pe rounded to bf16, each score's products summed in f32 (AVX512-BF16
 // vdpbf16ps, 32 values an instruction, the rows read without widening); the weighted sum of the latents
-// stays f32. AVX512-BF16 when the CPU has it, nh is a multiple of 4, d_c of 64, d_rope of 16 and
-// width = d_c + d_rope of 32; else the portable form.
+// stays f32. AVX512-BF16 when cpu_isa() is AVX-512 or AMX on a CPU with it, nh is a multiple of 4, d_c
+// of 64, d_rope of 16 and width = d_c + d_rope of 32; else the query rounded to bf16 and the update above
+// (the AVX-512, AVX2 or portable form).
 void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                       float* l, float* acc, float* scratch);

@@ -9,7 +9,7 @@
 
 namespace dsv2::cpu {
 
-// The instruction set the matmul kernels use; each level includes the ones before it.
+// The instruction set the matmul and latent-attention kernels use; each level includes the ones before it.
 enum class CpuIsa {
   Portable,  // matmul_portable (plain C++), any CPU
   Avx2,      // gemv_avx2.h: AVX2 + FMA + F16C
