@@ -237,7 +237,7 @@ TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
     int64_t nh, d_c, d_rope, n;
   };
   // The AVX-512 kernel takes nh a multiple of 4 (blocks of 4 keys, then single keys), the AVX2 one also
-  // {8, 48, 8} (blocks of 2 keys), the rest the portable one; each at every level the CPU has.
+  // {8, 48, 8} (blocks of 3 keys), the rest the portable one; each at every level the CPU has.
   for (Shape sh : {Shape{16, 512, 64, 256}, Shape{16, 512, 64, 37}, Shape{8, 64, 16, 3}, Shape{4, 128, 32, 17},
                    Shape{128, 512, 64, 5}, Shape{8, 48, 8, 29}, Shape{5, 64, 16, 1}, Shape{7, 128, 32, 6}, Shape{3, 48, 16, 100},
                    Shape{2, 20, 6, 9}}) {

@@ -12,7 +12,7 @@ namespace dsv2::cpu {
 namespace {
 
 constexpr int64_t kHeads = 4;  // heads per register block
-constexpr int64_t kKeys = 2;   // keys per register block of the scores
+constexpr int64_t kKeys = 3;   // keys per register block of the scores
 constexpr int64_t kTile = 16;  // latent values per register block of the weighted sum (2 registers)
 constexpr int64_t kAhead = 8;  // keys between the scores' reads and their prefetches
 
@@ -23,13 +23,19 @@ DSV2_AVX2 inline __m256 load8(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-// Lane i = the sum of v[i]'s 8 lanes.
-DSV2_AVX2 inline __m256 sum8(const __m256 (&v)[8]) {
+// Lane i = the sum of v[i]'s 8 lanes, for 8 vectors.
+DSV2_AVX2 inline __m256 sum8(const __m256* v) {
   // Per 128-bit half: hadd(v0, v1) = [v0 0+1, v0 2+3, v1 0+1, v1 2+3] (low half; the high half the same
   // of lanes 4-7), then hadd of two of those = [v0, v1, v2, v3 partial sums].
   const __m256 q0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
   const __m256 q1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
   return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
+}
+
+// Lane i = the sum of v[i]'s 8 lanes, for 4 vectors.
+DSV2_AVX2 inline __m128 sum4(const __m256* v) {
+  const __m256 q = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  return _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1));
 }
 
 DSV2_AVX2 inline float sum_lanes(__m256 v) {
@@ -57,22 +63,22 @@ DSV2_AVX2 inline __m256 exp8(__m256 x) {
 }
 
 // Partial dot products of KN keys × kHeads heads: sum[k·kHeads + i] for key s0 + k, head h0 + i. Each
-// latent load serves kHeads heads, each query load KN keys. Prefetches n_ahead rows at `ahead`, one
-// cache line per step.
+// latent load serves kHeads heads, each query load (one head at a time) KN keys: 12 accumulators, 3
+// latents and a query in the 16 registers. Prefetches n_ahead rows at `ahead`, one cache line per step.
 template <int64_t KN, typename T>
 DSV2_AVX2 inline void score_sums(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
                                  int64_t s0, int64_t h0, int64_t d_c, int64_t d_rope, const T* ahead, int64_t n_ahead,
-                                 __m256 (&sum)[8]) {
-  for (int i = 0; i < 8; ++i) sum[i] = _mm256_setzero_ps();
+                                 __m256 (&sum)[KN * kHeads]) {
+  for (int64_t i = 0; i < KN * kHeads; ++i) sum[i] = _mm256_setzero_ps();
   auto part = [&](const float* q, int64_t q_stride, int64_t offset, int64_t len) DSV2_AVX2 {
     for (int64_t j = 0; j < len; j += 8) {
-      __m256 qv[kHeads];
-      for (int64_t i = 0; i < kHeads; ++i) qv[i] = _mm256_loadu_ps(q + (h0 + i) * q_stride + j);
       if ((offset + j) * int64_t(sizeof(T)) % 64 == 0)
         for (int64_t k = 0; k < n_ahead; ++k) _mm_prefetch(reinterpret_cast<const char*>(ahead + k * width + offset + j), _MM_HINT_T0);
-      for (int64_t k = 0; k < KN; ++k) {
-        const __m256 cv = load8(lat + (s0 + k) * width + offset + j);
-        for (int64_t i = 0; i < kHeads; ++i) sum[k * kHeads + i] = _mm256_fmadd_ps(qv[i], cv, sum[k * kHeads + i]);
+      __m256 cv[KN];
+      for (int64_t k = 0; k < KN; ++k) cv[k] = load8(lat + (s0 + k) * width + offset + j);
+      for (int64_t i = 0; i < kHeads; ++i) {
+        const __m256 qv = _mm256_loadu_ps(q + (h0 + i) * q_stride + j);
+        for (int64_t k = 0; k < KN; ++k) sum[k * kHeads + i] = _mm256_fmadd_ps(qv, cv[k], sum[k * kHeads + i]);
       }
     }
   };
@@ -151,23 +157,25 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
 template <typename T>
 DSV2_AVX2 void update(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width, int64_t n,
                       int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scores) {
+  static_assert(kKeys == 3, "the block's sums are reduced as 8 + 4 vectors");
   // scores[h, s] in blocks of kKeys keys × kHeads heads; the rows kAhead keys ahead are prefetched in the
   // first head block (the other head blocks then find the block's rows in L1).
   int64_t s0 = 0;
   for (; s0 + kKeys <= n; s0 += kKeys)
     for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
-      __m256 sum[8];
+      __m256 sum[kKeys * kHeads];
       const int64_t n_ahead = h0 == 0 ? std::clamp(n - (s0 + kAhead), int64_t(0), kKeys) : 0;
       score_sums<kKeys, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope,
                            n_ahead > 0 ? lat + (s0 + kAhead) * width : lat, n_ahead, sum);
-      alignas(32) float lanes[8];  // lane k·kHeads + i: key s0 + k, head h0 + i
+      alignas(32) float lanes[kKeys * kHeads];  // lane k·kHeads + i: key s0 + k, head h0 + i
       _mm256_store_ps(lanes, _mm256_mul_ps(_mm256_set1_ps(scale), sum8(sum)));
+      _mm_store_ps(lanes + 8, _mm_mul_ps(_mm_set1_ps(scale), sum4(sum + 8)));
       for (int64_t k = 0; k < kKeys; ++k)
         for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0 + k] = lanes[k * kHeads + i];
     }
   for (; s0 < n; ++s0)
     for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
-      __m256 sum[8];
+      __m256 sum[kHeads];
       score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat, 0, sum);
       for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * sum_lanes(sum[i]);
     }

@@ -1,6 +1,6 @@
 // The chunk update of latent_attention.h (latent_attention_update) on AVX2 + FMA, for CPUs without
 // AVX-512: 8 lanes and 16 vector registers, so the register blocks are half the AVX-512 kernel's —
-// scores in blocks of 2 keys × 4 heads, the weighted sum in blocks of 4 heads × 16 latent values across
+// scores in blocks of 3 keys × 4 heads, the weighted sum in blocks of 4 heads × 16 latent values across
 // the chunk's keys. Every cached latent is still read once for all heads.
 #pragma once
 #include <cstdint>
