@@ -243,6 +243,34 @@ Kernel kernel_for(int64_t nh, int64_t d_c, int64_t d_rope) {
   return Kernel::Portable;
 }
 
+// The chunk update over rows of T by kernel_for(): the AVX-512 or AVX2 kernel, else `portable`.
+template <typename T, typename Portable>
+void update_by_isa(Portable portable, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
+                   int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
+                   float* scratch) {
+  switch (kernel_for(nh, d_c, d_rope)) {
+    case Kernel::Avx512:
+      return update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+    case Kernel::Avx2:
+      return latent_attention_update_avx2(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+    case Kernel::Portable:
+      break;
+  }
+  portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+}
+
+// q_lat [nh, d_c] and q_pe [nh] rows of stride q_pe_stride rounded to bf16 (as f32): q16 = [q_lat | q_pe],
+// the rope part's rows of stride d_rope.
+void round_query_to_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_stride, int64_t nh, int64_t d_c, int64_t d_rope,
+                         std::vector<float>& q16) {
+  q16.resize(size_t(nh * (d_c + d_rope)));
+  float *ql = q16.data(), *qp = ql + nh * d_c;
+  for (int64_t h = 0; h < nh; ++h) {
+    for (int64_t j = 0; j < d_c; ++j) ql[h * d_c + j] = bf16_to_f32(f32_to_bf16(q_lat[h * d_c + j]));
+    for (int64_t j = 0; j < d_rope; ++j) qp[h * d_rope + j] = bf16_to_f32(f32_to_bf16(q_pe[h * q_pe_stride + j]));
+  }
+}
+
 }  // namespace
 
 void latent_attention_update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
@@ -275,15 +303,8 @@ void latent_attention_update_portable(const float* q_lat, const float* q_pe, int
 void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
                              int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
                              float* scratch) {
-  switch (kernel_for(nh, d_c, d_rope)) {
-    case Kernel::Avx512:
-      return update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-    case Kernel::Avx2:
-      return latent_attention_update_avx2(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-    case Kernel::Portable:
-      break;
-  }
-  latent_attention_update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  update_by_isa(latent_attention_update_portable, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc,
+                scratch);
 }
 
 void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
@@ -297,12 +318,10 @@ void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe
 void latent_attention_update_bf16_dot_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride,
                                                const uint16_t* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c,
                                                int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
-  std::vector<float> ql(size_t(nh * d_c)), qp(size_t(nh * d_rope));
-  for (int64_t h = 0; h < nh; ++h) {
-    for (int64_t j = 0; j < d_c; ++j) ql[size_t(h * d_c + j)] = bf16_to_f32(f32_to_bf16(q_lat[h * d_c + j]));
-    for (int64_t j = 0; j < d_rope; ++j) qp[size_t(h * d_rope + j)] = bf16_to_f32(f32_to_bf16(q_pe[h * q_pe_stride + j]));
-  }
-  latent_attention_update_bf16_portable(ql.data(), qp.data(), d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  std::vector<float> q16;
+  round_query_to_bf16(q_lat, q_pe, q_pe_stride, nh, d_c, d_rope, q16);
+  latent_attention_update_bf16_portable(q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l,
+                                        acc, scratch);
 }
 
 void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
@@ -316,27 +335,16 @@ void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int
                                                      acc, scratch);
   // The query rounded to bf16 (what the dot products multiply), then the f32-score update.
   thread_local std::vector<float> q16;
-  q16.resize(size_t(nh * (d_c + d_rope)));
-  float *ql = q16.data(), *qp = ql + nh * d_c;
-  for (int64_t h = 0; h < nh; ++h) {
-    for (int64_t j = 0; j < d_c; ++j) ql[h * d_c + j] = bf16_to_f32(f32_to_bf16(q_lat[h * d_c + j]));
-    for (int64_t j = 0; j < d_rope; ++j) qp[h * d_rope + j] = bf16_to_f32(f32_to_bf16(q_pe[h * q_pe_stride + j]));
-  }
-  latent_attention_update_bf16(ql, qp, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  round_query_to_bf16(q_lat, q_pe, q_pe_stride, nh, d_c, d_rope, q16);
+  latent_attention_update_bf16(q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc,
+                               scratch);
 }
 
 void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                   float* l, float* acc, float* scratch) {
-  switch (kernel_for(nh, d_c, d_rope)) {
-    case Kernel::Avx512:
-      return update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-    case Kernel::Avx2:
-      return latent_attention_update_avx2(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-    case Kernel::Portable:
-      break;
-  }
-  latent_attention_update_bf16_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  update_by_isa(latent_attention_update_bf16_portable, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l,
+                acc, scratch);
 }
 
 namespace {
