@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/cpu/avx2_hsum.h"
 #include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/simd_targets.h"
@@ -24,14 +25,6 @@ DSV2_AVX2 inline void split_pairs(const uint16_t* p, __m256& odd, __m256& even) 
   const __m256i words = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   odd = _mm256_castsi256_ps(_mm256_and_si256(words, _mm256_set1_epi32(int(0xffff0000u))));
   even = _mm256_castsi256_ps(_mm256_slli_epi32(words, 16));
-}
-
-// The lane sums' fixed tree of gemm_bf16.h, lanes 0–7 in lo and 8–15 in hi: (l[j] + l[j+8]) → (+4) → (+2) → (+1).
-DSV2_AVX2 inline float sum_lanes(__m256 lo, __m256 hi) {
-  const __m256 s8 = _mm256_add_ps(lo, hi);
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
 // Tokens' bf16 rows [T, P] as f32 in the order a step reads them: per step, the odd values of pairs
@@ -74,7 +67,8 @@ DSV2_AVX2 void row_tokens(const uint16_t* w, int64_t K, const float* xf, int64_t
     std::memcpy(tail, w + k, size_t(K - k) * sizeof(uint16_t));
     step<T>(tail, xf, P, k, lo, hi);
   }
-  for (int t = 0; t < T; ++t) out[t * out_stride] = sum_lanes(lo[t], hi[t]);
+  // gemm_bf16.h's lane-sum tree, lanes 0–7 in lo and 8–15 in hi: (l[j] + l[j+8]), then hsum8's order.
+  for (int t = 0; t < T; ++t) out[t * out_stride] = hsum8(_mm256_add_ps(lo[t], hi[t]));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/quant.h"
+#include "ops/cpu/avx2_hsum.h"
 #include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/simd_targets.h"
@@ -22,14 +23,6 @@ namespace {
 // Weights are prefetched this far ahead of the step (also across rows and 4 KiB pages, where the
 // hardware prefetcher stops).
 constexpr int64_t kPrefetchBytes = 1024;
-
-// Sum of the 8 lanes in a fixed order: lane i + lane i + 4, then those (i + 2), then the last two.
-DSV2_AVX2 inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
 
 // 8 weights as f32 from their storage (W: DType::BF16, F16 or F32).
 template <DType W>
@@ -90,7 +83,7 @@ DSV2_AVX2 void tile(const void* const* w, const float* x, int64_t K, float* out,
     }
   }
   for (int t = 0; t < TT; ++t)
-    for (int r = 0; r < R; ++r) out[t * out_stride + r] = hsum(_mm256_add_ps(acc[t][r][0], acc[t][r][1]));
+    for (int r = 0; r < R; ++r) out[t * out_stride + r] = hsum8(_mm256_add_ps(acc[t][r][0], acc[t][r][1]));
 }
 
 // Rows [r0, r1) for T tokens. One token (decode): one row at a time, a single stream from memory (4
@@ -198,7 +191,7 @@ DSV2_AVX2 void row_quantized(const Matrix& W, int64_t r, const QuantizedActivati
       }
     }
   }
-  for (int t = 0; t < T; ++t) out[t * out_stride] = hsum(acc[t]);
+  for (int t = 0; t < T; ++t) out[t * out_stride] = hsum8(acc[t]);
 }
 
 // 8 int32 codes times d, the first n (<= 8) stored at out.

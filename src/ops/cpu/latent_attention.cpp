@@ -8,7 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
-#include "ops/cpu/exp_avx512.h"
+#include "ops/cpu/simd_exp.h"
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/latent_attention_avx2.h"

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/cpu/avx2_hsum.h"
+#include "ops/cpu/simd_exp.h"
 #include "ops/cpu/simd_targets.h"
 
 namespace dsv2::cpu {
@@ -36,30 +38,6 @@ DSV2_AVX2 inline __m256 sum8(const __m256* v) {
 DSV2_AVX2 inline __m128 sum4(const __m256* v) {
   const __m256 q = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
   return _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1));
-}
-
-DSV2_AVX2 inline float sum_lanes(__m256 v) {
-  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
-}
-
-// e^x on 8 lanes, the AVX-512 kernel's method (exp_avx512.h): x clamped to [-87, 88], x = k·ln2 + r,
-// e^r by its degree-6 Taylor polynomial, times 2^k built in the exponent bits.
-DSV2_AVX2 inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145751953125f), x);  // ln2 split in two for exactness
-  r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.428606765330187045e-06f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 720);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i two_k = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(two_k));
 }
 
 // Partial dot products of KN keys × kHeads heads: sum[k·kHeads + i] for key s0 + k, head h0 + i. Each
@@ -131,7 +109,7 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
       const __m256 mv = _mm256_set1_ps(m_new);
       __m256 sum = _mm256_setzero_ps();
       for (int64_t s = 0; s < n8; s += 8) {
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + s), mv));
+        const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(p + s), mv));
         _mm256_storeu_ps(p + s, e);
         sum = _mm256_add_ps(sum, e);
       }
@@ -141,14 +119,14 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
         std::copy(p + n8, p + n, tail);
         const __m256 keep = _mm256_castsi256_ps(
             _mm256_cmpgt_epi32(_mm256_set1_epi32(int(rest)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-        const __m256 e = _mm256_and_ps(keep, exp8(_mm256_sub_ps(_mm256_load_ps(tail), mv)));
+        const __m256 e = _mm256_and_ps(keep, exp_avx2(_mm256_sub_ps(_mm256_load_ps(tail), mv)));
         _mm256_store_ps(tail, e);
         std::copy(tail, tail + rest, p + n8);
         sum = _mm256_add_ps(sum, e);
       }
       f[i] = m[h] == -INFINITY ? 0.0f : std::exp(m[h] - m_new);
       m[h] = m_new;
-      l[h] = (f[i] == 0.0f ? 0.0f : f[i] * l[h]) + sum_lanes(sum);
+      l[h] = (f[i] == 0.0f ? 0.0f : f[i] * l[h]) + hsum8(sum);
     }
     for (int64_t j = 0; j < d_c; j += kTile) accumulate_tile(lat, width, n, scores, h0, j, d_c, f, acc);
   }
@@ -177,7 +155,7 @@ DSV2_AVX2 void update(const float* q_lat, const float* q_pe, int64_t q_pe_stride
     for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
       __m256 sum[kHeads];
       score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat, 0, sum);
-      for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * sum_lanes(sum[i]);
+      for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * hsum8(sum[i]);
     }
   softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores);
 }

@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "ops/cpu/exp_avx512.h"
+#include "ops/cpu/simd_exp.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/joint_range.h"
 #include "ops/cpu/ops_cpu.h"
