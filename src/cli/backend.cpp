@@ -10,12 +10,6 @@
 
 namespace dsv2 {
 
-namespace {
-// Prompt tokens per GPU forward, as `bench --device cuda` runs them: longer chunks keep gaining up to 4K
-// tokens (docs/cuda-notes.md, v16); logits for every row come out 256 rows at a time whatever the chunk.
-constexpr int64_t kCudaPrefillChunk = 4096;
-}  // namespace
-
 Device device_option(Args& args) {
   const std::string d = args.value("--device").value_or("cpu");
   if (d == "cpu") return Device::Cpu;
@@ -47,7 +41,7 @@ Backend::Backend(const std::string& model_dir, Device device, int threads, DType
   CudaOptions opt;
   opt.cache_dtype = cache_dtype;
   opt.max_context = capacity_;
-  opt.max_prefill_chunk = std::min<int64_t>(capacity_, kCudaPrefillChunk);
+  opt.max_prefill_chunk = std::min<int64_t>(capacity_, kLongPromptChunk);
   opt.fp8_weights = weights == WeightFormat::Fp8;
   gpu_ = std::make_shared<CudaDeepseekV2>(model_.config, *model_.checkpoint, opt);
 #endif

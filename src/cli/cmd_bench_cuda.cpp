@@ -33,7 +33,7 @@ int bench_cuda(Args& args) {
   opt.cache_dtype = cache_dtype_option(args, DType::BF16);
   opt.max_batch = batch;
   opt.max_context = prompt_tokens + gen_tokens;
-  const int64_t prefill_chunk = args.integer("--prefill-chunk", 4096);
+  const int64_t prefill_chunk = args.integer("--prefill-chunk", kLongPromptChunk);
   check(prefill_chunk >= 1, "--prefill-chunk must be >= 1");
   opt.max_prefill_chunk = std::min(prompt_tokens, prefill_chunk);
   opt.use_graphs = !no_graphs;

@@ -539,7 +539,6 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
 // (a prompt chunk whose every row's logits head_rows then computes in pieces).
 enum class Head { AllRows, LastRow, NormAllRows, None };
 
-
 // One forward over T tokens whose inputs (ids, pos, seq, tables, seq_lens) are already on the device.
 // Decode (absorbed) when `prefill_pos0` < 0: token b is the only new token of table row b.
 void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOptions& opt, int64_t T,

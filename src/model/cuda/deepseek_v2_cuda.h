@@ -16,6 +16,11 @@ namespace dsv2 {
 
 class Checkpoint;
 
+// Prompt tokens per forward for callers that run long prompts (`bench`, the CLI's generate and logits):
+// longer chunks keep gaining up to 4K tokens (docs/cuda-notes.md, v16), and the logits of every row come
+// out 256 rows at a time whatever the chunk.
+constexpr int64_t kLongPromptChunk = 4096;
+
 struct CudaOptions {
   DType cache_dtype = DType::BF16;   // BF16 or F32
   int64_t block_size = 64;           // tokens per cache block

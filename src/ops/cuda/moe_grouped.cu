@@ -78,13 +78,13 @@ template <typename WT>
 __device__ __forceinline__ uint4 weights_from_shared(const unsigned char* p, float scale) {
   if constexpr (kIsFp8<WT>) {
     const uint2 raw = *reinterpret_cast<const uint2*>(p);
-    const __nv_fp8x2_storage_t* pairs = reinterpret_cast<const __nv_fp8x2_storage_t*>(&raw);
+    float f[8];
+    weights_to_f32(reinterpret_cast<const __nv_fp8_e4m3(&)[8]>(raw), f);
     uint4 out;
     uint32_t* words = reinterpret_cast<uint32_t*>(&out);
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const float2 v = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pairs[j], __NV_E4M3)));
-      const __nv_bfloat162 b = __floats2bfloat162_rn(v.x * scale, v.y * scale);
+      const __nv_bfloat162 b = __floats2bfloat162_rn(f[2 * j] * scale, f[2 * j + 1] * scale);
       words[j] = *reinterpret_cast<const uint32_t*>(&b);
     }
     return out;
