@@ -42,7 +42,7 @@ struct CudaOptions {
   bool fp8_weights = false;
   // With FP8 weights and decode batches above 8 tokens: each FP8 matrix but the routed experts keeps a
   // bf16 copy, widened once at upload, for the cuBLAS GEMMs of batched decode steps and prompt chunks
-  // (2 bytes a value more, 2.2 GB for DeepSeek-V2-Lite); false: widened into a scratch before each GEMM.
+  // (2 bytes a value more, 2.08 GB for DeepSeek-V2-Lite); false: widened into a scratch before each GEMM.
   bool fp8_keep_widened = true;
   // Prompt attention of models with 2-byte or FP8 weights on the tensor cores (causal flash attention,
   // Q, K, V and probabilities in bf16) for DeepSeek-V2's head shapes; false: the exact f32 form
