@@ -36,11 +36,8 @@ TEST(Bf16Activations, KernelsMatchReferenceAndAreBatchInvariant) {
   ThreadPool pool(2);
   std::vector<int64_t> token_counts = {31, 32, 33, 64};
   for (int64_t T = 1; T <= 17; ++T) token_counts.push_back(T);
-  std::vector<cpu::CpuIsa> levels = {cpu::CpuIsa::Portable};
-  for (cpu::CpuIsa isa : {cpu::CpuIsa::Avx2, cpu::CpuIsa::Avx512, cpu::CpuIsa::Amx})
-    if (cpu::cpu_supports(isa)) levels.push_back(isa);
   int64_t shapes = 0;
-  for (cpu::CpuIsa isa : levels) {
+  for (cpu::CpuIsa isa : test::supported_isas()) {
     test::IsaScope scope(isa);
     for (int64_t K : {1, 31, 48, 200, 2048 + 16}) {
       for (int64_t N : {1, 7, 37, 130}) {

@@ -123,8 +123,7 @@ TEST(Avx2, QuantizedWeightsStayWithinTheActivationRoundingAndAreBatchInvariant) 
 TEST(CpuIsa, EveryLevelRunsItsKernelsThroughMatmul) {
   std::mt19937 rng(13);
   ThreadPool pool(2);
-  for (cpu::CpuIsa isa : {cpu::CpuIsa::Portable, cpu::CpuIsa::Avx2, cpu::CpuIsa::Avx512, cpu::CpuIsa::Amx}) {
-    if (!cpu::cpu_supports(isa)) continue;
+  for (cpu::CpuIsa isa : test::supported_isas()) {
     IsaScope scope(isa);
     EXPECT_EQ(cpu::cpu_isa(), isa);
     for (DType dt : {DType::BF16, DType::F32, DType::Q8_0, DType::Q4_0}) {

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -153,14 +152,6 @@ TEST(Ops, SiluMulGroupMatchesTheReference) {
 namespace dsv2 {
 namespace {
 
-// The latent-attention kernels this CPU can run (cpu_isa levels), the best first.
-std::vector<cpu::CpuIsa> attention_isas() {
-  std::vector<cpu::CpuIsa> isas;
-  for (cpu::CpuIsa isa : {cpu::CpuIsa::Avx512, cpu::CpuIsa::Avx2, cpu::CpuIsa::Portable})
-    if (cpu::cpu_supports(isa)) isas.push_back(isa);
-  return isas;
-}
-
 // The chunk of absorbed attention against the formula in double, at the released shapes (d_c 512,
 // d_rope 64) and small ones, head counts that are and are not multiples of the register block,
 // chunk lengths with and without a tail of 16; both the dispatched (AVX-512) and the portable form.
@@ -245,7 +236,7 @@ TEST(Ops, LatentAttentionChunkMatchesTheFormula) {
     std::vector<float> q_lat = randn(size_t(sh.nh * sh.d_c), rng), q_pe = randn(size_t(sh.nh * q_pe_stride), rng),
                        lat = randn(size_t(sh.n * width), rng);
     const float scale = 0.08f;
-    for (cpu::CpuIsa isa : attention_isas()) {
+    for (cpu::CpuIsa isa : test::supported_isas()) {
       test::IsaScope scope(isa);
       const std::string kernel = cpu::cpu_isa_name(isa);
       std::vector<float> m(size_t(sh.nh)), l(size_t(sh.nh)), acc(size_t(sh.nh * sh.d_c)), scratch(size_t(sh.nh * sh.n));
@@ -317,34 +308,32 @@ TEST(Ops, LatentAttentionUpdateOverChunksMatchesTheFormula) {
       for (int64_t s = 0; s < n; ++s)
         for (int64_t j = 0; j < sh.d_c; ++j) want[size_t(h * sh.d_c + j)] += score[size_t(s)] / sum * lat[size_t(s * width + j)];
     }
-    for (int variant = 0; variant < 6; ++variant) {  // AVX-512 / AVX2 / portable × f32 / bf16 rows
-      const cpu::CpuIsa isa = std::array{cpu::CpuIsa::Avx512, cpu::CpuIsa::Avx2, cpu::CpuIsa::Portable}[variant % 3];
-      const bool bf16 = variant >= 3;
-      if (!cpu::cpu_supports(isa)) continue;
-      test::IsaScope scope(isa);
-      std::vector<float> m(size_t(sh.nh), -INFINITY), l(size_t(sh.nh), NAN), acc(size_t(sh.nh * sh.d_c), NAN), scratch;
-      int64_t s0 = 0;
-      for (int64_t c : sh.chunks) {
-        scratch.assign(size_t(sh.nh * c), NAN);
-        if (bf16) {
-          cpu::latent_attention_update_bf16(
-              q_lat.data(), q_pe.data(), q_pe_stride, lat_bf16.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
-              m.data(), l.data(), acc.data(), scratch.data());
-        } else {
-          cpu::latent_attention_update(
-              q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
-              m.data(), l.data(), acc.data(), scratch.data());
+    for (cpu::CpuIsa isa : test::supported_isas())
+      for (bool bf16 : {false, true}) {  // every level × f32 / bf16 rows
+        test::IsaScope scope(isa);
+        std::vector<float> m(size_t(sh.nh), -INFINITY), l(size_t(sh.nh), NAN), acc(size_t(sh.nh * sh.d_c), NAN), scratch;
+        int64_t s0 = 0;
+        for (int64_t c : sh.chunks) {
+          scratch.assign(size_t(sh.nh * c), NAN);
+          if (bf16) {
+            cpu::latent_attention_update_bf16(
+                q_lat.data(), q_pe.data(), q_pe_stride, lat_bf16.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
+                m.data(), l.data(), acc.data(), scratch.data());
+          } else {
+            cpu::latent_attention_update(
+                q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
+                m.data(), l.data(), acc.data(), scratch.data());
+          }
+          s0 += c;
         }
-        s0 += c;
+        std::vector<float> got(acc.size()), wantf(want.begin(), want.end());
+        for (int64_t h = 0; h < sh.nh; ++h)
+          for (int64_t j = 0; j < sh.d_c; ++j) got[size_t(h * sh.d_c + j)] = acc[size_t(h * sh.d_c + j)] / l[size_t(h)];
+        // f32 sums of up to 576 products, exp to ~1 ulp and 612 weighted values against f64: ~1e-6;
+        // a wrong rescaling between chunks or wrong indexing is O(1e-1).
+        EXPECT_LE(test::rel_l2(got.data(), wantf.data(), wantf.size()), 1e-5)
+            << "nh " << sh.nh << " n " << n << " " << cpu::cpu_isa_name(isa) << " bf16 " << bf16;
       }
-      std::vector<float> got(acc.size()), wantf(want.begin(), want.end());
-      for (int64_t h = 0; h < sh.nh; ++h)
-        for (int64_t j = 0; j < sh.d_c; ++j) got[size_t(h * sh.d_c + j)] = acc[size_t(h * sh.d_c + j)] / l[size_t(h)];
-      // f32 sums of up to 576 products, exp to ~1 ulp and 612 weighted values against f64: ~1e-6;
-      // a wrong rescaling between chunks or wrong indexing is O(1e-1).
-      EXPECT_LE(test::rel_l2(got.data(), wantf.data(), wantf.size()), 1e-5)
-          << "nh " << sh.nh << " n " << n << " " << cpu::cpu_isa_name(isa) << " bf16 " << bf16;
-    }
   }
 }
 
@@ -369,7 +358,7 @@ TEST(Ops, LatentAttentionBf16ScoresMatchTheRoundedQuery) {
     const float scale = 0.15f;
     using Update = void (*)(const float*, const float*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t,
                             float, float*, float*, float*, float*);
-    for (cpu::CpuIsa isa : attention_isas()) {
+    for (cpu::CpuIsa isa : test::supported_isas()) {
       test::IsaScope scope(isa);
       std::vector<std::vector<float>> out;
       for (Update update : {Update(cpu::latent_attention_update_bf16_dot), Update(cpu::latent_attention_update_bf16_dot_portable),

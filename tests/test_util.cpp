@@ -140,6 +140,13 @@ std::string join_ids(const std::vector<int32_t>& ids) {
   return s;
 }
 
+std::vector<cpu::CpuIsa> supported_isas() {
+  std::vector<cpu::CpuIsa> isas;
+  for (cpu::CpuIsa isa : {cpu::CpuIsa::Portable, cpu::CpuIsa::Avx2, cpu::CpuIsa::Avx512, cpu::CpuIsa::Amx})
+    if (cpu::cpu_supports(isa)) isas.push_back(isa);
+  return isas;
+}
+
 Matrix stored_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<float>& deq,
                      std::vector<uint8_t>& f32_store, std::vector<uint8_t>& store, ThreadPool& pool) {
   const std::vector<float> v = randn(size_t(rows * cols), rng);

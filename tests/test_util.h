@@ -64,6 +64,9 @@ std::vector<float> randn(size_t n, std::mt19937& rng, float scale = 1.0f);
 Matrix stored_matrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng, std::vector<float>& deq,
                      std::vector<uint8_t>& f32_store, std::vector<uint8_t>& store, ThreadPool& pool);
 
+// Every cpu::CpuIsa level this CPU can run, Portable first.
+std::vector<cpu::CpuIsa> supported_isas();
+
 // Sets the CPU kernels' instruction set for one scope (cpu::set_cpu_isa) and puts the previous one back.
 class IsaScope {
  public:
