@@ -292,41 +292,71 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
 }
 
-// o_lat[b, h] = Σ_k exp(m_k − M)·o_k / Σ_k exp(m_k − M)·l_k over the splits (empty ones: m_k = −inf).
-// grid (nh, B, ceil(d_c / columns)). Every warp forms M and L itself (lanes over the splits, then warp
-// reductions); the block's warps form `parts` groups (a power of two up to 8, more for more splits),
-// group p summing its columns over the splits k ≡ p (mod parts), the groups' sums added in a fixed
-// order. columns = 32·kCombineWarps / parts.
+// o_lat[b, h] = Σ_k w_k·o_k with w_k = exp(m_k − M) / Σ_k exp(m_k − M)·l_k over the splits (empty ones:
+// m_k = −inf, w_k = 0). grid (nh, B, ceil(d_c / columns)). First the block's threads, one split each,
+// form M, L and the weights into shared memory (each split's m and l loaded together, one pass);
+// then its warps form `parts` groups (a power of two up to 8, more for more splits), group p summing
+// its columns over the splits k ≡ p (mod parts) with all of a warp's loads independent of each other,
+// the groups' sums added in a fixed order. columns = 32·kCombineWarps / parts.
 constexpr int kCombineWarps = 8;
+constexpr int64_t kMaxCombineSplits = 1024;
 __global__ void __launch_bounds__(kCombineWarps * 32)
     combine_splits_kernel(const float* __restrict__ partials, int64_t nh, int64_t n_splits, int64_t d_c, int parts,
                           float* o_lat) {
   start_after_previous_kernel();
+  __shared__ float weight[kMaxCombineSplits];
   __shared__ float sums[kCombineWarps * 32];
-  const int64_t h = blockIdx.x, b = blockIdx.y;
+  const int64_t h = blockIdx.x, b = blockIdx.y, stride = d_c + 2;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const float* base = partials + (b * nh + h) * n_splits * (d_c + 2);
+  const float* base = partials + (b * nh + h) * n_splits * stride;
+  constexpr int kPerThread = int(kMaxCombineSplits) / (kCombineWarps * 32);
+  float m[kPerThread], l[kPerThread];
   float M = -INFINITY;
-  for (int64_t k = lane; k < n_splits; k += 32) M = fmaxf(M, base[k * (d_c + 2) + d_c]);
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int64_t k = threadIdx.x + i * kCombineWarps * 32;
+    m[i] = k < n_splits ? base[k * stride + d_c] : -INFINITY;
+    l[i] = k < n_splits ? base[k * stride + d_c + 1] : 0.0f;
+    M = fmaxf(M, m[i]);
+  }
+  // Block-wide maximum, then L = Σ exp(m_k − M)·l_k, through `sums` (each warp's value, read by all).
   M = warp_max(M);
-  float L = 0;
-  for (int64_t k = lane; k < n_splits; k += 32) {
-    const float m = base[k * (d_c + 2) + d_c];
-    if (m != -INFINITY) L += expf(m - M) * base[k * (d_c + 2) + d_c + 1];
+  if (lane == 0) sums[warp] = M;
+  __syncthreads();
+  M = sums[0];
+  for (int w = 1; w < kCombineWarps; ++w) M = fmaxf(M, sums[w]);
+  float e[kPerThread], L = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    e[i] = m[i] == -INFINITY ? 0.0f : expf(m[i] - M);
+    L += e[i] * l[i];
   }
   L = warp_sum(L);
+  __syncthreads();  // every thread has read the maxima
+  if (lane == 0) sums[warp] = L;
+  __syncthreads();
+  L = 0.0f;
+  for (int w = 0; w < kCombineWarps; ++w) L += sums[w];
+#pragma unroll
+  for (int i = 0; i < kPerThread; ++i) {
+    const int64_t k = threadIdx.x + i * kCombineWarps * 32;
+    if (k < n_splits) weight[k] = e[i] / L;
+  }
+  __syncthreads();  // the weights are written; `sums` is free
   const int columns = kCombineWarps * 32 / parts, part = warp % parts, column = (warp / parts) * 32 + lane;
   const int64_t j = int64_t(blockIdx.z) * columns + column;
-  float acc = 0;
+  float acc = 0.0f;
   if (j < d_c) {
-#pragma unroll 4
+    // An empty split's o was never written: its value is loaded (so that the loads do not wait on the
+    // weights) but not used.
+#pragma unroll 8
     for (int64_t k = part; k < n_splits; k += parts) {
-      const float m = base[k * (d_c + 2) + d_c];
-      if (m != -INFINITY) acc += expf(m - M) * base[k * (d_c + 2) + j];
+      const float w = weight[k], v = base[k * stride + j];
+      acc += w == 0.0f ? 0.0f : w * v;
     }
   }
   if (parts == 1) {
-    if (j < d_c) o_lat[(b * nh + h) * d_c + j] = acc / L;
+    if (j < d_c) o_lat[(b * nh + h) * d_c + j] = acc;
     return;
   }
   sums[part * columns + column] = acc;
@@ -334,7 +364,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
   if (part == 0 && j < d_c) {
     float total = 0;
     for (int p = 0; p < parts; ++p) total += sums[p * columns + column];
-    o_lat[(b * nh + h) * d_c + j] = total / L;
+    o_lat[(b * nh + h) * d_c + j] = total;
   }
 }
 
@@ -443,6 +473,7 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
   check(m.d_c <= 32 * kLatPerLane && m.d_rope <= 32 * kRopePerLane, "GPU MLA decode: kv_lora_rank <= 512 and qk_rope_head_dim <= 64");
   const int64_t nh = m.n_heads;
   const int64_t n_splits = absorbed_splits(B, max_len);
+  check(n_splits <= kMaxCombineSplits, "GPU MLA decode: at most 1024 splits of a sequence's keys");
   if (absorbed_attention_mma_supported(m, cache)) {
     absorbed_attention_mma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, partials, o_lat,
                            stream);
