@@ -28,6 +28,9 @@ constexpr int kStages = 2;         // chunks in shared memory: one attended whil
 constexpr int kChains = 4;         // independent score accumulators (k-steps taken in turn)
 constexpr int kMaxVTiles = 16;     // 8-column output tiles per warp: d_c <= 512
 constexpr int kPRow = kChunk + 8;  // P row stride in shared memory (bf16), padded against bank conflicts
+constexpr int kOutPad = 8;         // the output tile's row stride is d_c + kOutPad floats (bank spread)
+// The output tile (kHeads rows of at most row − 8 + kOutPad floats) fits in the key stages.
+static_assert(kStages * kChunk * 2 >= kHeads * 4, "output tile larger than the key stages");
 constexpr int kThreads = kWarps * 32;
 // 16-byte pieces of the block's query rows per thread, for the widest rows supported (512 + 64).
 constexpr int kQueryQuadsPerThread = (kHeads * (512 + 64) / 4 + kThreads - 1) / kThreads;
@@ -213,7 +216,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   }
   __syncthreads();
   // One split (the whole sequence in this block): the output itself, o / l, into o_lat; else the
-  // unnormalised o into the partials.
+  // unnormalised o into the partials. The warps' tiles go through shared memory (the key stages, free
+  // now) so that the rows leave in contiguous 8-byte pieces.
   const bool whole = n_splits == 1;
   float factor[2] = {1.0f, 1.0f};
   if (whole)
@@ -224,14 +228,23 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       for (int w = 0; w < kWarps; ++w) l += red[w * kHeads + g + 8 * r];
       factor[r] = 1.0f / l;
     }
+  float* Os = reinterpret_cast<float*>(Ks);  // [kHeads][d_c + kOutPad]
+  const int64_t os_row = d_c + kOutPad;
 #pragma unroll
   for (int t = 0; t < kMaxVTiles; ++t) {
     if (8 * t >= cols_per_warp) break;
+    const int64_t c = col0 + 8 * t + 2 * q4;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t h = h0 + g + 8 * (i >> 1), c = col0 + 8 * t + 2 * q4 + (i & 1);
-      if (h < nh && c < d_c) (whole ? o_lat + (b * nh + h) * d_c : part(h))[c] = o[t][i] * factor[i >> 1];
-    }
+    for (int r = 0; r < 2; ++r)
+      if (c < d_c)
+        *reinterpret_cast<float2*>(Os + (g + 8 * r) * os_row + c) =
+            make_float2(o[t][2 * r] * factor[r], o[t][2 * r + 1] * factor[r]);
+  }
+  __syncthreads();
+  for (int hh = 0; hh < kHeads && h0 + hh < nh; ++hh) {
+    float* dst = whole ? o_lat + (b * nh + h0 + hh) * d_c : part(h0 + hh);
+    for (int c = 2 * threadIdx.x; c < d_c; c += 2 * kThreads)
+      *reinterpret_cast<float2*>(dst + c) = *reinterpret_cast<const float2*>(Os + hh * os_row + c);
   }
   if (whole) return;
   if (warp == 0 && q4 == 0) {
