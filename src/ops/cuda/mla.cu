@@ -33,8 +33,8 @@ __device__ __forceinline__ void rotate_pair(float* v, int32_t p, const float* __
   v[1] = a * s + b * c;
 }
 
-// One block per token: RoPE of the query heads' rotary parts, RMSNorm of the latent, RoPE of the
-// rotary key, store into the cache.
+// Block (t, 0): RMSNorm of token t's latent, RoPE of its rotary key, store into the cache. Blocks
+// (t, y ≥ 1): RoPE of the query heads' rotary parts, one pair a thread, beside it.
 template <typename CT>
 __global__ void write_latents_kernel(float* kv, int64_t width, const float* __restrict__ kv_norm, float eps, int64_t d_c,
                                      int64_t n_pairs, const int32_t* __restrict__ seq, const int32_t* __restrict__ pos,
@@ -42,9 +42,13 @@ __global__ void write_latents_kernel(float* kv, int64_t width, const float* __re
                                      const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
                                      QueryRope query) {
   start_after_previous_kernel();
-  for (int64_t i = threadIdx.x; i < query.n_heads * n_pairs; i += blockDim.x)
-    rotate_pair(query.q + blockIdx.x * query.token_stride + (i / n_pairs) * query.head_stride + 2 * (i % n_pairs),
-                pos[blockIdx.x], inv_freq, i % n_pairs, amplitude);
+  if (blockIdx.y > 0) {
+    const int i = int(blockIdx.y - 1) * int(blockDim.x) + int(threadIdx.x), pairs = int(n_pairs);
+    if (i < int(query.n_heads) * pairs)
+      rotate_pair(query.q + blockIdx.x * query.token_stride + (i / pairs) * query.head_stride + 2 * (i % pairs),
+                  pos[blockIdx.x], inv_freq, i % pairs, amplitude);
+    return;
+  }
   __shared__ float red[32];
   float* row = kv + blockIdx.x * width;
   float ss = 0;
@@ -429,9 +433,11 @@ void write_latents(float* kv, int64_t T, const float* kv_norm, float eps, int64_
                    const int32_t* pos, const float* inv_freq, float amplitude, PagedLatentCache& cache, int64_t layer,
                    const int32_t* block_tables, int64_t max_blocks, const QueryRope& query, cudaStream_t stream) {
   DSV2_DISPATCH_CACHE(cache.dtype, {
-    launch_overlapped(write_latents_kernel<CT>, unsigned(T), 256, 0, stream, kv, cache.width, kv_norm, eps, d_c, d_rope / 2,
-                      seq, pos, inv_freq, amplitude, static_cast<CT*>(cache.layer(layer)), block_tables, max_blocks,
-                      cache.block_size, query);
+    constexpr int64_t kThreads = 256;
+    const int64_t query_blocks = (query.n_heads * (d_rope / 2) + kThreads - 1) / kThreads;
+    launch_overlapped(write_latents_kernel<CT>, dim3(unsigned(T), unsigned(1 + query_blocks)), unsigned(kThreads), 0,
+                      stream, kv, cache.width, kv_norm, eps, d_c, d_rope / 2, seq, pos, inv_freq, amplitude,
+                      static_cast<CT*>(cache.layer(layer)), block_tables, max_blocks, cache.block_size, query);
   });
   DSV2_CUDA_LAUNCH_CHECK();
 }
