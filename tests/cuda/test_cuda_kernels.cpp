@@ -338,8 +338,8 @@ std::vector<float> reference_attention(const cuda::MlaShape& m, const std::vecto
 
 // Decode attention over a paged cache whose blocks are shuffled and whose unused slots hold NaN, at
 // the tiny fixtures' shape, V2-Lite's (16 heads, 576-wide latents; 12 sequences: the GEMM form of
-// the absorption), 20 heads (a partial group of 16) and V2's 128 heads. Lengths cross split and
-// chunk edges; some sequences end before the last split. An f32 cache is attended in f32 (exact
+// the absorption; 4 sequences of up to 20,000 keys), 20 heads (a partial group of 16) and V2's 128
+// heads. Lengths cross split and chunk edges; some sequences end before the last split. An f32 cache is attended in f32 (exact
 // for up to 8 sequences); a bf16 cache on the tensor cores, with the query and probabilities in bf16.
 TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
   std::mt19937 rng(5);
@@ -354,6 +354,8 @@ TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
       {{16, 128, 64, 128, 512, lite_scale}, 64, 4100, {1, 63, 64, 65, 130, 500, 1000, 4000, 2, 700, 129, 257}},
       {{20, 128, 64, 128, 512, lite_scale}, 32, 300, {5, 100, 300}},
       {{128, 128, 64, 128, 512, lite_scale}, 64, 400, {70, 333}},
+      // Long contexts: 128 splits of over 128 keys, which the tensor-core kernel walks in 64-key chunks.
+      {{16, 128, 64, 128, 512, lite_scale}, 64, 20000, {20000, 9000, 3, 129}},
   };
   cublasHandle_t blas;
   DSV2_CUBLAS_CHECK(cublasCreate(&blas));
