@@ -64,6 +64,27 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   const int64_t width = d_c + d_rope;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
   auto part = [&](int64_t h) { return partials + ((b * nh + h) * n_splits + split) * (d_c + 2); };
+  // The query rows [q_lat | q_rope] (zero for heads past nh) are loaded first, beside the sequence's
+  // length, the block table and the first keys' copies, which depend on each other in turn: 4 values
+  // per 16-byte load, all of a thread's loads in flight before the first is converted; quad i of the
+  // thread is quad threadIdx.x + i·kThreads of the block's kHeads × width/4.
+  const int quads = int(width / 4);
+  float4 v[kQueryQuadsPerThread];
+  int dst[kQueryQuadsPerThread];  // offset in Qs, or −1 past the block's quads
+  {
+    int r = threadIdx.x / quads, c4 = threadIdx.x % quads;
+#pragma unroll
+    for (int i = 0; i < kQueryQuadsPerThread; ++i) {
+      const int64_t h = h0 + r, c = 4 * c4;
+      const bool inside = threadIdx.x + i * kThreads < kHeads * quads;
+      dst[i] = inside ? r * row + int(c) : -1;
+      v[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (inside && h < nh)
+        v[i] = *reinterpret_cast<const float4*>(c < d_c ? q_lat + (b * nh + h) * d_c + c
+                                                        : q + (b * nh + h) * (d_nope + d_rope) + d_nope + c - d_c);
+      for (c4 += kThreads; c4 >= quads; c4 -= quads) ++r;
+    }
+  }
   // This sequence's keys in n_splits pieces of whole chunks.
   const int64_t len = seq_lens[b], split_keys = kChunk * ((len + kChunk * n_splits - 1) / (kChunk * n_splits));
   const int64_t begin = split * split_keys, end = min(len, begin + split_keys);
@@ -92,32 +113,13 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     if (begin + s * kChunk < end) copy_keys(s, begin + s * kChunk);
     copy_async_commit();
   }
-  // While the first keys arrive: Q rows [q_lat | q_rope] in bf16 (zero for heads past nh), 4 values
-  // per 16-byte load, all of a thread's loads in flight before the first is converted: quad i of the
-  // thread is quad threadIdx.x + i·kThreads of the block's kHeads × width/4.
-  {
-    const int quads = int(width / 4), total = kHeads * quads;
-    float4 v[kQueryQuadsPerThread];
-    int dst[kQueryQuadsPerThread];  // offset in Qs, or −1 past the block's quads
-    int r = threadIdx.x / quads, c4 = threadIdx.x % quads;
+  // While the first keys arrive: the query rows into Qs in bf16.
 #pragma unroll
-    for (int i = 0; i < kQueryQuadsPerThread; ++i) {
-      const int64_t h = h0 + r, c = 4 * c4;
-      const bool inside = threadIdx.x + i * kThreads < total;
-      dst[i] = inside ? r * row + int(c) : -1;
-      v[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (inside && h < nh)
-        v[i] = *reinterpret_cast<const float4*>(c < d_c ? q_lat + (b * nh + h) * d_c + c
-                                                        : q + (b * nh + h) * (d_nope + d_rope) + d_nope + c - d_c);
-      for (c4 += kThreads; c4 >= quads; c4 -= quads) ++r;
+  for (int i = 0; i < kQueryQuadsPerThread; ++i)
+    if (dst[i] >= 0) {
+      const __nv_bfloat162 lo = __floats2bfloat162_rn(v[i].x, v[i].y), hi = __floats2bfloat162_rn(v[i].z, v[i].w);
+      *reinterpret_cast<uint2*>(Qs + dst[i]) = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
     }
-#pragma unroll
-    for (int i = 0; i < kQueryQuadsPerThread; ++i)
-      if (dst[i] >= 0) {
-        const __nv_bfloat162 lo = __floats2bfloat162_rn(v[i].x, v[i].y), hi = __floats2bfloat162_rn(v[i].z, v[i].w);
-        *reinterpret_cast<uint2*>(Qs + dst[i]) = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
-      }
-  }
   // Columns past width zero in the Q rows and in every stage of the keys (the copies write only [0, width)).
   const int pad = row - int(width);
   for (int i = threadIdx.x; i < (kHeads + kStages * kChunk) * pad; i += kThreads)
