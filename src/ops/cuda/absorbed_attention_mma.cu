@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   const int64_t h0 = int64_t(blockIdx.x) * kHeads, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
   const int64_t width = d_c + d_rope;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, q4 = lane % 4;
-  auto part = [&](int64_t h) { return partials + ((b * nh + h) * n_splits + split) * (d_c + 2); };
+  auto part = [&](int64_t h) { return partials + ((b * nh + h) * n_splits + split) * partial_stride(d_c); };
   // The query rows [q_lat | q_rope] (zero for heads past nh) are loaded first, beside the sequence's
   // length, the block table and the first keys' copies, which depend on each other in turn: 4 values
   // per 16-byte load, all of a thread's loads in flight before the first is converted; quad i of the
@@ -219,7 +219,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   __syncthreads();
   // One split (the whole sequence in this block): the output itself, o / l, into o_lat; else the
   // unnormalised o into the partials. The warps' tiles go through shared memory (the key stages, free
-  // now) so that the rows leave in contiguous 8-byte pieces.
+  // now) so that the rows leave in contiguous 16-byte pieces.
   const bool whole = n_splits == 1;
   float factor[2] = {1.0f, 1.0f};
   if (whole)
@@ -245,8 +245,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   __syncthreads();
   for (int hh = 0; hh < kHeads && h0 + hh < nh; ++hh) {
     float* dst = whole ? o_lat + (b * nh + h0 + hh) * d_c : part(h0 + hh);
-    for (int c = 2 * threadIdx.x; c < d_c; c += 2 * kThreads)
-      *reinterpret_cast<float2*>(dst + c) = *reinterpret_cast<const float2*>(Os + hh * os_row + c);
+    for (int c = 4 * threadIdx.x; c < d_c; c += 4 * kThreads)
+      *reinterpret_cast<float4*>(dst + c) = *reinterpret_cast<const float4*>(Os + hh * os_row + c);
   }
   if (whole) return;
   if (warp == 0 && q4 == 0) {

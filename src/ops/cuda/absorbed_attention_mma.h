@@ -8,10 +8,15 @@
 
 namespace dsv2::cuda {
 
+// Floats per (sequence, head, split) row of the decode attention's partials: [o (d_c) | m | l], padded
+// to a multiple of 4 so that the rows start 16 bytes apart.
+__host__ __device__ inline int64_t partial_stride(int64_t d_c) { return (d_c + 2 + 3) / 4 * 4; }
+
 // A bf16 cache of rows [latent d_c <= 512 | rotary d_rope <= 64], 16-byte aligned.
 bool absorbed_attention_mma_supported(const MlaShape& s, const PagedLatentCache& cache);
 // For sequence b, split k of n_splits (keys [k·S, min(len, (k+1)·S)) with S = len / n_splits rounded
-// up to whole 32-key chunks, len = seq_lens[b]) and head h: partials[b, h, k] = [o (d_c) | m | l],
+// up to whole 32-key chunks, len = seq_lens[b]) and head h: partials[b, h, k] = [o (d_c) | m | l]
+// (rows of partial_stride(d_c) floats),
 // unnormalised o = Σ exp(score − m)·c over the split (m = −inf, l = 0 for an empty split). With one
 // split the attention output itself goes to o_lat [B, nh, d_c] instead (nothing to combine).
 // q: [B, nh, d_nope + d_rope] (its rotary part rotated), q_lat: [B, nh, d_c].

@@ -203,7 +203,7 @@ __global__ void transpose_wuk_kernel(const WT* __restrict__ kvb, int64_t nh, int
 // attends to keys [k·S, min(len, (k+1)·S)), S = ceil(len / n_splits); each warp takes every 8th key with an online softmax,
 // holding the key's latent in registers for both the score and the weighted sum, so each cached row
 // is read once per head. Writes the unnormalised partial o = Σ_s exp(score_s − m)·c_s with m and
-// l = Σ_s exp(score_s − m). partials: [B, nh, n_splits, d_c + 2] = [o (d_c) | m | l].
+// l = Σ_s exp(score_s − m). partials: [B, nh, n_splits, partial_stride(d_c)] = [o (d_c) | m | l | pad].
 constexpr int kAttnThreads = 256;
 constexpr int kAttnWarps = kAttnThreads / 32;
 constexpr int kLatPerLane = 16;  // d_c <= 512
@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   extern __shared__ float smem[];  // [kAttnWarps][d_c] warp accumulators
   __shared__ float warp_m[kAttnWarps], warp_l[kAttnWarps];
   const int64_t h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z, width = d_c + d_rope;
-  float* part = partials + ((b * nh + h) * n_splits + split) * (d_c + 2);
+  float* part = partials + ((b * nh + h) * n_splits + split) * partial_stride(d_c);
   const int64_t len = seq_lens[b], split_keys = (len + n_splits - 1) / n_splits;
   const int64_t begin = split * split_keys, end = min(len, begin + split_keys);
   if (begin >= end) {  // past the end of this sequence: an empty partial
@@ -310,7 +310,7 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
   start_after_previous_kernel();
   __shared__ float weight[kMaxCombineSplits];
   __shared__ float sums[kCombineWarps * 32];
-  const int64_t h = blockIdx.x, b = blockIdx.y, stride = d_c + 2;
+  const int64_t h = blockIdx.x, b = blockIdx.y, stride = partial_stride(d_c);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const float* base = partials + (b * nh + h) * n_splits * stride;
   constexpr int kPerThread = int(kMaxCombineSplits) / (kCombineWarps * 32);
@@ -378,8 +378,8 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
 // by max_len alone, so that a sequence's result does not depend on the batch it runs in. More
 // sequences: as many as fill the multiprocessors' two block slots once (whole waves), but each of at
 // least kMinSplitKeys keys of max_len (always fewer pieces than the 32- or 64-key rule gives): a split
-// writes d_c + 2 floats a head, 33 KB a sequence at V2-Lite's 16 heads, which the combine reads back,
-// together the bytes of ~57 cached rows of 1,152.
+// writes partial_stride(d_c) floats a head, 33 KB a sequence at V2-Lite's 16 heads, which the combine
+// reads back, together the bytes of ~57 cached rows of 1,152.
 constexpr int64_t kMinSplitKeys = 256;
 int64_t absorbed_splits(int64_t B, int64_t max_len) {
   static const int64_t multiprocessors = [] {
@@ -548,7 +548,7 @@ void transpose_wuk(const DeviceMatrix& W_kvb, int64_t n_heads, int64_t d_nope, i
 int64_t absorbed_attention_scratch_floats(int64_t B, int64_t n_heads, int64_t d_c, int64_t max_len) {
   int64_t most = 0;  // over every batch size up to B: their split counts differ
   for (int64_t b = 1; b <= B; ++b) most = std::max(most, b * absorbed_splits(b, max_len));
-  return most * n_heads * (d_c + 2);
+  return most * n_heads * partial_stride(d_c);
 }
 
 }  // namespace dsv2::cuda
