@@ -102,8 +102,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   static_assert(kWarps * 32 == 4 * kChunk, "four threads per key row");
   auto copy_keys = [&](int s, int64_t c0) {
     const int r = threadIdx.x / 4;
-    const int64_t pos = min(c0 + r, end - 1);
-    const __nv_bfloat16* src = layer + (int64_t(table[pos / block_size]) * block_size + pos % block_size) * width;
+    const int pos = int(min(c0 + r, end - 1)), block = int(block_size);  // 32-bit division (lengths are int32)
+    const __nv_bfloat16* src = layer + (int64_t(table[pos / block]) * block_size + pos % block) * width;
     __nv_bfloat16* dst = Ks + (s * kChunk + r) * row;
     for (int piece = threadIdx.x % 4; piece < pieces; piece += 4) copy_async16(dst + piece * 8, src + piece * 8);
   };
@@ -279,6 +279,7 @@ void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_la
         "tensor-core MLA decode: a bf16 cache of d_c <= 512, d_rope <= 64, width % 8 == 0, head dims multiples of 4");
   check(reinterpret_cast<uintptr_t>(q) % 16 == 0 && reinterpret_cast<uintptr_t>(q_lat) % 16 == 0,
         "tensor-core MLA decode: 16-byte aligned queries");
+  check(cache.block_size >= 1 && cache.block_size <= INT32_MAX, "tensor-core MLA decode: a cache block size below 2^31");
   const int64_t row = tile_row(s.d_c, s.d_rope);
   const size_t bytes = shared_bytes(row);
   // The kernel's dynamic shared-memory limit, raised once to the largest shape supported.
