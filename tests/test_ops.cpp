@@ -152,9 +152,9 @@ TEST(Ops, SiluMulGroupMatchesTheReference) {
 namespace dsv2 {
 namespace {
 
-// The chunk of absorbed attention against the formula in double, at the released shapes (d_c 512,
-// d_rope 64) and small ones, head counts that are and are not multiples of the register block,
-// chunk lengths with and without a tail of 16; both the dispatched (AVX-512) and the portable form.
+// One query row of the prompt attention against the formula in double, at the released shapes (d_nope
+// 128, d_rope 64, d_v 128) and odd ones (tails of 8 and 16 lanes), at every ISA level this CPU runs and
+// in the portable form.
 TEST(Ops, AttendRowMatchesTheFormula) {
   std::mt19937 rng(12);
   struct Shape {
@@ -179,43 +179,51 @@ TEST(Ops, AttendRowMatchesTheFormula) {
     for (double& x : p) sum += (x = std::exp(x - mx));
     for (int64_t s = 0; s < sh.n; ++s)
       for (int64_t j = 0; j < sh.d_v; ++j) want[size_t(j)] += p[size_t(s)] / sum * kv[size_t(s * kv_stride + sh.d_nope + j)];
-    for (bool portable : {false, true}) {
-      std::vector<float> scores(size_t(sh.n)), out(size_t(sh.d_v) + 1, NAN);
-      out.back() = 7.0f;  // past the output: must stay
-      (portable ? cpu::attend_row_portable : cpu::attend_row)(q.data(), kv.data(), kv_stride, rope.data(), rope_stride,
-                                                              kv.data() + sh.d_nope, kv_stride, sh.n, sh.d_nope, sh.d_rope,
-                                                              sh.d_v, scale, scores.data(), out.data());
-      std::vector<float> wantf(want.begin(), want.end());
-      // f32 sums of up to 192 products and 300 weighted values against f64: ~1e-6; wrong indexing is O(1).
-      EXPECT_LE(test::rel_l2(out.data(), wantf.data(), wantf.size()), 1e-5)
-          << "d_nope " << sh.d_nope << " d_v " << sh.d_v << " n " << sh.n << " portable " << portable;
-      EXPECT_EQ(out.back(), 7.0f);
-    }
+    for (cpu::CpuIsa isa : test::supported_isas())
+      for (bool portable : {false, true}) {
+        test::IsaScope scope(isa);
+        std::vector<float> scores(size_t(sh.n)), out(size_t(sh.d_v) + 1, NAN);
+        out.back() = 7.0f;  // past the output: must stay
+        (portable ? cpu::attend_row_portable : cpu::attend_row)(q.data(), kv.data(), kv_stride, rope.data(), rope_stride,
+                                                                kv.data() + sh.d_nope, kv_stride, sh.n, sh.d_nope, sh.d_rope,
+                                                                sh.d_v, scale, scores.data(), out.data());
+        std::vector<float> wantf(want.begin(), want.end());
+        // f32 sums of up to 192 products and 300 weighted values against f64: ~1e-6; wrong indexing is O(1).
+        EXPECT_LE(test::rel_l2(out.data(), wantf.data(), wantf.size()), 1e-5)
+            << "isa " << int(isa) << " d_nope " << sh.d_nope << " d_v " << sh.d_v << " n " << sh.n << " portable " << portable;
+        EXPECT_EQ(out.back(), 7.0f);
+      }
   }
 }
 
 // Query rows attended together (each key and value row loaded once for all of them) give each row the
-// bits attend_row gives it alone over its own causal range, at the released shapes and odd ones.
+// bits attend_row gives it alone over its own causal range, at the released shapes and odd ones, at
+// every ISA level this CPU runs.
 TEST(Ops, AttendRowsGiveEachRowItsAloneBits) {
   std::mt19937 rng(17);
   struct Shape {
     int64_t d_nope, d_rope, d_v, n0;
   };
-  for (Shape sh : {Shape{128, 64, 128, 300}, Shape{128, 64, 128, 1}, Shape{16, 8, 12, 7}, Shape{24, 6, 200, 5}, Shape{3, 2, 5, 4}}) {
-    for (int64_t rows = 1; rows <= cpu::kAttendRows; ++rows) {
-      const int64_t n = sh.n0 + rows - 1, kv_stride = sh.d_nope + sh.d_v + 3, rope_stride = sh.d_rope + 1;
-      const int64_t q_stride = sh.d_nope + sh.d_rope + 2, out_stride = sh.d_v + 1;
-      const std::vector<float> q = randn(size_t(rows * q_stride), rng), kv = randn(size_t(n * kv_stride), rng),
-                               rope = randn(size_t(n * rope_stride), rng);
-      std::vector<float> scores(size_t(rows * n)), got(size_t(rows * out_stride), NAN);
-      cpu::attend_rows(q.data(), q_stride, rows, kv.data(), kv_stride, rope.data(), rope_stride, kv.data() + sh.d_nope, kv_stride,
-                       sh.n0, sh.d_nope, sh.d_rope, sh.d_v, 0.1f, scores.data(), got.data(), out_stride);
-      for (int64_t i = 0; i < rows; ++i) {
-        std::vector<float> alone_scores(static_cast<size_t>(n)), want(static_cast<size_t>(sh.d_v));
-        cpu::attend_row(q.data() + i * q_stride, kv.data(), kv_stride, rope.data(), rope_stride, kv.data() + sh.d_nope, kv_stride,
-                        sh.n0 + i, sh.d_nope, sh.d_rope, sh.d_v, 0.1f, alone_scores.data(), want.data());
-        EXPECT_EQ(std::vector<float>(got.begin() + i * out_stride, got.begin() + i * out_stride + sh.d_v), want)
-            << "d_nope " << sh.d_nope << " d_v " << sh.d_v << " n0 " << sh.n0 << " rows " << rows << " row " << i;
+  for (cpu::CpuIsa isa : test::supported_isas()) {
+    test::IsaScope scope(isa);
+    for (Shape sh : {Shape{128, 64, 128, 300}, Shape{128, 64, 128, 1}, Shape{16, 8, 12, 7}, Shape{24, 6, 200, 5},
+                     Shape{3, 2, 5, 4}}) {
+      for (int64_t rows = 1; rows <= cpu::kAttendRows; ++rows) {
+        const int64_t n = sh.n0 + rows - 1, kv_stride = sh.d_nope + sh.d_v + 3, rope_stride = sh.d_rope + 1;
+        const int64_t q_stride = sh.d_nope + sh.d_rope + 2, out_stride = sh.d_v + 1;
+        const std::vector<float> q = randn(size_t(rows * q_stride), rng), kv = randn(size_t(n * kv_stride), rng),
+                                 rope = randn(size_t(n * rope_stride), rng);
+        std::vector<float> scores(size_t(rows * n)), got(size_t(rows * out_stride), NAN);
+        cpu::attend_rows(q.data(), q_stride, rows, kv.data(), kv_stride, rope.data(), rope_stride, kv.data() + sh.d_nope,
+                         kv_stride, sh.n0, sh.d_nope, sh.d_rope, sh.d_v, 0.1f, scores.data(), got.data(), out_stride);
+        for (int64_t i = 0; i < rows; ++i) {
+          std::vector<float> alone_scores(static_cast<size_t>(n)), want(static_cast<size_t>(sh.d_v));
+          cpu::attend_row(q.data() + i * q_stride, kv.data(), kv_stride, rope.data(), rope_stride, kv.data() + sh.d_nope,
+                          kv_stride, sh.n0 + i, sh.d_nope, sh.d_rope, sh.d_v, 0.1f, alone_scores.data(), want.data());
+          EXPECT_EQ(std::vector<float>(got.begin() + i * out_stride, got.begin() + i * out_stride + sh.d_v), want)
+              << "isa " << int(isa) << " d_nope " << sh.d_nope << " d_v " << sh.d_v << " n0 " << sh.n0 << " rows " << rows
+              << " row " << i;
+        }
       }
     }
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "ops/cpu/causal_attention_avx2.h"
 #include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
@@ -145,10 +146,16 @@ void attend_rows(const float* q, int64_t q_stride, int64_t rows, const float* k_
                  int64_t rope_stride, const float* v, int64_t v_stride, int64_t n0, int64_t d_nope, int64_t d_rope,
                  int64_t d_v, float scale, float* scores, float* out, int64_t out_stride) {
   check(rows >= 1 && rows <= kAttendRows, "attend_rows: 1 to 4 rows");
-  if (!has_avx512()) {
+  const CpuIsa isa = cpu_isa();
+  if (isa == CpuIsa::Portable) {
     for (int64_t i = 0; i < rows; ++i)
       attend_row_portable(q + i * q_stride, k_nope, k_stride, k_rope, rope_stride, v, v_stride, n0 + i, d_nope, d_rope, d_v,
                           scale, scores, out + i * out_stride);
+    return;
+  }
+  if (isa == CpuIsa::Avx2) {
+    attend_rows_avx2(q, q_stride, rows, k_nope, k_stride, k_rope, rope_stride, v, v_stride, n0, d_nope, d_rope, d_v, scale,
+                     scores, out, out_stride);
     return;
   }
   with_count<kAttendRows>(rows, [&](auto r) {
@@ -170,8 +177,17 @@ void attend_row_portable(const float* q, const float* k_nope, int64_t k_stride, 
 void attend_row(const float* q, const float* k_nope, int64_t k_stride, const float* k_rope, int64_t rope_stride,
                 const float* v, int64_t v_stride, int64_t n, int64_t d_nope, int64_t d_rope, int64_t d_v, float scale,
                 float* scores, float* out) {
-  (has_avx512() ? attend_row_avx512 : attend_row_portable)(q, k_nope, k_stride, k_rope, rope_stride, v, v_stride, n, d_nope,
-                                                          d_rope, d_v, scale, scores, out);
+  switch (cpu_isa()) {
+    case CpuIsa::Portable:
+      attend_row_portable(q, k_nope, k_stride, k_rope, rope_stride, v, v_stride, n, d_nope, d_rope, d_v, scale, scores, out);
+      return;
+    case CpuIsa::Avx2:  // one row of the rows kernel: the bits attend_rows gives it
+      attend_rows_avx2(q, 0, 1, k_nope, k_stride, k_rope, rope_stride, v, v_stride, n, d_nope, d_rope, d_v, scale, scores, out,
+                       0);
+      return;
+    default:
+      attend_row_avx512(q, k_nope, k_stride, k_rope, rope_stride, v, v_stride, n, d_nope, d_rope, d_v, scale, scores, out);
+  }
 }
 
 }  // namespace dsv2::cpu

@@ -8,8 +8,9 @@ namespace dsv2::cpu {
 // Keys s in [0, n): k_nope_s = k_nope + s·k_stride [d_nope], k_rope_s = k_rope + s·rope_stride [d_rope],
 // v_s = v + s·v_stride [d_v].   q: [d_nope + d_rope] (nope part first), out: [d_v], scores: scratch [n].
 // out = Σ_s softmax_s(scale · (q_nope · k_nope_s + q_rope · k_rope_s)) · v_s
-// AVX-512 when the CPU has it (4 keys' sums in registers at a time, the output in registers across the
-// keys), else portable. Each row's result depends on its own keys only, never on other rows.
+// By cpu_isa(): AVX-512 (4 keys' sums in registers at a time, the output in registers across the keys),
+// AVX2 (causal_attention_avx2.h), else portable. Each row's result depends on its own keys only, never
+// on other rows.
 void attend_row(const float* q, const float* k_nope, int64_t k_stride, const float* k_rope, int64_t rope_stride,
                 const float* v, int64_t v_stride, int64_t n, int64_t d_nope, int64_t d_rope, int64_t d_v, float scale,
                 float* scores, float* out);
