@@ -1,6 +1,6 @@
 // The absorbed attention's per-head projections read kv_b_proj in its stored format: for every format
-// (F32, BF16, F16, Q8_0, Q4_0) and both code paths (AVX-512 and portable), the results equal the
-// float64 products with the matrix's f32 values (its dequantization) to f32 rounding.
+// (F32, BF16, F16, Q8_0, Q4_0) and every code path this CPU runs (AVX-512, AVX2, portable), the results
+// equal the float64 products with the matrix's f32 values (its dequantization) to f32 rounding.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -21,10 +21,9 @@ TEST(HeadProjections, EqualTheProductsWithTheStoredValuesInEveryFormat) {
   std::mt19937 rng(21);
   ThreadPool pool(1);
   const int64_t nh = 3, d_nope = 20, d_v = 7, q_stride = 26;  // q rows [q_nope (20) | q_rope (6)]
-  std::vector<cpu::CpuIsa> isas = {cpu::CpuIsa::Portable};
-  if (cpu::cpu_supports(cpu::CpuIsa::Avx512)) isas.push_back(cpu::CpuIsa::Avx512);
+  const std::vector<cpu::CpuIsa> isas = test::supported_isas();
   for (DType t : {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0}) {
-    for (int64_t d_c : {32, 48, 512, 40}) {  // 40: not a multiple of 16 (the portable path)
+    for (int64_t d_c : {32, 48, 512, 40, 36}) {  // 40: not a multiple of 16 (AVX2 or portable); 36: nor of 8
       std::vector<float> f32;  // kv_b's values
       std::vector<uint8_t> f32_store, store;
       const Matrix kv_b = test::stored_matrix(t, nh * (d_nope + d_v), d_c, rng, f32, f32_store, store, pool);

@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/quant.h"
+#include "ops/cpu/avx2_hsum.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/cpu/quant_block_avx512.h"
 #include "ops/cpu/simd_targets.h"
@@ -86,6 +87,75 @@ DSV2_AVX512 void row_dots_avx512(const Matrix& W, int64_t r0, int64_t rows, cons
   }
 }
 
+// The AVX2 forms of the same, 8 values a register: values c .. c + 7 (c a multiple of 8) of a row as f32,
+// exactly as load16 gives them (Q4_0: byte j of a block holds value j in its low nibble and j + 16 in
+// its high one).
+template <DType F>
+DSV2_AVX2 inline __m256 load8(const uint8_t* row, const uint16_t* scales, int64_t c) {
+  if constexpr (F == DType::F32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + c);
+  } else if constexpr (F == DType::BF16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+  } else if constexpr (F == DType::F16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c)));
+  } else {  // Q8_0, Q4_0
+    const int64_t b = c / kQuantBlock, at = c % kQuantBlock;
+    const uint8_t* block = row + b * quant_row_bytes(F, kQuantBlock);
+    __m128i q;
+    if constexpr (F == DType::Q8_0) {
+      q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + at));
+    } else {
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + at % 16));
+      const __m128i nibbles = at < 16 ? bytes : _mm_srli_epi16(bytes, 4);
+      q = _mm_sub_epi8(_mm_and_si128(nibbles, _mm_set1_epi8(0x0f)), _mm_set1_epi8(8));
+    }
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(_cvtsh_ss(scales[b])));
+  }
+}
+
+// weighted_row_sum_avx512 at 8 lanes, n a multiple of 8: the columns in groups of 64 (8 registers).
+template <DType F>
+DSV2_AVX2 void weighted_row_sum_avx2(const Matrix& W, int64_t r0, int64_t rows, const float* alpha, int64_t n, float* y) {
+  constexpr int kGroup = 8;
+  for (int64_t c0 = 0; c0 < n; c0 += kGroup * 8) {
+    const int g = int(std::min<int64_t>(kGroup, (n - c0) / 8));
+    __m256 acc[kGroup];
+    for (int v = 0; v < kGroup; ++v) acc[v] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < rows; ++i) {
+      const auto* row = static_cast<const uint8_t*>(W.row(r0 + i));
+      const uint16_t* scales = scales_of(W, r0 + i);
+      const __m256 a = _mm256_set1_ps(alpha[i]);
+      if (g == kGroup) {
+        for (int v = 0; v < kGroup; ++v) acc[v] = _mm256_fmadd_ps(a, load8<F>(row, scales, c0 + v * 8), acc[v]);
+      } else {
+        for (int v = 0; v < g; ++v) acc[v] = _mm256_fmadd_ps(a, load8<F>(row, scales, c0 + v * 8), acc[v]);
+      }
+    }
+    for (int v = 0; v < g; ++v) _mm256_storeu_ps(y + c0 + v * 8, acc[v]);
+  }
+}
+
+// row_dots_avx512 at 8 lanes, n a multiple of 8.
+template <DType F>
+DSV2_AVX2 void row_dots_avx2(const Matrix& W, int64_t r0, int64_t rows, const float* x, int64_t n, float* y) {
+  for (int64_t j0 = 0; j0 < rows; j0 += 4) {
+    const int nr = int(std::min<int64_t>(4, rows - j0));
+    const uint8_t* row[4];
+    const uint16_t* scales[4];
+    for (int r = 0; r < 4; ++r) {
+      row[r] = static_cast<const uint8_t*>(W.row(r0 + j0 + std::min(r, nr - 1)));
+      scales[r] = scales_of(W, r0 + j0 + std::min(r, nr - 1));
+    }
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t c = 0; c < n; c += 8) {
+      const __m256 xv = _mm256_loadu_ps(x + c);
+      for (int r = 0; r < 4; ++r) acc[r] = _mm256_fmadd_ps(load8<F>(row[r], scales[r], c), xv, acc[r]);
+    }
+    for (int r = 0; r < nr; ++r) y[j0 + r] = hsum8(acc[r]);
+  }
+}
+
 // Calls fn with W's dtype as a compile-time constant.
 template <typename Fn>
 void with_dtype(DType t, Fn&& fn) {
@@ -98,9 +168,15 @@ void with_dtype(DType t, Fn&& fn) {
   }
 }
 
-bool fast_path(const Matrix& W) {
+// The kernels W takes on this CPU: AVX-512 (columns a multiple of 16), AVX2 (of 8), else the portable
+// loops.
+enum class Path { Portable, Avx2, Avx512 };
+Path path_for(const Matrix& W) {
   const bool known = W.dtype == DType::F32 || W.dtype == DType::BF16 || W.dtype == DType::F16 || is_quantized(W.dtype);
-  return known && cpu_isa() >= CpuIsa::Avx512 && W.cols % kLanes == 0;
+  if (!known) return Path::Portable;
+  if (cpu_isa() >= CpuIsa::Avx512 && W.cols % kLanes == 0) return Path::Avx512;
+  if (cpu_isa() >= CpuIsa::Avx2 && W.cols % 8 == 0) return Path::Avx2;
+  return Path::Portable;
 }
 
 }  // namespace
@@ -108,10 +184,13 @@ bool fast_path(const Matrix& W) {
 void absorb_query_heads(const Matrix& kv_b, int64_t d_nope, int64_t d_v, const float* q, int64_t q_stride, int64_t h0,
                         int64_t h1, float* q_lat) {
   const int64_t d_c = kv_b.cols, head_rows = d_nope + d_v;
-  if (fast_path(kv_b)) {
+  const Path path = path_for(kv_b);
+  if (path != Path::Portable) {
     with_dtype(kv_b.dtype, [&](auto f) {
+      constexpr DType F = decltype(f)::value;
       for (int64_t h = h0; h < h1; ++h)
-        weighted_row_sum_avx512<decltype(f)::value>(kv_b, h * head_rows, d_nope, q + h * q_stride, d_c, q_lat + h * d_c);
+        (path == Path::Avx512 ? weighted_row_sum_avx512<F> : weighted_row_sum_avx2<F>)(kv_b, h * head_rows, d_nope,
+                                                                                     q + h * q_stride, d_c, q_lat + h * d_c);
     });
     return;
   }
@@ -129,10 +208,13 @@ void absorb_query_heads(const Matrix& kv_b, int64_t d_nope, int64_t d_v, const f
 void expand_latent_heads(const Matrix& kv_b, int64_t d_nope, int64_t d_v, const float* o_lat, int64_t h0, int64_t h1,
                          float* out) {
   const int64_t d_c = kv_b.cols, head_rows = d_nope + d_v;
-  if (fast_path(kv_b)) {
+  const Path path = path_for(kv_b);
+  if (path != Path::Portable) {
     with_dtype(kv_b.dtype, [&](auto f) {
+      constexpr DType F = decltype(f)::value;
       for (int64_t h = h0; h < h1; ++h)
-        row_dots_avx512<decltype(f)::value>(kv_b, h * head_rows + d_nope, d_v, o_lat + h * d_c, d_c, out + h * d_v);
+        (path == Path::Avx512 ? row_dots_avx512<F> : row_dots_avx2<F>)(kv_b, h * head_rows + d_nope, d_v, o_lat + h * d_c,
+                                                                     d_c, out + h * d_v);
     });
     return;
   }
