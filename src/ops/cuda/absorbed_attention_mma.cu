@@ -279,6 +279,8 @@ void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_la
         "tensor-core MLA decode: a bf16 cache of d_c <= 512, d_rope <= 64, width % 8 == 0, head dims multiples of 4");
   check(reinterpret_cast<uintptr_t>(q) % 16 == 0 && reinterpret_cast<uintptr_t>(q_lat) % 16 == 0,
         "tensor-core MLA decode: 16-byte aligned queries");
+  check(reinterpret_cast<uintptr_t>(partials) % 16 == 0 && reinterpret_cast<uintptr_t>(o_lat) % 16 == 0,
+        "tensor-core MLA decode: 16-byte aligned outputs (its rows are written 16 bytes at a time)");
   check(cache.block_size >= 1 && cache.block_size <= INT32_MAX, "tensor-core MLA decode: a cache block size below 2^31");
   const int64_t row = tile_row(s.d_c, s.d_rope);
   const size_t bytes = shared_bytes(row);
