@@ -1,9 +1,9 @@
 // dsv2 bench-attention --device cuda: the GPU decode attention alone (cuda::attend_latents: the
 // absorbed form's attention over a paged latent cache, split over the context, then combined) for a
 // batch of sequences of one context length, timed with CUDA events; the cache bytes read per second
-// against the copy bandwidth measured in the same run; launched from the host and captured as one
-// CUDA graph. Each sequence's blocks sit at random places
-// in the pool, as a serving engine hands them out.
+// against the copy bandwidth measured in the same run, for calls launched from the host and for the
+// same calls captured as one CUDA graph. Each sequence's blocks sit at random places in the pool, as a
+// serving engine hands them out.
 #include <cuda_runtime.h>
 
 #include <algorithm>

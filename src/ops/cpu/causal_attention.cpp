@@ -7,7 +7,6 @@
 #include "core/error.h"
 #include "ops/cpu/causal_attention_avx2.h"
 #include "ops/cpu/count_dispatch.h"
-#include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/cpu/simd_targets.h"
 #include "ops/ref/ops_ref.h"
