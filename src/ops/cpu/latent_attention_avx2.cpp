@@ -15,7 +15,8 @@ namespace {
 
 constexpr int64_t kHeads = 4;  // heads per register block
 constexpr int64_t kKeys = 3;   // keys per register block of the scores
-constexpr int64_t kTile = 16;  // latent values per register block of the weighted sum (2 registers)
+constexpr int64_t kTile = 16;  // latent values per narrow register block of the weighted sum (2 registers)
+constexpr int64_t kWideTile = 24;  // ... per wide one (3 registers: 12 independent sums, all 16 registers)
 constexpr int64_t kAhead = 8;  // keys between the scores' reads and their prefetches
 
 // 8 cached latent values as f32: f32 rows as they are, bf16 rows widened (exact).
@@ -64,12 +65,11 @@ DSV2_AVX2 inline void score_sums(const float* q_lat, const float* q_pe, int64_t 
   part(q_pe, q_pe_stride, d_c, d_rope);
 }
 
-// acc[h0 .. h0+kHeads, j .. j+kTile) = f[h − h0] · acc + Σ_s p[h, s] · c_s[j ..], the sums in registers
-// over all n keys (f = 0: acc is not read).
-template <typename T>
+// acc[h0 .. h0+kHeads, j .. j+8V) = f[h − h0] · acc + Σ_s p[h, s] · c_s[j ..], the sums in registers
+// over all n keys (f = 0: acc is not read). Each value's sum is the same whatever V.
+template <int64_t V, typename T>
 DSV2_AVX2 inline void accumulate_tile(const T* lat, int64_t width, int64_t n, const float* p, int64_t h0, int64_t j,
                                       int64_t d_c, const float* f, float* acc) {
-  constexpr int64_t V = kTile / 8;
   __m256 a[kHeads][V];
   for (int64_t i = 0; i < kHeads; ++i)
     for (int64_t v = 0; v < V; ++v)
@@ -128,7 +128,12 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
       m[h] = m_new;
       l[h] = (f[i] == 0.0f ? 0.0f : f[i] * l[h]) + hsum8(sum);
     }
-    for (int64_t j = 0; j < d_c; j += kTile) accumulate_tile(lat, width, n, scores, h0, j, d_c, f, acc);
+    // Wide blocks while more than 32 values (or 24) are left, then narrow ones for the last 16 or 32
+    // (d_c is a multiple of 16): 12 sums per key instead of 8, so the multiply-adds do not wait on each other.
+    int64_t j = 0;
+    for (; d_c - j >= kWideTile && d_c - j != 2 * kTile; j += kWideTile)
+      accumulate_tile<kWideTile / 8>(lat, width, n, scores, h0, j, d_c, f, acc);
+    for (; j < d_c; j += kTile) accumulate_tile<kTile / 8>(lat, width, n, scores, h0, j, d_c, f, acc);
   }
 }
 
