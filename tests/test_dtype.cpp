@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <random>
 
@@ -82,6 +83,22 @@ TEST(ThreadPool, CoversEveryIndexOnce) {
         for (int h : hits) ASSERT_EQ(h, 1);
       }
     }
+  }
+}
+
+// Parts claimed in turn: each part runs exactly once whatever the thread and part counts (more parts
+// than threads, fewer, none), and an exception reaches the caller.
+TEST(ThreadPool, ForEachPartRunsEveryPartOnce) {
+  for (int threads : {1, 2, 3, 5}) {
+    ThreadPool pool(threads);
+    for (int64_t parts : {0, 1, 2, 7, 40}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(parts));
+      pool.for_each_part(parts, [&](int64_t p) { hits[size_t(p)].fetch_add(1); });
+      for (const auto& h : hits) ASSERT_EQ(h.load(), 1) << threads << " threads, " << parts << " parts";
+    }
+    EXPECT_THROW(pool.for_each_part(9, [](int64_t p) {
+      if (p == 4) throw Error("boom");
+    }), Error);
   }
 }
 

@@ -84,6 +84,13 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
   if (err) std::rethrow_exception(err);
 }
 
+void ThreadPool::for_each_part(int64_t n_parts, const std::function<void(int64_t)>& fn) {
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(n_parts, size()), 1, [&](int64_t, int64_t) {
+    for (int64_t p; (p = next.fetch_add(1, std::memory_order_relaxed)) < n_parts;) fn(p);
+  });
+}
+
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {

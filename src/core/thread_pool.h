@@ -28,6 +28,11 @@ class ThreadPool {
   // The first exception thrown by fn is rethrown here. Not reentrant: fn must not call it.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+  // Calls fn(p) once for every part p in [0, n_parts), the threads taking the next unclaimed part until
+  // none is left: a thread that starts late or runs slower takes fewer parts. Exceptions and
+  // reentrancy as parallel_for.
+  void for_each_part(int64_t n_parts, const std::function<void(int64_t)>& fn);
+
  private:
   void worker_loop(int index);
   void run_chunk(int index);

@@ -215,52 +215,53 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
     pool.parallel_for(first_token.back(), 1, round_tokens);
   }
   if (first_block.back() == 0) return;  // every job ran portably
-  // kPartsPerThread parts a thread on average, claimed in turn, so that a thread that starts late or
-  // streams slower does not keep the others waiting (a row's result does not depend on its thread).
-  const int n_parts = pool.size() * kPartsPerThread;
-  const std::vector<int64_t> bound = balanced_parts(jobs, first_block, n_parts);
-  std::atomic<int> next_part{0};
-  pool.parallel_for(pool.size(), 1, [&](int64_t, int64_t) {
-    for (int p; (p = next_part.fetch_add(1, std::memory_order_relaxed)) < n_parts;) {
-      split_by_job(first_block, bound[size_t(p)], bound[size_t(p) + 1], [&](size_t j, int64_t b0, int64_t b1) {
-        const MatmulJob& job = jobs[j];
-        const Matrix& W = *job.W;
-        const int64_t K = W.cols, N = W.rows;
-        for (int64_t r0 = b0 * kRowBlock; r0 < std::min(N, b1 * kRowBlock); r0 += kTileRows) {
-          const int64_t r1 = std::min({N, b1 * kRowBlock, r0 + kTileRows});
-          if (kernel[j] == Kernel::Bf16Portable) {
-            gemm_bf16_rows_portable(xb[j], 0, job.T, W, r0, r1, job.y);
-            continue;
-          }
-          if (kernel[j] == Kernel::Bf16Avx2) {
-            gemm_bf16_rows_avx2(xb[j], 0, job.T, W, r0, r1, job.y);  // every token over the tile, 4 at a time
-            continue;
-          }
-          if (kernel[j] == Kernel::Bf16Amx) {
-            gemm_bf16_rows_amx(xb[j], job.T, W, r0, r1, job.y);  // every token over the tile at once
-            continue;
-          }
-          if (kernel[j] == Kernel::Quantized && job.T > kGemvMaxTokens) {
-            quant_gemm_tile_avx512(xq[j], job.T, W, r0, r1, job.y);  // every token over the tile at once
-            continue;
-          }
-          for (int64_t t0 = 0; t0 < job.T; t0 += kGemvMaxTokens) {
-            const int64_t n = std::min(kGemvMaxTokens, job.T - t0);
-            if (kernel[j] == Kernel::Quantized) {
-              quant_gemv_rows_avx512(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
-            } else if (kernel[j] == Kernel::QuantizedAvx2) {
-              qgemv_rows_avx2(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
-            } else if (kernel[j] == Kernel::GemvAvx2) {
-              gemv_rows_avx2(job.x + t0 * K, n, W, r0, r1, job.y + t0 * N);
-            } else if (kernel[j] == Kernel::Bf16) {
-              gemm_bf16_rows_avx512(xb[j], t0, n, W, r0, r1, job.y + t0 * N);
-            } else {
-              gemv_rows_avx512(job.x + t0 * K, n, W, r0, r1, job.y + t0 * N);
-            }
-          }
+  // Rows [begin, end) of job j, a tile of at most kTileRows rows at a time.
+  const auto run_rows = [&](size_t j, int64_t begin, int64_t end) {
+    const MatmulJob& job = jobs[j];
+    const Matrix& W = *job.W;
+    const int64_t K = W.cols, N = W.rows;
+    for (int64_t r0 = begin; r0 < end; r0 += kTileRows) {
+      const int64_t r1 = std::min(end, r0 + kTileRows);
+      if (kernel[j] == Kernel::Bf16Portable) {
+        gemm_bf16_rows_portable(xb[j], 0, job.T, W, r0, r1, job.y);
+        continue;
+      }
+      if (kernel[j] == Kernel::Bf16Avx2) {
+        gemm_bf16_rows_avx2(xb[j], 0, job.T, W, r0, r1, job.y);  // every token over the tile, 4 at a time
+        continue;
+      }
+      if (kernel[j] == Kernel::Bf16Amx) {
+        gemm_bf16_rows_amx(xb[j], job.T, W, r0, r1, job.y);  // every token over the tile at once
+        continue;
+      }
+      if (kernel[j] == Kernel::Quantized && job.T > kGemvMaxTokens) {
+        quant_gemm_tile_avx512(xq[j], job.T, W, r0, r1, job.y);  // every token over the tile at once
+        continue;
+      }
+      for (int64_t t0 = 0; t0 < job.T; t0 += kGemvMaxTokens) {
+        const int64_t n = std::min(kGemvMaxTokens, job.T - t0);
+        if (kernel[j] == Kernel::Quantized) {
+          quant_gemv_rows_avx512(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
+        } else if (kernel[j] == Kernel::QuantizedAvx2) {
+          qgemv_rows_avx2(xq[j], t0, n, W, r0, r1, job.y + t0 * N);
+        } else if (kernel[j] == Kernel::GemvAvx2) {
+          gemv_rows_avx2(job.x + t0 * K, n, W, r0, r1, job.y + t0 * N);
+        } else if (kernel[j] == Kernel::Bf16) {
+          gemm_bf16_rows_avx512(xb[j], t0, n, W, r0, r1, job.y + t0 * N);
+        } else {
+          gemv_rows_avx512(job.x + t0 * K, n, W, r0, r1, job.y + t0 * N);
         }
-      });
+      }
     }
+  };
+  // kPartsPerThread parts of equal cost a thread on average, claimed in turn (a row's result does not
+  // depend on its thread).
+  const int64_t n_parts = int64_t(pool.size()) * kPartsPerThread;
+  const std::vector<int64_t> bound = balanced_parts(jobs, first_block, int(n_parts));
+  pool.for_each_part(n_parts, [&](int64_t p) {
+    split_by_job(first_block, bound[size_t(p)], bound[size_t(p) + 1], [&](size_t j, int64_t b0, int64_t b1) {
+      run_rows(j, b0 * kRowBlock, std::min(jobs[j].W->rows, b1 * kRowBlock));
+    });
   });
 }
 
