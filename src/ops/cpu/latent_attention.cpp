@@ -327,13 +327,10 @@ void latent_attention_update_bf16_dot_portable(const float* q_lat, const float* 
 void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                       float* l, float* acc, float* scratch) {
-  const Kernel kernel = kernel_for(nh, d_c, d_rope);
-  if (kernel == Kernel::Avx512 && has_avx512_bf16() && width == d_c + d_rope && width % 32 == 0)
+  if (kernel_for(nh, d_c, d_rope) == Kernel::Avx512 && has_avx512_bf16() && width == d_c + d_rope && width % 32 == 0)
     return update_avx512_dot(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
-  if (kernel == Kernel::Portable)
-    return latent_attention_update_bf16_dot_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l,
-                                                     acc, scratch);
-  // The query rounded to bf16 (what the dot products multiply), then the f32-score update.
+  // The query rounded to bf16 (what the dot products multiply), then the f32-score update by cpu_isa()
+  // (with the portable kernel: latent_attention_update_bf16_dot_portable's operations).
   thread_local std::vector<float> q16;
   round_query_to_bf16(q_lat, q_pe, q_pe_stride, nh, d_c, d_rope, q16);
   latent_attention_update_bf16(q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc,
