@@ -2,9 +2,7 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
-
-#include "ops/cpu/avx2_hsum.h"
+#include "ops/cpu/avx2_lanes.h"
 #include "ops/cpu/causal_attention.h"
 #include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/simd_targets.h"
@@ -17,15 +15,6 @@ namespace {
 constexpr int kKeys = 2;        // keys whose scores are summed together (rows × kKeys accumulators)
 constexpr int64_t kCols = 16;   // output values per pass of the weighted sum (2 registers per row)
 
-// All ones in the lanes below `left` (at most 8).
-DSV2_AVX2 inline __m256i lanes_below(int64_t left) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::min<int64_t>(left, 8))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-// 8 values at p, the lanes at and past `left` zero and not read.
-DSV2_AVX2 inline __m256 load8(const float* p, int64_t left) {
-  return left >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes_below(left));
-}
-
 // acc[i][k] += (a + i·a_stride) · (b + k·b_stride) over d values, lane-wise in steps of 8; each key
 // vector loaded once for the R rows.
 template <int R, int N>
@@ -33,9 +22,9 @@ DSV2_AVX2 inline void block_dots(const float* a, int64_t a_stride, const float* 
                                  __m256 (&acc)[R][N]) {
   for (int64_t j = 0; j < d; j += 8) {
     __m256 kv[N];
-    for (int k = 0; k < N; ++k) kv[k] = load8(b + k * b_stride + j, d - j);
+    for (int k = 0; k < N; ++k) kv[k] = load8_first(b + k * b_stride + j, d - j);
     for (int i = 0; i < R; ++i) {
-      const __m256 qv = load8(a + i * a_stride + j, d - j);
+      const __m256 qv = load8_first(a + i * a_stride + j, d - j);
       for (int k = 0; k < N; ++k) acc[i][k] = _mm256_fmadd_ps(qv, kv[k], acc[i][k]);
     }
   }
@@ -63,7 +52,7 @@ DSV2_AVX2 inline void add_value_row(const float* v, int64_t v_stride, int64_t t,
                                     const float* scores, int64_t stride, int i0, __m256 (&acc)[R][2]) {
   const float* vs = v + t * v_stride + j0;
   const int64_t left = d_v - j0;
-  const __m256 v0 = load8(vs, left), v1 = left > 8 ? load8(vs + 8, left - 8) : _mm256_setzero_ps();
+  const __m256 v0 = load8_first(vs, left), v1 = left > 8 ? load8_first(vs + 8, left - 8) : _mm256_setzero_ps();
   for (int i = i0; i < R; ++i) {
     const __m256 p = _mm256_set1_ps(scores[i * stride + t]);
     acc[i][0] = _mm256_fmadd_ps(p, v0, acc[i][0]);

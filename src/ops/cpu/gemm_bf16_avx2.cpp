@@ -9,7 +9,7 @@
 #include <cstring>
 #include <vector>
 
-#include "ops/cpu/avx2_hsum.h"
+#include "ops/cpu/avx2_lanes.h"
 #include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemm_bf16.h"
 #include "ops/cpu/simd_targets.h"

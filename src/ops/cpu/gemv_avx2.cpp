@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "core/quant.h"
-#include "ops/cpu/avx2_hsum.h"
+#include "ops/cpu/avx2_lanes.h"
 #include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/simd_targets.h"
@@ -24,28 +24,12 @@ namespace {
 // hardware prefetcher stops).
 constexpr int64_t kPrefetchBytes = 1024;
 
-// 8 weights as f32 from their storage (W: DType::BF16, F16 or F32).
+// The first n < 8 weights (stored as W) as f32, the rest zero.
 template <DType W>
-DSV2_AVX2 inline __m256 load8(const void* p) {
-  if constexpr (W == DType::F32) {
-    return _mm256_loadu_ps(static_cast<const float*>(p));
-  } else {
-    const __m128i h = _mm_loadu_si128(static_cast<const __m128i*>(p));
-    if constexpr (W == DType::BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    return _mm256_cvtph_ps(h);
-  }
-}
-
-// The first n < 8 values, the rest zero.
-template <DType W>
-DSV2_AVX2 inline __m256 load8_tail(const void* p, int n) {
+DSV2_AVX2 inline __m256 widen8_tail(const void* p, int n) {
   alignas(32) uint8_t buf[32] = {};
   std::memcpy(buf, p, size_t(n) * (W == DType::F32 ? 4 : 2));
-  return load8<W>(buf);
-}
-DSV2_AVX2 inline __m256 load8_tail_f32(const float* p, int n) {
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes));
+  return widen8<W>(buf);
 }
 
 // R rows against TT tokens: each token's loads serve every row, each row's conversion every token. Two
@@ -64,7 +48,7 @@ DSV2_AVX2 void tile(const void* const* w, const float* x, int64_t K, float* out,
   for (; k + 16 <= K; k += 16) {
     if constexpr (R == 1) _mm_prefetch(reinterpret_cast<const char*>(row[0] + k * kBytes) + kPrefetchBytes, _MM_HINT_T0);
     __m256 w0[R], w1[R];
-    for (int r = 0; r < R; ++r) w0[r] = load8<W>(row[r] + k * kBytes), w1[r] = load8<W>(row[r] + (k + 8) * kBytes);
+    for (int r = 0; r < R; ++r) w0[r] = widen8<W>(row[r] + k * kBytes), w1[r] = widen8<W>(row[r] + (k + 8) * kBytes);
     for (int t = 0; t < TT; ++t) {
       const __m256 x0 = _mm256_loadu_ps(x + t * K + k), x1 = _mm256_loadu_ps(x + t * K + k + 8);
       for (int r = 0; r < R; ++r) {
@@ -76,9 +60,9 @@ DSV2_AVX2 void tile(const void* const* w, const float* x, int64_t K, float* out,
   for (; k < K; k += 8) {
     const int n = int(K - k < 8 ? K - k : 8);
     __m256 w0[R];
-    for (int r = 0; r < R; ++r) w0[r] = n == 8 ? load8<W>(row[r] + k * kBytes) : load8_tail<W>(row[r] + k * kBytes, n);
+    for (int r = 0; r < R; ++r) w0[r] = n == 8 ? widen8<W>(row[r] + k * kBytes) : widen8_tail<W>(row[r] + k * kBytes, n);
     for (int t = 0; t < TT; ++t) {
-      const __m256 x0 = n == 8 ? _mm256_loadu_ps(x + t * K + k) : load8_tail_f32(x + t * K + k, n);
+      const __m256 x0 = load8_first(x + t * K + k, n);
       for (int r = 0; r < R; ++r) acc[t][r][0] = _mm256_fmadd_ps(w0[r], x0, acc[t][r][0]);
     }
   }
@@ -200,7 +184,7 @@ DSV2_AVX2 inline void store_scaled(__m256i v, __m256 d, float* out, int n) {
   if (n >= 8) {
     _mm256_storeu_ps(out, f);
   } else if (n > 0) {
-    _mm256_maskstore_ps(out, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), f);
+    _mm256_maskstore_ps(out, lanes_below(n), f);
   }
 }
 

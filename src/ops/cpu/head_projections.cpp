@@ -8,7 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/quant.h"
-#include "ops/cpu/avx2_hsum.h"
+#include "ops/cpu/avx2_lanes.h"
 #include "ops/cpu/ops_cpu.h"
 #include "ops/cpu/quant_block_avx512.h"
 #include "ops/cpu/simd_targets.h"
@@ -92,13 +92,8 @@ DSV2_AVX512 void row_dots_avx512(const Matrix& W, int64_t r0, int64_t rows, cons
 // its high one).
 template <DType F>
 DSV2_AVX2 inline __m256 load8(const uint8_t* row, const uint16_t* scales, int64_t c) {
-  if constexpr (F == DType::F32) {
-    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + c);
-  } else if constexpr (F == DType::BF16) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
-  } else if constexpr (F == DType::F16) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * c)));
+  if constexpr (F == DType::F32 || F == DType::BF16 || F == DType::F16) {
+    return widen8<F>(row + c * int64_t(dtype_size(F)));
   } else {  // Q8_0, Q4_0
     const int64_t b = c / kQuantBlock, at = c % kQuantBlock;
     const uint8_t* block = row + b * quant_row_bytes(F, kQuantBlock);

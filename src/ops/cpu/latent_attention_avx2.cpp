@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "ops/cpu/avx2_hsum.h"
+#include "ops/cpu/avx2_lanes.h"
 #include "ops/cpu/simd_exp.h"
 #include "ops/cpu/simd_targets.h"
 
@@ -20,11 +20,8 @@ constexpr int64_t kWideTile = 24;  // ... per wide one (3 registers: 12 independ
 constexpr int64_t kAhead = 8;  // keys between the scores' reads and their prefetches
 
 // 8 cached latent values as f32: f32 rows as they are, bf16 rows widened (exact).
-DSV2_AVX2 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-DSV2_AVX2 inline __m256 load8(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
+DSV2_AVX2 inline __m256 load8(const float* p) { return widen8<DType::F32>(p); }
+DSV2_AVX2 inline __m256 load8(const uint16_t* p) { return widen8<DType::BF16>(p); }
 
 // Lane i = the sum of v[i]'s 8 lanes, for 8 vectors.
 DSV2_AVX2 inline __m256 sum8(const __m256* v) {
@@ -117,8 +114,7 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
         alignas(32) float tail[8];
         std::fill(tail, tail + 8, m_new);
         std::copy(p + n8, p + n, tail);
-        const __m256 keep = _mm256_castsi256_ps(
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(int(rest)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+        const __m256 keep = _mm256_castsi256_ps(lanes_below(rest));
         const __m256 e = _mm256_and_ps(keep, exp_avx2(_mm256_sub_ps(_mm256_load_ps(tail), mv)));
         _mm256_store_ps(tail, e);
         std::copy(tail, tail + rest, p + n8);
