@@ -1,6 +1,7 @@
-// e^x on 16 lanes (AVX-512) or 8 (AVX2 + FMA), ~1 ulp for x in [-87, 88] (arguments outside are clamped to
-// it): x = k·ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor polynomial, scaled by 2^k. Both widths use
-// the constants below in the same order, so they give the same bits lane for lane.
+// e^x on 16 lanes (AVX-512) or 8 (AVX2 + FMA), within 3 ulp for x in [-87, 88] (arguments outside are
+// clamped to it): x = k·ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor polynomial, scaled by 2^k. Both
+// widths run the same operations on the constants below (CpuIsa.SimdExpIsWithinThreeUlpAndTheSameAtBothWidths
+// checks the bound, and the same bits where the CPU has AVX-512).
 #pragma once
 #include <immintrin.h>
 
