@@ -275,6 +275,84 @@ TEST(CudaKernels, GroupedExpertsMatchReference) {
                Error);
 }
 
+// The tiled grouped GEMMs of prompt chunks: the same sums as GroupedExpertsMatchReference's, over the
+// pairs sorted by expert on the device. Experts with several 128-row tiles and a partial last one
+// (700 tokens × 3 of 8 experts), k and column tails (D = 72, 200; 40 and 200 columns: a partial
+// column block), mostly empty experts (5 tokens × 2 of 64), and FP8 experts widened to bf16 first as
+// the model does. The sort itself: each pair's slot is a distinct row holding its token, and the tiles
+// cover each expert's rows in order.
+TEST(CudaKernels, TiledExpertsMatchReference) {
+  std::mt19937 rng(11);
+  struct Case {
+    int64_t T, H, I, E, K;
+  };
+  for (Case c : {Case{700, 64, 48, 8, 3}, Case{200, 72, 40, 6, 3}, Case{300, 128, 200, 64, 6}, Case{5, 200, 64, 64, 2},
+                 Case{150, 256, 176, 4, 2}}) {
+    for (DType dt : {DType::BF16, DType::F16, DType::F8_E4M3}) {
+      const MoeProblem pr(c.T, c.H, c.I, c.E, c.K, dt, rng);
+      const int64_t T = c.T, H = c.H, I = c.I, E = c.E, K = c.K, P = T * K;
+      const std::vector<float> want = pr.reference(true);
+      const DeviceExperts experts(pr);
+      const cuda::ExpertWeights w = experts.weights(dt);
+      const DType mma = dt == DType::F16 ? DType::F16 : DType::BF16;
+      DeviceBuffer dx = upload(pr.x), di = upload(pr.ids), dgw = upload(pr.gw), dout = upload(pr.residual);
+      DeviceBuffer xs(size_t(P * H) * 2), hs(size_t(P * I) * 2), y = nan_buffer(size_t(P * H)), rows(size_t(P) * 4),
+          slots(size_t(P) * 4), tiles(size_t(1 + 3 * cuda::moe_tiles_capacity(P, E)) * 4);
+      DSV2_CUDA_CHECK(cudaMemset(xs.get(), 0xff, size_t(P * H) * 2));  // NaN in both 2-byte types
+      DSV2_CUDA_CHECK(cudaMemset(hs.get(), 0xff, size_t(P * I) * 2));
+      const cuda::MoeTiledScratch s{xs.get(), hs.get(), y.get<float>(), rows.get<int32_t>(), slots.get<int32_t>(),
+                                    tiles.get<int32_t>()};
+      ASSERT_TRUE(cuda::tiled_experts_supported(mma, H, I, E));
+      DeviceBuffer wide_gate, wide_up, wide_down;
+      const void *gate = w.gate, *up = w.up, *down = w.down;
+      if (dt == DType::F8_E4M3) {
+        wide_gate = DeviceBuffer(size_t(E * I * H) * 2), wide_up = DeviceBuffer(size_t(E * I * H) * 2),
+        wide_down = DeviceBuffer(size_t(E * H * I) * 2);
+        cuda::widen_fp8_matrices(w.gate, w.gate_scales, E, I, H, wide_gate.get(), nullptr);
+        cuda::widen_fp8_matrices(w.up, w.up_scales, E, I, H, wide_up.get(), nullptr);
+        cuda::widen_fp8_matrices(w.down, w.down_scales, E, H, I, wide_down.get(), nullptr);
+        gate = wide_gate.get(), up = wide_up.get(), down = wide_down.get();
+      }
+      cuda::moe_tiled_sort(dx.get<float>(), T, H, K, E, di.get<int32_t>(), mma, s, nullptr);
+      cuda::moe_tiled_gate_up(s, P, H, I, E, mma, gate, up, nullptr);
+      cuda::moe_tiled_down(s, P, H, I, E, mma, down, nullptr);
+      cuda::combine_sorted(s.y, s.slot_of, dgw.get<float>(), T, H, K, dout.get<float>(), nullptr);
+      EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 2e-4)
+          << dtype_name(dt) << " T=" << T << " H=" << H << " I=" << I << " E=" << E;
+
+      std::vector<int32_t> got_rows(static_cast<size_t>(P)), got_slots(static_cast<size_t>(P)),
+          got_tiles(size_t(1 + 3 * cuda::moe_tiles_capacity(P, E)));
+      DSV2_CUDA_CHECK(cudaMemcpy(got_rows.data(), rows.get(), size_t(P) * 4, cudaMemcpyDeviceToHost));
+      DSV2_CUDA_CHECK(cudaMemcpy(got_slots.data(), slots.get(), size_t(P) * 4, cudaMemcpyDeviceToHost));
+      DSV2_CUDA_CHECK(cudaMemcpy(got_tiles.data(), tiles.get(), got_tiles.size() * 4, cudaMemcpyDeviceToHost));
+      std::vector<int32_t> seen(static_cast<size_t>(P), 0), expert_of_row(static_cast<size_t>(P), -1);
+      for (int64_t p = 0; p < P; ++p) {
+        const int32_t slot = got_slots[size_t(p)];
+        ASSERT_TRUE(slot >= 0 && slot < P) << "pair " << p;
+        ++seen[size_t(slot)];
+        EXPECT_EQ(got_rows[size_t(slot)], p / K) << "pair " << p;
+        expert_of_row[size_t(slot)] = pr.ids[size_t(p)];
+      }
+      EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), P) << "every sorted row holds one pair";
+      int32_t next_row = 0;
+      for (int32_t t = 0; t < got_tiles[0]; ++t) {
+        const int32_t e = got_tiles[size_t(1 + 3 * t)], row0 = got_tiles[size_t(2 + 3 * t)], n = got_tiles[size_t(3 + 3 * t)];
+        EXPECT_EQ(row0, next_row) << "tile " << t;
+        ASSERT_TRUE(n >= 1 && n <= 128 && row0 + n <= P) << "tile " << t;
+        for (int32_t r = row0; r < row0 + n; ++r) EXPECT_EQ(expert_of_row[size_t(r)], e) << "row " << r;
+        next_row = row0 + n;
+      }
+      EXPECT_EQ(next_row, P) << "the tiles cover every sorted row";
+    }
+  }
+  DeviceBuffer wbuf(64 * 70 * 4);
+  EXPECT_FALSE(cuda::tiled_experts_supported(DType::F32, 64, 64, 8));
+  EXPECT_FALSE(cuda::tiled_experts_supported(DType::BF16, 70, 64, 8));
+  const cuda::MoeTiledScratch none{wbuf.get(), wbuf.get(), nullptr, nullptr, nullptr, nullptr};
+  EXPECT_THROW(cuda::moe_tiled_gate_up(none, 8, 70, 64, 8, DType::BF16, wbuf.get(), wbuf.get(), nullptr), Error);
+  EXPECT_THROW(cuda::moe_tiled_sort(wbuf.get<float>(), 1, 64, 1, 8, nullptr, DType::F32, none, nullptr), Error);
+}
+
 TEST(CudaKernels, SwigluGateUpMatchesReference) {
   std::mt19937 rng(9);
   // 72/40: vectorised rows shorter than a warp's step; 1096/600: lanes run ahead, with tails; 70: rows

@@ -97,6 +97,7 @@ struct CudaDeepseekV2::Impl {
   void* moe_lowp = nullptr;  // [T·K, max(H, I_moe)] 2-byte values: moe_x, then silu(gate)·up, rounded
   int32_t *moe_rows = nullptr, *moe_slot_of = nullptr;
   cuda::MoeGroupedScratch moe_grouped{};  // decode batches of more than 8 tokens
+  cuda::MoeTiledScratch moe_tiled{};      // prompt chunks of more than kGroupedPrefillTokens (its tile list)
   void* lowp = nullptr;
   void* widened = nullptr;  // FP8 weights: the bf16 copy of one matrix for the cuBLAS paths
   void* widened_experts = nullptr;  // FP8 weights: two projections' [E, I, H] blocks in bf16 (prefill)
@@ -360,6 +361,9 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.moe_lowp = m.alloc_bytes(size_t(Tm * K * std::max(H, I_moe)) * 2);
   m.moe_rows = m.alloc<int32_t>(size_t(Tm * K));
   m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
+  if (E > 0)  // the tiled experts' rows live in the sorted-MoE buffers above
+    m.moe_tiled = {m.moe_lowp, m.moe_u, m.moe_y, m.moe_rows, m.moe_slot_of,
+                   m.alloc<int32_t>(size_t(1 + 3 * cuda::moe_tiles_capacity(Tm * K, E)))};
   // The grouped tensor-core experts: decode batches of more than 8 tokens, and prompt chunks of up to
   // kGroupedPrefillTokens (no host round trip, three launches instead of three GEMMs per expert).
   const int64_t grouped_tokens = std::max(opt.max_batch, std::min(opt.max_prefill_chunk, kGroupedPrefillTokens));
@@ -534,6 +538,32 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.x, st);
 }
 
+// The routed experts for a prompt chunk as tiled grouped GEMMs on the device (no host round trip), then
+// the weighted sum per token added into m.x. FP8 experts are widened to bf16 a projection at a time as
+// in moe_sorted_by_expert.
+void moe_tiled(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const DeviceLayer& L, int64_t T) {
+  cudaStream_t st = m.stream;
+  const int64_t H = cfg.hidden_size, I = cfg.moe_intermediate_size, K = cfg.num_experts_per_tok, E = cfg.n_routed_experts;
+  const cuda::ExpertWeights& W = L.experts;
+  const bool fp8 = W.dtype == DType::F8_E4M3;
+  const DType dt = fp8 ? DType::BF16 : W.dtype;
+  cuda::moe_tiled_sort(m.a, T, H, K, E, m.expert_ids, dt, m.moe_tiled, st);
+  const void *gate = W.gate, *up = W.up, *down = W.down;
+  if (fp8) {
+    void* const second = static_cast<char*>(m.widened_experts) + size_t(E * I * H) * 2;
+    cuda::widen_fp8_matrices(W.gate, W.gate_scales, E, I, H, m.widened_experts, st);
+    cuda::widen_fp8_matrices(W.up, W.up_scales, E, I, H, second, st);
+    gate = m.widened_experts, up = second;
+  }
+  cuda::moe_tiled_gate_up(m.moe_tiled, T * K, H, I, E, dt, gate, up, st);
+  if (fp8) {
+    cuda::widen_fp8_matrices(W.down, W.down_scales, E, H, I, m.widened_experts, st);
+    down = m.widened_experts;
+  }
+  cuda::moe_tiled_down(m.moe_tiled, T * K, H, I, E, dt, down, st);
+  cuda::combine_sorted(m.moe_tiled.y, m.moe_tiled.slot_of, m.gate_w, T, H, K, m.x, st);
+}
+
 // Which rows get the final norm, lm_head and argmax (m.logits, m.argmax): every row (a decode step), the
 // last (a prompt's last chunk), or none. NormAllRows: the final norm of every row into m.a and no lm_head
 // (a prompt chunk whose every row's logits head_rows then computes in pieces).
@@ -627,7 +657,11 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       bool shared_done = false;
       const bool grouped = T > cuda::kGemvMaxTokens && cuda::grouped_experts_supported(L.experts, H, cfg.moe_intermediate_size);
       const bool grouped_prefill = grouped && T <= kGroupedPrefillTokens && T * cfg.num_experts_per_tok <= cuda::kGroupedMaxPairs;
-      if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !grouped_prefill) {
+      const DType tiled_dtype = L.experts.dtype == DType::F8_E4M3 ? DType::BF16 : L.experts.dtype;
+      if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !grouped_prefill &&
+          cuda::tiled_experts_supported(tiled_dtype, H, cfg.moe_intermediate_size, cfg.n_routed_experts)) {
+        moe_tiled(m, cfg, L, T);
+      } else if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !grouped_prefill) {
         moe_sorted_by_expert(m, cfg, L, T);
       } else if (grouped) {
         cuda::moe_experts_grouped(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,

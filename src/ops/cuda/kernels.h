@@ -223,6 +223,28 @@ constexpr int64_t kGroupedMaxPairs = 4096;  // (token, expert) pairs per moe_exp
 void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
                          const int32_t* expert_ids, const float* gate_weights, const ExpertWeights& w,
                          const MoeGroupedScratch& scratch, float* out, cudaStream_t stream);
+// Routed experts for a prompt chunk as grouped tensor-core GEMMs with no host round trip (moe_tiled.cu):
+// moe_tiled_sort sorts the (token, slot) pairs by expert on the device (slot_of[p]: pair p's sorted row,
+// rows[s]: row s's token) and packs each sorted row's input x[t] rounded to 2 bytes into xs; then
+// moe_tiled_gate_up writes hs[s] = silu(gate_e · xs[s]) ⊙ (up_e · xs[s]) (2 bytes) and moe_tiled_down
+// y[s] = down_e · hs[s] (f32), each as one launch over 128-row tiles of every expert's rows; combine_sorted
+// adds the weighted rows. Weights BF16 or F16 ([E, I, H] gate/up, [E, H, I] down; FP8 is widened first).
+struct MoeTiledScratch {
+  void* xs;          // [T·K, H] 2-byte values
+  void* hs;          // [T·K, I] 2-byte values
+  float* y;          // [T·K, H]
+  int32_t* rows;     // [T·K]
+  int32_t* slot_of;  // [T·K]
+  int32_t* tiles;    // [1 + 3·moe_tiles_capacity(T·K, E)]
+};
+int64_t moe_tiles_capacity(int64_t pairs, int64_t E);
+bool tiled_experts_supported(DType dtype, int64_t H, int64_t I, int64_t E);
+void moe_tiled_sort(const float* x, int64_t T, int64_t H, int64_t K, int64_t E, const int32_t* expert_ids, DType dtype,
+                    const MoeTiledScratch& scratch, cudaStream_t stream);
+void moe_tiled_gate_up(const MoeTiledScratch& scratch, int64_t pairs, int64_t H, int64_t I, int64_t E, DType dtype,
+                       const void* gate, const void* up, cudaStream_t stream);
+void moe_tiled_down(const MoeTiledScratch& scratch, int64_t pairs, int64_t H, int64_t I, int64_t E, DType dtype,
+                    const void* down, cudaStream_t stream);
 // For many tokens (prefill): the (token, slot) pairs sorted by expert so that each expert runs one
 // GEMM over its rows. out[i] = x[rows[i]] (rows: [n], x: [*, H], out: [n, H]).
 void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, float* out, cudaStream_t stream);
