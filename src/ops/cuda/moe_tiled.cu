@@ -1,7 +1,7 @@
 // Routed experts for prompt chunks as grouped GEMMs on the tensor cores, without a host round trip:
 // the (token, slot) pairs are sorted by expert on the device, each expert's rows are cut into tiles of
-// kTileRows, and one launch per projection computes every (tile, column block) product with 128 × 128
-// output blocks (mma.sync m16n8k16, f32 sums, a cp.async ring of 64-value steps of k). The gate and up
+// kTileRows, and one launch per projection computes every (tile, column block) product with 128 × 256
+// output blocks (Hopper wgmma from shared memory, f32 sums, a cp.async ring of 64-value steps of k). The gate and up
 // projections run in one GEMM whose epilogue forms silu(gate)·up; the down projection writes f32 rows
 // that combine_sorted weights and adds.
 #include <cuda_bf16.h>
@@ -15,25 +15,26 @@
 #include "ops/cuda/kernels.h"
 #include "ops/cuda/overlapped_launch.cuh"
 #include "ops/cuda/tensor_core.cuh"
+#include "ops/cuda/warpgroup_mma.cuh"
 
 namespace dsv2::cuda {
 
 namespace {
 
-constexpr int kTileRows = 128;   // sorted rows (tokens) per output block
-constexpr int kTileCols = 128;   // output columns per block (gate/up: 64 features of each)
+constexpr int kTileRows = 128;   // sorted rows (tokens) per output block: 64 per warpgroup
+constexpr int kTileCols = 256;   // output columns per block (gate/up: 128 features of each)
 constexpr int kStep = 64;        // values of k per pipeline step: a 128-byte row piece
-constexpr int kStages = 3;       // steps in the shared-memory ring (kStages − 1 in flight); 96 KB, two blocks an SM
-constexpr int kThreads = 256;    // 8 warps: 2 along the rows × 4 along the columns, 64 × 32 outputs each
+constexpr int kStages = 4;       // ring steps: copies run 2 steps ahead while one step's wgmma may still read
+constexpr int kThreads = 256;    // two warpgroups
 constexpr int kSortThreads = 1024;
 
-// Shared memory per stage: the A rows [kTileRows][kStep] and the B rows [kTileCols][kStep], 2 bytes a
-// value; each 128-byte row's 16-byte pieces are stored XOR-swizzled by the row (piece c of row r at
-// c ^ (r % 8)), so the 8 rows an ldmatrix reads at one piece fall in 8 different bank groups.
-constexpr int kStageValues = (kTileRows + kTileCols) * kStep;
-constexpr size_t kSharedBytes = size_t(kStages) * kStageValues * 2;
+// Shared memory per stage: the A rows [kTileRows][kStep] then the B rows [kTileCols][kStep], 2 bytes a
+// value, in the 128-byte swizzle layout of warpgroup_mma.cuh (piece c of row r at c ^ (r % 8)); stages
+// 1,024-byte aligned (the slack aligns the first).
+constexpr int kStageBytes = (kTileRows + kTileCols) * kStep * 2;
+constexpr size_t kSharedBytes = size_t(kStages) * kStageBytes + 1024;
 
-__device__ __forceinline__ int swizzled(int row, int piece) { return row * kStep + ((piece ^ (row % 8)) * 8); }
+__device__ __forceinline__ int swizzled_bytes(int row, int piece) { return row * 128 + ((piece ^ (row % 8)) * 16); }
 
 // One block: counts per expert, offsets, the tile list, then each pair's sorted slot. The order of an
 // expert's pairs among its rows is the order the atomics give; every product row depends on its own
@@ -93,112 +94,113 @@ __global__ void pack_sorted_rows_kernel(const float* __restrict__ x, const int32
 // For tile t = blockIdx.x / column_blocks (expert e, sorted rows row0 .. row0 + n − 1 of `in`, [*, D])
 // and column block c = blockIdx.x % column_blocks (consecutive blocks share a tile's inputs; an
 // expert's tiles are neighbours, so its weights are read from memory about once):
-//   GATE_UP: out[row0 + j, f] = silu(a_e[f] · in_j) · (b_e[f] · in_j), rounded to AT, f in [64c, 64c + 64)
-//   else:    out[row0 + j, f] = a_e[f] · in_j, f32,                               f in [128c, 128c + 128)
+//   GATE_UP: out[row0 + j, f] = silu(a_e[f] · in_j) · (b_e[f] · in_j), rounded to AT, f in [128c, 128c + 128)
+//   else:    out[row0 + j, f] = a_e[f] · in_j, f32,                                f in [256c, 256c + 256)
 // a, b: [E, R, D] weights; out: [*, R]. D % 8 == 0 (k past D reads zeros), R % 8 == 0.
-// Warp (wm, wn) = (warp / 4, warp % 4) owns rows 64·wm .. + 64 and four 8-column tiles: for GATE_UP the
-// gate and up columns of the same 16 features (B rows 16·wn and 64 + 16·wn), else B rows 32·wn .. + 32.
+// Warpgroup h takes rows 64h .. 64h + 63 against all 256 B rows (GATE_UP: 128 gate rows, then the up
+// rows of the same features), one m64n256k16 wgmma per 16 values of k.
 template <typename AT, bool GATE_UP>
-__global__ void __launch_bounds__(kThreads, 2)
+__global__ void __launch_bounds__(kThreads, 1)
     tiled_experts_kernel(const AT* __restrict__ in, int64_t D, int64_t R, const int32_t* __restrict__ tiles,
                          int column_blocks, const AT* __restrict__ a, const AT* __restrict__ b, void* out) {
-  extern __shared__ __align__(128) unsigned char shared[];
-  AT* const ring = reinterpret_cast<AT*>(shared);  // [stage][A rows | B rows][kStep], swizzled
+  extern __shared__ __align__(1024) unsigned char shared[];
+  const uint32_t shared_base = shared_address(shared);
+  const uint32_t ring = shared_base + (1024 - shared_base % 1024) % 1024;  // [stage][A rows | B rows], swizzled
+  unsigned char* const ring_ptr = shared + (ring - shared_base);
   start_after_previous_kernel();
   const int t = blockIdx.x / column_blocks, c = blockIdx.x % column_blocks;
   if (t >= tiles[0]) return;
   const int32_t e = tiles[1 + 3 * t], row0 = tiles[2 + 3 * t], n = tiles[3 + 3 * t];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, wm = warp / 4, wn = warp % 4;
-  const int g = lane / 4, q = lane % 4;
-  // This thread's 4 A and 4 B row pieces per step: row (threadIdx.x / 8) + 32·i, piece threadIdx.x % 8.
+  // This thread's row pieces per step: piece threadIdx.x % 8 of A rows (threadIdx.x / 8) + 32i (i < 4)
+  // and of B rows (threadIdx.x / 8) + 32i (i < 8).
   const int piece = threadIdx.x % 8, row_base = threadIdx.x / 8;
-  const AT* a_src[4];
-  const AT* b_src[4];
+  const AT* a_src[kTileRows / 32];
+  const AT* b_src[kTileCols / 32];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < kTileRows / 32; ++i)  // rows past n: the last row, not written
+    a_src[i] = in + (int64_t(row0) + min(row_base + 32 * i, n - 1)) * D + piece * 8;
+#pragma unroll
+  for (int i = 0; i < kTileCols / 32; ++i) {
     const int r = row_base + 32 * i;
-    a_src[i] = in + (int64_t(row0) + min(r, n - 1)) * D + piece * 8;  // rows past n: the last row, not written
-    const int64_t f = GATE_UP ? int64_t(c) * 64 + (r % 64) : int64_t(c) * kTileCols + r;
-    const AT* w = GATE_UP && r >= 64 ? b : a;
+    const int64_t f = GATE_UP ? int64_t(c) * (kTileCols / 2) + r % (kTileCols / 2) : int64_t(c) * kTileCols + r;
+    const AT* w = GATE_UP && r >= kTileCols / 2 ? b : a;
     b_src[i] = w + (int64_t(e) * R + min(f, R - 1)) * D + piece * 8;  // columns past R: the last, not written
   }
   const int steps = int((D + kStep - 1) / kStep);
   auto issue = [&](int i) {
     if (i < steps) {
-      AT* stage = ring + (i % kStages) * kStageValues;
-      const int64_t k = int64_t(i) * kStep + piece * 8;
-      const bool valid = k < D;
+      unsigned char* stage = ring_ptr + (i % kStages) * kStageBytes;
+      const int64_t k = int64_t(i) * kStep;
+      const bool valid = k + piece * 8 < D;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int r = row_base + 32 * j;
-        copy_async_or_zero<16>(stage + swizzled(r, piece), a_src[j] + (valid ? int64_t(i) * kStep : 0), valid);
-        copy_async_or_zero<16>(stage + kTileRows * kStep + swizzled(r, piece), b_src[j] + (valid ? int64_t(i) * kStep : 0),
-                               valid);
-      }
+      for (int j = 0; j < kTileRows / 32; ++j)
+        copy_async_or_zero<16>(stage + swizzled_bytes(row_base + 32 * j, piece), a_src[j] + (valid ? k : 0), valid);
+#pragma unroll
+      for (int j = 0; j < kTileCols / 32; ++j)
+        copy_async_or_zero<16>(stage + kTileRows * 128 + swizzled_bytes(row_base + 32 * j, piece),
+                               b_src[j] + (valid ? k : 0), valid);
     }
     copy_async_commit();
   };
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) issue(i);
-  float acc[4][4][4] = {};  // [m16 tile][n8 tile][fragment]
-  // The B rows of this warp's two 16-row pairs of n8 tiles.
-  const int b_row[2] = {GATE_UP ? 16 * wn : 32 * wn, GATE_UP ? 64 + 16 * wn : 32 * wn + 16};
+  for (int i = 0; i < kStages - 2; ++i) issue(i);
+  float acc[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
+  const int group = threadIdx.x / 128;
   for (int i = 0; i < steps; ++i) {
-    copy_async_wait<kStages - 2>();
-    __syncthreads();
-    issue(i + kStages - 1);
-    const AT* sa = ring + (i % kStages) * kStageValues;
-    const AT* sb = sa + kTileRows * kStep;
+    copy_async_wait<kStages - 3>();  // this thread's copies of step i have landed
+    fence_shared_for_async_proxy();
+    __syncthreads();       // everyone's have; every warpgroup's wgmma of step i − 2 is done (waited below)
+    issue(i + kStages - 2);  // into step i − 2's slot
+    const uint32_t stage = ring + (i % kStages) * kStageBytes;
 #pragma unroll
-    for (int kk = 0; kk < kStep / 16; ++kk) {
-      uint32_t af[4][4], bf[2][4];
+    for (int r = 0; r < 128; ++r) fence_accumulator(acc[r]);
+    warpgroup_fence();
 #pragma unroll
-      for (int mt = 0; mt < 4; ++mt)
-        load_matrices_x4(af[mt], sa + swizzled(64 * wm + 16 * mt + lane % 16, 2 * kk + lane / 16));
+    for (int kk = 0; kk < kStep / 16; ++kk)
+      warpgroup_mma_m64n256k16<AT>(acc, swizzled_tile_descriptor(stage + group * 64 * 128 + kk * 32),
+                                   swizzled_tile_descriptor(stage + kTileRows * 128 + kk * 32));
+    warpgroup_commit();
+    warpgroup_wait<1>();  // step i − 1's products are done
 #pragma unroll
-      for (int p = 0; p < 2; ++p)
-        load_matrices_x4(bf[p], sb + swizzled(b_row[p] + lane % 8 + 8 * (lane / 16), 2 * kk + (lane / 8) % 2));
-#pragma unroll
-      for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt)
-          mma_16x8x16<AT>(acc[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], bf[nt / 2][2 * (nt % 2)],
-                          bf[nt / 2][2 * (nt % 2) + 1]);
-    }
+    for (int r = 0; r < 128; ++r) fence_accumulator(acc[r]);
   }
-  // acc[mt][nt][i]: row 64·wm + 16·mt + g + 8·(i / 2), column 2q + (i % 2) of n8 tile nt.
+  warpgroup_wait<0>();
 #pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
+  for (int r = 0; r < 128; ++r) fence_accumulator(acc[r]);
+  // acc[4j + i]: row 64·group + 16w + g + 8(i / 2), column 8j + 2q + i % 2 (w: warp in the group).
+  const int w = (threadIdx.x % 128) / 32, g = (threadIdx.x % 32) / 4, q = threadIdx.x % 4;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int j = 64 * wm + 16 * mt + g + 8 * h;
-      if (j >= n) continue;
-      if constexpr (GATE_UP) {
+  for (int h = 0; h < 2; ++h) {
+    const int j_row = 64 * group + 16 * w + g + 8 * h;
+    if (j_row >= n) continue;
+    if constexpr (GATE_UP) {
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-          const int64_t f = int64_t(c) * 64 + 16 * wn + 8 * nt + 2 * q;
-          if (f >= R) continue;
-          float v[2];
+      for (int j = 0; j < kTileCols / 16; ++j) {
+        const int64_t f = int64_t(c) * (kTileCols / 2) + 8 * j + 2 * q;
+        if (f >= R) continue;
+        float v[2];
 #pragma unroll
-          for (int s = 0; s < 2; ++s) {
-            const float gt = acc[mt][nt][2 * h + s], up = acc[mt][nt + 2][2 * h + s];
-            v[s] = gt / (1.0f + expf(-gt)) * up;
-          }
-          AT pair[2];
-          from_f32(v[0], pair), from_f32(v[1], pair + 1);
-          *reinterpret_cast<uint32_t*>(static_cast<AT*>(out) + (int64_t(row0) + j) * R + f) =
-              *reinterpret_cast<const uint32_t*>(pair);
+        for (int s = 0; s < 2; ++s) {
+          const float gt = acc[4 * j + 2 * h + s], up = acc[4 * (j + kTileCols / 16) + 2 * h + s];
+          v[s] = gt / (1.0f + expf(-gt)) * up;
         }
-      } else {
+        AT pair[2];
+        from_f32(v[0], pair), from_f32(v[1], pair + 1);
+        *reinterpret_cast<uint32_t*>(static_cast<AT*>(out) + (int64_t(row0) + j_row) * R + f) =
+            *reinterpret_cast<const uint32_t*>(pair);
+      }
+    } else {
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          const int64_t f = int64_t(c) * kTileCols + 32 * wn + 8 * nt + 2 * q;
-          if (f >= R) continue;
-          *reinterpret_cast<float2*>(static_cast<float*>(out) + (int64_t(row0) + j) * R + f) =
-              make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
-        }
+      for (int j = 0; j < kTileCols / 8; ++j) {
+        const int64_t f = int64_t(c) * kTileCols + 8 * j + 2 * q;
+        if (f >= R) continue;
+        *reinterpret_cast<float2*>(static_cast<float*>(out) + (int64_t(row0) + j_row) * R + f) =
+            make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
       }
     }
+  }
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -212,7 +214,7 @@ void run_tiled(const MoeTiledScratch& s, int64_t pairs, int64_t D, int64_t R, in
     return true;
   }();
   (void)opted_in;
-  const int column_blocks = int(gate_up ? (R + 63) / 64 : (R + kTileCols - 1) / kTileCols);
+  const int column_blocks = int(gate_up ? (R + kTileCols / 2 - 1) / (kTileCols / 2) : (R + kTileCols - 1) / kTileCols);
   const unsigned blocks = unsigned(moe_tiles_capacity(pairs, E) * column_blocks);
   launch_overlapped(gate_up ? tiled_experts_kernel<AT, true> : tiled_experts_kernel<AT, false>, blocks, kThreads,
                     kSharedBytes, stream, static_cast<const AT*>(in), D, R, s.tiles, column_blocks,
