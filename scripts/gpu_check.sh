@@ -33,7 +33,7 @@ fi
 
 rows=()
 # Each entry: batch,prompt_tokens,gen_tokens[,weights]
-for spec in ${BENCHES:-1,128,64 16,128,32 64,128,16 256,128,8 1,512,4 1,128,64,fp8 16,128,32,fp8 64,128,16,fp8 256,128,8,fp8}; do
+for spec in ${BENCHES:-1,128,64 16,128,32 64,128,16 256,128,8 1,512,4 1,4096,2 1,128,64,fp8 16,128,32,fp8 64,128,16,fp8 256,128,8,fp8}; do
   IFS=, read -r b p g w <<<"$spec"
   w=${w:-bf16}
   set -- "$b" "$p" "$g" "$w"

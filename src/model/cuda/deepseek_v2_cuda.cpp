@@ -47,11 +47,12 @@ int64_t numel_of(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-// Prompt chunks of up to this many tokens run the routed experts as the grouped tensor-core kernel of
-// decode batches; longer ones as the tiled grouped GEMMs (moe_tiled; H100: 27.8K against 16.8K tokens/s
-// at 512 tokens, 8.0K against 8.5K at 128), or cuBLAS GEMMs per expert for f32 weights
-// (moe_sorted_by_expert).
-constexpr int64_t kGroupedPrefillTokens = 128;
+// Decode batches and prompt chunks of more than this many tokens run the routed experts as the tiled
+// grouped GEMMs (moe_tiled); from kGemvMaxTokens + 1 up to it as the grouped tensor-core kernel of
+// decode batches. H100, tokens/s, grouped against tiled: prefill 16.8K / 27.8K at 512 tokens (mma.sync
+// tiles), 8.5K / 8.0K at 128; decode 4,601 / 4,523 at batch 64, 8,672-8,693 / 8,643-8,700 at 128,
+// 15,380 / 16,298 at 256. F32 experts: cuBLAS GEMMs per expert for prompt chunks (moe_sorted_by_expert).
+constexpr int64_t kGroupedMaxTokens = 128;
 
 struct CudaDeepseekV2::Impl {
   cudaStream_t stream = nullptr;
@@ -99,7 +100,10 @@ struct CudaDeepseekV2::Impl {
   void* moe_lowp = nullptr;  // [T·K, max(H, I_moe)] 2-byte values: moe_x, then silu(gate)·up, rounded
   int32_t *moe_rows = nullptr, *moe_slot_of = nullptr;
   cuda::MoeGroupedScratch moe_grouped{};  // decode batches of more than 8 tokens
-  cuda::MoeTiledScratch moe_tiled{};      // prompt chunks of more than kGroupedPrefillTokens (its tile list)
+  // The routed experts take moe_tiled beyond kGroupedMaxTokens tokens: prompt chunks, and decode batches
+  // of 2-byte experts (FP8 experts would be widened every step; the grouped kernel reads them as stored).
+  bool tiled_experts = false, tiled_decode = false;
+  cuda::MoeTiledScratch moe_tiled{};      // its tile list, and the sorted-MoE buffers below
   void* lowp = nullptr;
   void* widened = nullptr;  // FP8 weights: the bf16 copy of one matrix for the cuBLAS paths
   void* widened_experts = nullptr;  // FP8 weights: two projections' [E, I, H] blocks in bf16 (prefill)
@@ -358,17 +362,24 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.abs_partials = m.alloc(size_t(cuda::absorbed_attention_scratch_floats(opt.max_batch, nh, cfg.kv_lora_rank, Lm)));
   if (opt.max_batch > cuda::kGemvMaxTokens)
     m.absorb_lowp = m.alloc_bytes(size_t(opt.max_batch * nh * std::max(cfg.kv_lora_rank, cfg.qk_nope_head_dim)) * 2);
-  m.moe_x = m.alloc(size_t(Tm * K * H));
   m.moe_u = m.alloc(size_t(Tm * K * std::max<int64_t>(I_moe, 1)));
   m.moe_lowp = m.alloc_bytes(size_t(Tm * K * std::max(H, I_moe)) * 2);
   m.moe_rows = m.alloc<int32_t>(size_t(Tm * K));
   m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
-  if (E > 0)  // the tiled experts' rows live in the sorted-MoE buffers above
+  const auto moe_layer = std::find_if(m.layers.begin(), m.layers.end(), [](const DeviceLayer& L) { return L.moe; });
+  if (moe_layer != m.layers.end()) {
+    const DType dt = moe_layer->experts.dtype == DType::F8_E4M3 ? DType::BF16 : moe_layer->experts.dtype;
+    m.tiled_experts = cuda::tiled_experts_supported(dt, H, I_moe, E);
+    m.tiled_decode = m.tiled_experts && moe_layer->experts.dtype != DType::F8_E4M3;
+  }
+  if (!m.tiled_experts) m.moe_x = m.alloc(size_t(Tm * K * H));  // moe_sorted_by_expert's gathered f32 inputs
+  if (m.tiled_experts)  // the tiled experts' rows live in the sorted-MoE buffers above
     m.moe_tiled = {m.moe_lowp, m.moe_u, m.moe_y, m.moe_rows, m.moe_slot_of,
                    m.alloc<int32_t>(size_t(1 + 3 * cuda::moe_tiles_capacity(Tm * K, E)))};
-  // The grouped tensor-core experts: decode batches of more than 8 tokens, and prompt chunks of up to
-  // kGroupedPrefillTokens (no host round trip, three launches instead of three GEMMs per expert).
-  const int64_t grouped_tokens = std::max(opt.max_batch, std::min(opt.max_prefill_chunk, kGroupedPrefillTokens));
+  // The grouped tensor-core experts: decode batches of more than 8 tokens up to kGroupedMaxTokens (all of
+  // them without tiled_decode), prompt chunks of more than 8 up to kGroupedMaxTokens.
+  const int64_t grouped_tokens = std::max(m.tiled_decode ? std::min(opt.max_batch, kGroupedMaxTokens) : opt.max_batch,
+                                          std::min(opt.max_prefill_chunk, kGroupedMaxTokens));
   if (grouped_tokens > cuda::kGemvMaxTokens && E > 0) {
     const int64_t B = grouped_tokens;
     m.moe_grouped.xs = m.alloc_bytes(size_t(E * B * H) * 2);
@@ -657,13 +668,13 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       cuda::linear(m.blas, m.a, H, T, L.router, m.router_logits, m.lowp, st);
       cuda::route_tokens(r, m.router_logits, T, m.expert_ids, m.gate_w, st);
       bool shared_done = false;
-      const bool grouped = T > cuda::kGemvMaxTokens && cuda::grouped_experts_supported(L.experts, H, cfg.moe_intermediate_size);
-      const bool grouped_prefill = grouped && T <= kGroupedPrefillTokens && T * cfg.num_experts_per_tok <= cuda::kGroupedMaxPairs;
-      const DType tiled_dtype = L.experts.dtype == DType::F8_E4M3 ? DType::BF16 : L.experts.dtype;
-      if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !grouped_prefill &&
-          cuda::tiled_experts_supported(tiled_dtype, H, cfg.moe_intermediate_size, cfg.n_routed_experts)) {
+      const bool tiled = (prefill_pos0 >= 0 ? m.tiled_experts : m.tiled_decode) && T > kGroupedMaxTokens;
+      const bool grouped = !tiled && T > cuda::kGemvMaxTokens &&
+                           cuda::grouped_experts_supported(L.experts, H, cfg.moe_intermediate_size) &&
+                           (prefill_pos0 < 0 || (T <= kGroupedMaxTokens && T * cfg.num_experts_per_tok <= cuda::kGroupedMaxPairs));
+      if (tiled) {
         moe_tiled(m, cfg, L, T);
-      } else if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !grouped_prefill) {
+      } else if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !grouped) {
         moe_sorted_by_expert(m, cfg, L, T);
       } else if (grouped) {
         cuda::moe_experts_grouped(m.a, T, H, cfg.moe_intermediate_size, cfg.num_experts_per_tok, cfg.n_routed_experts,

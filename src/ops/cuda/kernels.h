@@ -223,7 +223,8 @@ constexpr int64_t kGroupedMaxPairs = 4096;  // (token, expert) pairs per moe_exp
 void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int64_t E,
                          const int32_t* expert_ids, const float* gate_weights, const ExpertWeights& w,
                          const MoeGroupedScratch& scratch, float* out, cudaStream_t stream);
-// Routed experts for a prompt chunk as grouped tensor-core GEMMs with no host round trip (moe_tiled.cu):
+// Routed experts for many tokens (prompt chunks, large decode batches) as grouped tensor-core GEMMs with
+// no host round trip and grids fixed by T·K (capturable in a graph; moe_tiled.cu):
 // moe_tiled_sort sorts the (token, slot) pairs by expert on the device (slot_of[p]: pair p's sorted row,
 // rows[s]: row s's token) and packs each sorted row's input x[t] rounded to 2 bytes into xs; then
 // moe_tiled_gate_up writes hs[s] = silu(gate_e · xs[s]) ⊙ (up_e · xs[s]) (2 bytes) and moe_tiled_down

@@ -1,9 +1,9 @@
-// Routed experts for prompt chunks as grouped GEMMs on the tensor cores, without a host round trip:
-// the (token, slot) pairs are sorted by expert on the device, each expert's rows are cut into tiles of
-// kTileRows, and one launch per projection computes every (tile, column block) product with 128 × 256
-// output blocks (Hopper wgmma from shared memory, f32 sums, a cp.async ring of 64-value steps of k). The gate and up
-// projections run in one GEMM whose epilogue forms silu(gate)·up; the down projection writes f32 rows
-// that combine_sorted weights and adds.
+// Routed experts for many tokens (prompt chunks, large decode batches) as grouped GEMMs on the tensor
+// cores, without a host round trip: the (token, slot) pairs are sorted by expert on the device, each
+// expert's rows are cut into tiles of kTileRows, and one launch per projection computes every (tile,
+// column block) product with 128 × 256 output blocks (Hopper wgmma from shared memory, f32 sums, a
+// cp.async ring of 64-value steps of k). The gate and up projections run in one GEMM whose epilogue
+// forms silu(gate)·up; the down projection writes f32 rows that combine_sorted weights and adds.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
