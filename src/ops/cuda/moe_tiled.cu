@@ -1,11 +1,14 @@
 // Routed experts for many tokens (prompt chunks, large decode batches) as grouped GEMMs on the tensor
 // cores, without a host round trip: the (token, slot) pairs are sorted by expert on the device, each
 // expert's rows are cut into tiles of kTileRows, and one launch per projection computes every (tile,
-// column block) product with 128 × 256 output blocks (Hopper wgmma from shared memory, f32 sums, a
-// cp.async ring of 64-value steps of k). The gate and up projections run in one GEMM whose epilogue
-// forms silu(gate)·up; the down projection writes f32 rows that combine_sorted weights and adds.
+// column block) product with 128 × 256 output blocks (Hopper wgmma from shared memory, f32 sums), the
+// operands brought in 64-value steps of k by tensor copies into a ring that one thread keeps full.
+// The gate and up projections run in one GEMM whose epilogue forms silu(gate)·up; the down projection
+// writes f32 rows that combine_sorted weights and adds.
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cudaTypedefs.h>
 
 #include <string>
 #include <type_traits>
@@ -21,20 +24,19 @@ namespace dsv2::cuda {
 
 namespace {
 
-constexpr int kTileRows = 128;   // sorted rows (tokens) per output block: 64 per warpgroup
+constexpr int kTileRows = 128;   // sorted rows (tokens) per output block: 64 per consumer warpgroup
 constexpr int kTileCols = 256;   // output columns per block (gate/up: 128 features of each)
 constexpr int kStep = 64;        // values of k per pipeline step: a 128-byte row piece
-constexpr int kStages = 4;       // ring steps: copies run 2 steps ahead while one step's wgmma may still read
-constexpr int kThreads = 256;    // two warpgroups
+constexpr int kStages = 4;       // steps in the shared-memory ring
+constexpr int kThreads = 384;    // warpgroup 0 copies (one thread issues the tensor copies), 1 and 2 multiply
 constexpr int kSortThreads = 1024;
 
 // Shared memory per stage: the A rows [kTileRows][kStep] then the B rows [kTileCols][kStep], 2 bytes a
-// value, in the 128-byte swizzle layout of warpgroup_mma.cuh (piece c of row r at c ^ (r % 8)); stages
-// 1,024-byte aligned (the slack aligns the first).
+// value, in the 128-byte swizzle layout of warpgroup_mma.cuh (piece c of row r at c ^ (r % 8)), which
+// the tensor copies write; stages 1,024-byte aligned (the slack aligns the first), then per stage a
+// "full" barrier (its copies landed) and an "empty" one (both consumers are done reading it).
 constexpr int kStageBytes = (kTileRows + kTileCols) * kStep * 2;
-constexpr size_t kSharedBytes = size_t(kStages) * kStageBytes + 1024;
-
-__device__ __forceinline__ int swizzled_bytes(int row, int piece) { return row * 128 + ((piece ^ (row % 8)) * 16); }
+constexpr size_t kSharedBytes = size_t(kStages) * kStageBytes + 1024 + 2 * kStages * sizeof(uint64_t);
 
 // One block: counts per expert, offsets, the tile list, then each pair's sorted slot. The order of an
 // expert's pairs among its rows is the order the atomics give; every product row depends on its own
@@ -91,89 +93,86 @@ __global__ void pack_sorted_rows_kernel(const float* __restrict__ x, const int32
   }
 }
 
-// For tile t = blockIdx.x / column_blocks (expert e, sorted rows row0 .. row0 + n − 1 of `in`, [*, D])
-// and column block c = blockIdx.x % column_blocks (consecutive blocks share a tile's inputs; an
+// For tile t = blockIdx.x / column_blocks (expert e, sorted rows row0 .. row0 + n − 1 of the inputs
+// [*, D]) and column block c = blockIdx.x % column_blocks (consecutive blocks share a tile's inputs; an
 // expert's tiles are neighbours, so its weights are read from memory about once):
 //   GATE_UP: out[row0 + j, f] = silu(a_e[f] · in_j) · (b_e[f] · in_j), rounded to AT, f in [128c, 128c + 128)
 //   else:    out[row0 + j, f] = a_e[f] · in_j, f32,                                f in [256c, 256c + 256)
-// a, b: [E, R, D] weights; out: [*, R]. D % 8 == 0 (k past D reads zeros), R % 8 == 0.
-// Warpgroup h takes rows 64h .. 64h + 63 against all 256 B rows (GATE_UP: 128 gate rows, then the up
-// rows of the same features), one m64n256k16 wgmma per 16 values of k.
+// The operands come as tensor maps (2-D, [rows][D], 64 × rows boxes, 128-byte swizzle): `in` over the
+// sorted rows, `a` and `b` over the weights as [E·R][D] (GATE_UP: gate and up; else both the down
+// weights). Rows and k past the ends read as zeros or as other experts' rows, never written.
+// R % 8 == 0. Warpgroup 0's first thread fills the ring kStages steps ahead; consumer warpgroup h
+// (1, 2) takes rows 64(h − 1) .. + 63 against all 256 B rows (GATE_UP: 128 gate rows, then the up rows of
+// the same features), one m64n256k16 wgmma per 16 values of k, and frees each step's slot once its
+// products are done.
 template <typename AT, bool GATE_UP>
 __global__ void __launch_bounds__(kThreads, 1)
-    tiled_experts_kernel(const AT* __restrict__ in, int64_t D, int64_t R, const int32_t* __restrict__ tiles,
-                         int column_blocks, const AT* __restrict__ a, const AT* __restrict__ b, void* out) {
+    tiled_experts_kernel(const __grid_constant__ CUtensorMap in, const __grid_constant__ CUtensorMap a,
+                         const __grid_constant__ CUtensorMap b, int64_t D, int64_t R, const int32_t* __restrict__ tiles,
+                         int column_blocks, void* out) {
   extern __shared__ __align__(1024) unsigned char shared[];
   const uint32_t shared_base = shared_address(shared);
   const uint32_t ring = shared_base + (1024 - shared_base % 1024) % 1024;  // [stage][A rows | B rows], swizzled
-  unsigned char* const ring_ptr = shared + (ring - shared_base);
+  const uint32_t full = ring + kStages * kStageBytes, empty = full + kStages * sizeof(uint64_t);  // [stage] barriers
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(full + 8 * s, 1);
+      barrier_init(empty + 8 * s, 2);
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
   start_after_previous_kernel();
   const int t = blockIdx.x / column_blocks, c = blockIdx.x % column_blocks;
   if (t >= tiles[0]) return;
   const int32_t e = tiles[1 + 3 * t], row0 = tiles[2 + 3 * t], n = tiles[3 + 3 * t];
-  // This thread's row pieces per step: piece threadIdx.x % 8 of A rows (threadIdx.x / 8) + 32i (i < 4)
-  // and of B rows (threadIdx.x / 8) + 32i (i < 8).
-  const int piece = threadIdx.x % 8, row_base = threadIdx.x / 8;
-  const AT* a_src[kTileRows / 32];
-  const AT* b_src[kTileCols / 32];
-#pragma unroll
-  for (int i = 0; i < kTileRows / 32; ++i)  // rows past n: the last row, not written
-    a_src[i] = in + (int64_t(row0) + min(row_base + 32 * i, n - 1)) * D + piece * 8;
-#pragma unroll
-  for (int i = 0; i < kTileCols / 32; ++i) {
-    const int r = row_base + 32 * i;
-    const int64_t f = GATE_UP ? int64_t(c) * (kTileCols / 2) + r % (kTileCols / 2) : int64_t(c) * kTileCols + r;
-    const AT* w = GATE_UP && r >= kTileCols / 2 ? b : a;
-    b_src[i] = w + (int64_t(e) * R + min(f, R - 1)) * D + piece * 8;  // columns past R: the last, not written
-  }
   const int steps = int((D + kStep - 1) / kStep);
-  auto issue = [&](int i) {
-    if (i < steps) {
-      unsigned char* stage = ring_ptr + (i % kStages) * kStageBytes;
-      const int64_t k = int64_t(i) * kStep;
-      const bool valid = k + piece * 8 < D;
-#pragma unroll
-      for (int j = 0; j < kTileRows / 32; ++j)
-        copy_async_or_zero<16>(stage + swizzled_bytes(row_base + 32 * j, piece), a_src[j] + (valid ? k : 0), valid);
-#pragma unroll
-      for (int j = 0; j < kTileCols / 32; ++j)
-        copy_async_or_zero<16>(stage + kTileRows * 128 + swizzled_bytes(row_base + 32 * j, piece),
-                               b_src[j] + (valid ? k : 0), valid);
+  const int group = threadIdx.x / 128;
+  if (group == 0) {
+    if (threadIdx.x != 0) return;
+    const int32_t b_row0 = int32_t(e * R) + (GATE_UP ? c * (kTileCols / 2) : c * kTileCols);
+    const int32_t b_row1 = GATE_UP ? b_row0 : b_row0 + kTileCols / 2;
+    for (int i = 0; i < steps; ++i) {
+      const int slot = i % kStages, use = i / kStages;
+      if (use > 0) barrier_wait(empty + 8 * slot, (use - 1) & 1);
+      const uint32_t stage = ring + slot * kStageBytes;
+      barrier_expect_bytes(full + 8 * slot, kStageBytes);
+      const int32_t k = i * kStep;
+      tensor_copy_2d(stage, &in, k, row0, full + 8 * slot);
+      tensor_copy_2d(stage + kTileRows * 128, &a, k, b_row0, full + 8 * slot);
+      tensor_copy_2d(stage + (kTileRows + kTileCols / 2) * 128, &b, k, b_row1, full + 8 * slot);
     }
-    copy_async_commit();
-  };
-#pragma unroll
-  for (int i = 0; i < kStages - 2; ++i) issue(i);
+    return;
+  }
+  const int h = group - 1;
   float acc[128];
 #pragma unroll
   for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
-  const int group = threadIdx.x / 128;
   for (int i = 0; i < steps; ++i) {
-    copy_async_wait<kStages - 3>();  // this thread's copies of step i have landed
-    fence_shared_for_async_proxy();
-    __syncthreads();       // everyone's have; every warpgroup's wgmma of step i − 2 is done (waited below)
-    issue(i + kStages - 2);  // into step i − 2's slot
-    const uint32_t stage = ring + (i % kStages) * kStageBytes;
+    const int slot = i % kStages;
+    barrier_wait(full + 8 * slot, (i / kStages) & 1);
+    const uint32_t stage = ring + slot * kStageBytes;
 #pragma unroll
     for (int r = 0; r < 128; ++r) fence_accumulator(acc[r]);
     warpgroup_fence();
 #pragma unroll
     for (int kk = 0; kk < kStep / 16; ++kk)
-      warpgroup_mma_m64n256k16<AT>(acc, swizzled_tile_descriptor(stage + group * 64 * 128 + kk * 32),
+      warpgroup_mma_m64n256k16<AT>(acc, swizzled_tile_descriptor(stage + h * 64 * 128 + kk * 32),
                                    swizzled_tile_descriptor(stage + kTileRows * 128 + kk * 32));
     warpgroup_commit();
-    warpgroup_wait<1>();  // step i − 1's products are done
+    warpgroup_wait<1>();  // step i − 1's products are done: its slot is free
 #pragma unroll
     for (int r = 0; r < 128; ++r) fence_accumulator(acc[r]);
+    if (i > 0 && threadIdx.x % 128 == 0) barrier_arrive(empty + 8 * ((i - 1) % kStages));
   }
   warpgroup_wait<0>();
 #pragma unroll
   for (int r = 0; r < 128; ++r) fence_accumulator(acc[r]);
-  // acc[4j + i]: row 64·group + 16w + g + 8(i / 2), column 8j + 2q + i % 2 (w: warp in the group).
+  // acc[4j + i]: row 64h + 16w + g + 8(i / 2), column 8j + 2q + i % 2 (w: warp in the group).
   const int w = (threadIdx.x % 128) / 32, g = (threadIdx.x % 32) / 4, q = threadIdx.x % 4;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int j_row = 64 * group + 16 * w + g + 8 * h;
+  for (int half = 0; half < 2; ++half) {
+    const int j_row = 64 * h + 16 * w + g + 8 * half;
     if (j_row >= n) continue;
     if constexpr (GATE_UP) {
 #pragma unroll
@@ -183,7 +182,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         float v[2];
 #pragma unroll
         for (int s = 0; s < 2; ++s) {
-          const float gt = acc[4 * j + 2 * h + s], up = acc[4 * (j + kTileCols / 16) + 2 * h + s];
+          const float gt = acc[4 * j + 2 * half + s], up = acc[4 * (j + kTileCols / 16) + 2 * half + s];
           v[s] = gt / (1.0f + expf(-gt)) * up;
         }
         AT pair[2];
@@ -197,13 +196,35 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int64_t f = int64_t(c) * kTileCols + 8 * j + 2 * q;
         if (f >= R) continue;
         *reinterpret_cast<float2*>(static_cast<float*>(out) + (int64_t(row0) + j_row) * R + f) =
-            make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+            make_float2(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
       }
     }
   }
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// A 2-D tensor map over `rows` rows of D 2-byte values (D % 8 == 0, 16-byte aligned), read in boxes of
+// 64 values × box_rows rows into the 128-byte swizzle layout; reads past either end give zeros.
+CUtensorMap row_tiles(const void* data, int64_t rows, int64_t D, int box_rows, bool bf16) {
+  using Encode = PFN_cuTensorMapEncodeTiled_v12000;
+  static const Encode encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    DSV2_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+    check(fn != nullptr && found == cudaDriverEntryPointSuccess, "tiled experts: the driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<Encode>(fn);
+  }();
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {cuuint64_t(D), cuuint64_t(rows)}, strides[1] = {cuuint64_t(D) * 2};
+  const cuuint32_t box[2] = {cuuint32_t(kStep), cuuint32_t(box_rows)}, element_strides[2] = {1, 1};
+  const CUresult r = encode(&map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+                            const_cast<void*>(data), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  check(r == CUDA_SUCCESS, "tiled experts: cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")");
+  return map;
+}
 
 template <typename AT>
 void run_tiled(const MoeTiledScratch& s, int64_t pairs, int64_t D, int64_t R, int64_t E, const void* in, const void* a,
@@ -214,11 +235,14 @@ void run_tiled(const MoeTiledScratch& s, int64_t pairs, int64_t D, int64_t R, in
     return true;
   }();
   (void)opted_in;
+  constexpr bool bf16 = std::is_same_v<AT, __nv_bfloat16>;
+  const CUtensorMap in_map = row_tiles(in, pairs, D, kTileRows, bf16);
+  const CUtensorMap a_map = row_tiles(a, E * R, D, kTileCols / 2, bf16);
+  const CUtensorMap b_map = row_tiles(gate_up ? b : a, E * R, D, kTileCols / 2, bf16);
   const int column_blocks = int(gate_up ? (R + kTileCols / 2 - 1) / (kTileCols / 2) : (R + kTileCols - 1) / kTileCols);
   const unsigned blocks = unsigned(moe_tiles_capacity(pairs, E) * column_blocks);
   launch_overlapped(gate_up ? tiled_experts_kernel<AT, true> : tiled_experts_kernel<AT, false>, blocks, kThreads,
-                    kSharedBytes, stream, static_cast<const AT*>(in), D, R, s.tiles, column_blocks,
-                    static_cast<const AT*>(a), static_cast<const AT*>(b), out);
+                    kSharedBytes, stream, in_map, a_map, b_map, D, R, s.tiles, column_blocks, out);
 }
 
 }  // namespace

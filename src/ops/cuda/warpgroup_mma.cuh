@@ -1,4 +1,5 @@
-// Hopper warpgroup matrix multiply-accumulate (wgmma, sm_90a) over shared-memory operands. Both
+// Hopper warpgroup matrix multiply-accumulate (wgmma, sm_90a) over shared-memory operands, and the
+// tensor copies and barriers that fill them. Both
 // operands are K-major tiles in the 128-byte swizzle layout: rows of 64 two-byte values (128 bytes),
 // 16-byte piece c of row r stored at piece c ^ (r % 8), 8-row groups 1,024 bytes apart, each tile
 // 1,024-byte aligned. A warpgroup (4 consecutive warps) multiplies a 64-row A tile by a 256-row B tile
@@ -33,6 +34,38 @@ __device__ __forceinline__ void warpgroup_wait() {
 }
 // Keeps the compiler from moving accesses of an accumulator across the asynchronous wgmma window.
 __device__ __forceinline__ void fence_accumulator(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+// Shared-memory barriers (mbarrier) that tensor copies complete: a phase ends when `count` arrivals
+// and every expected byte have come; waiters name the phase's parity (0, 1, 0, ...).
+__device__ __forceinline__ void barrier_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+// Makes initialised barriers visible to the asynchronous proxy (before the block's barrier).
+__device__ __forceinline__ void fence_barrier_init() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+// One arrival that also expects `bytes` more from tensor copies before the phase can end.
+__device__ __forceinline__ void barrier_expect_bytes(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void barrier_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void barrier_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done)
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+}
+// The box of a 2-D tensor map at (x = inner coordinate, y = row) into shared memory at dst; its bytes
+// count toward barrier bar.
+__device__ __forceinline__ void tensor_copy_2d(uint32_t dst, const void* tensor_map, int32_t x, int32_t y, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+      "l"(tensor_map), "r"(x), "r"(y), "r"(bar)
+      : "memory");
+}
 
 // d += A · Bᵀ: A [64 × 16] at descriptor a, B [256 × 16] at descriptor b (both K-major), f32 sums.
 template <typename T>
