@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA H200 (sm_90): builds the CUDA backend unless $BUILD already holds it,
+# On a machine with an NVIDIA H200 (Hopper, sm_90a): builds the CUDA backend unless $BUILD already holds it,
 # runs the GPU test suite and the HTTP server suite against `dsv2 serve --device cuda` (where node and
 # data/openai-client exist), then the decode/prefill benchmarks on random DeepSeek-V2-Lite weights,
 # and prints a short table. Logs go to $OUT (default: gpu-results/).
