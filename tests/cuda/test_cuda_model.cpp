@@ -3,6 +3,7 @@
 // weights against the CPU model run on the same FP8 values.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -243,6 +244,59 @@ TEST(CudaFp8Model, DefaultModelPerplexity) {
               ppl[0], ppl[1], 100 * (ppl[1] / ppl[0] - 1));
   EXPECT_NEAR(ppl[0] / cpu, 1.0, 0.01);
   EXPECT_NEAR(ppl[1] / ppl[0], 1.0, 0.01);
+}
+
+// A decode batch above the grouped kernel's 128 tokens takes the tiled expert GEMMs (bf16 experts):
+// 136 sequences of 8 different tokens each against the first 128 of them decoded as one batch (the
+// grouped kernel: the same rounding of activations to bf16, sums in another order), and against each
+// decoding alone (the GEMV path, f32 activations: on this model bf16 rounding alone moves some
+// positions' logits by up to 0.3 relative L2, so the mean is what is bounded there).
+TEST(CudaDefaultModel, DecodeBatchAboveTheGroupedLimitMatchesSmallerBatches) {
+  const DefaultModelText text = default_model_text();
+  const LoadedModel& m = text.m;
+  const int64_t B = 136, B_grouped = 128, V = m.config.vocab_size;
+  const auto prompt = [&](int64_t b) { return std::vector<int32_t>(text.ids.begin() + b, text.ids.begin() + b + 8); };
+  // The logits of decoding sequences 0 .. n − 1 together after their prompts.
+  const auto decode_batch = [&](int64_t n) {
+    CudaOptions opt;
+    opt.max_batch = n;
+    opt.max_context = 64;
+    opt.block_size = 16;
+    CudaDeepseekV2 net(m.config, *m.checkpoint, opt);
+    std::vector<int> slots(static_cast<size_t>(n));
+    std::vector<int32_t> next_ids(static_cast<size_t>(n));
+    for (int64_t b = 0; b < n; ++b) {
+      slots[size_t(b)] = int(b);
+      next_ids[size_t(b)] = text.ids[size_t(b + 8)];
+      net.prefill(int(b), prompt(b), LogitsRows::Last, nullptr);
+    }
+    std::vector<float> logits;
+    net.decode(slots, next_ids, &logits, nullptr);
+    return logits;
+  };
+  const std::vector<float> tiled = decode_batch(B), grouped = decode_batch(B_grouped);
+  ASSERT_EQ(tiled.size(), size_t(B * V));
+  double worst_grouped = 0, mean_alone = 0;
+  for (int64_t b = 0; b < B_grouped; ++b)
+    worst_grouped = std::max(worst_grouped, test::rel_l2(&tiled[size_t(b * V)], &grouped[size_t(b * V)], size_t(V)));
+  for (int64_t b = 0; b < B; b += 5) {
+    const std::vector<float> one = [&] {
+      CudaOptions opt;
+      opt.max_context = 64;
+      opt.block_size = 16;
+      CudaDeepseekV2 net(m.config, *m.checkpoint, opt);
+      net.prefill(0, prompt(b), LogitsRows::Last, nullptr);
+      std::vector<float> logits;
+      net.decode({0}, {text.ids[size_t(b + 8)]}, &logits, nullptr);
+      return logits;
+    }();
+    mean_alone += test::rel_l2(&tiled[size_t(b * V)], one.data(), size_t(V)) / double((B + 4) / 5);
+  }
+  std::printf("[ default model ] decode batch of %lld: worst relative L2 against a batch of %lld %.3g, mean against "
+              "one at a time %.3g\n",
+              (long long)B, (long long)B_grouped, worst_grouped, mean_alone);
+  EXPECT_LE(worst_grouped, 1e-2);
+  EXPECT_LE(mean_alone, 1e-2);
 }
 
 // The prompt attention on the tensor cores against its exact f32 form, through the whole default

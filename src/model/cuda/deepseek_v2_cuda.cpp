@@ -655,6 +655,12 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       const int64_t I = s.gate.rows;
       if (T <= cuda::kGemvMaxTokens) {
         cuda::swiglu_gate_up(m.a, T, s.gate, s.up, m.g, st);
+      } else if (s.down.dtype != DType::F32) {
+        // silu(gate)·up rounded as it is formed: the down GEMM's input, with no pass that rounds it.
+        cuda::linear_pair(m.blas, m.a, H, T, s.gate, m.g, s.up, m.u, m.lowp, st);
+        cuda::silu_mul_rounded(m.g, m.u, cuda::gemm_operand_dtype(s.down.dtype), m.lowp, T * I, st);
+        cuda::linear_accumulate_rounded(m.blas, m.lowp, T, s.down, m.x, st);
+        return;
       } else {
         cuda::linear_pair(m.blas, m.a, H, T, s.gate, m.g, s.up, m.u, m.lowp, st);
         cuda::silu_mul(m.g, m.u, m.g, T * I, st);

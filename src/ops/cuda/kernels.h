@@ -74,6 +74,14 @@ void linear_accumulate(cublasHandle_t blas, const float* x, int64_t x_stride, in
 // y = x·Wᵀ for inputs already rounded to W's dtype (BF16 or F16 weights): x: [T, W.cols] 2-byte values.
 void linear_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceMatrix& W, float* y, cudaStream_t stream);
 
+// The dtype the GEMMs multiply for weights stored as `w` (their inputs are rounded to it): bf16 for FP8
+// weights, which are widened first; the stored dtype otherwise.
+DType gemm_operand_dtype(DType w);
+// y += x·Wᵀ for inputs already rounded to gemm_operand_dtype(W.dtype) (BF16, F16 or FP8 weights; a
+// cuBLAS GEMM whatever T): x: [T, W.cols] 2-byte values.
+void linear_accumulate_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceMatrix& W, float* y,
+                               cudaStream_t stream);
+
 // out[r, k] = x[r·x_stride + k] rounded to dtype (BF16 or F16)      out: [rows, K]
 void round_rows(const float* x, int64_t x_stride, int64_t rows, int64_t K, DType dtype, void* out, cudaStream_t stream);
 

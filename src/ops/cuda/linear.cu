@@ -229,10 +229,6 @@ void gemv(const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, float* 
   });
 }
 
-// The dtype cuBLAS multiplies for weights stored as `w` (x is rounded to it): bf16 for FP8 weights,
-// which are widened first; the stored dtype otherwise.
-DType gemm_operand_dtype(DType w) { return w == DType::F8_E4M3 ? DType::BF16 : w; }
-
 // y = x·Wᵀ (beta 0) or y += x·Wᵀ (beta 1) with cuBLAS. BF16/F16 weights multiply x rounded to their
 // dtype in lowp, rounded here unless `rounded` says lowp already holds it.
 template <bool ACCUMULATE>
@@ -270,6 +266,8 @@ void linear_into(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, con
 }
 
 }  // namespace
+
+DType gemm_operand_dtype(DType w) { return w == DType::F8_E4M3 ? DType::BF16 : w; }
 
 void round_rows(const float* x, int64_t x_stride, int64_t rows, int64_t K, DType dtype, void* out, cudaStream_t stream) {
   check(dtype == DType::BF16 || dtype == DType::F16, "round_rows: bf16 or f16");
@@ -309,6 +307,12 @@ void linear_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceM
   DSV2_CUBLAS_CHECK(cublasSetStream(blas, stream));
   DSV2_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data, type, int(K), x,
                                  type, int(K), &zero, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void linear_accumulate_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceMatrix& W, float* y,
+                               cudaStream_t stream) {
+  check(W.dtype != DType::F32, "linear_accumulate_rounded: 2-byte or FP8 weights");
+  gemm_into<true>(blas, nullptr, 0, T, W, y, const_cast<void*>(x), true, stream);
 }
 
 void linear_pair(cublasHandle_t blas, const float* x, int64_t xs, int64_t T, const DeviceMatrix& W0, float* y0,

@@ -30,6 +30,7 @@ constexpr int kStep = 64;        // values of k per pipeline step: a 128-byte ro
 constexpr int kStages = 4;       // steps in the shared-memory ring
 constexpr int kThreads = 384;    // warpgroup 0 copies (one thread issues the tensor copies), 1 and 2 multiply
 constexpr int kSortThreads = 1024;
+constexpr int kSortBatch = 8;    // pairs a sorting thread loads at once
 
 // Shared memory per stage: the A rows [kTileRows][kStep] then the B rows [kTileCols][kStep], 2 bytes a
 // value, in the 128-byte swizzle layout of warpgroup_mma.cuh (piece c of row r at c ^ (r % 8)), which
@@ -50,7 +51,15 @@ __global__ void __launch_bounds__(kSortThreads)
   int32_t *offset = counts + E, *tile_start = counts + 2 * E, *fill = counts + 3 * E;
   for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = fill[e] = 0;
   __syncthreads();
-  for (int64_t p = threadIdx.x; p < n_pairs; p += blockDim.x) atomicAdd(&counts[ids[p]], 1);
+  // Each thread's ids are loaded kSortBatch at a time, all in flight before their atomics.
+  for (int64_t base = threadIdx.x; base < n_pairs; base += int64_t(blockDim.x) * kSortBatch) {
+    int32_t id[kSortBatch];
+#pragma unroll
+    for (int j = 0; j < kSortBatch; ++j) id[j] = base + j * blockDim.x < n_pairs ? ids[base + j * blockDim.x] : -1;
+#pragma unroll
+    for (int j = 0; j < kSortBatch; ++j)
+      if (id[j] >= 0) atomicAdd(&counts[id[j]], 1);
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
     int32_t rows_so_far = 0, tiles_so_far = 0;
@@ -69,10 +78,18 @@ __global__ void __launch_bounds__(kSortThreads)
       tiles[2 + 3 * t] = offset[e] + r;
       tiles[3 + 3 * t] = min(kTileRows, counts[e] - r);
     }
-  for (int64_t p = threadIdx.x; p < n_pairs; p += blockDim.x) {
-    const int32_t e = ids[p], s = offset[e] + atomicAdd(&fill[e], 1);
-    slot_of[p] = s;
-    rows[s] = int32_t(p / K);
+  for (int64_t base = threadIdx.x; base < n_pairs; base += int64_t(blockDim.x) * kSortBatch) {
+    int32_t id[kSortBatch];
+#pragma unroll
+    for (int j = 0; j < kSortBatch; ++j) id[j] = base + j * blockDim.x < n_pairs ? ids[base + j * blockDim.x] : -1;
+#pragma unroll
+    for (int j = 0; j < kSortBatch; ++j) {
+      if (id[j] < 0) continue;
+      const int64_t p = base + j * blockDim.x;
+      const int32_t s = offset[id[j]] + atomicAdd(&fill[id[j]], 1);
+      slot_of[p] = s;
+      rows[s] = int32_t(p / K);
+    }
   }
 }
 
