@@ -313,12 +313,22 @@ TEST(CudaKernels, TiledExpertsMatchReference) {
         cuda::widen_fp8_matrices(w.down, w.down_scales, E, H, I, wide_down.get(), nullptr);
         gate = wide_gate.get(), up = wide_up.get(), down = wide_down.get();
       }
-      cuda::moe_tiled_sort(dx.get<float>(), T, H, K, E, di.get<int32_t>(), mma, s, nullptr);
+      cuda::moe_tiled_sort(dx.get(), DType::F32, T, H, K, E, di.get<int32_t>(), mma, s, nullptr);
       cuda::moe_tiled_gate_up(s, P, H, I, E, mma, gate, up, nullptr);
       cuda::moe_tiled_down(s, P, H, I, E, mma, down, nullptr);
       cuda::combine_sorted(s.y, s.slot_of, dgw.get<float>(), T, H, K, dout.get<float>(), nullptr);
-      EXPECT_LE(test::rel_l2(download(dout, want.size()).data(), want.data(), want.size()), 2e-4)
+      const std::vector<float> got = download(dout, want.size());
+      EXPECT_LE(test::rel_l2(got.data(), want.data(), want.size()), 2e-4)
           << dtype_name(dt) << " T=" << T << " H=" << H << " I=" << I << " E=" << E;
+      // The inputs rounded beforehand (as the model does for the router and the shared experts too):
+      // the same bits.
+      DeviceBuffer x_rounded(size_t(T * H) * 2), dout2 = upload(pr.residual);
+      cuda::round_rows(dx.get<float>(), H, T, H, mma, x_rounded.get(), nullptr);
+      cuda::moe_tiled_sort(x_rounded.get(), mma, T, H, K, E, di.get<int32_t>(), mma, s, nullptr);
+      cuda::moe_tiled_gate_up(s, P, H, I, E, mma, gate, up, nullptr);
+      cuda::moe_tiled_down(s, P, H, I, E, mma, down, nullptr);
+      cuda::combine_sorted(s.y, s.slot_of, dgw.get<float>(), T, H, K, dout2.get<float>(), nullptr);
+      EXPECT_EQ(download(dout2, want.size()), got) << dtype_name(dt) << " T=" << T << ": rounded inputs";
 
       std::vector<int32_t> got_rows(static_cast<size_t>(P)), got_slots(static_cast<size_t>(P)),
           got_tiles(size_t(1 + 3 * cuda::moe_tiles_capacity(P, E)));
@@ -350,7 +360,8 @@ TEST(CudaKernels, TiledExpertsMatchReference) {
   EXPECT_FALSE(cuda::tiled_experts_supported(DType::BF16, 70, 64, 8));
   const cuda::MoeTiledScratch none{wbuf.get(), wbuf.get(), nullptr, nullptr, nullptr, nullptr};
   EXPECT_THROW(cuda::moe_tiled_gate_up(none, 8, 70, 64, 8, DType::BF16, wbuf.get(), wbuf.get(), nullptr), Error);
-  EXPECT_THROW(cuda::moe_tiled_sort(wbuf.get<float>(), 1, 64, 1, 8, nullptr, DType::F32, none, nullptr), Error);
+  EXPECT_THROW(cuda::moe_tiled_sort(wbuf.get(), DType::F32, 1, 64, 1, 8, nullptr, DType::F32, none, nullptr), Error);
+  EXPECT_THROW(cuda::moe_tiled_sort(wbuf.get(), DType::F16, 1, 64, 1, 8, nullptr, DType::BF16, none, nullptr), Error);
 }
 
 TEST(CudaKernels, SwigluGateUpMatchesReference) {

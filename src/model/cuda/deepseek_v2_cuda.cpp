@@ -554,13 +554,17 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
 // The routed experts for a prompt chunk as tiled grouped GEMMs on the device (no host round trip), then
 // the weighted sum per token added into m.x. FP8 experts are widened to bf16 a projection at a time as
 // in moe_sorted_by_expert.
-void moe_tiled(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const DeviceLayer& L, int64_t T) {
+// `a_rounded`: the layer's normed inputs already rounded to the GEMMs' dtype, or null (m.a, f32).
+void moe_tiled(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const DeviceLayer& L, int64_t T, const void* a_rounded) {
   cudaStream_t st = m.stream;
   const int64_t H = cfg.hidden_size, I = cfg.moe_intermediate_size, K = cfg.num_experts_per_tok, E = cfg.n_routed_experts;
   const cuda::ExpertWeights& W = L.experts;
   const bool fp8 = W.dtype == DType::F8_E4M3;
   const DType dt = fp8 ? DType::BF16 : W.dtype;
-  cuda::moe_tiled_sort(m.a, T, H, K, E, m.expert_ids, dt, m.moe_tiled, st);
+  if (a_rounded)
+    cuda::moe_tiled_sort(a_rounded, dt, T, H, K, E, m.expert_ids, dt, m.moe_tiled, st);
+  else
+    cuda::moe_tiled_sort(m.a, DType::F32, T, H, K, E, m.expert_ids, dt, m.moe_tiled, st);
   const void *gate = W.gate, *up = W.up, *down = W.down;
   if (fp8) {
     void* const second = static_cast<char*>(m.widened_experts) + size_t(E * I * H) * 2;
@@ -651,13 +655,17 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
     cuda::linear_accumulate(m.blas, m.o, nh * cfg.v_head_dim, T, L.o_proj, m.x, m.lowp, st);
     cuda::rms_norm(m.x, H, L.post_norm, m.a, H, T, H, eps, st);
     // x += down · (silu(gate · a) ⊙ (up · a))
-    auto swiglu = [&](const DeviceSwiglu& s) {
+    // `a_rounded`: m.a already rounded to the gate and up GEMMs' dtype, or null.
+    auto swiglu = [&](const DeviceSwiglu& s, const void* a_rounded) {
       const int64_t I = s.gate.rows;
       if (T <= cuda::kGemvMaxTokens) {
         cuda::swiglu_gate_up(m.a, T, s.gate, s.up, m.g, st);
       } else if (s.down.dtype != DType::F32) {
         // silu(gate)·up rounded as it is formed: the down GEMM's input, with no pass that rounds it.
-        cuda::linear_pair(m.blas, m.a, H, T, s.gate, m.g, s.up, m.u, m.lowp, st);
+        if (a_rounded)
+          cuda::linear_pair_rounded(m.blas, a_rounded, T, s.gate, m.g, s.up, m.u, st);
+        else
+          cuda::linear_pair(m.blas, m.a, H, T, s.gate, m.g, s.up, m.u, m.lowp, st);
         cuda::silu_mul_rounded(m.g, m.u, cuda::gemm_operand_dtype(s.down.dtype), m.lowp, T * I, st);
         cuda::linear_accumulate_rounded(m.blas, m.lowp, T, s.down, m.x, st);
         return;
@@ -671,15 +679,28 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       const cuda::RouterShape r{cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group,
                                 cfg.topk_method == TopkMethod::GroupLimitedGreedy, cfg.norm_topk_prob,
                                 float(cfg.routed_scaling_factor)};
-      cuda::linear(m.blas, m.a, H, T, L.router, m.router_logits, m.lowp, st);
+      const bool tiled = (prefill_pos0 >= 0 ? m.tiled_experts : m.tiled_decode) && T > kGroupedMaxTokens;
+      // With the tiled experts the normed rows are rounded once, into m.lowp, for the router, the routed
+      // experts' pack and the shared experts' gate and up (each would round them again); m.lowp holds
+      // them until the shared experts' silu(gate)·up overwrites it.
+      const DType mma = cuda::gemm_operand_dtype(L.experts.dtype);
+      const bool round_once = tiled && cuda::gemm_operand_dtype(L.router.dtype) == mma &&
+                              (!L.has_shared || (cuda::gemm_operand_dtype(L.shared.gate.dtype) == mma &&
+                                                 cuda::gemm_operand_dtype(L.shared.up.dtype) == mma));
+      const void* a_rounded = round_once ? m.lowp : nullptr;
+      if (round_once) {
+        cuda::round_rows(m.a, H, T, H, mma, m.lowp, st);
+        cuda::linear_rounded(m.blas, a_rounded, T, L.router, m.router_logits, st);
+      } else {
+        cuda::linear(m.blas, m.a, H, T, L.router, m.router_logits, m.lowp, st);
+      }
       cuda::route_tokens(r, m.router_logits, T, m.expert_ids, m.gate_w, st);
       bool shared_done = false;
-      const bool tiled = (prefill_pos0 >= 0 ? m.tiled_experts : m.tiled_decode) && T > kGroupedMaxTokens;
       const bool grouped = !tiled && T > cuda::kGemvMaxTokens &&
                            cuda::grouped_experts_supported(L.experts, H, cfg.moe_intermediate_size) &&
                            (prefill_pos0 < 0 || (T <= kGroupedMaxTokens && T * cfg.num_experts_per_tok <= cuda::kGroupedMaxPairs));
       if (tiled) {
-        moe_tiled(m, cfg, L, T);
+        moe_tiled(m, cfg, L, T, a_rounded);
       } else if (prefill_pos0 >= 0 && T > cuda::kGemvMaxTokens && !grouped) {
         moe_sorted_by_expert(m, cfg, L, T);
       } else if (grouped) {
@@ -708,9 +729,9 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
                           shared_done ? cuda::AlsoAdd{m.shared_out, m.join} : cuda::AlsoAdd{}, next_norm);
         a_is_normed_x = next_norm.weight != nullptr;
       }
-      if (L.has_shared && !shared_done) swiglu(L.shared);
+      if (L.has_shared && !shared_done) swiglu(L.shared, a_rounded);
     } else {
-      swiglu(L.dense);
+      swiglu(L.dense, nullptr);
     }
   }
   if (absorb_beside && cfg.num_hidden_layers > 0) {  // every layer forked the prefetch stream

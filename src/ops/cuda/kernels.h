@@ -71,8 +71,11 @@ void linear_pair(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t 
 void linear_accumulate(cublasHandle_t blas, const float* x, int64_t x_stride, int64_t T, const DeviceMatrix& W,
                        float* y, void* lowp, cudaStream_t stream);
 
-// y = x·Wᵀ for inputs already rounded to W's dtype (BF16 or F16 weights): x: [T, W.cols] 2-byte values.
+// y = x·Wᵀ for inputs already rounded to gemm_operand_dtype(W.dtype) (BF16, F16 or FP8 weights; a cuBLAS
+// GEMM whatever T): x: [T, W.cols] 2-byte values. The pair: both products of one such x.
 void linear_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceMatrix& W, float* y, cudaStream_t stream);
+void linear_pair_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceMatrix& W0, float* y0,
+                         const DeviceMatrix& W1, float* y1, cudaStream_t stream);
 
 // The dtype the GEMMs multiply for weights stored as `w` (their inputs are rounded to it): bf16 for FP8
 // weights, which are widened first; the stored dtype otherwise.
@@ -234,7 +237,8 @@ void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_
 // Routed experts for many tokens (prompt chunks, large decode batches) as grouped tensor-core GEMMs with
 // no host round trip and grids fixed by T·K (capturable in a graph; moe_tiled.cu):
 // moe_tiled_sort sorts the (token, slot) pairs by expert on the device (slot_of[p]: pair p's sorted row,
-// rows[s]: row s's token) and packs each sorted row's input x[t] rounded to 2 bytes into xs; then
+// rows[s]: row s's token) and packs each sorted row's input x[t] into xs (x: [T, H], f32 rounded to
+// `dtype` as it is packed, or already in `dtype`); then
 // moe_tiled_gate_up writes hs[s] = silu(gate_e · xs[s]) ⊙ (up_e · xs[s]) (2 bytes) and moe_tiled_down
 // y[s] = down_e · hs[s] (f32), each as one launch over 128-row tiles of every expert's rows; combine_sorted
 // adds the weighted rows. Weights BF16 or F16 ([E, I, H] gate/up, [E, H, I] down; FP8 is widened first).
@@ -248,8 +252,8 @@ struct MoeTiledScratch {
 };
 int64_t moe_tiles_capacity(int64_t pairs, int64_t E);
 bool tiled_experts_supported(DType dtype, int64_t H, int64_t I, int64_t E);
-void moe_tiled_sort(const float* x, int64_t T, int64_t H, int64_t K, int64_t E, const int32_t* expert_ids, DType dtype,
-                    const MoeTiledScratch& scratch, cudaStream_t stream);
+void moe_tiled_sort(const void* x, DType x_dtype, int64_t T, int64_t H, int64_t K, int64_t E, const int32_t* expert_ids,
+                    DType dtype, const MoeTiledScratch& scratch, cudaStream_t stream);
 void moe_tiled_gate_up(const MoeTiledScratch& scratch, int64_t pairs, int64_t H, int64_t I, int64_t E, DType dtype,
                        const void* gate, const void* up, cudaStream_t stream);
 void moe_tiled_down(const MoeTiledScratch& scratch, int64_t pairs, int64_t H, int64_t I, int64_t E, DType dtype,

@@ -300,13 +300,16 @@ void linear_accumulate(cublasHandle_t blas, const float* x, int64_t xs, int64_t 
 }
 
 void linear_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceMatrix& W, float* y, cudaStream_t stream) {
-  check(W.dtype == DType::BF16 || W.dtype == DType::F16, "linear_rounded: bf16 or f16 weights");
-  const int64_t K = W.cols, N = W.rows;
-  const float one = 1.0f, zero = 0.0f;
-  const cudaDataType_t type = W.dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_16F;
-  DSV2_CUBLAS_CHECK(cublasSetStream(blas, stream));
-  DSV2_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data, type, int(K), x,
-                                 type, int(K), &zero, y, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  check(W.dtype != DType::F32, "linear_rounded: 2-byte or FP8 weights");
+  gemm_into<false>(blas, nullptr, 0, T, W, y, const_cast<void*>(x), true, stream);
+}
+
+void linear_pair_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceMatrix& W0, float* y0,
+                         const DeviceMatrix& W1, float* y1, cudaStream_t stream) {
+  check(W0.cols == W1.cols && W0.dtype != DType::F32 && gemm_operand_dtype(W0.dtype) == gemm_operand_dtype(W1.dtype),
+        "linear_pair_rounded: matrices of one width and one GEMM operand dtype");
+  linear_rounded(blas, x, T, W0, y0, stream);
+  linear_rounded(blas, x, T, W1, y1, stream);
 }
 
 void linear_accumulate_rounded(cublasHandle_t blas, const void* x, int64_t T, const DeviceMatrix& W, float* y,

@@ -93,20 +93,25 @@ __global__ void __launch_bounds__(kSortThreads)
   }
 }
 
-// xs[s] = x[rows[s]] rounded to AT, one block per sorted row, 8 values per thread at a time (H % 8 == 0).
-template <typename AT>
-__global__ void pack_sorted_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows, int64_t H,
+// xs[s] = x[rows[s]] (XT = float: rounded to AT; XT = AT: copied), one block per sorted row, 8 values per
+// thread at a time (H % 8 == 0, 16-byte aligned rows).
+template <typename XT, typename AT>
+__global__ void pack_sorted_rows_kernel(const XT* __restrict__ x, const int32_t* __restrict__ rows, int64_t H,
                                         AT* __restrict__ xs) {
   start_after_previous_kernel();
-  const float4* src = reinterpret_cast<const float4*>(x + int64_t(rows[blockIdx.x]) * H);
+  const XT* src = x + int64_t(rows[blockIdx.x]) * H;
   uint4* dst = reinterpret_cast<uint4*>(xs + int64_t(blockIdx.x) * H);
   for (int64_t c = threadIdx.x; c < H / 8; c += blockDim.x) {
-    const float4 lo = src[2 * c], hi = src[2 * c + 1];
-    uint4 out;
-    AT* v = reinterpret_cast<AT*>(&out);
-    from_f32(lo.x, v + 0), from_f32(lo.y, v + 1), from_f32(lo.z, v + 2), from_f32(lo.w, v + 3);
-    from_f32(hi.x, v + 4), from_f32(hi.y, v + 5), from_f32(hi.z, v + 6), from_f32(hi.w, v + 7);
-    dst[c] = out;
+    if constexpr (std::is_same_v<XT, AT>) {
+      dst[c] = reinterpret_cast<const uint4*>(src)[c];
+    } else {
+      const float4 lo = reinterpret_cast<const float4*>(src)[2 * c], hi = reinterpret_cast<const float4*>(src)[2 * c + 1];
+      uint4 out;
+      AT* v = reinterpret_cast<AT*>(&out);
+      from_f32(lo.x, v + 0), from_f32(lo.y, v + 1), from_f32(lo.z, v + 2), from_f32(lo.w, v + 3);
+      from_f32(hi.x, v + 4), from_f32(hi.y, v + 5), from_f32(hi.z, v + 6), from_f32(hi.w, v + 7);
+      dst[c] = out;
+    }
   }
 }
 
@@ -271,20 +276,26 @@ bool tiled_experts_supported(DType dtype, int64_t H, int64_t I, int64_t E) {
          4 * E * int64_t(sizeof(int32_t)) <= 48 * 1024;
 }
 
-void moe_tiled_sort(const float* x, int64_t T, int64_t H, int64_t K, int64_t E, const int32_t* expert_ids, DType dtype,
-                    const MoeTiledScratch& s, cudaStream_t stream) {
+void moe_tiled_sort(const void* x, DType x_dtype, int64_t T, int64_t H, int64_t K, int64_t E, const int32_t* expert_ids,
+                    DType dtype, const MoeTiledScratch& s, cudaStream_t stream) {
   check(dtype == DType::BF16 || dtype == DType::F16, "tiled experts: bf16 or f16 inputs");
+  check(x_dtype == DType::F32 || x_dtype == dtype, "tiled experts: f32 inputs, or inputs already in the GEMMs' dtype");
   check(H % 8 == 0 && aligned16(x) && aligned16(s.xs), "tiled experts: H a multiple of 8, rows 16-byte aligned");
   check(4 * E * int64_t(sizeof(int32_t)) <= 48 * 1024, "tiled experts: at most 3,072 experts");
   const int64_t pairs = T * K;
   launch_overlapped(sort_pairs_kernel, 1, kSortThreads, size_t(4 * E) * sizeof(int32_t), stream, expert_ids, pairs, K,
                     int32_t(E), s.rows, s.slot_of, s.tiles);
-  if (dtype == DType::BF16)
-    launch_overlapped(pack_sorted_rows_kernel<__nv_bfloat16>, unsigned(pairs), 256, 0, stream, x, s.rows, H,
-                      static_cast<__nv_bfloat16*>(s.xs));
-  else
-    launch_overlapped(pack_sorted_rows_kernel<__half>, unsigned(pairs), 256, 0, stream, x, s.rows, H,
-                      static_cast<__half*>(s.xs));
+  auto pack = [&](auto input_tag, auto type_tag) {
+    using XT = decltype(input_tag);
+    using AT = decltype(type_tag);
+    launch_overlapped(pack_sorted_rows_kernel<XT, AT>, unsigned(pairs), 256, 0, stream, static_cast<const XT*>(x), s.rows, H,
+                      static_cast<AT*>(s.xs));
+  };
+  if (dtype == DType::BF16) {
+    if (x_dtype == DType::F32) pack(float{}, __nv_bfloat16{}); else pack(__nv_bfloat16{}, __nv_bfloat16{});
+  } else {
+    if (x_dtype == DType::F32) pack(float{}, __half{}); else pack(__half{}, __half{});
+  }
 }
 
 void moe_tiled_gate_up(const MoeTiledScratch& s, int64_t pairs, int64_t H, int64_t I, int64_t E, DType dtype,
