@@ -51,11 +51,15 @@ __global__ void __launch_bounds__(kSortThreads)
   int32_t *offset = counts + E, *tile_start = counts + 2 * E, *fill = counts + 3 * E;
   for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = fill[e] = 0;
   __syncthreads();
-  // Each thread's ids are loaded kSortBatch at a time, all in flight before their atomics.
-  for (int64_t base = threadIdx.x; base < n_pairs; base += int64_t(blockDim.x) * kSortBatch) {
-    int32_t id[kSortBatch];
+  // Each thread's ids are loaded kSortBatch at a time (pairs base + j·blockDim.x; −1 past the end), all in
+  // flight before their atomics.
+  const auto load_ids = [&](int64_t base, int32_t(&id)[kSortBatch]) {
 #pragma unroll
     for (int j = 0; j < kSortBatch; ++j) id[j] = base + j * blockDim.x < n_pairs ? ids[base + j * blockDim.x] : -1;
+  };
+  for (int64_t base = threadIdx.x; base < n_pairs; base += int64_t(blockDim.x) * kSortBatch) {
+    int32_t id[kSortBatch];
+    load_ids(base, id);
 #pragma unroll
     for (int j = 0; j < kSortBatch; ++j)
       if (id[j] >= 0) atomicAdd(&counts[id[j]], 1);
@@ -80,8 +84,7 @@ __global__ void __launch_bounds__(kSortThreads)
     }
   for (int64_t base = threadIdx.x; base < n_pairs; base += int64_t(blockDim.x) * kSortBatch) {
     int32_t id[kSortBatch];
-#pragma unroll
-    for (int j = 0; j < kSortBatch; ++j) id[j] = base + j * blockDim.x < n_pairs ? ids[base + j * blockDim.x] : -1;
+    load_ids(base, id);
 #pragma unroll
     for (int j = 0; j < kSortBatch; ++j) {
       if (id[j] < 0) continue;
