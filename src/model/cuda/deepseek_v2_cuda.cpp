@@ -368,14 +368,14 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.moe_slot_of = m.alloc<int32_t>(size_t(Tm * K));
   const auto moe_layer = std::find_if(m.layers.begin(), m.layers.end(), [](const DeviceLayer& L) { return L.moe; });
   if (moe_layer != m.layers.end()) {
-    const DType dt = moe_layer->experts.dtype == DType::F8_E4M3 ? DType::BF16 : moe_layer->experts.dtype;
-    m.tiled_experts = cuda::tiled_experts_supported(dt, H, I_moe, E);
+    m.tiled_experts = cuda::tiled_experts_supported(cuda::gemm_operand_dtype(moe_layer->experts.dtype), H, I_moe, E);
     m.tiled_decode = m.tiled_experts && moe_layer->experts.dtype != DType::F8_E4M3;
   }
-  if (!m.tiled_experts) m.moe_x = m.alloc(size_t(Tm * K * H));  // moe_sorted_by_expert's gathered f32 inputs
   if (m.tiled_experts)  // the tiled experts' rows live in the sorted-MoE buffers above
     m.moe_tiled = {m.moe_lowp, m.moe_u, m.moe_y, m.moe_rows, m.moe_slot_of,
                    m.alloc<int32_t>(size_t(1 + 3 * cuda::moe_tiles_capacity(Tm * K, E)))};
+  else
+    m.moe_x = m.alloc(size_t(Tm * K * H));  // moe_sorted_by_expert's gathered f32 inputs
   // The grouped tensor-core experts: decode batches of more than 8 tokens up to kGroupedMaxTokens (all of
   // them without tiled_decode), prompt chunks of more than 8 up to kGroupedMaxTokens.
   const int64_t grouped_tokens = std::max(m.tiled_decode ? std::min(opt.max_batch, kGroupedMaxTokens) : opt.max_batch,
@@ -551,16 +551,16 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   cuda::combine_sorted(m.moe_y, m.moe_slot_of, m.gate_w, T, H, K, m.x, st);
 }
 
-// The routed experts for a prompt chunk as tiled grouped GEMMs on the device (no host round trip), then
-// the weighted sum per token added into m.x. FP8 experts are widened to bf16 a projection at a time as
-// in moe_sorted_by_expert.
-// `a_rounded`: the layer's normed inputs already rounded to the GEMMs' dtype, or null (m.a, f32).
+// The routed experts of a prompt chunk or a large decode batch as tiled grouped GEMMs on the device (no
+// host round trip), then the weighted sum per token added into m.x. FP8 experts are widened to bf16 a
+// projection at a time as in moe_sorted_by_expert. `a_rounded`: the layer's normed inputs already
+// rounded to the GEMMs' dtype, or null (then m.a, f32, is rounded as it is packed).
 void moe_tiled(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const DeviceLayer& L, int64_t T, const void* a_rounded) {
   cudaStream_t st = m.stream;
   const int64_t H = cfg.hidden_size, I = cfg.moe_intermediate_size, K = cfg.num_experts_per_tok, E = cfg.n_routed_experts;
   const cuda::ExpertWeights& W = L.experts;
   const bool fp8 = W.dtype == DType::F8_E4M3;
-  const DType dt = fp8 ? DType::BF16 : W.dtype;
+  const DType dt = cuda::gemm_operand_dtype(W.dtype);
   if (a_rounded)
     cuda::moe_tiled_sort(a_rounded, dt, T, H, K, E, m.expert_ids, dt, m.moe_tiled, st);
   else
@@ -660,6 +660,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
       const int64_t I = s.gate.rows;
       if (T <= cuda::kGemvMaxTokens) {
         cuda::swiglu_gate_up(m.a, T, s.gate, s.up, m.g, st);
+        cuda::linear_accumulate(m.blas, m.g, I, T, s.down, m.x, m.lowp, st);
       } else if (s.down.dtype != DType::F32) {
         // silu(gate)·up rounded as it is formed: the down GEMM's input, with no pass that rounds it.
         if (a_rounded)
@@ -668,12 +669,11 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
           cuda::linear_pair(m.blas, m.a, H, T, s.gate, m.g, s.up, m.u, m.lowp, st);
         cuda::silu_mul_rounded(m.g, m.u, cuda::gemm_operand_dtype(s.down.dtype), m.lowp, T * I, st);
         cuda::linear_accumulate_rounded(m.blas, m.lowp, T, s.down, m.x, st);
-        return;
       } else {
         cuda::linear_pair(m.blas, m.a, H, T, s.gate, m.g, s.up, m.u, m.lowp, st);
         cuda::silu_mul(m.g, m.u, m.g, T * I, st);
+        cuda::linear_accumulate(m.blas, m.g, I, T, s.down, m.x, m.lowp, st);
       }
-      cuda::linear_accumulate(m.blas, m.g, I, T, s.down, m.x, m.lowp, st);
     };
     if (L.moe) {
       const cuda::RouterShape r{cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.n_group, cfg.topk_group,
