@@ -1,20 +1,33 @@
 #!/usr/bin/env python3
-"""Sums kernel durations from an Nsight Compute CSV (ncu --metrics gpu__time_duration.sum --csv)
-over the last N launches (e.g. the last decode steps of a `dsv2 bench --no-graphs` run), grouped
-by kernel name. Usage: ncu_kernel_table.py FILE.csv N"""
+"""Sums kernel durations from an Nsight Compute CSV (ncu --metrics gpu__time_duration.sum --csv),
+grouped by kernel name, over
+  - the last N launches (e.g. the last decode steps of a `dsv2 bench --no-graphs` run):
+        ncu_kernel_table.py FILE.csv N
+  - or one layer's worth: the launches from the K-th launch (counted from 0) whose name contains
+    TEXT up to the next such launch (e.g. TEXT = causal_attention over a prefill: one launch a layer):
+        ncu_kernel_table.py FILE.csv --span TEXT K"""
 import csv, sys, collections
 
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))
         if r.get("Metric Name") == "gpu__time_duration.sum"]
-last = rows[-int(sys.argv[2]):]
+if len(sys.argv) == 5 and sys.argv[2] == "--span":
+    text, k = sys.argv[3], int(sys.argv[4])
+    marks = [i for i, r in enumerate(rows) if text in r["Kernel Name"]]
+    if k + 1 >= len(marks):
+        sys.exit(f"{len(marks)} launches contain {text!r}: no span after the {k}-th")
+    chosen = rows[marks[k]:marks[k + 1]]
+elif len(sys.argv) == 3:
+    chosen = rows[-int(sys.argv[2]):]
+else:
+    sys.exit(__doc__)
 total = collections.Counter()
 count = collections.Counter()
-for r in last:
+for r in chosen:
     name = r["Kernel Name"].replace("(anonymous namespace)::", "").replace("void ", "")
     name = name.split("(")[0][:90]
     total[name] += float(r["Metric Value"].replace(",", ""))
     count[name] += 1
 all_ns = sum(total.values())
-print(f"{len(last)} launches, {all_ns / 1e3:.1f} us in kernels")
+print(f"{len(chosen)} launches, {all_ns / 1e3:.1f} us in kernels")
 for name, ns in total.most_common(25):
     print(f"{ns / 1e3:10.1f} us {100 * ns / all_ns:5.1f}% {count[name]:6d}x  {name}")
