@@ -275,6 +275,42 @@ TEST(CudaKernels, GroupedExpertsMatchReference) {
                Error);
 }
 
+// combine_sorted, 4 values a thread (H % 4 == 0, aligned rows) and one (H = 70, or rows 4 bytes off their
+// 16-byte alignment): out[t] += Σ_k w[t, k] · y[slot_of[t·K + k]] in slot order, against the host's sums,
+// and the same bits both ways.
+TEST(CudaKernels, CombineSortedMatchesReference) {
+  std::mt19937 rng(13);
+  for (int64_t H : {72, 70}) {
+    const int64_t T = 5, K = 3;
+    const std::vector<float> y = test::randn(size_t(T * K * H), rng), w = test::randn(size_t(T * K), rng),
+                             residual = test::randn(size_t(T * H), rng);
+    std::vector<int32_t> slot_of(static_cast<size_t>(T * K));
+    std::iota(slot_of.begin(), slot_of.end(), 0);
+    std::shuffle(slot_of.begin(), slot_of.end(), rng);
+    std::vector<float> want(residual);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < H; ++j) {
+        double acc = 0;
+        for (int64_t k = 0; k < K; ++k) acc += double(w[size_t(t * K + k)]) * y[size_t(slot_of[size_t(t * K + k)] * H + j)];
+        want[size_t(t * H + j)] += float(acc);
+      }
+    DeviceBuffer dw = upload(w), ds = upload(slot_of);
+    std::vector<float> got[2];
+    for (int64_t offset : {0, 1}) {  // 1: y and out 4 bytes past a 16-byte boundary
+      std::vector<float> y_at(size_t(offset), 0.0f), out_at(size_t(offset), 0.0f);
+      y_at.insert(y_at.end(), y.begin(), y.end());
+      out_at.insert(out_at.end(), residual.begin(), residual.end());
+      DeviceBuffer dy = upload(y_at), dout = upload(out_at);
+      cuda::combine_sorted(dy.get<float>() + offset, ds.get<int32_t>(), dw.get<float>(), T, H, K, dout.get<float>() + offset,
+                           nullptr);
+      const std::vector<float> all = download(dout, out_at.size());
+      got[offset].assign(all.begin() + offset, all.end());
+      EXPECT_LE(test::rel_l2(got[offset].data(), want.data(), want.size()), 1e-6) << "H=" << H << " offset=" << offset;
+    }
+    EXPECT_EQ(got[0], got[1]) << "H=" << H;
+  }
+}
+
 // The tiled grouped GEMMs of prompt chunks: the same sums as GroupedExpertsMatchReference's, over the
 // pairs sorted by expert on the device. Experts with several 128-row tiles and a partial last one
 // (700 tokens × 3 of 8 experts), k and column tails (D = 72, 200; 40 and 200 columns: a partial

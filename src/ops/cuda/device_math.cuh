@@ -5,6 +5,7 @@
 #include <cuda_fp8.h>
 
 #include <cfloat>
+#include <cstdint>
 #include <type_traits>
 
 #include "core/error.h"
@@ -51,6 +52,12 @@ __device__ __forceinline__ void add_products(float& acc, const float (&w)[N], co
     for (int j = 0; j < N; ++j) acc += w[j] * x[j];
   }
 }
+
+// silu(g) · u, the SwiGLU product every gate/up kernel forms (one expression, so one set of bits).
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+// Whether p may be read or written 16 bytes at a time.
+__host__ __device__ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 __device__ __forceinline__ void from_f32(float v, float* p) { *p = v; }
 __device__ __forceinline__ void from_f32(float v, __nv_bfloat16* p) { *p = __float2bfloat16_rn(v); }

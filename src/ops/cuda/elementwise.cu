@@ -57,7 +57,7 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, OT* out, int
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
     const float g = gate[i];
-    from_f32(g / (1.0f + expf(-g)) * up[i], out + i);
+    from_f32(silu_times(g, up[i]), out + i);
   }
 }
 

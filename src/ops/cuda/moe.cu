@@ -204,7 +204,7 @@ __device__ void expert_rows(const WT* __restrict__ w_a, const WT* __restrict__ w
         if (g0 + g >= n) continue;
         const float a = warp_sum(acc_a[u][g]);
         const float b = GATE_UP ? warp_sum(acc_b[u][g]) : 0.0f;
-        if (lane == 0 && r0 + u < R) out[list[g0 + g] * out_stride + r0 + u] = GATE_UP ? a / (1.0f + expf(-a)) * b : a;
+        if (lane == 0 && r0 + u < R) out[list[g0 + g] * out_stride + r0 + u] = GATE_UP ? silu_times(a, b) : a;
       }
   }
 }
@@ -340,34 +340,34 @@ __global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* _
   for (int64_t j = threadIdx.x; j < H; j += blockDim.x) out[blockIdx.x * H + j] = src[j];
 }
 
-// out[t, j] += Σ_k w[t, k] · y[slot_of[t·K + k], j], summed in slot order.
-__global__ void combine_sorted_kernel(const float* __restrict__ y, const int32_t* __restrict__ slot_of,
-                                      const float* __restrict__ w, int64_t T, int64_t H, int64_t K, float* out) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= T * H) return;
-  const int64_t t = i / H, j = i % H;
-  float acc = 0;
-  for (int64_t k = 0; k < K; ++k) acc += w[t * K + k] * y[int64_t(slot_of[t * K + k]) * H + j];
-  out[i] += acc;
+// Vector of V consecutive floats (V = 4: one 16-byte load).
+template <int V>
+using FloatVec = std::conditional_t<V == 4, float4, float>;
+template <int V>
+__device__ __forceinline__ void add_scaled(FloatVec<V>& acc, float w, const FloatVec<V>& v) {
+  if constexpr (V == 4) {
+    acc.x += w * v.x, acc.y += w * v.y, acc.z += w * v.z, acc.w += w * v.w;
+  } else {
+    acc += w * v;
+  }
 }
 
-// The same sums with one block per token: its slots and weights read once, 4 values per thread at a time
-// (H % 4 == 0, 16-byte aligned rows), the K rows' loads independent.
-__global__ void combine_sorted_rows_kernel(const float* __restrict__ y, const int32_t* __restrict__ slot_of,
-                                           const float* __restrict__ w, int64_t H, int64_t K, float* out) {
-  const int64_t t = blockIdx.x, quads = H / 4;
-  const float4* y4 = reinterpret_cast<const float4*>(y);
-  float4* out4 = reinterpret_cast<float4*>(out) + t * quads;
-  for (int64_t c = threadIdx.x; c < quads; c += blockDim.x) {
-    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    for (int64_t k = 0; k < K; ++k) {
-      const float wk = w[t * K + k];
-      const float4 v = y4[int64_t(slot_of[t * K + k]) * quads + c];
-      acc.x += wk * v.x, acc.y += wk * v.y, acc.z += wk * v.z, acc.w += wk * v.w;
-    }
-    float4 o = out4[c];
-    o.x += acc.x, o.y += acc.y, o.z += acc.z, o.w += acc.w;
-    out4[c] = o;
+// out[t, j] += Σ_k w[t, k] · y[slot_of[t·K + k], j], summed in slot order: one block per token (its slots
+// and weights read once), V values per thread at a time (V = 4: H % 4 == 0 and 16-byte aligned rows),
+// the K rows' loads independent.
+template <int V>
+__global__ void combine_sorted_kernel(const float* __restrict__ y, const int32_t* __restrict__ slot_of,
+                                      const float* __restrict__ w, int64_t H, int64_t K, float* out) {
+  using Vec = FloatVec<V>;
+  const int64_t t = blockIdx.x, vecs = H / V;
+  const Vec* yv = reinterpret_cast<const Vec*>(y);
+  Vec* out_t = reinterpret_cast<Vec*>(out) + t * vecs;
+  for (int64_t c = threadIdx.x; c < vecs; c += blockDim.x) {
+    Vec acc{};
+    for (int64_t k = 0; k < K; ++k) add_scaled<V>(acc, w[t * K + k], yv[int64_t(slot_of[t * K + k]) * vecs + c]);
+    Vec o = out_t[c];
+    add_scaled<V>(o, 1.0f, acc);
+    out_t[c] = o;
   }
 }
 
@@ -381,10 +381,10 @@ void gather_rows(const float* x, const int32_t* rows, int64_t n, int64_t H, floa
 
 void combine_sorted(const float* y, const int32_t* slot_of, const float* gate_weights, int64_t T, int64_t H, int64_t K,
                     float* out, cudaStream_t stream) {
-  if (H % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0)
-    combine_sorted_rows_kernel<<<unsigned(T), 256, 0, stream>>>(y, slot_of, gate_weights, H, K, out);
+  if (H % 4 == 0 && aligned16(y) && aligned16(out))
+    combine_sorted_kernel<4><<<unsigned(T), 256, 0, stream>>>(y, slot_of, gate_weights, H, K, out);
   else
-    combine_sorted_kernel<<<unsigned((T * H + 255) / 256), 256, 0, stream>>>(y, slot_of, gate_weights, T, H, K, out);
+    combine_sorted_kernel<1><<<unsigned(T), 256, 0, stream>>>(y, slot_of, gate_weights, H, K, out);
   DSV2_CUDA_LAUNCH_CHECK();
 }
 
@@ -443,9 +443,8 @@ void moe_experts(const float* x, int64_t T, int64_t H, int64_t I, int64_t K, int
 }
 
 bool fused_norm_supported(int64_t H, const float* out, const NormInto& norm) {
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return H % 4 == 0 && H <= kCombineNormVecs * 4 * kCombineNormThreads && aligned(out) && aligned(norm.weight) &&
-         aligned(norm.out);
+  return H % 4 == 0 && H <= kCombineNormVecs * 4 * kCombineNormThreads && aligned16(out) && aligned16(norm.weight) &&
+         aligned16(norm.out);
 }
 
 void swiglu_gate_up(const float* x, int64_t T, const DeviceMatrix& gate, const DeviceMatrix& up, float* h,

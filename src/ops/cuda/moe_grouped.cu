@@ -220,7 +220,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         if constexpr (GATE_UP) {
           const int64_t r = r0 + g + 8 * (i >> 1);
           const float gt = acc[0][nt][i], up = acc[1][nt][i];
-          if (r < R) from_f32(gt / (1.0f + expf(-gt)) * up, static_cast<AT*>(out) + out_row + r);
+          if (r < R) from_f32(silu_times(gt, up), static_cast<AT*>(out) + out_row + r);
         } else {
 #pragma unroll
           for (int t = 0; t < 2; ++t) {
@@ -231,8 +231,6 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
   }
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 

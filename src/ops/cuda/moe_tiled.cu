@@ -204,14 +204,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int j = 0; j < kTileCols / 16; ++j) {
         const int64_t f = int64_t(c) * (kTileCols / 2) + 8 * j + 2 * q;
         if (f >= R) continue;
-        float v[2];
+        AT pair[2];  // gate in acc[4j + ..], up of the same feature 16 tiles of 8 columns further
 #pragma unroll
-        for (int s = 0; s < 2; ++s) {
-          const float gt = acc[4 * j + 2 * half + s], up = acc[4 * (j + kTileCols / 16) + 2 * half + s];
-          v[s] = gt / (1.0f + expf(-gt)) * up;
-        }
-        AT pair[2];
-        from_f32(v[0], pair), from_f32(v[1], pair + 1);
+        for (int s = 0; s < 2; ++s)
+          from_f32(silu_times(acc[4 * j + 2 * half + s], acc[4 * (j + kTileCols / 16) + 2 * half + s]), pair + s);
         *reinterpret_cast<uint32_t*>(static_cast<AT*>(out) + (int64_t(row0) + j_row) * R + f) =
             *reinterpret_cast<const uint32_t*>(pair);
       }
@@ -226,8 +222,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // A 2-D tensor map over `rows` rows of D 2-byte values (D % 8 == 0, 16-byte aligned), read in boxes of
 // 64 values × box_rows rows into the 128-byte swizzle layout; reads past either end give zeros.
