@@ -459,6 +459,26 @@ CudaDeepseekV2::~CudaDeepseekV2() = default;
 
 namespace {
 
+// The expert blocks ([E, I, H] gate and up, [E, H, I] down) as the GEMMs multiply them: as stored, or for
+// FP8 experts widened to bf16 with their scales, a projection at a time, every expert in one launch,
+// into m.widened_experts: gate and up into its two halves, then (once their GEMMs are enqueued) down
+// into the first.
+struct GateUpBlocks {
+  const void *gate, *up;
+};
+GateUpBlocks gate_up_for_gemms(CudaDeepseekV2::Impl& m, const cuda::ExpertWeights& W, int64_t E, int64_t I, int64_t H) {
+  if (W.dtype != DType::F8_E4M3) return {W.gate, W.up};
+  void* const second = static_cast<char*>(m.widened_experts) + size_t(E * I * H) * 2;
+  cuda::widen_fp8_matrices(W.gate, W.gate_scales, E, I, H, m.widened_experts, m.stream);
+  cuda::widen_fp8_matrices(W.up, W.up_scales, E, I, H, second, m.stream);
+  return {m.widened_experts, second};
+}
+const void* down_for_gemms(CudaDeepseekV2::Impl& m, const cuda::ExpertWeights& W, int64_t E, int64_t I, int64_t H) {
+  if (W.dtype != DType::F8_E4M3) return W.down;
+  cuda::widen_fp8_matrices(W.down, W.down_scales, E, H, I, m.widened_experts, m.stream);
+  return m.widened_experts;
+}
+
 // The routed experts for many tokens (prefill; synchronises with the host): the (token, slot)
 // pairs sorted by expert, each expert one GEMM over its rows, then a weighted sum per token added into m.x.
 void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const DeviceLayer& L, int64_t T) {
@@ -480,21 +500,14 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_rows, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice, st));
   DSV2_CUDA_CHECK(cudaMemcpyAsync(m.moe_slot_of, slot_of.data(), slot_of.size() * 4, cudaMemcpyHostToDevice, st));
   cuda::gather_rows(m.a, m.moe_rows, T * K, H, m.moe_x, st);
-  // FP8 experts are widened to bf16 a projection at a time, every expert in one launch: gate and up into
-  // the two halves of m.widened_experts, then down into the first.
   const cuda::ExpertWeights& W = L.experts;
-  const bool fp8 = W.dtype == DType::F8_E4M3;
-  const DType dt = fp8 ? DType::BF16 : W.dtype;
-  const size_t esz = dtype_size(dt), block_bytes = size_t(E * I * H) * esz;
-  void* const wide[2] = {m.widened_experts, static_cast<char*>(m.widened_experts) + (fp8 ? block_bytes : 0)};
-  // Expert e's matrix of a [E, rows, cols] block (stored, or widened into `to`).
-  auto expert_matrix = [&](const void* block, void* to, int64_t e, int64_t rows, int64_t cols) {
-    return DeviceMatrix{dt, static_cast<const char*>(fp8 ? to : block) + size_t(e * rows * cols) * esz, rows, cols};
+  const DType dt = cuda::gemm_operand_dtype(W.dtype);
+  const size_t esz = dtype_size(dt);
+  // Expert e's matrix of a [E, rows, cols] block as the GEMMs multiply it.
+  auto expert_matrix = [&](const void* block, int64_t e, int64_t rows, int64_t cols) {
+    return DeviceMatrix{dt, static_cast<const char*>(block) + size_t(e * rows * cols) * esz, rows, cols};
   };
-  if (fp8) {
-    cuda::widen_fp8_matrices(W.gate, W.gate_scales, E, I, H, wide[0], st);
-    cuda::widen_fp8_matrices(W.up, W.up_scales, E, I, H, wide[1], st);
-  }
+  const GateUpBlocks gate_up = gate_up_for_gemms(m, W, E, I, H);
   // 2-byte weights: the gathered inputs rounded once for every expert's GEMMs, and silu(gate)·up
   // rounded as it is formed for the down GEMMs (cuBLAS for every expert, also one of 8 tokens or fewer).
   const bool rounded = dt != DType::F32;
@@ -516,7 +529,7 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
     if (n == 0) continue;
-    const DeviceMatrix gate = expert_matrix(W.gate, wide[0], e, I, H), up = expert_matrix(W.up, wide[1], e, I, H);
+    const DeviceMatrix gate = expert_matrix(gate_up.gate, e, I, H), up = expert_matrix(gate_up.up, e, I, H);
     cublasHandle_t blas = m.expert_blas[e % m.kExpertStreams];
     cudaStream_t es = m.expert_streams[e % m.kExpertStreams];
     if (rounded) {
@@ -533,12 +546,12 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
   } else {
     cuda::silu_mul(m.moe_h, m.moe_u, m.moe_h, T * K * I, st);
   }
-  if (fp8) cuda::widen_fp8_matrices(W.down, W.down_scales, E, H, I, wide[0], st);
+  const void* const down_block = down_for_gemms(m, W, E, I, H);
   fork_experts();
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = start[size_t(e)], n = start[size_t(e + 1)] - b;
     if (n == 0) continue;
-    const DeviceMatrix down = expert_matrix(W.down, wide[0], e, H, I);
+    const DeviceMatrix down = expert_matrix(down_block, e, H, I);
     cublasHandle_t blas = m.expert_blas[e % m.kExpertStreams];
     cudaStream_t es = m.expert_streams[e % m.kExpertStreams];
     if (rounded) {
@@ -552,32 +565,20 @@ void moe_sorted_by_expert(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const
 }
 
 // The routed experts of a prompt chunk or a large decode batch as tiled grouped GEMMs on the device (no
-// host round trip), then the weighted sum per token added into m.x. FP8 experts are widened to bf16 a
-// projection at a time as in moe_sorted_by_expert. `a_rounded`: the layer's normed inputs already
-// rounded to the GEMMs' dtype, or null (then m.a, f32, is rounded as it is packed).
+// host round trip), then the weighted sum per token added into m.x. `a_rounded`: the layer's normed
+// inputs already rounded to the GEMMs' dtype, or null (then m.a, f32, is rounded as it is packed).
 void moe_tiled(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const DeviceLayer& L, int64_t T, const void* a_rounded) {
   cudaStream_t st = m.stream;
   const int64_t H = cfg.hidden_size, I = cfg.moe_intermediate_size, K = cfg.num_experts_per_tok, E = cfg.n_routed_experts;
   const cuda::ExpertWeights& W = L.experts;
-  const bool fp8 = W.dtype == DType::F8_E4M3;
   const DType dt = cuda::gemm_operand_dtype(W.dtype);
   if (a_rounded)
     cuda::moe_tiled_sort(a_rounded, dt, T, H, K, E, m.expert_ids, dt, m.moe_tiled, st);
   else
     cuda::moe_tiled_sort(m.a, DType::F32, T, H, K, E, m.expert_ids, dt, m.moe_tiled, st);
-  const void *gate = W.gate, *up = W.up, *down = W.down;
-  if (fp8) {
-    void* const second = static_cast<char*>(m.widened_experts) + size_t(E * I * H) * 2;
-    cuda::widen_fp8_matrices(W.gate, W.gate_scales, E, I, H, m.widened_experts, st);
-    cuda::widen_fp8_matrices(W.up, W.up_scales, E, I, H, second, st);
-    gate = m.widened_experts, up = second;
-  }
-  cuda::moe_tiled_gate_up(m.moe_tiled, T * K, H, I, E, dt, gate, up, st);
-  if (fp8) {
-    cuda::widen_fp8_matrices(W.down, W.down_scales, E, H, I, m.widened_experts, st);
-    down = m.widened_experts;
-  }
-  cuda::moe_tiled_down(m.moe_tiled, T * K, H, I, E, dt, down, st);
+  const GateUpBlocks gate_up = gate_up_for_gemms(m, W, E, I, H);
+  cuda::moe_tiled_gate_up(m.moe_tiled, T * K, H, I, E, dt, gate_up.gate, gate_up.up, st);
+  cuda::moe_tiled_down(m.moe_tiled, T * K, H, I, E, dt, down_for_gemms(m, W, E, I, H), st);
   cuda::combine_sorted(m.moe_tiled.y, m.moe_tiled.slot_of, m.gate_w, T, H, K, m.x, st);
 }
 
