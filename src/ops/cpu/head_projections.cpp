@@ -41,6 +41,20 @@ DSV2_AVX512 inline __m512 load16(const uint8_t* row, const uint16_t* scales, int
 // Row r's block scales, null for an unquantized W.
 const uint16_t* scales_of(const Matrix& W, int64_t r) { return is_quantized(W.dtype) ? W.row_scales(r) : nullptr; }
 
+// The 4 rows row_dots takes at a time, from row `first`: the bytes and block scales of rows first ..
+// first + nr − 1, the last of them again for the slots past nr (computed, not stored).
+struct FourRows {
+  const uint8_t* row[4];
+  const uint16_t* scales[4];
+};
+inline FourRows four_rows(const Matrix& W, int64_t first, int nr) {
+  FourRows f;
+  for (int r = 0; r < 4; ++r) {
+    f.row[r] = static_cast<const uint8_t*>(W.row(first + std::min(r, nr - 1)));
+    f.scales[r] = scales_of(W, first + std::min(r, nr - 1));
+  }
+  return f;
+}
 
 // y[0, n) = Σ_i alpha[i] · W[r0 + i][0, n), n a multiple of 16: the columns in groups of 256 held in
 // 16 registers while every row passes.
@@ -72,16 +86,11 @@ template <DType F>
 DSV2_AVX512 void row_dots_avx512(const Matrix& W, int64_t r0, int64_t rows, const float* x, int64_t n, float* y) {
   for (int64_t j0 = 0; j0 < rows; j0 += 4) {
     const int nr = int(std::min<int64_t>(4, rows - j0));
-    const uint8_t* row[4];
-    const uint16_t* scales[4];
-    for (int r = 0; r < 4; ++r) {
-      row[r] = static_cast<const uint8_t*>(W.row(r0 + j0 + std::min(r, nr - 1)));
-      scales[r] = scales_of(W, r0 + j0 + std::min(r, nr - 1));
-    }
+    const FourRows f = four_rows(W, r0 + j0, nr);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t c = 0; c < n; c += kLanes) {
       const __m512 xv = _mm512_loadu_ps(x + c);
-      for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(load16<F>(row[r], scales[r], c), xv, acc[r]);
+      for (int r = 0; r < 4; ++r) acc[r] = _mm512_fmadd_ps(load16<F>(f.row[r], f.scales[r], c), xv, acc[r]);
     }
     for (int r = 0; r < nr; ++r) y[j0 + r] = _mm512_reduce_add_ps(acc[r]);
   }
@@ -136,16 +145,11 @@ template <DType F>
 DSV2_AVX2 void row_dots_avx2(const Matrix& W, int64_t r0, int64_t rows, const float* x, int64_t n, float* y) {
   for (int64_t j0 = 0; j0 < rows; j0 += 4) {
     const int nr = int(std::min<int64_t>(4, rows - j0));
-    const uint8_t* row[4];
-    const uint16_t* scales[4];
-    for (int r = 0; r < 4; ++r) {
-      row[r] = static_cast<const uint8_t*>(W.row(r0 + j0 + std::min(r, nr - 1)));
-      scales[r] = scales_of(W, r0 + j0 + std::min(r, nr - 1));
-    }
+    const FourRows f = four_rows(W, r0 + j0, nr);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t c = 0; c < n; c += 8) {
       const __m256 xv = _mm256_loadu_ps(x + c);
-      for (int r = 0; r < 4; ++r) acc[r] = _mm256_fmadd_ps(load8<F>(row[r], scales[r], c), xv, acc[r]);
+      for (int r = 0; r < 4; ++r) acc[r] = _mm256_fmadd_ps(load8<F>(f.row[r], f.scales[r], c), xv, acc[r]);
     }
     for (int r = 0; r < nr; ++r) y[j0 + r] = hsum8(acc[r]);
   }
