@@ -49,9 +49,8 @@ int64_t numel_of(const std::vector<int64_t>& shape) {
 
 // Decode batches and prompt chunks of more than this many tokens run the routed experts as the tiled
 // grouped GEMMs (moe_tiled); from kGemvMaxTokens + 1 up to it as the grouped tensor-core kernel of
-// decode batches. H100, tokens/s, grouped against tiled: prefill 16.8K / 27.8K at 512 tokens (mma.sync
-// tiles), 8.5K / 8.0K at 128; decode 4,601 / 4,523 at batch 64, 8,672-8,693 / 8,643-8,700 at 128,
-// 15,380 / 16,298 at 256. F32 experts: cuBLAS GEMMs per expert for prompt chunks (moe_sorted_by_expert).
+// decode batches (the two measured against each other at 64 to 512 tokens: docs/cuda-notes.md, v21).
+// F32 experts: cuBLAS GEMMs per expert for prompt chunks (moe_sorted_by_expert).
 constexpr int64_t kGroupedMaxTokens = 128;
 
 struct CudaDeepseekV2::Impl {

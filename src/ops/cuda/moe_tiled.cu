@@ -120,7 +120,7 @@ __global__ void pack_sorted_rows_kernel(const XT* __restrict__ x, const int32_t*
 
 // For tile t = blockIdx.x / column_blocks (expert e, sorted rows row0 .. row0 + n − 1 of the inputs
 // [*, D]) and column block c = blockIdx.x % column_blocks (consecutive blocks share a tile's inputs; an
-// expert's tiles are neighbours, so its weights are read from memory about once):
+// expert's tiles are neighbours, so its weights are read from memory about once: Nsight, cuda-notes v21):
 //   GATE_UP: out[row0 + j, f] = silu(a_e[f] · in_j) · (b_e[f] · in_j), rounded to AT, f in [128c, 128c + 128)
 //   else:    out[row0 + j, f] = a_e[f] · in_j, f32,                                f in [256c, 256c + 256)
 // The operands come as tensor maps (2-D, [rows][D], 64 × rows boxes, 128-byte swizzle): `in` over the
