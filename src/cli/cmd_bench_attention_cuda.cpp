@@ -31,6 +31,13 @@ int bench_attention_cuda(Args& args) {
         "--batch, --context, --heads, --kv-lora-rank, --rope-dim, --block-size and --repeats must be >= 1");
   check(batch <= 65535 && context <= INT32_MAX, "--batch must be <= 65535 and --context < 2^31");
   const DType cache_dtype = cache_dtype_option(args, DType::BF16);
+  const std::string kernel_name = args.value("--kernel").value_or("auto");
+  using Kernel = cuda::DecodeAttentionKernel;
+  check(kernel_name == "auto" || kernel_name == "warp-mma" || kernel_name == "warpgroup-mma",
+        "--kernel must be auto, warp-mma or warpgroup-mma (seen '" + kernel_name + "')");
+  const Kernel kernel = kernel_name == "warp-mma"        ? Kernel::warp_mma
+                        : kernel_name == "warpgroup-mma" ? Kernel::warpgroup_mma
+                                                         : Kernel::automatic;
   const bool json_out = args.flag("--json");
   args.finish();
 
@@ -61,7 +68,7 @@ int bench_attention_cuda(Args& args) {
   DSV2_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   auto run = [&] {
     cuda::attend_latents(shape, q.get<float>(), q_lat.get<float>(), cache, 0, d_tables.get<int32_t>(), max_blocks,
-                         d_lens.get<int32_t>(), batch, context, partials.get<float>(), o_lat.get<float>(), stream);
+                         d_lens.get<int32_t>(), batch, context, partials.get<float>(), o_lat.get<float>(), stream, kernel);
   };
   cudaEvent_t start, stop;
   DSV2_CUDA_CHECK(cudaEventCreate(&start));
@@ -103,6 +110,7 @@ int bench_attention_cuda(Args& args) {
                             {"rope_dim", d_rope},
                             {"block_size", block},
                             {"cache_dtype", dtype_name(cache_dtype)},
+                            {"kernel", kernel_name},
                             {"us_per_call", seconds * 1e6},
                             {"us_per_call_captured", captured * 1e6},
                             {"cache_gb_per_s", bytes / seconds / 1e9},

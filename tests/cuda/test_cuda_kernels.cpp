@@ -540,6 +540,103 @@ TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
   cublasDestroy(blas);
 }
 
+// Both tensor-core decode attention kernels, each named, against o_lat in f64 over a shuffled paged bf16
+// cache whose unused slots hold NaN: V2-Lite's 16 heads (long sequences in 128 splits, and 12 sequences
+// split by the batch), 64, 100 (a partial group of 64) and V2's 128 heads, and 136 sequences in one
+// split each (the kernels' direct output). Lengths cross chunk, block and split edges.
+TEST(CudaKernels, DecodeAttentionKernelsMatchReference) {
+  std::mt19937 rng(17);
+  struct Case {
+    int64_t heads, block;
+    std::vector<int64_t> lens;
+  };
+  std::vector<Case> cases = {{16, 64, {20000, 3}},
+                             {16, 16, {1, 63, 64, 65, 130, 500, 1000, 2100, 2, 700, 129, 257}},
+                             {64, 32, {1, 17, 300, 1000, 2048, 5, 64, 129, 700}},
+                             {100, 64, {333, 1}},
+                             {128, 64, {1, 63, 64, 65, 500, 4000}}};
+  cases.push_back({64, 64, std::vector<int64_t>(136, 0)});
+  for (size_t i = 0; i < cases.back().lens.size(); ++i) cases.back().lens[i] = 1 + int64_t(i * 37 % 130);
+  constexpr int64_t d_c = 512, d_rope = 64, d_nope = 128, width = d_c + d_rope;
+  for (const Case& c : cases) {
+    const cuda::MlaShape m{c.heads, d_nope, d_rope, d_nope, d_c, 1.0f / std::sqrt(192.0f)};
+    const int64_t nh = m.n_heads, B = int64_t(c.lens.size()), block = c.block;
+    const int64_t max_len = *std::max_element(c.lens.begin(), c.lens.end()), max_blocks = (max_len + block - 1) / block;
+    std::vector<int32_t> order(size_t(B * max_blocks));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    cuda::PagedLatentCache cache{nullptr, DType::BF16, 1, B * max_blocks, block, width};
+    const size_t cache_bytes = size_t(B * max_blocks * block * width) * 2;
+    DeviceBuffer dcache(cache_bytes);
+    DSV2_CUDA_CHECK(cudaMemset(dcache.get(), 0xff, cache_bytes));
+    cache.data = dcache.get();
+    std::vector<std::vector<float>> lat(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t len = c.lens[size_t(b)];
+      lat[size_t(b)] = randn(size_t(len * width), rng);
+      std::vector<std::byte> stored(lat[size_t(b)].size() * 2);
+      convert_from_f32(DType::BF16, lat[size_t(b)].data(), stored.data(), lat[size_t(b)].size());
+      convert_to_f32(DType::BF16, stored.data(), lat[size_t(b)].data(), lat[size_t(b)].size());
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t blk = order[size_t(b * max_blocks + t / block)];
+        DSV2_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dcache.get()) + size_t((blk * block + t % block) * width) * 2,
+                                   stored.data() + size_t(t * width) * 2, size_t(width) * 2, cudaMemcpyHostToDevice));
+      }
+    }
+    // Queries of the scale a model's absorbed queries have (scores of a few units).
+    const std::vector<float> q = randn(size_t(B * nh * (d_nope + d_rope)), rng, 2.0f),
+                             q_lat = randn(size_t(B * nh * d_c), rng, 0.3f);
+    std::vector<int32_t> seq_lens(c.lens.begin(), c.lens.end());
+    DeviceBuffer dq = upload(q), dqlat = upload(q_lat), dlens = upload(seq_lens), dtables = upload(order);
+    // o_lat[b, h] in f64.
+    std::vector<double> want(size_t(B * nh * d_c), 0.0);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t len = c.lens[size_t(b)];
+      const std::vector<float>& L = lat[size_t(b)];
+      std::vector<double> p(static_cast<size_t>(len));
+      for (int64_t h = 0; h < nh; ++h) {
+        const float* ql = &q_lat[size_t((b * nh + h) * d_c)];
+        const float* qr = &q[size_t((b * nh + h) * (d_nope + d_rope) + d_nope)];
+        double mx = -1e300, sum = 0;
+        for (int64_t t = 0; t < len; ++t) {
+          double acc = 0;
+          for (int64_t j = 0; j < d_c; ++j) acc += double(ql[j]) * L[size_t(t * width + j)];
+          for (int64_t j = 0; j < d_rope; ++j) acc += double(qr[j]) * L[size_t(t * width + d_c + j)];
+          p[size_t(t)] = acc * m.softmax_scale;
+          mx = std::max(mx, p[size_t(t)]);
+        }
+        for (auto& v : p) sum += v = std::exp(v - mx);
+        double* o = &want[size_t((b * nh + h) * d_c)];
+        for (int64_t t = 0; t < len; ++t)
+          for (int64_t j = 0; j < d_c; ++j) o[j] += p[size_t(t)] / sum * L[size_t(t * width + j)];
+      }
+    }
+    for (auto kernel : {cuda::DecodeAttentionKernel::warp_mma, cuda::DecodeAttentionKernel::warpgroup_mma}) {
+      DeviceBuffer dolat = nan_buffer(size_t(B * nh * d_c)),
+                   dpartials = nan_buffer(size_t(cuda::absorbed_attention_scratch_floats(B, nh, d_c, max_len)));
+      cuda::attend_latents(m, dq.get<float>(), dqlat.get<float>(), cache, 0, dtables.get<int32_t>(), max_blocks,
+                           dlens.get<int32_t>(), B, max_len, dpartials.get<float>(), dolat.get<float>(), nullptr, kernel);
+      const std::vector<float> got = download(dolat, size_t(B * nh * d_c));
+      for (int64_t b = 0; b < B; ++b) {
+        const size_t at = size_t(b * nh * d_c), n = size_t(nh * d_c);
+        const std::vector<float> w(want.begin() + long(at), want.begin() + long(at + n));
+        EXPECT_LE(test::rel_l2(&got[at], w.data(), n), 1e-2)
+            << (kernel == cuda::DecodeAttentionKernel::warp_mma ? "warp_mma" : "warpgroup_mma") << " heads " << nh
+            << " sequence " << b << " length " << c.lens[size_t(b)];
+      }
+    }
+  }
+  // A cache the warpgroup kernel does not take (d_c 256) is an error when named.
+  const cuda::MlaShape narrow{16, 128, 64, 128, 256, 0.1f};
+  cuda::PagedLatentCache cache{nullptr, DType::BF16, 1, 1, 64, 320};
+  DeviceBuffer data(64 * 320 * 2), buf(4096 * 4);
+  cache.data = data.get();
+  EXPECT_THROW(cuda::attend_latents(narrow, buf.get<float>(), buf.get<float>(), cache, 0, buf.get<int32_t>(), 1,
+                                    buf.get<int32_t>(), 1, 64, buf.get<float>(), buf.get<float>(), nullptr,
+                                    cuda::DecodeAttentionKernel::warpgroup_mma),
+               Error);
+}
+
 // Causal attention of T queries at positions pos0 .. pos0+T-1 over keys 0 .. pos0+T-1 in double:
 // q: [T, nh, d_qk], kvb: [L, nh, d_nope + d_v], k_pe: [L, d_rope] -> [T, nh, d_v].
 std::vector<float> reference_causal_attention(const cuda::MlaShape& m, const std::vector<float>& q,

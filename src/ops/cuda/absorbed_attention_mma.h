@@ -1,4 +1,5 @@
-// The tensor-core form of the absorbed MLA decode attention (a bf16 cache); attend_absorbed picks it.
+// The mma.sync form of the absorbed MLA decode attention (a bf16 cache, 16 heads a block); attend_latents
+// picks it for caches the warpgroup kernel (absorbed_attention_wgmma) does not take.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -145,16 +145,20 @@ void attend_decompressed(cublasHandle_t blas, const MlaShape& s, const float* q,
 // position seq_lens[b] - 1 (<= max_len): o_lat[b, h] = Σ_t softmax_t(scale·(q_lat[b, h]·c_t + q_rope[b, h]·k_pe_t))·c_t
 // over the cached rows [c_t | k_pe_t] of sequence b. q: [B, nh, d_nope + d_rope] (q_rope its rotated
 // tail), q_lat: [B, nh, d_c], o_lat: [B, nh, d_c]; partials: absorbed_attention_scratch_floats() floats.
+// A bf16 cache takes a tensor-core kernel: `kernel` names one (benchmarks and tests compare them) or,
+// left automatic, the shape picks it (warpgroup_mma where it applies: rows of 512 + 64 values).
+enum class DecodeAttentionKernel { automatic, warp_mma, warpgroup_mma };
 void attend_latents(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache, int64_t layer,
                     const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B, int64_t max_len,
-                    float* partials, float* o_lat, cudaStream_t stream);
+                    float* partials, float* o_lat, cudaStream_t stream,
+                    DecodeAttentionKernel kernel = DecodeAttentionKernel::automatic);
 // Absorbed decode attention: one query per sequence b = 0..B-1, at position seq_lens[b] - 1 (<= max_len).
 // q: [B, nh, d_nope + d_rope] (rotated); W_kvb: kv_b_proj [nh·(d_nope + d_v), d_c]; wuk_t: its W_UK
 // blocks transposed, [nh, d_c, d_nope] in W_kvb's dtype (transpose_wuk);
 // q_lat scratch: [B, nh, d_c]; o_lat scratch: [B, nh, d_c]; partials scratch: the count of floats
 // absorbed_attention_scratch_floats() gives (the context is split into pieces attended in parallel,
 // their size set by max_len alone); out: [B, nh, d_v].  block_tables: [B, max_blocks], seq_lens: [B]
-// (device). A bf16 cache takes the tensor-core kernel (query and probabilities rounded to bf16), an
+// (device). A bf16 cache takes a tensor-core kernel (query and probabilities rounded to bf16), an
 // f32 cache exact f32 sums. The query absorption and output expansion are exact f32 GEMVs for
 // B <= kGemvMaxTokens, else cuBLAS GEMMs over inputs rounded to W_kvb's dtype in `lowp` (B·nh·d_c
 // 2-byte values).

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "ops/cuda/absorbed_attention_mma.h"
+#include "ops/cuda/absorbed_attention_wgmma.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
 #include "ops/cuda/kernels.h"
@@ -376,12 +377,14 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
 // block, then combined): at most one per 32 keys of max_len up to 64 pieces, then one per 64 keys
 // (a short context in a few one-chunk blocks). Up to 8 sequences: up to 128 pieces, set
 // by max_len alone, so that a sequence's result does not depend on the batch it runs in. More
-// sequences: as many as fill the multiprocessors' two block slots once (whole waves), but each of at
+// sequences: as many as fill the multiprocessors' block slots once (whole waves: blocks_per_sm blocks
+// of the kernel fit a multiprocessor, head_groups blocks attend a sequence's split), but each of at
 // least kMinSplitKeys keys of max_len (always fewer pieces than the 32- or 64-key rule gives): a split
 // writes partial_stride(d_c) floats a head, 33 KB a sequence at V2-Lite's 16 heads, which the combine
-// reads back, together the bytes of ~57 cached rows of 1,152.
+// reads back, together the bytes of ~57 cached rows of 1,152. head_groups = 1 and blocks_per_sm = 2
+// give the most pieces (absorbed_attention_scratch_floats sizes the scratch by them).
 constexpr int64_t kMinSplitKeys = 256;
-int64_t absorbed_splits(int64_t B, int64_t max_len) {
+int64_t absorbed_splits(int64_t B, int64_t max_len, int64_t head_groups = 1, int64_t blocks_per_sm = 2) {
   static const int64_t multiprocessors = [] {
     int device = 0, n = 0;
     DSV2_CUDA_CHECK(cudaGetDevice(&device));
@@ -393,7 +396,8 @@ int64_t absorbed_splits(int64_t B, int64_t max_len) {
     const int64_t most = max_len <= 4096 ? std::clamp<int64_t>((max_len + 31) / 32, 1, 64) : (max_len + 63) / 64;
     return std::min<int64_t>(most, 128);
   }
-  return std::max<int64_t>(1, std::min(2 * multiprocessors / B, (max_len + kMinSplitKeys - 1) / kMinSplitKeys));
+  return std::max<int64_t>(1, std::min(blocks_per_sm * multiprocessors / (B * head_groups),
+                                       (max_len + kMinSplitKeys - 1) / kMinSplitKeys));
 }
 
 // out[b, h, r] = Σ_k W[h][r][k] · in[b, h, k] (W rows: head stride w_h, row stride w_r; in: [B, nh, *]
@@ -475,12 +479,25 @@ void attend_decompressed(cublasHandle_t blas, const MlaShape& m, const float* q,
 
 void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const PagedLatentCache& cache, int64_t layer,
                     const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B, int64_t max_len,
-                    float* partials, float* o_lat, cudaStream_t stream) {
+                    float* partials, float* o_lat, cudaStream_t stream, DecodeAttentionKernel kernel) {
   check(m.d_c <= 32 * kLatPerLane && m.d_rope <= 32 * kRopePerLane, "GPU MLA decode: kv_lora_rank <= 512 and qk_rope_head_dim <= 64");
   const int64_t nh = m.n_heads;
-  const int64_t n_splits = absorbed_splits(B, max_len);
+  using K = DecodeAttentionKernel;
+  check(kernel != K::warp_mma || absorbed_attention_mma_supported(m, cache),
+        "GPU MLA decode: the warp_mma kernel takes a bf16 cache of d_c <= 512 and d_rope <= 64");
+  check(kernel != K::warpgroup_mma || absorbed_attention_wgmma_supported(m, cache),
+        "GPU MLA decode: the warpgroup_mma kernel takes a bf16 cache of 512 latent and 64 rotary values a row");
+  if (kernel == K::automatic && absorbed_attention_wgmma_supported(m, cache)) kernel = K::warpgroup_mma;
+  if (kernel == K::automatic && absorbed_attention_mma_supported(m, cache)) kernel = K::warp_mma;
+  // The warpgroup kernel: one block a multiprocessor, 64 heads a block.
+  const int64_t n_splits =
+      kernel == K::warpgroup_mma ? absorbed_splits(B, max_len, (nh + 63) / 64, 1) : absorbed_splits(B, max_len);
   check(n_splits <= kMaxCombineSplits, "GPU MLA decode: at most 1024 splits of a sequence's keys");
-  if (absorbed_attention_mma_supported(m, cache)) {
+  if (kernel == K::warpgroup_mma) {
+    absorbed_attention_wgmma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, partials,
+                             o_lat, stream);
+    if (n_splits == 1) return;  // written to o_lat directly
+  } else if (kernel == K::warp_mma) {
     absorbed_attention_mma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, partials, o_lat,
                            stream);
     if (n_splits == 1) return;  // written to o_lat directly

@@ -1,10 +1,11 @@
 // Hopper warpgroup matrix multiply-accumulate (wgmma, sm_90a) over shared-memory operands, and the
-// tensor copies and barriers that fill them. Both
-// operands are K-major tiles in the 128-byte swizzle layout: rows of 64 two-byte values (128 bytes),
-// 16-byte piece c of row r stored at piece c ^ (r % 8), 8-row groups 1,024 bytes apart, each tile
-// 1,024-byte aligned. A warpgroup (4 consecutive warps) multiplies a 64-row A tile by a 256-row B tile
-// over 16 values of k per instruction; thread (warp w of the group, lane g·4 + q) holds
-// d[4j + i] = D[16w + g + 8(i / 2)][8j + 2q + i % 2], j < 32.
+// tensor copies and barriers that fill them. Operand tiles use the 128-byte swizzle layout: rows of 64
+// two-byte values (128 bytes), 16-byte piece c of row r stored at piece c ^ (r % 8), 8-row groups
+// 1,024 bytes apart, each tile 1,024-byte aligned. A K-major tile's rows run along M (or N) and its 64
+// values along k; an MN-major tile's rows run along k and its 64 values along N. A warpgroup (4
+// consecutive warps) multiplies a 64-row A tile by an N-row B tile over 16 values of k per instruction;
+// thread (warp w of the group, lane g·4 + q) holds d[4j + i] = D[16w + g + 8(i / 2)][8j + 2q + i % 2],
+// j < N / 8.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -20,6 +21,13 @@ namespace dsv2::cuda {
 __device__ __forceinline__ uint64_t swizzled_tile_descriptor(uint32_t shared_byte_address) {
   return uint64_t((shared_byte_address & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) |
          (uint64_t(1) << 62);
+}
+// The descriptor of a swizzled MN-major B operand starting at k row `shared_byte_address` (a multiple
+// of 8 rows into its tiles): N spans tiles of 64 columns `tile_bytes` apart (the leading offset), 8-row
+// groups of k are 1,024 bytes apart (the stride offset).
+__device__ __forceinline__ uint64_t swizzled_mn_major_descriptor(uint32_t shared_byte_address, uint32_t tile_bytes) {
+  return uint64_t((shared_byte_address & 0x3FFFF) >> 4) | (uint64_t((tile_bytes >> 4) & 0x3FFF) << 16) |
+         (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
 }
 
 // Orders this thread's earlier shared-memory writes (cp.async included, once waited for) before later
@@ -68,11 +76,12 @@ __device__ __forceinline__ void tensor_copy_2d(uint32_t dst, const void* tensor_
       : "memory");
 }
 
-// d += A · Bᵀ: A [64 × 16] at descriptor a, B [256 × 16] at descriptor b (both K-major), f32 sums; T is
-// __nv_bfloat16 or __half. The instruction's text for operand type TYPE ("bf16", "f16"), with its
-// scale-d predicate true (d accumulates), and its 128 accumulator operands, then the two descriptors
-// (%128, %129).
-#define DSV2_WGMMA_M64N256K16(TYPE)                                      \
+// d += A · B: A [64 × 16] at descriptor a (K-major), B [16 × 256] at descriptor b, K-major (B's rows
+// are its N columns) or, with MN_MAJOR_B, MN-major; f32 sums; T is __nv_bfloat16 or __half. The
+// instruction's text for operand type TYPE ("bf16", "f16") and B's transpose immediate TRANS_B ("0",
+// "1"), with its scale-d predicate true (d accumulates), and its 128 accumulator operands, then the two
+// descriptors (%128, %129).
+#define DSV2_WGMMA_M64N256K16(TYPE, TRANS_B)                              \
   "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                               \
   "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE " {"         \
   "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
@@ -83,7 +92,7 @@ __device__ __forceinline__ void tensor_copy_2d(uint32_t dst, const void* tensor_
   "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95," \
   "%96,%97,%98,%99,%100,%101,%102,%103,%104,%105,%106,%107,%108,%109,%110,%111," \
   "%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,%126,%127" \
-  "}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+  "}, %128, %129, p, 1, 1, 0, " TRANS_B ";\n}\n"
 #define DSV2_WGMMA_ACCUMULATORS(d) \
   "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
@@ -101,14 +110,35 @@ __device__ __forceinline__ void tensor_copy_2d(uint32_t dst, const void* tensor_
   "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), \
   "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), \
   "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-template <typename T>
+template <typename T, bool MN_MAJOR_B = false>
 __device__ __forceinline__ void warpgroup_mma_m64n256k16(float (&d)[128], uint64_t a, uint64_t b) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(DSV2_WGMMA_M64N256K16("bf16") : DSV2_WGMMA_ACCUMULATORS(d) : "l"(a), "l"(b));
+    if constexpr (MN_MAJOR_B)
+      asm volatile(DSV2_WGMMA_M64N256K16("bf16", "1") : DSV2_WGMMA_ACCUMULATORS(d) : "l"(a), "l"(b));
+    else
+      asm volatile(DSV2_WGMMA_M64N256K16("bf16", "0") : DSV2_WGMMA_ACCUMULATORS(d) : "l"(a), "l"(b));
   } else {
     static_assert(std::is_same_v<T, __half>, "warpgroup_mma_m64n256k16 takes bf16 or f16");
-    asm volatile(DSV2_WGMMA_M64N256K16("f16") : DSV2_WGMMA_ACCUMULATORS(d) : "l"(a), "l"(b));
+    if constexpr (MN_MAJOR_B)
+      asm volatile(DSV2_WGMMA_M64N256K16("f16", "1") : DSV2_WGMMA_ACCUMULATORS(d) : "l"(a), "l"(b));
+    else
+      asm volatile(DSV2_WGMMA_M64N256K16("f16", "0") : DSV2_WGMMA_ACCUMULATORS(d) : "l"(a), "l"(b));
   }
+}
+
+// d += A · Bᵀ for bf16 operands: A [64 × 16] at descriptor a, B [64 × 16] at descriptor b, both K-major.
+__device__ __forceinline__ void warpgroup_mma_m64n64k16_bf16(float (&d)[32], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+      "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]),
+        "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),
+        "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(a), "l"(b));
 }
 #undef DSV2_WGMMA_M64N256K16
 #undef DSV2_WGMMA_ACCUMULATORS

@@ -1,0 +1,253 @@
+// Absorbed MLA decode attention on Hopper's warpgroup tensor cores (wgmma) over a bf16 paged latent
+// cache of the family's shape: rows of 512 latent and 64 rotary values. A block takes one sequence, one
+// split of its keys and 64 query heads (the wgmma's 64 rows; rows past nh are zero queries whose
+// outputs are dropped) with two warpgroups, and walks the split in chunks of 64 keys, the next chunk's
+// copy in flight while one is attended:
+//   S[64 heads, 64 keys] = Q[64, 576] · Kᵀ        warpgroup 0: 36 m64n64k16 steps
+//   online softmax per head (base-2 exponents)     warpgroup 0: P in bf16 and the rescale factors to shared memory
+//   O[64, 512] += P[64, 64] · V[64, 512]           warpgroup w: columns 256w .. 256w + 255, 4 m64n256k16 steps
+// Each chunk's cached rows are copied once into shared memory as 9 swizzled tiles of 64 values and serve
+// as keys (K-major, all 576 values) and values (MN-major, the first 8 tiles). A 128-head model takes two
+// blocks per sequence and split, where the 16-head kernel (absorbed_attention_mma) takes eight. Q and P
+// are rounded to bf16; sums are f32. Writes the same partials as the other kernels.
+#include <cuda_bf16.h>
+
+#include "ops/cuda/absorbed_attention_wgmma.h"
+#include "ops/cuda/absorbed_attention_mma.h"
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/overlapped_launch.cuh"
+#include "ops/cuda/tensor_core.cuh"
+#include "ops/cuda/warpgroup_mma.cuh"
+
+namespace dsv2::cuda {
+
+namespace {
+
+constexpr int kLatent = 512, kRope = 64, kWidth = kLatent + kRope;
+constexpr int kHeads = 64;                       // heads per block: the wgmma's rows
+constexpr int kChunk = 64;                       // keys per chunk
+constexpr int kTiles = kWidth / 64;              // 9 swizzled tiles of 64 values a row
+constexpr int kTileBytes = 64 * 128;             // a tile: 64 rows of 128 bytes
+constexpr int kRowSetBytes = kTiles * kTileBytes;  // 64 rows of 576 values: the queries, or one chunk's keys
+constexpr int kThreads = 256;                    // two warpgroups
+// Shared memory from a 1,024-byte aligned base: Q, two key stages, P (one tile), then per-head floats:
+// the rescale factors of the chunk and the final sums.
+constexpr int kQOffset = 0, kKeysOffset = kRowSetBytes, kPOffset = kKeysOffset + 2 * kRowSetBytes;
+constexpr int kCorrectionOffset = kPOffset + kTileBytes, kSumOffset = kCorrectionOffset + kHeads * 4;
+constexpr size_t kSharedBytes = size_t(kSumOffset + kHeads * 4) + 1024;  // + the base's alignment
+static_assert(kSharedBytes <= 227 * 1024, "more shared memory than a block may have");
+static_assert(kThreads == 4 * kChunk, "four threads copy each key row");
+
+// The byte offset of value v (< 576) of row r (< 64) in a row set of 9 swizzled tiles.
+__device__ __forceinline__ int swizzled_offset(int r, int v) {
+  return (v / 64) * kTileBytes + r * 128 + ((((v % 64) / 8) ^ (r % 8)) << 4) + (v % 8) * 2;
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    absorbed_attention_wgmma_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh,
+                                    int64_t d_nope, float scale_log2, const __nv_bfloat16* __restrict__ layer,
+                                    const int32_t* __restrict__ block_tables, int64_t max_blocks, int64_t block_size,
+                                    const int32_t* __restrict__ seq_lens, float* partials, float* o_lat) {
+  start_after_previous_kernel();
+  extern __shared__ __align__(1024) unsigned char shared[];
+  const uint32_t unaligned = shared_address(shared), skew = (1024 - unaligned % 1024) % 1024;
+  unsigned char* base = shared + skew;
+  const uint32_t base_address = unaligned + skew;
+  float* correction = reinterpret_cast<float*>(base + kCorrectionOffset);  // [kHeads]
+  float* sums = reinterpret_cast<float*>(base + kSumOffset);               // [kHeads]
+  const int64_t h0 = int64_t(blockIdx.x) * kHeads, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
+  const int warpgroup = threadIdx.x / 128, w = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32, g = lane / 4,
+            q4 = lane % 4;
+  auto part = [&](int64_t h) { return partials + ((b * nh + h) * n_splits + split) * partial_stride(kLatent); };
+
+  // This sequence's keys in n_splits pieces of whole chunks.
+  const int64_t len = seq_lens[b], split_keys = kChunk * ((len + kChunk * n_splits - 1) / (kChunk * n_splits));
+  const int64_t begin = split * split_keys, end = min(len, begin + split_keys);
+  if (begin >= end) {  // nothing left for this split: empty partials
+    if (threadIdx.x < kHeads && h0 + threadIdx.x < nh) {
+      part(h0 + threadIdx.x)[kLatent] = -INFINITY;
+      part(h0 + threadIdx.x)[kLatent + 1] = 0.0f;
+    }
+    return;
+  }
+  // Copies the cached rows of keys c0 .. c0 + 63 into key stage s (rows past the end: the last key
+  // again, whose probability is 0, so that no unused slot's bits reach the sums). Four threads a row,
+  // each looking its row up in the block table once.
+  const int32_t* table = block_tables + b * max_blocks;
+  auto copy_keys = [&](int s, int64_t c0) {
+    const int r = threadIdx.x / 4, pos = int(min(c0 + r, end - 1)), block = int(block_size);
+    const __nv_bfloat16* src = layer + (int64_t(table[pos / block]) * block_size + pos % block) * kWidth;
+    unsigned char* dst = base + kKeysOffset + s * kRowSetBytes;
+    for (int piece = threadIdx.x % 4; piece < kWidth / 8; piece += 4)
+      copy_async16(dst + swizzled_offset(r, 8 * piece), src + 8 * piece);
+  };
+  copy_keys(0, begin);
+  copy_async_commit();
+  // While the first keys arrive: the query rows [q_lat | q_rope] (zero past nh) into Q in bf16, six
+  // 16-byte loads of a thread in flight at a time.
+  {
+    constexpr int kQuads = kHeads * kWidth / 4, kPerThread = kQuads / kThreads, kInFlight = 6;
+    static_assert(kPerThread % kInFlight == 0, "whole rounds of query loads");
+    for (int i0 = 0; i0 < kPerThread; i0 += kInFlight) {
+      float4 v[kInFlight];
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        const int idx = threadIdx.x + (i0 + u) * kThreads, r = idx / (kWidth / 4), c = 4 * (idx % (kWidth / 4));
+        const int64_t h = h0 + r;
+        v[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (h < nh)
+          v[u] = *reinterpret_cast<const float4*>(c < kLatent ? q_lat + (b * nh + h) * kLatent + c
+                                                              : q + (b * nh + h) * (d_nope + kRope) + d_nope + c - kLatent);
+      }
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        const int idx = threadIdx.x + (i0 + u) * kThreads, r = idx / (kWidth / 4), c = 4 * (idx % (kWidth / 4));
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(v[u].x, v[u].y), hi = __floats2bfloat162_rn(v[u].z, v[u].w);
+        *reinterpret_cast<uint2*>(base + kQOffset + swizzled_offset(r, c)) =
+            make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+      }
+    }
+  }
+
+  // o[4j + i]: head row 16w + g + 8(i / 2), column 256·warpgroup + 8j + 2·q4 + i % 2.
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+  float m_run[2] = {-INFINITY, -INFINITY};  // warpgroup 0: rows 16w + g and + 8, base-2 units
+  float l_run[2] = {0.0f, 0.0f};            // warpgroup 0: over this thread's keys
+  int stage = 0;
+  for (int64_t c0 = begin; c0 < end; c0 += kChunk, stage ^= 1) {
+    copy_async_wait<0>();
+    fence_shared_for_async_proxy();  // this thread's copies (and query or P writes) before the tensor cores read them
+    __syncthreads();                 // every copy of this chunk has arrived; the previous chunk is done with
+    if (c0 + kChunk < end) copy_keys(stage ^ 1, c0 + kChunk);
+    copy_async_commit();
+    const uint32_t keys = base_address + kKeysOffset + stage * kRowSetBytes, p_tile = base_address + kPOffset;
+    if (warpgroup == 0) {
+      // s[4j + i]: head row 16w + g + 8(i / 2), key 8j + 2·q4 + i % 2.
+      float s[32];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) s[i] = 0.0f;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+      warpgroup_fence();
+#pragma unroll
+      for (int kk = 0; kk < kWidth / 16; ++kk) {
+        const uint32_t at = (kk / 4) * kTileBytes + (kk % 4) * 32;
+        warpgroup_mma_m64n64k16_bf16(s, swizzled_tile_descriptor(base_address + kQOffset + at),
+                                     swizzled_tile_descriptor(keys + at));
+      }
+      warpgroup_commit();
+      warpgroup_wait<0>();
+#pragma unroll
+      for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+      const int n_keys = int(min(int64_t(kChunk), end - c0));
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        const int key = 8 * (i / 4) + 2 * q4 + i % 2;
+        s[i] = key < n_keys ? s[i] * scale_log2 : -INFINITY;
+        mx[(i / 2) % 2] = fmaxf(mx[(i / 2) % 2], s[i]);
+      }
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        const float m_new = fmaxf(m_run[r], mx[r]), factor = exp2f(m_run[r] - m_new);  // 0 on the first chunk
+        m_run[r] = m_new;
+        l_run[r] *= factor;
+        const int row = 16 * w + g + 8 * r;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float p0 = exp2f(s[4 * j + 2 * r] - m_new), p1 = exp2f(s[4 * j + 2 * r + 1] - m_new);
+          l_run[r] += p0 + p1;
+          *reinterpret_cast<__nv_bfloat162*>(base + kPOffset + row * 128 + ((j ^ (row % 8)) << 4) + 4 * q4) =
+              __floats2bfloat162_rn(p0, p1);
+        }
+        if (q4 == 0) correction[row] = factor;
+      }
+      fence_shared_for_async_proxy();
+    }
+    __syncthreads();  // P and the rescale factors are written
+    const float lo = correction[16 * w + g], hi = correction[16 * w + g + 8];
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      o[4 * j] *= lo;
+      o[4 * j + 1] *= lo;
+      o[4 * j + 2] *= hi;
+      o[4 * j + 3] *= hi;
+    }
+#pragma unroll
+    for (int i = 0; i < 128; ++i) fence_accumulator(o[i]);
+    warpgroup_fence();
+#pragma unroll
+    for (int kk = 0; kk < kChunk / 16; ++kk)
+      warpgroup_mma_m64n256k16<__nv_bfloat16, true>(
+          o, swizzled_tile_descriptor(p_tile + kk * 32),
+          swizzled_mn_major_descriptor(keys + 4 * warpgroup * kTileBytes + kk * 16 * 128, kTileBytes));
+    warpgroup_commit();
+    warpgroup_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 128; ++i) fence_accumulator(o[i]);
+  }
+
+  if (warpgroup == 0)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 1);
+      l_run[r] += __shfl_xor_sync(0xffffffffu, l_run[r], 2);
+      if (q4 == 0) sums[16 * w + g + 8 * r] = l_run[r];
+    }
+  __syncthreads();
+  // One split (the whole sequence in this block): o / l into o_lat; else the unnormalised o, m (natural
+  // log units) and l into the partials.
+  const bool whole = n_splits == 1;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = 16 * w + g + 8 * r;
+    const int64_t h = h0 + row;
+    if (h >= nh) continue;
+    const float factor = whole ? 1.0f / sums[row] : 1.0f;
+    float* dst = (whole ? o_lat + (b * nh + h) * kLatent : part(h)) + 256 * warpgroup + 2 * q4;
+#pragma unroll
+    for (int j = 0; j < 32; ++j)
+      *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j + 2 * r] * factor, o[4 * j + 2 * r + 1] * factor);
+    if (!whole && warpgroup == 0 && q4 == 0) {
+      constexpr float kLn2 = 0.69314718f;
+      part(h)[kLatent] = m_run[r] * kLn2;
+      part(h)[kLatent + 1] = sums[row];
+    }
+  }
+}
+
+}  // namespace
+
+bool absorbed_attention_wgmma_supported(const MlaShape& s, const PagedLatentCache& cache) {
+  return cache.dtype == DType::BF16 && s.d_c == kLatent && s.d_rope == kRope && cache.width == kWidth &&
+         s.d_nope % 4 == 0 && reinterpret_cast<uintptr_t>(cache.data) % 16 == 0;
+}
+
+void absorbed_attention_wgmma(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache,
+                              int64_t layer, const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens,
+                              int64_t B, int64_t n_splits, float* partials, float* o_lat, cudaStream_t stream) {
+  check(absorbed_attention_wgmma_supported(s, cache),
+        "warpgroup MLA decode: a bf16 cache of 512 latent and 64 rotary values a row, d_nope a multiple of 4");
+  check(reinterpret_cast<uintptr_t>(q) % 16 == 0 && reinterpret_cast<uintptr_t>(q_lat) % 16 == 0,
+        "warpgroup MLA decode: 16-byte aligned queries");
+  check(reinterpret_cast<uintptr_t>(partials) % 8 == 0 && reinterpret_cast<uintptr_t>(o_lat) % 8 == 0,
+        "warpgroup MLA decode: 8-byte aligned outputs (written two floats at a time)");
+  check(cache.block_size >= 1 && cache.block_size <= INT32_MAX, "warpgroup MLA decode: a cache block size below 2^31");
+  static const bool opted_in = [] {
+    DSV2_CUDA_CHECK(cudaFuncSetAttribute(absorbed_attention_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(kSharedBytes)));
+    return true;
+  }();
+  (void)opted_in;
+  constexpr float kLog2e = 1.44269504f;
+  const dim3 grid(unsigned((s.n_heads + kHeads - 1) / kHeads), unsigned(B), unsigned(n_splits));
+  launch_overlapped(absorbed_attention_wgmma_kernel, grid, kThreads, kSharedBytes, stream, q, q_lat, s.n_heads,
+                    s.d_nope, s.softmax_scale * kLog2e, static_cast<const __nv_bfloat16*>(cache.layer(layer)),
+                    block_tables, max_blocks, cache.block_size, seq_lens, partials, o_lat);
+}
+
+}  // namespace dsv2::cuda
