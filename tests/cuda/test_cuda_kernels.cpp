@@ -12,6 +12,7 @@
 #include "model/moe_router.h"
 #include "model/rope.h"
 #include "ops/cuda/causal_attention_mma.h"
+#include "ops/cuda/causal_attention_wgmma.h"
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/kernels.h"
@@ -692,12 +693,16 @@ TEST(CudaKernels, CausalPrefillAttentionMatchesReference) {
     const std::vector<float> want = reference_causal_attention(m, q, kvb, k_pe, T, c.pos0);
     DeviceBuffer dq = upload(q), dkvb = upload(kvb), dkpe = upload(k_pe);
     const size_t out_n = size_t(T * nh * m.d_v), row = size_t(nh * m.d_v);
-    for (bool tensor_cores : {false, true}) {
+    using Kernel = cuda::PrefillAttentionKernel;
+    for (int form = 0; form < 3; ++form) {  // f32, mma.sync, wgmma (V2's heads)
+      const bool tensor_cores = form > 0;
+      if (form == 2 && !cuda::causal_attention_wgmma_supported(m)) continue;
       DeviceBuffer dout = nan_buffer(out_n + row);  // one row more than written
       if (tensor_cores) {
         DeviceBuffer scratch(size_t(cuda::causal_attention_mma_scratch_values(m, L)) * 2);
         cuda::attend_decompressed_mma(m, dq.get<float>(), dkvb.get<float>(), dkpe.get<float>(), T, c.pos0,
-                                      dout.get<float>(), scratch.get(), nullptr);
+                                      dout.get<float>(), scratch.get(), nullptr,
+                                      form == 1 ? Kernel::warp_mma : Kernel::warpgroup_mma);
       } else {
         DeviceBuffer keys = nan_buffer(size_t(L * nh * d_qk)), scores = nan_buffer(size_t(nh * T * L));
         cuda::attend_decompressed(blas, m, dq.get<float>(), dkvb.get<float>(), dkpe.get<float>(), T, c.pos0,
@@ -708,12 +713,13 @@ TEST(CudaKernels, CausalPrefillAttentionMatchesReference) {
       const double tol = tensor_cores ? 1e-2 : 1e-5;
       for (int64_t t = 0; t < T; ++t)
         ASSERT_LE(test::rel_l2(&got[size_t(t) * row], &want[size_t(t) * row], row), tol)
-            << (tensor_cores ? "tensor cores" : "f32") << " heads " << nh << " d_qk " << d_qk << " T " << T << " pos0 "
+            << (form == 0 ? "f32" : form == 1 ? "mma.sync" : "wgmma") << " heads " << nh << " d_qk " << d_qk << " T " << T << " pos0 "
             << c.pos0 << " query " << t;
       for (size_t i = out_n; i < out_n + row; ++i) ASSERT_TRUE(std::isnan(got[i])) << "wrote past T";
       if (tensor_cores)
-        std::printf("[ prefill attention ] heads %lld, d_qk %lld, T %lld after %lld: relative L2 %.3g\n", (long long)nh,
-                    (long long)d_qk, (long long)T, (long long)c.pos0, test::rel_l2(got.data(), want.data(), out_n));
+        std::printf("[ prefill attention ] %s heads %lld, d_qk %lld, T %lld after %lld: relative L2 %.3g\n",
+                    form == 1 ? "mma.sync" : "wgmma", (long long)nh, (long long)d_qk, (long long)T, (long long)c.pos0,
+                    test::rel_l2(got.data(), want.data(), out_n));
     }
   }
   cublasDestroy(blas);

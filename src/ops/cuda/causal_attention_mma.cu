@@ -7,6 +7,7 @@
 //   O[16, 128] += P[16, 64] · V[64, 128]  P taken from S's accumulators, rounded to bf16
 // Sums are f32; Q, K, V and P are rounded to bf16.
 #include "ops/cuda/causal_attention_mma.h"
+#include "ops/cuda/causal_attention_wgmma.h"
 
 #include <cuda_bf16.h>
 
@@ -241,8 +242,12 @@ void launch_causal_attention(const MlaShape& s, const float* q, const __nv_bfloa
 }  // namespace
 
 void attend_decompressed_mma(const MlaShape& s, const float* q, const float* kvb, const float* k_pe, int64_t T,
-                             int64_t pos0, float* out, void* scratch, cudaStream_t stream) {
+                             int64_t pos0, float* out, void* scratch, cudaStream_t stream, PrefillAttentionKernel kernel) {
   check(causal_attention_mma_supported(s), "tensor-core prefill attention: head dims (qk 192, v 128) or (48, 32) only");
+  using K = PrefillAttentionKernel;
+  check(kernel != K::warpgroup_mma || causal_attention_wgmma_supported(s),
+        "tensor-core prefill attention: the warpgroup kernel takes head dims qk 192 and v 128 only");
+  if (kernel == K::automatic) kernel = causal_attention_wgmma_supported(s) ? K::warpgroup_mma : K::warp_mma;
   check(T >= 1 && pos0 >= 0, "tensor-core prefill attention: T >= 1 and pos0 >= 0");
   const int64_t L = pos0 + T, nh = s.n_heads, d_qk = s.d_nope + s.d_rope;
   __nv_bfloat16* keys = static_cast<__nv_bfloat16*>(scratch);
@@ -251,7 +256,9 @@ void attend_decompressed_mma(const MlaShape& s, const float* q, const float* kvb
   pack_keys_values_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(kvb, k_pe, L, nh, s.d_nope, s.d_rope, s.d_v,
                                                                          keys, values);
   DSV2_CUDA_LAUNCH_CHECK();
-  if (d_qk == kV2Heads.qk) {
+  if (kernel == K::warpgroup_mma) {
+    causal_attention_wgmma(s, q, keys, values, T, pos0, out, stream);
+  } else if (d_qk == kV2Heads.qk) {
     launch_causal_attention<kV2Heads.qk, kV2Heads.v>(s, q, keys, values, T, pos0, out, stream);
   } else {
     launch_causal_attention<kDefaultModelHeads.qk, kDefaultModelHeads.v>(s, q, keys, values, T, pos0, out, stream);

@@ -19,7 +19,11 @@ int64_t causal_attention_mma_scratch_values(const MlaShape& s, int64_t L);
 // queries at positions pos0 .. pos0+T-1 over keys 0 .. pos0+T-1 of one sequence.
 // q: [T, nh, d_nope + d_rope] (rotated), kvb: [L, nh, d_nope + d_v], k_pe: [L, d_rope], L = pos0 + T;
 // out: [T, nh, d_v]; scratch: causal_attention_mma_scratch_values(s, L) 2-byte values.
+// `kernel` names the flash kernel (tests compare them) or, left automatic, the shape picks it: the
+// warpgroup (wgmma) kernel for DeepSeek-V2's heads, the mma.sync one for the default model's.
+enum class PrefillAttentionKernel { automatic, warp_mma, warpgroup_mma };
 void attend_decompressed_mma(const MlaShape& s, const float* q, const float* kvb, const float* k_pe, int64_t T,
-                             int64_t pos0, float* out, void* scratch, cudaStream_t stream);
+                             int64_t pos0, float* out, void* scratch, cudaStream_t stream,
+                             PrefillAttentionKernel kernel = PrefillAttentionKernel::automatic);
 
 }  // namespace dsv2::cuda
