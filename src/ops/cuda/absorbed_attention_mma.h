@@ -1,5 +1,6 @@
 // The mma.sync form of the absorbed MLA decode attention (a bf16 cache, 16 heads a block); attend_latents
-// picks it for caches the warpgroup kernel (absorbed_attention_wgmma) does not take.
+// picks it for caches the warpgroup kernel (absorbed_attention_wgmma) does not take, and for large
+// batches of short contexts.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -1,5 +1,6 @@
 // The warpgroup (wgmma) form of the absorbed MLA decode attention, for a bf16 cache of the family's
-// shape (512 latent + 64 rotary values a row); attend_latents picks it for such caches.
+// shape (512 latent + 64 rotary values a row); attend_latents picks it for such caches but in large
+// batches of short contexts.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -384,13 +384,17 @@ __global__ void __launch_bounds__(kCombineWarps * 32)
 // reads back, together the bytes of ~57 cached rows of 1,152. head_groups = 1 and blocks_per_sm = 2
 // give the most pieces (absorbed_attention_scratch_floats sizes the scratch by them).
 constexpr int64_t kMinSplitKeys = 256;
-int64_t absorbed_splits(int64_t B, int64_t max_len, int64_t head_groups = 1, int64_t blocks_per_sm = 2) {
+int64_t multiprocessor_count() {
   static const int64_t multiprocessors = [] {
     int device = 0, n = 0;
     DSV2_CUDA_CHECK(cudaGetDevice(&device));
     DSV2_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
     return int64_t(n);
   }();
+  return multiprocessors;
+}
+int64_t absorbed_splits(int64_t B, int64_t max_len, int64_t head_groups = 1, int64_t blocks_per_sm = 2) {
+  const int64_t multiprocessors = multiprocessor_count();
   if (B <= kGemvMaxTokens) {
     // One split per 32 keys up to 64 splits (4,096 keys), then one per 64 keys.
     const int64_t most = max_len <= 4096 ? std::clamp<int64_t>((max_len + 31) / 32, 1, 64) : (max_len + 63) / 64;
@@ -487,7 +491,11 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
         "GPU MLA decode: the warp_mma kernel takes a bf16 cache of d_c <= 512 and d_rope <= 64");
   check(kernel != K::warpgroup_mma || absorbed_attention_wgmma_supported(m, cache),
         "GPU MLA decode: the warpgroup_mma kernel takes a bf16 cache of 512 latent and 64 rotary values a row");
-  if (kernel == K::automatic && absorbed_attention_wgmma_supported(m, cache)) kernel = K::warpgroup_mma;
+  // The warpgroup kernel, but for short contexts whose blocks (one a multiprocessor) take more than one
+  // wave: there the mma.sync kernel's two blocks a multiprocessor and 32-key chunks win (cuda-notes v22).
+  const bool short_and_many = (nh + 63) / 64 * B > multiprocessor_count() && max_len < 512;
+  if (kernel == K::automatic && absorbed_attention_wgmma_supported(m, cache) && !short_and_many)
+    kernel = K::warpgroup_mma;
   if (kernel == K::automatic && absorbed_attention_mma_supported(m, cache)) kernel = K::warp_mma;
   // The warpgroup kernel: one block a multiprocessor, 64 heads a block.
   const int64_t n_splits =
