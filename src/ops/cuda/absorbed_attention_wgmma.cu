@@ -27,7 +27,7 @@ constexpr int kLatent = 512, kRope = 64, kWidth = kLatent + kRope;
 constexpr int kHeads = 64;                       // heads per block: the wgmma's rows
 constexpr int kChunk = 64;                       // keys per chunk
 constexpr int kTiles = kWidth / 64;              // 9 swizzled tiles of 64 values a row
-constexpr int kTileBytes = 64 * 128;             // a tile: 64 rows of 128 bytes
+constexpr int kTileBytes = kSwizzledTileBytes;   // a tile: 64 rows of 128 bytes
 constexpr int kRowSetBytes = kTiles * kTileBytes;  // 64 rows of 576 values: the queries, or one chunk's keys
 constexpr int kThreads = 256;                    // two warpgroups
 // Shared memory from a 1,024-byte aligned base: Q, two key stages, P (one tile), then per-head floats:
@@ -37,11 +37,6 @@ constexpr int kCorrectionOffset = kPOffset + kTileBytes, kSumOffset = kCorrectio
 constexpr size_t kSharedBytes = size_t(kSumOffset + kHeads * 4) + 1024;  // + the base's alignment
 static_assert(kSharedBytes <= 227 * 1024, "more shared memory than a block may have");
 static_assert(kThreads == 4 * kChunk, "four threads copy each key row");
-
-// The byte offset of value v (< 576) of row r (< 64) in a row set of 9 swizzled tiles.
-__device__ __forceinline__ int swizzled_offset(int r, int v) {
-  return (v / 64) * kTileBytes + r * 128 + ((((v % 64) / 8) ^ (r % 8)) << 4) + (v % 8) * 2;
-}
 
 __global__ void __launch_bounds__(kThreads, 1)
     absorbed_attention_wgmma_kernel(const float* __restrict__ q, const float* __restrict__ q_lat, int64_t nh,
@@ -102,9 +97,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int u = 0; u < kInFlight; ++u) {
         const int idx = threadIdx.x + (i0 + u) * kThreads, r = idx / (kWidth / 4), c = 4 * (idx % (kWidth / 4));
-        const __nv_bfloat162 lo = __floats2bfloat162_rn(v[u].x, v[u].y), hi = __floats2bfloat162_rn(v[u].z, v[u].w);
         *reinterpret_cast<uint2*>(base + kQOffset + swizzled_offset(r, c)) =
-            make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+            make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
       }
     }
   }
@@ -126,21 +120,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (warpgroup == 0) {
       // s[4j + i]: head row 16w + g + 8(i / 2), key 8j + 2·q4 + i % 2.
       float s[32];
-#pragma unroll
-      for (int i = 0; i < 32; ++i) s[i] = 0.0f;
-#pragma unroll
-      for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
-      warpgroup_fence();
-#pragma unroll
-      for (int kk = 0; kk < kWidth / 16; ++kk) {
-        const uint32_t at = (kk / 4) * kTileBytes + (kk % 4) * 32;
-        warpgroup_mma_m64n64k16_bf16(s, swizzled_tile_descriptor(base_address + kQOffset + at),
-                                     swizzled_tile_descriptor(keys + at));
-      }
-      warpgroup_commit();
-      warpgroup_wait<0>();
-#pragma unroll
-      for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+      warpgroup_scores_m64n64<kWidth / 16>(s, base_address + kQOffset, keys);
       const int n_keys = int(min(int64_t(kChunk), end - c0));
       float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -149,22 +129,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         s[i] = key < n_keys ? s[i] * scale_log2 : -INFINITY;
         mx[(i / 2) % 2] = fmaxf(mx[(i / 2) % 2], s[i]);
       }
+      float factor[2];  // 0 on the first chunk
+      online_softmax_step(mx, m_run, l_run, factor);
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        const float m_new = fmaxf(m_run[r], mx[r]), factor = exp2f(m_run[r] - m_new);  // 0 on the first chunk
-        m_run[r] = m_new;
-        l_run[r] *= factor;
         const int row = 16 * w + g + 8 * r;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const float p0 = exp2f(s[4 * j + 2 * r] - m_new), p1 = exp2f(s[4 * j + 2 * r + 1] - m_new);
+          const float p0 = exp2f(s[4 * j + 2 * r] - m_run[r]), p1 = exp2f(s[4 * j + 2 * r + 1] - m_run[r]);
           l_run[r] += p0 + p1;
           *reinterpret_cast<__nv_bfloat162*>(base + kPOffset + row * 128 + ((j ^ (row % 8)) << 4) + 4 * q4) =
               __floats2bfloat162_rn(p0, p1);
         }
-        if (q4 == 0) correction[row] = factor;
+        if (q4 == 0) correction[row] = factor[r];
       }
       fence_shared_for_async_proxy();
     }

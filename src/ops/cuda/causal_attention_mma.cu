@@ -63,11 +63,6 @@ __global__ void pack_keys_values_kernel(const float* __restrict__ kvb, const flo
   reinterpret_cast<__nv_bfloat162*>(dst)[1] = __floats2bfloat162_rn(v.z, v.w);
 }
 
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
 // grid (nh, query tiles), the tiles with the most keys first.
 template <int kDqk, int kDv>
 __global__ void __launch_bounds__(kThreads, 2)
@@ -150,17 +145,9 @@ __global__ void __launch_bounds__(kThreads, 2)
           s[t][i] = v;
           mx[i >> 1] = fmaxf(mx[i >> 1], v);
         }
+      // Key 0 is visible to every row, so from the first tile on m_run is finite.
       float correction[2];
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        // Key 0 is visible to every row, so from the first tile on m_run is finite.
-        const float m_new = fmaxf(m_run[r], mx[r]);
-        correction[r] = exp2f(m_run[r] - m_new);  // 0 on the first tile
-        m_run[r] = m_new;
-        l_run[r] *= correction[r];
-      }
+      online_softmax_step(mx, m_run, l_run, correction);
 #pragma unroll
       for (int t = 0; t < kKeys / 8; ++t)
 #pragma unroll

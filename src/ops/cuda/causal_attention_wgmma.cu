@@ -25,23 +25,13 @@ constexpr int kQueries = 128;  // per block: two warpgroups of 64 rows
 constexpr int kKeys = 64;      // per tile
 constexpr int kStages = 3;     // key tiles in shared memory: one attended, two arriving
 constexpr int kThreads = 256;
-constexpr int kTileBytes = 64 * 128;                                 // a swizzled tile: 64 rows of 64 values
+constexpr int kTileBytes = kSwizzledTileBytes;                       // a swizzled tile: 64 rows of 64 values
 constexpr int kQkTiles = kDqk / 64, kVTiles = kDv / 64;              // 3 and 2 tiles a row set
 constexpr int kQBytes = kQueries / 64 * kQkTiles * kTileBytes;       // 48 KB
 constexpr int kStageBytes = (kQkTiles + kVTiles) * kTileBytes;      // keys then values: 40 KB
 constexpr size_t kSharedBytes = size_t(kQBytes + kStages * kStageBytes) + 1024;  // + the base's alignment
 constexpr int kPiecesPerKey = (kDqk + kDv) / 8;                      // 16-byte pieces a key row brings
 static_assert(kKeys * kPiecesPerKey % kThreads == 0, "whole rounds of tile copies");
-
-// The byte offset of value v of row r (< 64) in a set of swizzled tiles of 64 values.
-__device__ __forceinline__ int swizzled_offset(int r, int v) {
-  return (v / 64) * kTileBytes + r * 128 + ((((v % 64) / 8) ^ (r % 8)) << 4) + (v % 8) * 2;
-}
-
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 // grid (nh, query tiles), the tiles with the most keys first.
 __global__ void __launch_bounds__(kThreads, 1)
@@ -108,20 +98,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t stage = base_address + kQBytes + (kt % kStages) * kStageBytes;
     // s[4j + i]: row 16w + g + 8(i / 2), key k0 + 8j + 2·q4 + i % 2.
     float s[32];
-#pragma unroll
-    for (int i = 0; i < 32; ++i) s[i] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
-    warpgroup_fence();
-#pragma unroll
-    for (int kk = 0; kk < kDqk / 16; ++kk) {
-      const uint32_t at = (kk / 4) * kTileBytes + (kk % 4) * 32;
-      warpgroup_mma_m64n64k16_bf16(s, swizzled_tile_descriptor(q_tiles + at), swizzled_tile_descriptor(stage + at));
-    }
-    warpgroup_commit();
-    warpgroup_wait<0>();
-#pragma unroll
-    for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+    warpgroup_scores_m64n64<kDqk / 16>(s, q_tiles, stage);
     const bool masked = k0 + kKeys - 1 > pos0 + row0;  // some key lies past some row's position
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -131,18 +108,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       s[i] = v;
       mx[(i / 2) % 2] = fmaxf(mx[(i / 2) % 2], v);
     }
+    // Key 0 is visible to every row, so from the first tile on m_run is finite (rows past T aside, whose
+    // results are dropped).
     float correction[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      // Key 0 is visible to every row, so from the first tile on m_run is finite (rows past T aside,
-      // whose results are dropped).
-      const float m_new = fmaxf(m_run[r], mx[r]);
-      correction[r] = exp2f(m_run[r] - m_new);  // 0 on the first tile
-      m_run[r] = m_new;
-      l_run[r] *= correction[r];
-    }
+    online_softmax_step(mx, m_run, l_run, correction);
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
       s[i] = exp2f(s[i] - m_run[(i / 2) % 2]);

@@ -50,6 +50,29 @@ __device__ __forceinline__ void load_matrices_x2(uint32_t (&r)[2], const void* r
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(shared_address(row)));
 }
 
+// Two floats rounded to bf16 in one register (lo in the low half): an mma operand or a 4-byte store.
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// One step of a flash attention's online softmax for a thread's two rows of an mma accumulator (rows g
+// and g + 8: a row's columns lie in the 4 lanes of a quad), mx holding the maxima of the step's scores
+// over this thread's columns (base-2 units): mx becomes the row maxima, m_run rises to them, and
+// correction is the factor that rescales what was summed before (0 on the first step), applied to l_run.
+__device__ __forceinline__ void online_softmax_step(float (&mx)[2], float (&m_run)[2], float (&l_run)[2],
+                                                    float (&correction)[2]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float m_new = fmaxf(m_run[r], mx[r]);
+    correction[r] = exp2f(m_run[r] - m_new);
+    m_run[r] = m_new;
+    l_run[r] *= correction[r];
+  }
+}
+
 // 16 bytes global -> shared without passing through registers. A thread's copies issued since its
 // last copy_async_commit() form a group; copy_async_wait<N>() waits until at most N of its groups are
 // still in flight (then a barrier makes every thread's copies visible to the block).

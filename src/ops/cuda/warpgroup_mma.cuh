@@ -30,6 +30,13 @@ __device__ __forceinline__ uint64_t swizzled_mn_major_descriptor(uint32_t shared
          (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
 }
 
+// A set of swizzled tiles holding 64 rows of 64·n values (tile t: values 64t .. 64t + 63 of every row,
+// kSwizzledTileBytes apart): the byte offset of value v of row r.
+constexpr int kSwizzledTileBytes = 64 * 128;
+__device__ __forceinline__ int swizzled_offset(int r, int v) {
+  return (v / 64) * kSwizzledTileBytes + r * 128 + ((((v % 64) / 8) ^ (r % 8)) << 4) + (v % 8) * 2;
+}
+
 // Orders this thread's earlier shared-memory writes (cp.async included, once waited for) before later
 // reads by the tensor cores' asynchronous proxy; then a barrier publishes them to the warpgroup.
 __device__ __forceinline__ void fence_shared_for_async_proxy() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
@@ -163,6 +170,27 @@ __device__ __forceinline__ void warpgroup_mma_m64n128k16_bf16_registers_a(float 
         "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
+// s = A · Bᵀ over K_STEPS steps of 16 values of k, A and B each 64 rows in swizzled tiles of 64 values
+// starting at shared addresses a_tiles and b_tiles (as swizzled_offset lays them out); returns once the
+// products are in s (s[4j + i]: row 16w + g + 8(i / 2), column 8j + 2q + i % 2).
+template <int K_STEPS>
+__device__ __forceinline__ void warpgroup_scores_m64n64(float (&s)[32], uint32_t a_tiles, uint32_t b_tiles) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) s[i] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+  warpgroup_fence();
+#pragma unroll
+  for (int kk = 0; kk < K_STEPS; ++kk) {
+    const uint32_t at = (kk / 4) * kSwizzledTileBytes + (kk % 4) * 32;
+    warpgroup_mma_m64n64k16_bf16(s, swizzled_tile_descriptor(a_tiles + at), swizzled_tile_descriptor(b_tiles + at));
+  }
+  warpgroup_commit();
+  warpgroup_wait<0>();
+#pragma unroll
+  for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+}
+
 #undef DSV2_WGMMA_M64N256K16
 #undef DSV2_WGMMA_ACCUMULATORS
 
