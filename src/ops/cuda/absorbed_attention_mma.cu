@@ -285,16 +285,11 @@ void absorbed_attention_mma(const MlaShape& s, const float* q, const float* q_la
   const int64_t row = tile_row(s.d_c, s.d_rope);
   const size_t bytes = shared_bytes(row);
   // The kernel's dynamic shared-memory limit, raised once to the largest shape supported.
-  static const bool opted_in = [] {
-    DSV2_CUDA_CHECK(cudaFuncSetAttribute(absorbed_attention_mma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(shared_bytes(tile_row(512, 64)))));
-    return true;
-  }();
-  (void)opted_in;
-  constexpr float kLog2e = 1.44269504f;
+  [[maybe_unused]] static const bool raised =
+      allow_shared_memory(shared_bytes(tile_row(512, 64)), absorbed_attention_mma_kernel);
   const dim3 grid(unsigned((s.n_heads + kHeads - 1) / kHeads), unsigned(B), unsigned(n_splits));
   launch_overlapped(absorbed_attention_mma_kernel, grid, kWarps * 32, bytes, stream, q, q_lat, s.n_heads, s.d_nope,
-                    s.d_rope, s.d_c, s.softmax_scale * kLog2e, static_cast<const __nv_bfloat16*>(cache.layer(layer)),
+                    s.d_rope, s.d_c, s.softmax_scale_log2(), static_cast<const __nv_bfloat16*>(cache.layer(layer)),
                     block_tables, max_blocks, cache.block_size, seq_lens, int(row), partials, o_lat);
 }
 

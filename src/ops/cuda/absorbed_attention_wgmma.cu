@@ -24,7 +24,7 @@ namespace dsv2::cuda {
 namespace {
 
 constexpr int kLatent = 512, kRope = 64, kWidth = kLatent + kRope;
-constexpr int kHeads = 64;                       // heads per block: the wgmma's rows
+constexpr int kHeads = int(kWarpgroupAttentionHeads);
 constexpr int kChunk = 64;                       // keys per chunk
 constexpr int kTiles = kWidth / 64;              // 9 swizzled tiles of 64 values a row
 constexpr int kTileBytes = kSwizzledTileBytes;   // a tile: 64 rows of 128 bytes
@@ -36,6 +36,8 @@ constexpr int kQOffset = 0, kKeysOffset = kRowSetBytes, kPOffset = kKeysOffset +
 constexpr int kCorrectionOffset = kPOffset + kTileBytes, kSumOffset = kCorrectionOffset + kHeads * 4;
 constexpr size_t kSharedBytes = size_t(kSumOffset + kHeads * 4) + 1024;  // + the base's alignment
 static_assert(kSharedBytes <= 227 * 1024, "more shared memory than a block may have");
+static_assert(kWarpgroupAttentionBlocksPerMultiprocessor == 1 && 2 * kSharedBytes > 228 * 1024,
+              "the split count assumes one block a multiprocessor");
 static_assert(kThreads == 4 * kChunk, "four threads copy each key row");
 
 __global__ void __launch_bounds__(kThreads, 1)
@@ -138,8 +140,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int j = 0; j < 8; ++j) {
           const float p0 = exp2f(s[4 * j + 2 * r] - m_run[r]), p1 = exp2f(s[4 * j + 2 * r + 1] - m_run[r]);
           l_run[r] += p0 + p1;
-          *reinterpret_cast<__nv_bfloat162*>(base + kPOffset + row * 128 + ((j ^ (row % 8)) << 4) + 4 * q4) =
-              __floats2bfloat162_rn(p0, p1);
+          *reinterpret_cast<uint32_t*>(base + kPOffset + swizzled_offset(row, 8 * j + 2 * q4)) = pack_bf16x2(p0, p1);
         }
         if (q4 == 0) correction[row] = factor[r];
       }
@@ -214,16 +215,10 @@ void absorbed_attention_wgmma(const MlaShape& s, const float* q, const float* q_
   check(reinterpret_cast<uintptr_t>(partials) % 8 == 0 && reinterpret_cast<uintptr_t>(o_lat) % 8 == 0,
         "warpgroup MLA decode: 8-byte aligned outputs (written two floats at a time)");
   check(cache.block_size >= 1 && cache.block_size <= INT32_MAX, "warpgroup MLA decode: a cache block size below 2^31");
-  static const bool opted_in = [] {
-    DSV2_CUDA_CHECK(cudaFuncSetAttribute(absorbed_attention_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(kSharedBytes)));
-    return true;
-  }();
-  (void)opted_in;
-  constexpr float kLog2e = 1.44269504f;
+  [[maybe_unused]] static const bool raised = allow_shared_memory(kSharedBytes, absorbed_attention_wgmma_kernel);
   const dim3 grid(unsigned((s.n_heads + kHeads - 1) / kHeads), unsigned(B), unsigned(n_splits));
   launch_overlapped(absorbed_attention_wgmma_kernel, grid, kThreads, kSharedBytes, stream, q, q_lat, s.n_heads,
-                    s.d_nope, s.softmax_scale * kLog2e, static_cast<const __nv_bfloat16*>(cache.layer(layer)),
+                    s.d_nope, s.softmax_scale_log2(), static_cast<const __nv_bfloat16*>(cache.layer(layer)),
                     block_tables, max_blocks, cache.block_size, seq_lens, partials, o_lat);
 }
 

@@ -10,6 +10,10 @@
 
 namespace dsv2::cuda {
 
+// Heads a block attends (the wgmma's rows); one block fits a multiprocessor (its shared memory).
+constexpr int64_t kWarpgroupAttentionHeads = 64;
+constexpr int64_t kWarpgroupAttentionBlocksPerMultiprocessor = 1;
+
 // A bf16 cache of rows [latent 512 | rotary 64], 16-byte aligned.
 bool absorbed_attention_wgmma_supported(const MlaShape& s, const PagedLatentCache& cache);
 // The same results as absorbed_attention_mma (its header gives them), from blocks of 64 heads walking

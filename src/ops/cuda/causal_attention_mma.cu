@@ -213,16 +213,10 @@ template <int DQK, int DV>
 void launch_causal_attention(const MlaShape& s, const float* q, const __nv_bfloat16* keys, const __nv_bfloat16* values,
                              int64_t T, int64_t pos0, float* out, cudaStream_t stream) {
   constexpr size_t bytes = Tiles<DQK, DV>::kSharedBytes;
-  static const bool opted_in = [] {
-    DSV2_CUDA_CHECK(cudaFuncSetAttribute(causal_attention_mma_kernel<DQK, DV>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    return true;
-  }();
-  (void)opted_in;
-  constexpr float kLog2e = 1.44269504f;
+  [[maybe_unused]] static const bool raised = allow_shared_memory(bytes, causal_attention_mma_kernel<DQK, DV>);
   const dim3 grid(unsigned(s.n_heads), unsigned((T + kQueries - 1) / kQueries));
   causal_attention_mma_kernel<DQK, DV><<<grid, kThreads, bytes, stream>>>(q, s.n_heads, keys, values, T, pos0 + T,
-                                                                          pos0, s.softmax_scale * kLog2e, out);
+                                                                          pos0, s.softmax_scale_log2(), out);
   DSV2_CUDA_LAUNCH_CHECK();
 }
 

@@ -164,17 +164,11 @@ bool causal_attention_wgmma_supported(const MlaShape& s) { return s.d_nope + s.d
 void causal_attention_wgmma(const MlaShape& s, const float* q, const void* keys, const void* values, int64_t T,
                             int64_t pos0, float* out, cudaStream_t stream) {
   check(causal_attention_wgmma_supported(s), "warpgroup prefill attention: head dims qk 192 and v 128 only");
-  static const bool opted_in = [] {
-    DSV2_CUDA_CHECK(cudaFuncSetAttribute(causal_attention_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(kSharedBytes)));
-    return true;
-  }();
-  (void)opted_in;
-  constexpr float kLog2e = 1.44269504f;
+  [[maybe_unused]] static const bool raised = allow_shared_memory(kSharedBytes, causal_attention_wgmma_kernel);
   const dim3 grid(unsigned(s.n_heads), unsigned((T + kQueries - 1) / kQueries));
   causal_attention_wgmma_kernel<<<grid, kThreads, kSharedBytes, stream>>>(
       q, s.n_heads, static_cast<const __nv_bfloat16*>(keys), static_cast<const __nv_bfloat16*>(values), T, pos0 + T,
-      pos0, s.softmax_scale * kLog2e, out);
+      pos0, s.softmax_scale_log2(), out);
   DSV2_CUDA_LAUNCH_CHECK();
 }
 

@@ -25,3 +25,15 @@ inline void check_cublas(cublasStatus_t s, const char* what, const char* file, i
 #define DSV2_CUBLAS_CHECK(call) ::dsv2::cuda::check_cublas((call), #call, __FILE__, __LINE__)
 // After a kernel launch: reports launch-configuration errors at once.
 #define DSV2_CUDA_LAUNCH_CHECK() DSV2_CUDA_CHECK(cudaGetLastError())
+
+namespace dsv2::cuda {
+
+// Raises each kernel's dynamic shared-memory limit to `bytes`. Returns true, so that a function-local
+// static runs it once: [[maybe_unused]] static const bool raised = allow_shared_memory(bytes, kernel);
+template <typename... Kernels>
+bool allow_shared_memory(size_t bytes, Kernels... kernels) {
+  (DSV2_CUDA_CHECK(cudaFuncSetAttribute(kernels, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes))), ...);
+  return true;
+}
+
+}  // namespace dsv2::cuda

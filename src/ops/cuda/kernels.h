@@ -133,6 +133,8 @@ void gather_latents(const PagedLatentCache& cache, int64_t layer, const int32_t*
 struct MlaShape {
   int64_t n_heads, d_nope, d_rope, d_v, d_c;
   float softmax_scale;
+  // The scale in base-2 units, for kernels whose softmax exponentiates with exp2: scale · log2(e).
+  float softmax_scale_log2() const { return softmax_scale * 1.44269504f; }
 };
 
 // Decompressed attention of T queries at positions pos0 .. pos0+T-1 over keys 0 .. pos0+T-1 of one sequence.

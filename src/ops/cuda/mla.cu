@@ -493,13 +493,14 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
         "GPU MLA decode: the warpgroup_mma kernel takes a bf16 cache of 512 latent and 64 rotary values a row");
   // The warpgroup kernel, but for short contexts whose blocks (one a multiprocessor) take more than one
   // wave: there the mma.sync kernel's two blocks a multiprocessor and 32-key chunks win (cuda-notes v22).
-  const bool short_and_many = (nh + 63) / 64 * B > multiprocessor_count() && max_len < 512;
+  const int64_t head_blocks = (nh + kWarpgroupAttentionHeads - 1) / kWarpgroupAttentionHeads;
+  const bool short_and_many = head_blocks * B > multiprocessor_count() && max_len < 512;
   if (kernel == K::automatic && absorbed_attention_wgmma_supported(m, cache) && !short_and_many)
     kernel = K::warpgroup_mma;
   if (kernel == K::automatic && absorbed_attention_mma_supported(m, cache)) kernel = K::warp_mma;
-  // The warpgroup kernel: one block a multiprocessor, 64 heads a block.
-  const int64_t n_splits =
-      kernel == K::warpgroup_mma ? absorbed_splits(B, max_len, (nh + 63) / 64, 1) : absorbed_splits(B, max_len);
+  const int64_t n_splits = kernel == K::warpgroup_mma
+                               ? absorbed_splits(B, max_len, head_blocks, kWarpgroupAttentionBlocksPerMultiprocessor)
+                               : absorbed_splits(B, max_len);
   check(n_splits <= kMaxCombineSplits, "GPU MLA decode: at most 1024 splits of a sequence's keys");
   if (kernel == K::warpgroup_mma) {
     absorbed_attention_wgmma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, partials,

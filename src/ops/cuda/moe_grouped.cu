@@ -256,12 +256,9 @@ void moe_experts_grouped(const float* x, int64_t T, int64_t H, int64_t I, int64_
                       static_cast<AT*>(s.xs), s.counts, s.slot_of);
     constexpr int64_t kGateUpRows = kWarps * 16, kDownRows = kWarps * 32;
     const WT *wg = static_cast<const WT*>(w.gate), *wu = static_cast<const WT*>(w.up), *wd = static_cast<const WT*>(w.down);
-    static const bool opted_in = [] {  // the kernels' dynamic shared-memory limit, raised once per weight type
-      for (auto kernel : {grouped_experts_kernel<WT, true>, grouped_experts_kernel<WT, false>})
-        DSV2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kGroupedSharedBytes<WT>)));
-      return true;
-    }();
-    (void)opted_in;
+    // The kernels' dynamic shared-memory limit, raised once per weight type.
+    [[maybe_unused]] static const bool raised =
+        allow_shared_memory(kGroupedSharedBytes<WT>, grouped_experts_kernel<WT, true>, grouped_experts_kernel<WT, false>);
     launch_overlapped(grouped_experts_kernel<WT, true>, dim3(unsigned((I + kGateUpRows - 1) / kGateUpRows), unsigned(E)),
                       kWarps * 32, kGroupedSharedBytes<WT>, stream, static_cast<const AT*>(s.xs), T, H, I, s.counts, wg, wu, w.gate_scales,
                       w.up_scales, s.hs);

@@ -248,12 +248,9 @@ CUtensorMap row_tiles(const void* data, int64_t rows, int64_t D, int box_rows, b
 template <typename AT>
 void run_tiled(const MoeTiledScratch& s, int64_t pairs, int64_t D, int64_t R, int64_t E, const void* in, const void* a,
                const void* b, void* out, bool gate_up, cudaStream_t stream) {
-  static const bool opted_in = [] {  // the kernels' dynamic shared-memory limit, raised once per type
-    for (auto kernel : {tiled_experts_kernel<AT, true>, tiled_experts_kernel<AT, false>})
-      DSV2_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSharedBytes)));
-    return true;
-  }();
-  (void)opted_in;
+  // The kernels' dynamic shared-memory limit, raised once per type.
+  [[maybe_unused]] static const bool raised =
+      allow_shared_memory(kSharedBytes, tiled_experts_kernel<AT, true>, tiled_experts_kernel<AT, false>);
   constexpr bool bf16 = std::is_same_v<AT, __nv_bfloat16>;
   const CUtensorMap in_map = row_tiles(in, pairs, D, kTileRows, bf16);
   const CUtensorMap a_map = row_tiles(a, E * R, D, kTileCols / 2, bf16);
