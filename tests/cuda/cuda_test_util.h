@@ -76,6 +76,11 @@ inline std::vector<float> rounded(DType dtype, std::vector<float> v) {
   return v;
 }
 
+// A routed-expert problem's shape: T tokens of H values, E experts of intermediate size I, K a token.
+struct MoeShape {
+  int64_t T, H, I, E, K;
+};
+
 // A routed-expert problem: K distinct experts per token as the router picks them, weights in dtype.
 struct MoeProblem {
   int64_t T, H, I, E, K;
@@ -85,8 +90,7 @@ struct MoeProblem {
   std::vector<float> gate_scales, up_scales, down_scales;  // FP8
   std::vector<int32_t> ids;
 
-  MoeProblem(int64_t T_, int64_t H_, int64_t I_, int64_t E_, int64_t K_, DType dt, std::mt19937& rng)
-      : T(T_), H(H_), I(I_), E(E_), K(K_), dtype(dt) {
+  MoeProblem(const MoeShape& s, DType dt, std::mt19937& rng) : T(s.T), H(s.H), I(s.I), E(s.E), K(s.K), dtype(dt) {
     gate_bytes = make_matrices(dt, E, I, H, rng, gate, &gate_scales, 0.2f);
     up_bytes = make_matrices(dt, E, I, H, rng, up, &up_scales, 0.2f);
     down_bytes = make_matrices(dt, E, H, I, rng, down, &down_scales, 0.2f);

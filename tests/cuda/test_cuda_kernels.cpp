@@ -209,16 +209,13 @@ TEST(CudaKernels, RouterMatchesReference) {
 
 TEST(CudaKernels, MoeExpertsMatchReference) {
   std::mt19937 rng(4);
-  struct Case {
-    int64_t T, H, I, E, K;
-  };
   // 11 tokens x 3 slots over 6 experts: every expert gets several tokens (more than one group of 8 for
   // some). 1096 and 600: rows long enough for lanes to run ahead, with tails; one token (its own kernels),
   // also with rows of a length that rules out 16-byte loads (70); 12 tokens over 64 experts: most have none.
-  for (Case c : {Case{11, 72, 40, 6, 3}, Case{3, 1096, 600, 4, 2}, Case{1, 1096, 600, 8, 6}, Case{1, 70, 36, 8, 6},
-                 Case{12, 64, 48, 64, 6}}) {
+  for (const MoeShape& c : {MoeShape{11, 72, 40, 6, 3}, MoeShape{3, 1096, 600, 4, 2}, MoeShape{1, 1096, 600, 8, 6},
+                            MoeShape{1, 70, 36, 8, 6}, MoeShape{12, 64, 48, 64, 6}}) {
     for (DType dt : {DType::BF16, DType::F32, DType::F8_E4M3}) {
-      const MoeProblem pr(c.T, c.H, c.I, c.E, c.K, dt, rng);
+      const MoeProblem pr(c, dt, rng);
       const int64_t T = c.T, H = c.H, I = c.I, K = c.K;
       const std::vector<float> want = pr.reference(false);
       const DeviceExperts experts(pr);
@@ -238,13 +235,10 @@ TEST(CudaKernels, MoeExpertsMatchReference) {
 // (64 experts).
 TEST(CudaKernels, GroupedExpertsMatchReference) {
   std::mt19937 rng(7);
-  struct Case {
-    int64_t T, H, I, E, K;
-  };
-  for (Case c : {Case{11, 72, 40, 6, 3}, Case{40, 128, 200, 2, 2}, Case{80, 64, 48, 2, 2}, Case{9, 200, 64, 64, 6},
-                 Case{64, 256, 176, 64, 6}}) {
+  for (const MoeShape& c : {MoeShape{11, 72, 40, 6, 3}, MoeShape{40, 128, 200, 2, 2}, MoeShape{80, 64, 48, 2, 2},
+                            MoeShape{9, 200, 64, 64, 6}, MoeShape{64, 256, 176, 64, 6}}) {
     for (DType dt : {DType::BF16, DType::F16, DType::F8_E4M3}) {
-      const MoeProblem pr(c.T, c.H, c.I, c.E, c.K, dt, rng);
+      const MoeProblem pr(c, dt, rng);
       const int64_t T = c.T, H = c.H, I = c.I, E = c.E, K = c.K;
       const std::vector<float> want = pr.reference(true);
       const DeviceExperts experts(pr);
@@ -320,13 +314,10 @@ TEST(CudaKernels, CombineSortedMatchesReference) {
 // cover each expert's rows in order.
 TEST(CudaKernels, TiledExpertsMatchReference) {
   std::mt19937 rng(11);
-  struct Case {
-    int64_t T, H, I, E, K;
-  };
-  for (Case c : {Case{700, 64, 48, 8, 3}, Case{200, 72, 40, 6, 3}, Case{300, 128, 200, 64, 6}, Case{5, 200, 64, 64, 2},
-                 Case{150, 256, 176, 4, 2}}) {
+  for (const MoeShape& c : {MoeShape{700, 64, 48, 8, 3}, MoeShape{200, 72, 40, 6, 3}, MoeShape{300, 128, 200, 64, 6},
+                            MoeShape{5, 200, 64, 64, 2}, MoeShape{150, 256, 176, 4, 2}}) {
     for (DType dt : {DType::BF16, DType::F16, DType::F8_E4M3}) {
-      const MoeProblem pr(c.T, c.H, c.I, c.E, c.K, dt, rng);
+      const MoeProblem pr(c, dt, rng);
       const int64_t T = c.T, H = c.H, I = c.I, E = c.E, K = c.K, P = T * K;
       const std::vector<float> want = pr.reference(true);
       const DeviceExperts experts(pr);
@@ -430,29 +421,40 @@ TEST(CudaKernels, SwigluGateUpMatchesReference) {
                Error);
 }
 
+// o_lat = Σ_t softmax_t(scale·(q_lat·c_t + q_rope·k_pe_t))·c_t in f64 over the L rows [c_t | k_pe_t] of
+// lat ([L, d_c + d_rope]): q_lat [d_c], q_rope [d_rope] -> [d_c].
+std::vector<double> reference_latent_attention(const std::vector<double>& q_lat, const float* q_rope,
+                                               const std::vector<float>& lat, int64_t L, int64_t d_rope, double scale) {
+  const int64_t dc = int64_t(q_lat.size()), width = dc + d_rope;
+  std::vector<double> o_lat(static_cast<size_t>(dc), 0.0), s(static_cast<size_t>(L));
+  double mx = -1e300;
+  for (int64_t t = 0; t < L; ++t) {
+    double acc = 0;
+    for (int64_t j = 0; j < dc; ++j) acc += q_lat[size_t(j)] * lat[size_t(t * width + j)];
+    for (int64_t i = 0; i < d_rope; ++i) acc += double(q_rope[i]) * lat[size_t(t * width + dc + i)];
+    s[size_t(t)] = acc * scale;
+    mx = std::max(mx, s[size_t(t)]);
+  }
+  double sum = 0;
+  for (auto& v : s) sum += v = std::exp(v - mx);
+  for (int64_t t = 0; t < L; ++t)
+    for (int64_t j = 0; j < dc; ++j) o_lat[size_t(j)] += s[size_t(t)] / sum * lat[size_t(t * width + j)];
+  return o_lat;
+}
+
 // Reference attention in f64, in the absorbed order (the same sums as the decompressed form, fast
 // enough for real shapes): score_t = (W_UK[h]ᵀ q_nope)·c_t + q_rope·k_pe_t, out = W_UV[h]·Σ_t p_t c_t.
 std::vector<float> reference_attention(const cuda::MlaShape& m, const std::vector<float>& q /*[nh, d_qk]*/,
                                        const std::vector<float>& kvb_w /*[nh·(d_nope + d_v), d_c]*/,
                                        const std::vector<float>& lat /*[L, d_c + d_rope]*/, int64_t L) {
-  const int64_t nh = m.n_heads, dn = m.d_nope, dr = m.d_rope, dv = m.d_v, dc = m.d_c, width = dc + dr;
+  const int64_t nh = m.n_heads, dn = m.d_nope, dr = m.d_rope, dv = m.d_v, dc = m.d_c;
   std::vector<float> out(size_t(nh * dv));
   for (int64_t h = 0; h < nh; ++h) {
-    std::vector<double> q_lat(static_cast<size_t>(dc), 0.0), o_lat(static_cast<size_t>(dc), 0.0), s(static_cast<size_t>(L));
+    std::vector<double> q_lat(static_cast<size_t>(dc), 0.0);
     for (int64_t i = 0; i < dn; ++i)
       for (int64_t j = 0; j < dc; ++j) q_lat[size_t(j)] += double(kvb_w[size_t((h * (dn + dv) + i) * dc + j)]) * q[size_t(h * (dn + dr) + i)];
-    double mx = -1e300;
-    for (int64_t t = 0; t < L; ++t) {
-      double acc = 0;
-      for (int64_t j = 0; j < dc; ++j) acc += q_lat[size_t(j)] * lat[size_t(t * width + j)];
-      for (int64_t i = 0; i < dr; ++i) acc += double(q[size_t(h * (dn + dr) + dn + i)]) * lat[size_t(t * width + dc + i)];
-      s[size_t(t)] = acc * m.softmax_scale;
-      mx = std::max(mx, s[size_t(t)]);
-    }
-    double sum = 0;
-    for (auto& v : s) sum += v = std::exp(v - mx);
-    for (int64_t t = 0; t < L; ++t)
-      for (int64_t j = 0; j < dc; ++j) o_lat[size_t(j)] += s[size_t(t)] / sum * lat[size_t(t * width + j)];
+    const std::vector<double> o_lat =
+        reference_latent_attention(q_lat, &q[size_t(h * (dn + dr) + dn)], lat, L, dr, m.softmax_scale);
     for (int64_t j = 0; j < dv; ++j) {
       double acc = 0;
       for (int64_t k = 0; k < dc; ++k) acc += double(kvb_w[size_t((h * (dn + dv) + dn + j) * dc + k)]) * o_lat[size_t(k)];
@@ -590,28 +592,16 @@ TEST(CudaKernels, DecodeAttentionKernelsMatchReference) {
     std::vector<int32_t> seq_lens(c.lens.begin(), c.lens.end());
     DeviceBuffer dq = upload(q), dqlat = upload(q_lat), dlens = upload(seq_lens), dtables = upload(order);
     // o_lat[b, h] in f64.
-    std::vector<double> want(size_t(B * nh * d_c), 0.0);
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t len = c.lens[size_t(b)];
-      const std::vector<float>& L = lat[size_t(b)];
-      std::vector<double> p(static_cast<size_t>(len));
+    std::vector<double> want;
+    want.reserve(size_t(B * nh * d_c));
+    for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < nh; ++h) {
-        const float* ql = &q_lat[size_t((b * nh + h) * d_c)];
-        const float* qr = &q[size_t((b * nh + h) * (d_nope + d_rope) + d_nope)];
-        double mx = -1e300, sum = 0;
-        for (int64_t t = 0; t < len; ++t) {
-          double acc = 0;
-          for (int64_t j = 0; j < d_c; ++j) acc += double(ql[j]) * L[size_t(t * width + j)];
-          for (int64_t j = 0; j < d_rope; ++j) acc += double(qr[j]) * L[size_t(t * width + d_c + j)];
-          p[size_t(t)] = acc * m.softmax_scale;
-          mx = std::max(mx, p[size_t(t)]);
-        }
-        for (auto& v : p) sum += v = std::exp(v - mx);
-        double* o = &want[size_t((b * nh + h) * d_c)];
-        for (int64_t t = 0; t < len; ++t)
-          for (int64_t j = 0; j < d_c; ++j) o[j] += p[size_t(t)] / sum * L[size_t(t * width + j)];
+        const std::vector<double> ql(q_lat.begin() + (b * nh + h) * d_c, q_lat.begin() + (b * nh + h + 1) * d_c);
+        const std::vector<double> o = reference_latent_attention(
+            ql, &q[size_t((b * nh + h) * (d_nope + d_rope) + d_nope)], lat[size_t(b)], c.lens[size_t(b)], d_rope,
+            m.softmax_scale);
+        want.insert(want.end(), o.begin(), o.end());
       }
-    }
     for (auto kernel : {cuda::DecodeAttentionKernel::warp_mma, cuda::DecodeAttentionKernel::warpgroup_mma}) {
       DeviceBuffer dolat = nan_buffer(size_t(B * nh * d_c)),
                    dpartials = nan_buffer(size_t(cuda::absorbed_attention_scratch_floats(B, nh, d_c, max_len)));
