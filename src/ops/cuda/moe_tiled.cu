@@ -8,9 +8,7 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cudaTypedefs.h>
 
-#include <string>
 #include <type_traits>
 
 #include "ops/cuda/cuda_check.h"
@@ -18,6 +16,7 @@
 #include "ops/cuda/kernels.h"
 #include "ops/cuda/overlapped_launch.cuh"
 #include "ops/cuda/tensor_core.cuh"
+#include "ops/cuda/tensor_map.h"
 #include "ops/cuda/warpgroup_mma.cuh"
 
 namespace dsv2::cuda {
@@ -27,6 +26,7 @@ namespace {
 constexpr int kTileRows = 128;   // sorted rows (tokens) per output block: 64 per consumer warpgroup
 constexpr int kTileCols = 256;   // output columns per block (gate/up: 128 features of each)
 constexpr int kStep = 64;        // values of k per pipeline step: a 128-byte row piece
+static_assert(kStep == 64, "a step is one box of swizzled_row_tiles");
 constexpr int kStages = 4;       // steps in the shared-memory ring
 constexpr int kThreads = 384;    // warpgroup 0 copies (one thread issues the tensor copies), 1 and 2 multiply
 constexpr int kSortThreads = 1024;
@@ -223,28 +223,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// A 2-D tensor map over `rows` rows of D 2-byte values (D % 8 == 0, 16-byte aligned), read in boxes of
-// 64 values × box_rows rows into the 128-byte swizzle layout; reads past either end give zeros.
-CUtensorMap row_tiles(const void* data, int64_t rows, int64_t D, int box_rows, bool bf16) {
-  using Encode = PFN_cuTensorMapEncodeTiled_v12000;
-  static const Encode encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    DSV2_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
-    check(fn != nullptr && found == cudaDriverEntryPointSuccess, "tiled experts: the driver has no cuTensorMapEncodeTiled");
-    return reinterpret_cast<Encode>(fn);
-  }();
-  CUtensorMap map;
-  const cuuint64_t dims[2] = {cuuint64_t(D), cuuint64_t(rows)}, strides[1] = {cuuint64_t(D) * 2};
-  const cuuint32_t box[2] = {cuuint32_t(kStep), cuuint32_t(box_rows)}, element_strides[2] = {1, 1};
-  const CUresult r = encode(&map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
-                            const_cast<void*>(data), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  check(r == CUDA_SUCCESS, "tiled experts: cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")");
-  return map;
-}
-
 template <typename AT>
 void run_tiled(const MoeTiledScratch& s, int64_t pairs, int64_t D, int64_t R, int64_t E, const void* in, const void* a,
                const void* b, void* out, bool gate_up, cudaStream_t stream) {
@@ -252,9 +230,9 @@ void run_tiled(const MoeTiledScratch& s, int64_t pairs, int64_t D, int64_t R, in
   [[maybe_unused]] static const bool raised =
       allow_shared_memory(kSharedBytes, tiled_experts_kernel<AT, true>, tiled_experts_kernel<AT, false>);
   constexpr bool bf16 = std::is_same_v<AT, __nv_bfloat16>;
-  const CUtensorMap in_map = row_tiles(in, pairs, D, kTileRows, bf16);
-  const CUtensorMap a_map = row_tiles(a, E * R, D, kTileCols / 2, bf16);
-  const CUtensorMap b_map = row_tiles(gate_up ? b : a, E * R, D, kTileCols / 2, bf16);
+  const CUtensorMap in_map = swizzled_row_tiles(in, pairs, D, kTileRows, bf16);
+  const CUtensorMap a_map = swizzled_row_tiles(a, E * R, D, kTileCols / 2, bf16);
+  const CUtensorMap b_map = swizzled_row_tiles(gate_up ? b : a, E * R, D, kTileCols / 2, bf16);
   const int column_blocks = int(gate_up ? (R + kTileCols / 2 - 1) / (kTileCols / 2) : (R + kTileCols - 1) / kTileCols);
   const unsigned blocks = unsigned(moe_tiles_capacity(pairs, E) * column_blocks);
   launch_overlapped(gate_up ? tiled_experts_kernel<AT, true> : tiled_experts_kernel<AT, false>, blocks, kThreads,
