@@ -1,19 +1,25 @@
 // Causal flash attention of a prompt chunk (the decompressed MLA form) on Hopper's warpgroup tensor
 // cores, for DeepSeek-V2's head shape (q·k over 192 values, 128 value columns), over the keys and
-// values attend_decompressed_mma packs in bf16, head-major. A block takes 128 queries of one head, two
-// warpgroups of 64 rows (the wgmma's rows), and walks the keys up to its last query's position in
-// tiles of 64, two tiles' copies in flight while one is attended:
-//   S[64, 64] = Q[64, 192] · Kᵀ           each warpgroup its rows: 12 m64n64k16 steps from swizzled tiles
+// values attend_decompressed_mma packs in bf16, head-major. A block takes 128 queries of one head: two
+// consumer warpgroups of 64 rows (the wgmma's rows) and a producer warp whose first thread brings the
+// key tiles (64 keys and their values) by tensor copies into a ring of kStages stages. Each consumer
+// walks the tiles up to its last query's position:
+//   S[64, 64] = Q[64, 192] · Kᵀ           12 m64n64k16 steps from swizzled tiles
 //   online softmax per query row           (base-2 exponent; the causal mask on tiles past a row's position)
 //   O[64, 128] += P[64, 64] · V[64, 128]   P from S's accumulators in registers, V read MN-major: 4 m64n128k16
+// software-pipelined and staggered (FlashAttention-3's schedule): a consumer issues tile j's S and tile
+// j − 1's P·V together, then runs tile j's softmax while its P·V runs; the two consumers take turns
+// issuing (named barriers), so one's softmax overlaps the other's products.
 // Sums are f32; Q, K, V and P are rounded to bf16 (the results of the mma.sync kernel, summed in
 // another order).
 #include "ops/cuda/causal_attention_wgmma.h"
 
+#include <cuda.h>
 #include <cuda_bf16.h>
 
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/tensor_core.cuh"
+#include "ops/cuda/tensor_map.h"
 #include "ops/cuda/warpgroup_mma.cuh"
 
 namespace dsv2::cuda {
@@ -21,84 +27,131 @@ namespace dsv2::cuda {
 namespace {
 
 constexpr int kDqk = 192, kDv = 128;
-constexpr int kQueries = 128;  // per block: two warpgroups of 64 rows
-constexpr int kKeys = 64;      // per tile
-constexpr int kStages = 3;     // key tiles in shared memory: one attended, two arriving
-constexpr int kThreads = 256;
+constexpr int kQueries = 128;  // per block: two consumer warpgroups of 64 rows
+constexpr int kKeys = 64;      // per tile: one box of the tensor maps
+constexpr int kStages = 4;     // key tiles in the ring: one attended, one's values in P·V, two arriving
+constexpr int kConsumerThreads = 256;
+constexpr int kThreads = kConsumerThreads + 32;  // + the producer warp
 constexpr int kTileBytes = kSwizzledTileBytes;                       // a swizzled tile: 64 rows of 64 values
 constexpr int kQkTiles = kDqk / 64, kVTiles = kDv / 64;              // 3 and 2 tiles a row set
 constexpr int kQBytes = kQueries / 64 * kQkTiles * kTileBytes;       // 48 KB
 constexpr int kStageBytes = (kQkTiles + kVTiles) * kTileBytes;      // keys then values: 40 KB
-constexpr size_t kSharedBytes = size_t(kQBytes + kStages * kStageBytes) + 1024;  // + the base's alignment
-constexpr int kPiecesPerKey = (kDqk + kDv) / 8;                      // 16-byte pieces a key row brings
-static_assert(kKeys * kPiecesPerKey % kThreads == 0, "whole rounds of tile copies");
+constexpr size_t kSharedBytes = size_t(kQBytes + kStages * kStageBytes) + 2 * kStages * 8 + 1024;  // + barriers, alignment
+// Named barriers: consumer c's turn to issue is id kTurn + c; consumer c's own barrier kQueriesStaged + c.
+constexpr int kTurn = 1, kQueriesStaged = 3;
 
-// grid (nh, query tiles), the tiles with the most keys first.
+// grid (nh, query tiles), the tiles with the most keys first. key_tiles and value_tiles: tensor maps
+// over keys [nh·L, 192] and values [nh·L, 128] in 64 × 64 boxes (rows past a head's L are the next
+// head's, or zeros past the last: masked as causal either way).
 __global__ void __launch_bounds__(kThreads, 1)
-    causal_attention_wgmma_kernel(const float* __restrict__ q, int64_t nh, const __nv_bfloat16* __restrict__ keys,
-                                  const __nv_bfloat16* __restrict__ values, int64_t T, int64_t L, int64_t pos0,
-                                  float scale_log2, float* __restrict__ out) {
+    causal_attention_wgmma_kernel(const __grid_constant__ CUtensorMap key_tiles,
+                                  const __grid_constant__ CUtensorMap value_tiles, const float* __restrict__ q,
+                                  int64_t nh, int64_t T, int64_t L, int64_t pos0, float scale_log2,
+                                  float* __restrict__ out) {
   extern __shared__ __align__(1024) unsigned char shared[];
   const uint32_t unaligned = shared_address(shared), skew = (1024 - unaligned % 1024) % 1024;
   unsigned char* base = shared + skew;
-  const uint32_t base_address = unaligned + skew;
-  const int64_t h = blockIdx.x, q0 = (int64_t(gridDim.y) - 1 - blockIdx.y) * kQueries;
-  const int warpgroup = threadIdx.x / 128, w = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32, g = lane / 4,
-            q4 = lane % 4;
-  const int n_tiles = int((pos0 + min(T, q0 + kQueries) - 1) / kKeys) + 1;  // up to the last query's position
-  const __nv_bfloat16* Kh = keys + h * L * kDqk;
-  const __nv_bfloat16* Vh = values + h * L * kDv;
-  // Keys k0 .. k0 + 63 and their values into stage s (rows past L: the last key again, masked as causal).
-  auto copy_tile = [&](int s, int64_t k0) {
-    unsigned char* stage = base + kQBytes + s * kStageBytes;
-#pragma unroll
-    for (int u = 0; u < kKeys * kPiecesPerKey / kThreads; ++u) {
-      const int i = threadIdx.x + u * kThreads, r = i / kPiecesPerKey, piece = i % kPiecesPerKey;
-      const int64_t key = min(k0 + r, L - 1);
-      if (piece < kDqk / 8)
-        copy_async16(stage + swizzled_offset(r, 8 * piece), Kh + key * kDqk + 8 * piece);
-      else
-        copy_async16(stage + kQkTiles * kTileBytes + swizzled_offset(r, 8 * (piece - kDqk / 8)),
-                     Vh + key * kDv + 8 * (piece - kDqk / 8));
+  const uint32_t base_address = unaligned + skew, ring = base_address + kQBytes;
+  const uint32_t full = ring + kStages * kStageBytes, empty = full + kStages * 8;  // [stage] barriers
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      barrier_init(full + 8 * s, 1);
+      barrier_init(empty + 8 * s, 2);  // one arrival per consumer
     }
-  };
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < n_tiles) copy_tile(s, int64_t(s) * kKeys);
-    copy_async_commit();
+    fence_barrier_init();
   }
-  // The queries in bf16 while the first tiles arrive (rows past T zero): warpgroup w's 64 rows as 3
-  // swizzled tiles at w · 24 KB.
-  for (int i = threadIdx.x; i < kQueries * kDqk / 4; i += kThreads) {
-    const int r = i / (kDqk / 4), c = (i % (kDqk / 4)) * 4;
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (q0 + r < T) v = *reinterpret_cast<const float4*>(q + ((q0 + r) * nh + h) * kDqk + c);
-    *reinterpret_cast<uint2*>(base + (r / 64) * kQkTiles * kTileBytes + swizzled_offset(r % 64, c)) =
-        make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+  __syncthreads();
+  const int64_t h = blockIdx.x, q0 = (int64_t(gridDim.y) - 1 - blockIdx.y) * kQueries;
+  const int n_tiles = int((pos0 + min(T, q0 + kQueries) - 1) / kKeys) + 1;  // up to the block's last query
+
+  if (threadIdx.x >= kConsumerThreads) {  // the producer
+    if (threadIdx.x != kConsumerThreads) return;
+    for (int t = 0; t < n_tiles; ++t) {
+      const int slot = t % kStages, use = t / kStages;
+      if (use > 0) barrier_wait(empty + 8 * slot, (use - 1) & 1);
+      const uint32_t stage = ring + slot * kStageBytes, bar = full + 8 * slot;
+      barrier_expect_bytes(bar, kStageBytes);
+      const int32_t row = int32_t(h * L + int64_t(t) * kKeys);
+      for (int i = 0; i < kQkTiles; ++i) tensor_copy_2d(stage + i * kTileBytes, &key_tiles, 64 * i, row, bar);
+      for (int i = 0; i < kVTiles; ++i)
+        tensor_copy_2d(stage + (kQkTiles + i) * kTileBytes, &value_tiles, 64 * i, row, bar);
+    }
+    return;
   }
 
-  const int64_t row0 = q0 + 64 * warpgroup;  // this warpgroup's first query
+  const int c = threadIdx.x / 128, w = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32, g = lane / 4,
+            q4 = lane % 4;
+  const int64_t row0 = q0 + 64 * c;  // this consumer's first query
+  // Its tiles: up to its last query's position (none if all its rows lie past T); tiles past them are
+  // released unread.
+  const int n_mine = row0 < T ? int((pos0 + min(T, row0 + 64) - 1) / kKeys) + 1 : 0;
+  // Its queries in bf16 (rows past T zero) as 3 swizzled tiles at c · 24 KB, while the first tiles arrive.
+  for (int i = threadIdx.x % 128; i < 64 * kDqk / 4; i += 128) {
+    const int r = i / (kDqk / 4), col = (i % (kDqk / 4)) * 4;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (row0 + r < T) v = *reinterpret_cast<const float4*>(q + ((row0 + r) * nh + h) * kDqk + col);
+    *reinterpret_cast<uint2*>(base + c * kQkTiles * kTileBytes + swizzled_offset(r, col)) =
+        make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+  }
+  fence_shared_for_async_proxy();  // the query writes, before the tensor cores read them
+  named_barrier_sync(kQueriesStaged + c, 128);
+
   // Positions of this thread's rows 16w + g and 16w + g + 8.
   const int64_t pos[2] = {pos0 + row0 + 16 * w + g, pos0 + row0 + 16 * w + g + 8};
-  const uint32_t q_tiles = base_address + warpgroup * kQkTiles * kTileBytes;
+  const uint32_t q_tiles = base_address + c * kQkTiles * kTileBytes;
   // o[4j + i]: row 16w + g + 8(i / 2) of the warpgroup, value column 8j + 2·q4 + i % 2.
   float o[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) o[i] = 0.0f;
   float m_run[2] = {-INFINITY, -INFINITY};  // base-2 units
   float l_run[2] = {0.0f, 0.0f};            // over this thread's keys
-  for (int kt = 0; kt < n_tiles; ++kt) {
-    copy_async_wait<kStages - 2>();  // this tile's copies (the next one's may still fly)
-    fence_shared_for_async_proxy();  // and the query writes, before the tensor cores read them
-    __syncthreads();                 // every thread's copies have arrived; tile kt − 1's stage is free
-    if (kt + kStages - 1 < n_tiles) copy_tile((kt + kStages - 1) % kStages, int64_t(kt + kStages - 1) * kKeys);
-    copy_async_commit();
-    const int64_t k0 = int64_t(kt) * kKeys;
-    if (k0 > pos0 + row0 + 63) continue;  // every key of the tile lies past every row of this warpgroup
-    const uint32_t stage = base_address + kQBytes + (kt % kStages) * kStageBytes;
-    // s[4j + i]: row 16w + g + 8(i / 2), key k0 + 8j + 2·q4 + i % 2.
-    float s[32];
-    warpgroup_scores_m64n64<kDqk / 16>(s, q_tiles, stage);
+  float correction[2] = {0.0f, 0.0f};       // the last softmax step's rescale, applied to O before its P·V
+  float s[32];                              // s[4j + i]: row 16w + g + 8(i / 2), key k0 + 8j + 2·q4 + i % 2
+  uint32_t p[kKeys / 16][4];                // the last softmax's P as the P·V's register fragments
+  const auto release = [&](int t) {  // this consumer is done with tile t's stage
+    if (threadIdx.x % 128 == 0) barrier_arrive(empty + 8 * (t % kStages));
+  };
+  const auto take_turn = [&] { named_barrier_sync(kTurn + c, kConsumerThreads); };
+  const auto pass_turn = [&](int t) {  // consumer 1's last turn goes to no one
+    if (c == 0 || t < n_tiles) named_barrier_arrive(kTurn + 1 - c, kConsumerThreads);
+  };
+  const auto issue_scores = [&](int t) {
+    barrier_wait(full + 8 * (t % kStages), (t / kStages) & 1);
+    take_turn();
+    warpgroup_scores_m64n64_issue<kDqk / 16>(s, q_tiles, ring + (t % kStages) * kStageBytes);
+  };
+  // O = O · correction + P · V over tile t's values (P: the tile's softmax, the last one formed).
+  const auto issue_products = [&](int t) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      o[4 * j] *= correction[0];
+      o[4 * j + 1] *= correction[0];
+      o[4 * j + 2] *= correction[1];
+      o[4 * j + 3] *= correction[1];
+    }
+#pragma unroll
+    for (int i = 0; i < 64; ++i) fence_accumulator(o[i]);
+    warpgroup_fence();
+    const uint32_t values = ring + (t % kStages) * kStageBytes + kQkTiles * kTileBytes;
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk)
+      warpgroup_mma_m64n128k16_bf16_registers_a(o, p[kk], swizzled_mn_major_descriptor(values + kk * 16 * 128, kTileBytes));
+    warpgroup_commit();
+  };
+  const auto products_done = [&](int t) {  // after the wait for tile t's P·V
+#pragma unroll
+    for (int i = 0; i < 64; ++i) fence_accumulator(o[i]);
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(p[kk][i])::"memory");  // P is read until here
+    release(t);
+  };
+  // Tile t's scores (waited for) → P in s, m_run, l_run and the correction for O.
+  const auto softmax = [&](int t) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+    const int64_t k0 = int64_t(t) * kKeys;
     const bool masked = k0 + kKeys - 1 > pos0 + row0;  // some key lies past some row's position
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -108,40 +161,56 @@ __global__ void __launch_bounds__(kThreads, 1)
       s[i] = v;
       mx[(i / 2) % 2] = fmaxf(mx[(i / 2) % 2], v);
     }
-    // Key 0 is visible to every row, so from the first tile on m_run is finite (rows past T aside, whose
-    // results are dropped).
-    float correction[2];
+    // Key 0 is visible to every row, so from the first tile on m_run is finite (rows past T aside,
+    // whose results are dropped).
     online_softmax_step(mx, m_run, l_run, correction);
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
       s[i] = exp2f(s[i] - m_run[(i / 2) % 2]);
       l_run[(i / 2) % 2] += s[i];
     }
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      o[4 * j] *= correction[0];
-      o[4 * j + 1] *= correction[0];
-      o[4 * j + 2] *= correction[1];
-      o[4 * j + 3] *= correction[1];
-    }
-    // O += P · V over the tile's keys in k-steps of 16: P's fragments (score columns 16kk .. 16kk + 15 are
-    // s[8kk .. 8kk + 7]) all formed before the fence that hands the registers to the tensor cores.
-    uint32_t p[kKeys / 16][4];
+  };
+  // P's fragments: score columns 16kk .. 16kk + 15 are s[8kk .. 8kk + 7].
+  const auto pack_p = [&] {
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk)
 #pragma unroll
       for (int i = 0; i < 4; ++i) p[kk][i] = pack_bf16x2(s[8 * kk + 2 * i], s[8 * kk + 2 * i + 1]);
-#pragma unroll
-    for (int i = 0; i < 64; ++i) fence_accumulator(o[i]);
-    warpgroup_fence();
-#pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk)
-      warpgroup_mma_m64n128k16_bf16_registers_a(
-          o, p[kk], swizzled_mn_major_descriptor(stage + kQkTiles * kTileBytes + kk * 16 * 128, kTileBytes));
-    warpgroup_commit();
+  };
+
+  // Turn t of a consumer issues its tile t's S (t < n_mine) and tile t − 1's P·V (0 < t ≤ n_mine);
+  // both consumers take n_tiles + 1 turns, so they pair up. The loops' bodies hold no branch around a
+  // wgmma or its registers (the compiler would serialize the wgmmas).
+  if (c == 1) named_barrier_arrive(kTurn, kConsumerThreads);  // consumer 0 goes first
+  int t = 0;
+  if (n_mine > 0) {
+    issue_scores(0);
+    pass_turn(0);
     warpgroup_wait<0>();
-#pragma unroll
-    for (int i = 0; i < 64; ++i) fence_accumulator(o[i]);
+    softmax(0);
+    pack_p();
+    for (t = 1; t < n_mine; ++t) {
+      issue_scores(t);
+      issue_products(t - 1);
+      pass_turn(t);
+      warpgroup_wait<1>();  // S is in; the P·V runs on during the softmax
+      softmax(t);
+      warpgroup_wait<0>();
+      products_done(t - 1);
+      pack_p();
+    }
+    take_turn();
+    issue_products(t - 1);
+    pass_turn(t);
+    warpgroup_wait<0>();
+    products_done(t - 1);
+    if (t < n_tiles) release(t);
+    ++t;
+  }
+  for (; t <= n_tiles; ++t) {  // tiles past this consumer's rows: released unread
+    take_turn();
+    pass_turn(t);
+    if (t < n_tiles) release(t);
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -164,11 +233,14 @@ bool causal_attention_wgmma_supported(const MlaShape& s) { return s.d_nope + s.d
 void causal_attention_wgmma(const MlaShape& s, const float* q, const void* keys, const void* values, int64_t T,
                             int64_t pos0, float* out, cudaStream_t stream) {
   check(causal_attention_wgmma_supported(s), "warpgroup prefill attention: head dims qk 192 and v 128 only");
+  const int64_t L = pos0 + T, rows = s.n_heads * L;
+  check(rows + kKeys <= INT32_MAX, "warpgroup prefill attention: heads × keys past the tensor copies' row range");
   [[maybe_unused]] static const bool raised = allow_shared_memory(kSharedBytes, causal_attention_wgmma_kernel);
+  const CUtensorMap key_tiles = swizzled_row_tiles(keys, rows, kDqk, kKeys, true);
+  const CUtensorMap value_tiles = swizzled_row_tiles(values, rows, kDv, kKeys, true);
   const dim3 grid(unsigned(s.n_heads), unsigned((T + kQueries - 1) / kQueries));
-  causal_attention_wgmma_kernel<<<grid, kThreads, kSharedBytes, stream>>>(
-      q, s.n_heads, static_cast<const __nv_bfloat16*>(keys), static_cast<const __nv_bfloat16*>(values), T, pos0 + T,
-      pos0, s.softmax_scale_log2(), out);
+  causal_attention_wgmma_kernel<<<grid, kThreads, kSharedBytes, stream>>>(key_tiles, value_tiles, q, s.n_heads, T, L,
+                                                                          pos0, s.softmax_scale_log2(), out);
   DSV2_CUDA_LAUNCH_CHECK();
 }
 

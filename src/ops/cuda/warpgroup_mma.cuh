@@ -74,6 +74,15 @@ __device__ __forceinline__ void barrier_wait(uint32_t bar, uint32_t parity) {
         : "r"(bar), "r"(parity)
         : "memory");
 }
+// Named block barriers (ids 1..15; 0 is __syncthreads'): `threads` (a multiple of 32) must reach
+// barrier id, syncing threads waiting until they have, arriving ones going on.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
 // The box of a 2-D tensor map at (x = inner coordinate, y = row) into shared memory at dst; its bytes
 // count toward barrier bar.
 __device__ __forceinline__ void tensor_copy_2d(uint32_t dst, const void* tensor_map, int32_t x, int32_t y, uint32_t bar) {
@@ -171,10 +180,11 @@ __device__ __forceinline__ void warpgroup_mma_m64n128k16_bf16_registers_a(float 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
 // s = A · Bᵀ over K_STEPS steps of 16 values of k, A and B each 64 rows in swizzled tiles of 64 values
-// starting at shared addresses a_tiles and b_tiles (as swizzled_offset lays them out); returns once the
-// products are in s (s[4j + i]: row 16w + g + 8(i / 2), column 8j + 2q + i % 2).
+// starting at shared addresses a_tiles and b_tiles (as swizzled_offset lays them out), issued as one
+// committed wgmma group; s (s[4j + i]: row 16w + g + 8(i / 2), column 8j + 2q + i % 2) holds the
+// products once the caller has waited for the group and fenced s.
 template <int K_STEPS>
-__device__ __forceinline__ void warpgroup_scores_m64n64(float (&s)[32], uint32_t a_tiles, uint32_t b_tiles) {
+__device__ __forceinline__ void warpgroup_scores_m64n64_issue(float (&s)[32], uint32_t a_tiles, uint32_t b_tiles) {
 #pragma unroll
   for (int i = 0; i < 32; ++i) s[i] = 0.0f;
 #pragma unroll
@@ -186,6 +196,11 @@ __device__ __forceinline__ void warpgroup_scores_m64n64(float (&s)[32], uint32_t
     warpgroup_mma_m64n64k16_bf16(s, swizzled_tile_descriptor(a_tiles + at), swizzled_tile_descriptor(b_tiles + at));
   }
   warpgroup_commit();
+}
+// The same, returning once the products are in s.
+template <int K_STEPS>
+__device__ __forceinline__ void warpgroup_scores_m64n64(float (&s)[32], uint32_t a_tiles, uint32_t b_tiles) {
+  warpgroup_scores_m64n64_issue<K_STEPS>(s, a_tiles, b_tiles);
   warpgroup_wait<0>();
 #pragma unroll
   for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
