@@ -39,14 +39,14 @@ for spec in ${BENCHES:-1,128,64 16,128,32 64,128,16 256,128,8 1,512,4 1,4096,2 1
   set -- "$b" "$p" "$g" "$w"
   json="$OUT/bench_b$1_p$2_$4.json"
   if "$BUILD/dsv2" bench --device cuda --preset v2-lite --weights "$4" --batch "$1" --prompt-tokens "$2" --gen-tokens "$3" --json >"$json" 2>"$OUT/bench_b$1_p$2_$4.err"; then
-    rows+=("$(python3 -c "import json,sys; j=json.load(open('$json')); print(f\"{j['weights']:>7} {j['batch']:>5} {j['prompt_tokens']:>6} {j['decode_tokens_per_s']:>10.1f} {j['decode_step_ms']:>8.2f} {j['prefill_tokens_per_s']:>10.1f} {j['prefill_fraction_of_gemm_peak']:>6.3f} {j.get('decode_fraction_of_roofline', float('nan')):>6.3f} {j['decode_weight_bytes_per_token_batch1'] / 1e9:>6.2f} {j['copy_bandwidth_gb_per_s']:>7.0f} {j['bf16_gemm_tflop_per_s']:>6.0f}\")")")
+    rows+=("$(python3 -c "import json,sys; j=json.load(open('$json')); print(f\"{j['weights']:>7} {j['batch']:>5} {j['prompt_tokens']:>6} {j['decode_tokens_per_s']:>10.1f} {j['decode_step_ms']:>8.2f} {j['prefill_tokens_per_s']:>10.1f} {j['prefill_fraction_of_gemm_peak']:>6.3f} {j['prefill_fraction_of_gemm_peak_with_attention']:>6.3f} {j.get('decode_fraction_of_roofline', float('nan')):>6.3f} {j['decode_weight_bytes_per_token_batch1'] / 1e9:>6.2f} {j['copy_bandwidth_gb_per_s']:>7.0f} {j['bf16_gemm_tflop_per_s']:>6.0f}\")")")
   else
     rows+=("$4 batch $1 prompt $2: FAILED ($(tail -1 "$OUT/bench_b$1_p$2_$4.err"))")
   fi
 done
 echo
 echo "DeepSeek-V2-Lite shapes, random weights (bf16, or quantized to fp8 at upload), bf16 latent cache"
-echo "weights batch prompt  decode/s  step_ms  prefill/s  pf/pk  dec/rf  GB/tok1  copyGB/s  TFLOPs"
+echo "weights batch prompt  decode/s  step_ms  prefill/s  pf/pk  +attn  dec/rf  GB/tok1  copyGB/s  TFLOPs"
 printf '%s\n' "${rows[@]}"
 echo "GPU tests and server suite exit code: $tests_rc"
 exit $tests_rc

@@ -96,6 +96,13 @@ int bench_cuda(Args& args) {
   const ParameterCounts params = count_parameters(cfg);
   const double flops_per_token = 2.0 * double(params.active_per_token);
   const double decode_tps = double(batch * steps) / decode_s;
+  // The prompt's causal attention: every (query, key ≤ query) pair of every head and layer multiplies
+  // d_qk values for its score and d_v for its share of the output.
+  const double prompt_pairs = double(prompt_tokens) * double(prompt_tokens + 1) / 2.0;
+  const double attention_flops = double(batch) * double(cfg.num_hidden_layers) * double(cfg.num_attention_heads) *
+                                 2.0 * double(cfg.qk_head_dim() + cfg.v_head_dim) *
+                                 prompt_pairs;
+  const double prefill_flops = flops_per_token * double(batch * prompt_tokens);
   // Every weight a batch-1 decode step reads (one embedding row, K experts per MoE layer, ...), as
   // the GPU holds them (FP8 scales included).
   const double step_bytes = net->decode_weight_bytes(double(cfg.num_experts_per_tok));
@@ -127,8 +134,10 @@ int bench_cuda(Args& args) {
       {"copy_bandwidth_gb_per_s", copy_bw / 1e9},
       {"bf16_gemm_tflop_per_s", gemm_flops / 1e12},
       {"prefill_tokens_per_s", double(batch * prompt_tokens) / prefill_s},
-      {"prefill_tflop_per_s", flops_per_token * double(batch * prompt_tokens) / prefill_s / 1e12},
-      {"prefill_fraction_of_gemm_peak", flops_per_token * double(batch * prompt_tokens) / prefill_s / gemm_flops},
+      {"prefill_tflop_per_s", prefill_flops / prefill_s / 1e12},
+      {"prefill_fraction_of_gemm_peak", prefill_flops / prefill_s / gemm_flops},
+      {"prefill_attention_tflop", attention_flops / 1e12},
+      {"prefill_fraction_of_gemm_peak_with_attention", (prefill_flops + attention_flops) / prefill_s / gemm_flops},
       {"decode_tokens_per_s", decode_tps},
       {"decode_step_ms", 1e3 * step_s},
       {"decode_weight_bytes_per_token_batch1", step_bytes},
