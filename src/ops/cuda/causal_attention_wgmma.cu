@@ -62,7 +62,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
   const int64_t h = blockIdx.x, q0 = (int64_t(gridDim.y) - 1 - blockIdx.y) * kQueries;
-  const int n_tiles = int((pos0 + min(T, q0 + kQueries) - 1) / kKeys) + 1;  // up to the block's last query
+  // The tiles up to the position of query end − 1 (the last of T at most).
+  const auto tiles_through = [&](int64_t end) { return int((pos0 + min(T, end) - 1) / kKeys) + 1; };
+  const int n_tiles = tiles_through(q0 + kQueries);  // the block's
 
   if (threadIdx.x >= kConsumerThreads) {  // the producer
     if (threadIdx.x != kConsumerThreads) return;
@@ -72,9 +74,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint32_t stage = ring + slot * kStageBytes, bar = full + 8 * slot;
       barrier_expect_bytes(bar, kStageBytes);
       const int32_t row = int32_t(h * L + int64_t(t) * kKeys);
-      for (int i = 0; i < kQkTiles; ++i) tensor_copy_2d(stage + i * kTileBytes, &key_tiles, 64 * i, row, bar);
+      for (int i = 0; i < kQkTiles; ++i)
+        tensor_copy_2d(stage + i * kTileBytes, &key_tiles, kSwizzledBoxValues * i, row, bar);
       for (int i = 0; i < kVTiles; ++i)
-        tensor_copy_2d(stage + (kQkTiles + i) * kTileBytes, &value_tiles, 64 * i, row, bar);
+        tensor_copy_2d(stage + (kQkTiles + i) * kTileBytes, &value_tiles, kSwizzledBoxValues * i, row, bar);
     }
     return;
   }
@@ -84,7 +87,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t row0 = q0 + 64 * c;  // this consumer's first query
   // Its tiles: up to its last query's position (none if all its rows lie past T); tiles past them are
   // released unread.
-  const int n_mine = row0 < T ? int((pos0 + min(T, row0 + 64) - 1) / kKeys) + 1 : 0;
+  const int n_mine = row0 < T ? tiles_through(row0 + 64) : 0;
   // Its queries in bf16 (rows past T zero) as 3 swizzled tiles at c · 24 KB, while the first tiles arrive.
   for (int i = threadIdx.x % 128; i < 64 * kDqk / 4; i += 128) {
     const int r = i / (kDqk / 4), col = (i % (kDqk / 4)) * 4;

@@ -25,8 +25,7 @@ namespace {
 
 constexpr int kTileRows = 128;   // sorted rows (tokens) per output block: 64 per consumer warpgroup
 constexpr int kTileCols = 256;   // output columns per block (gate/up: 128 features of each)
-constexpr int kStep = 64;        // values of k per pipeline step: a 128-byte row piece
-static_assert(kStep == 64, "a step is one box of swizzled_row_tiles");
+constexpr int kStep = kSwizzledBoxValues;  // values of k per pipeline step: one box, a 128-byte row piece
 constexpr int kStages = 4;       // steps in the shared-memory ring
 constexpr int kThreads = 384;    // warpgroup 0 copies (one thread issues the tensor copies), 1 and 2 multiply
 constexpr int kSortThreads = 1024;
