@@ -82,15 +82,14 @@ struct MoeShape {
 };
 
 // A routed-expert problem: K distinct experts per token as the router picks them, weights in dtype.
-struct MoeProblem {
-  int64_t T, H, I, E, K;
+struct MoeProblem : MoeShape {
   DType dtype;
   std::vector<float> gate, up, down, x, gw, residual;  // weights as the device sees them
   std::vector<std::byte> gate_bytes, up_bytes, down_bytes;
   std::vector<float> gate_scales, up_scales, down_scales;  // FP8
   std::vector<int32_t> ids;
 
-  MoeProblem(const MoeShape& s, DType dt, std::mt19937& rng) : T(s.T), H(s.H), I(s.I), E(s.E), K(s.K), dtype(dt) {
+  MoeProblem(const MoeShape& s, DType dt, std::mt19937& rng) : MoeShape(s), dtype(dt) {
     gate_bytes = make_matrices(dt, E, I, H, rng, gate, &gate_scales, 0.2f);
     up_bytes = make_matrices(dt, E, I, H, rng, up, &up_scales, 0.2f);
     down_bytes = make_matrices(dt, E, H, I, rng, down, &down_scales, 0.2f);
