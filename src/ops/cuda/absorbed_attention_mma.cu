@@ -86,8 +86,8 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     }
   }
   // This sequence's keys in n_splits pieces of whole chunks.
-  const int64_t len = seq_lens[b], split_keys = kChunk * ((len + kChunk * n_splits - 1) / (kChunk * n_splits));
-  const int64_t begin = split * split_keys, end = min(len, begin + split_keys);
+  const SplitKeys keys_of_split = split_keys(seq_lens[b], split, n_splits, kChunk);
+  const int64_t begin = keys_of_split.begin, end = keys_of_split.end;
   if (begin >= end) {  // nothing left for this split: empty partials
     if (threadIdx.x < kHeads && h0 + threadIdx.x < nh) {
       part(h0 + threadIdx.x)[d_c] = -INFINITY;

@@ -14,6 +14,16 @@ namespace dsv2::cuda {
 // to a multiple of 4 so that the rows start 16 bytes apart.
 __host__ __device__ inline int64_t partial_stride(int64_t d_c) { return (d_c + 2 + 3) / 4 * 4; }
 
+// The keys [begin, end) of split `split` of n_splits over a sequence of len keys, each split whole chunks
+// of `chunk` keys (begin >= end: nothing left for this split).
+struct SplitKeys {
+  int64_t begin, end;
+};
+__host__ __device__ inline SplitKeys split_keys(int64_t len, int64_t split, int64_t n_splits, int64_t chunk) {
+  const int64_t per_split = chunk * ((len + chunk * n_splits - 1) / (chunk * n_splits)), begin = split * per_split;
+  return {begin, begin + per_split < len ? begin + per_split : len};
+}
+
 // A bf16 cache of rows [latent d_c <= 512 | rotary d_rope <= 64], 16-byte aligned.
 bool absorbed_attention_mma_supported(const MlaShape& s, const PagedLatentCache& cache);
 // For sequence b, split k of n_splits (keys [k·S, min(len, (k+1)·S)) with S = len / n_splits rounded

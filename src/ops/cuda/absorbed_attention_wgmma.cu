@@ -47,9 +47,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                                     const int32_t* __restrict__ seq_lens, float* partials, float* o_lat) {
   start_after_previous_kernel();
   extern __shared__ __align__(1024) unsigned char shared[];
-  const uint32_t unaligned = shared_address(shared), skew = (1024 - unaligned % 1024) % 1024;
-  unsigned char* base = shared + skew;
-  const uint32_t base_address = unaligned + skew;
+  const AlignedShared aligned = align_shared_1024(shared);
+  unsigned char* const base = aligned.base;
+  const uint32_t base_address = aligned.address;
   float* correction = reinterpret_cast<float*>(base + kCorrectionOffset);  // [kHeads]
   float* sums = reinterpret_cast<float*>(base + kSumOffset);               // [kHeads]
   const int64_t h0 = int64_t(blockIdx.x) * kHeads, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
@@ -58,8 +58,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto part = [&](int64_t h) { return partials + ((b * nh + h) * n_splits + split) * partial_stride(kLatent); };
 
   // This sequence's keys in n_splits pieces of whole chunks.
-  const int64_t len = seq_lens[b], split_keys = kChunk * ((len + kChunk * n_splits - 1) / (kChunk * n_splits));
-  const int64_t begin = split * split_keys, end = min(len, begin + split_keys);
+  const SplitKeys keys_of_split = split_keys(seq_lens[b], split, n_splits, kChunk);
+  const int64_t begin = keys_of_split.begin, end = keys_of_split.end;
   if (begin >= end) {  // nothing left for this split: empty partials
     if (threadIdx.x < kHeads && h0 + threadIdx.x < nh) {
       part(h0 + threadIdx.x)[kLatent] = -INFINITY;

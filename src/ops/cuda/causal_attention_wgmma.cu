@@ -49,9 +49,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                                   int64_t nh, int64_t T, int64_t L, int64_t pos0, float scale_log2,
                                   float* __restrict__ out) {
   extern __shared__ __align__(1024) unsigned char shared[];
-  const uint32_t unaligned = shared_address(shared), skew = (1024 - unaligned % 1024) % 1024;
-  unsigned char* base = shared + skew;
-  const uint32_t base_address = unaligned + skew, ring = base_address + kQBytes;
+  const AlignedShared aligned = align_shared_1024(shared);
+  unsigned char* const base = aligned.base;
+  const uint32_t base_address = aligned.address, ring = base_address + kQBytes;
   const uint32_t full = ring + kStages * kStageBytes, empty = full + kStages * 8;  // [stage] barriers
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {

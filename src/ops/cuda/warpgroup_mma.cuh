@@ -37,6 +37,17 @@ __device__ __forceinline__ int swizzled_offset(int r, int v) {
   return (v / 64) * kSwizzledTileBytes + r * 128 + ((((v % 64) / 8) ^ (r % 8)) << 4) + (v % 8) * 2;
 }
 
+// The first 1,024-byte boundary (swizzled tiles' alignment) in a dynamic shared buffer: its pointer and
+// its shared-memory address.
+struct AlignedShared {
+  unsigned char* base;
+  uint32_t address;
+};
+__device__ __forceinline__ AlignedShared align_shared_1024(unsigned char* shared) {
+  const uint32_t unaligned = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
+  const uint32_t skew = (1024 - unaligned % 1024) % 1024;
+  return {shared + skew, unaligned + skew};
+}
 // Orders this thread's earlier shared-memory writes (cp.async included, once waited for) before later
 // reads by the tensor cores' asynchronous proxy; then a barrier publishes them to the warpgroup.
 __device__ __forceinline__ void fence_shared_for_async_proxy() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
@@ -50,6 +61,11 @@ __device__ __forceinline__ void warpgroup_wait() {
 }
 // Keeps the compiler from moving accesses of an accumulator across the asynchronous wgmma window.
 __device__ __forceinline__ void fence_accumulator(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+template <int N>
+__device__ __forceinline__ void fence_accumulators(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) fence_accumulator(d[i]);
+}
 
 // Shared-memory barriers (mbarrier) that tensor copies complete: a phase ends when `count` arrivals
 // and every expected byte have come; waiters name the phase's parity (0, 1, 0, ...).
@@ -178,6 +194,16 @@ __device__ __forceinline__ void warpgroup_mma_m64n128k16_bf16_registers_a(float 
         "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),
         "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
+}
+// d += A · B for bf16 operands, N = 16: A [64 × 16] at descriptor a, K-major (d += A · Bᵀ with B's 16
+// rows K-major at descriptor b), or with MN_MAJOR_A, MN-major (A's 16 rows of k hold its 64 M values).
+template <bool MN_MAJOR_A = false>
+__device__ __forceinline__ void warpgroup_mma_m64n16k16_bf16(float (&d)[8], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, %10, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(a), "l"(b), "n"(MN_MAJOR_A ? 1 : 0));
 }
 // s = A · Bᵀ over K_STEPS steps of 16 values of k, A and B each 64 rows in swizzled tiles of 64 values
 // starting at shared addresses a_tiles and b_tiles (as swizzled_offset lays them out), issued as one
