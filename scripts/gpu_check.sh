@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA H200 (Hopper, sm_90a): builds the CUDA backend unless $BUILD already holds it,
 # runs the GPU test suite and the HTTP server suite against `dsv2 serve --device cuda` (where node and
-# data/openai-client exist), then the decode/prefill benchmarks on random DeepSeek-V2-Lite weights,
-# and prints a short table. Logs go to $OUT (default: gpu-results/).
+# data/openai-client exist), then the decode attention's kernels at the issue's shapes and the
+# decode/prefill benchmarks on random DeepSeek-V2-Lite weights, and prints two short tables. Logs go to
+# $OUT (default: gpu-results/).
 # A GPU host without this project's build dependencies can run binaries built elsewhere:
 # scripts/package_gpu_binaries.sh packs dsv2, the GPU tests and the shared libraries they need into one
 # archive (its header says how to unpack it and point BUILD and LD_LIBRARY_PATH at it).
-# BENCHES="batch,prompt,gen[,weights] ..." picks the benchmarks (weights bf16, the default, or fp8).
+# BENCHES="batch,prompt,gen[,weights] ..." picks the benchmarks (weights bf16, the default, or fp8);
+# ATTENTION="batch,context,heads ..." the decode attention's shapes (every kernel that takes each).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-cuda}
@@ -44,6 +46,28 @@ for spec in ${BENCHES:-1,128,64 16,128,32 64,128,16 256,128,8 1,512,4 1,4096,2 1
     rows+=("$4 batch $1 prompt $2: FAILED ($(tail -1 "$OUT/bench_b$1_p$2_$4.err"))")
   fi
 done
+# The decode attention at the issue's shapes (FlashMLA's on the H200: 64 × 4K 3.04 / 2.26 TB/s at 16 / 128
+# heads, 256 × 2K 3.62, 128 × 8K 3.97, 1 × 32K 57–62 µs), each bf16 kernel that takes the shape, captured.
+# ATTENTION="batch,context,heads ..." picks the shapes.
+attention_rows=()
+for spec in ${ATTENTION:-64,4096,16 64,4096,128 256,2048,16 128,8192,16 1,32768,16}; do
+  IFS=, read -r b l h <<<"$spec"
+  kernels="warp-mma warpgroup-mma"
+  [ "$h" -le 16 ] && kernels="$kernels warpgroup-key-rows"
+  for k in $kernels; do
+    json="$OUT/attention_b${b}_l${l}_h${h}_$k.json"
+    if "$BUILD/dsv2" bench-attention --device cuda --batch "$b" --context "$l" --heads "$h" --kernel "$k" --repeats 20 \
+        --json >"$json" 2>"$json.err"; then
+      attention_rows+=("$(python3 -c "import json; j=json.load(open('$json')); print(f\"{j['batch']:>5} {j['context']:>7} {j['heads']:>5} {'$k':>19} {j['us_per_call_captured']:>9.1f} {j['cache_gb_per_s_captured']:>8.0f} {j['fraction_of_copy_bandwidth_captured']:>6.3f}\")")")
+    else
+      attention_rows+=("batch $b context $l heads $h $k: FAILED ($(tail -1 "$json.err"))")
+    fi
+  done
+done
+echo
+echo "MLA decode attention (bench-attention, bf16 cache, captured in a CUDA graph)"
+echo "batch context heads              kernel        us   cacheGB/s  of copy"
+printf '%s\n' "${attention_rows[@]}"
 echo
 echo "DeepSeek-V2-Lite shapes, random weights (bf16, or quantized to fp8 at upload), bf16 latent cache"
 echo "weights batch prompt  decode/s  step_ms  prefill/s  pf/pk  +attn  dec/rf  GB/tok1  copyGB/s  TFLOPs"
