@@ -155,8 +155,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       o[4 * j + 2] *= hi;
       o[4 * j + 3] *= hi;
     }
-#pragma unroll
-    for (int i = 0; i < 128; ++i) fence_accumulator(o[i]);
+    fence_accumulators(o);
     warpgroup_fence();
 #pragma unroll
     for (int kk = 0; kk < kChunk / 16; ++kk)
@@ -165,8 +164,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           swizzled_mn_major_descriptor(keys + 4 * warpgroup * kTileBytes + kk * 16 * 128, kTileBytes));
     warpgroup_commit();
     warpgroup_wait<0>();
-#pragma unroll
-    for (int i = 0; i < 128; ++i) fence_accumulator(o[i]);
+    fence_accumulators(o);
   }
 
   if (warpgroup == 0)

@@ -132,8 +132,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       o[4 * j + 2] *= correction[1];
       o[4 * j + 3] *= correction[1];
     }
-#pragma unroll
-    for (int i = 0; i < 64; ++i) fence_accumulator(o[i]);
+    fence_accumulators(o);
     warpgroup_fence();
     const uint32_t values = ring + (t % kStages) * kStageBytes + kQkTiles * kTileBytes;
 #pragma unroll
@@ -142,18 +141,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     warpgroup_commit();
   };
   const auto products_done = [&](int t) {  // after the wait for tile t's P·V
-#pragma unroll
-    for (int i = 0; i < 64; ++i) fence_accumulator(o[i]);
-#pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(p[kk][i])::"memory");  // P is read until here
+    fence_accumulators(o);
+    fence_fragments(p);  // P is read until here
     release(t);
   };
   // Tile t's scores (waited for) → P in s, m_run, l_run and the correction for O.
   const auto softmax = [&](int t) {
-#pragma unroll
-    for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+    fence_accumulators(s);
     const int64_t k0 = int64_t(t) * kKeys;
     const bool masked = k0 + kKeys - 1 > pos0 + row0;  // some key lies past some row's position
     float mx[2] = {-INFINITY, -INFINITY};

@@ -176,8 +176,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int slot = i % kStages;
     barrier_wait(full + 8 * slot, (i / kStages) & 1);
     const uint32_t stage = ring + slot * kStageBytes;
-#pragma unroll
-    for (int r = 0; r < 128; ++r) fence_accumulator(acc[r]);
+    fence_accumulators(acc);
     warpgroup_fence();
 #pragma unroll
     for (int kk = 0; kk < kStep / 16; ++kk)
@@ -185,13 +184,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                                    swizzled_tile_descriptor(stage + kTileRows * 128 + kk * 32));
     warpgroup_commit();
     warpgroup_wait<1>();  // step i − 1's products are done: its slot is free
-#pragma unroll
-    for (int r = 0; r < 128; ++r) fence_accumulator(acc[r]);
+    fence_accumulators(acc);
     if (i > 0 && threadIdx.x % 128 == 0) barrier_arrive(empty + 8 * ((i - 1) % kStages));
   }
   warpgroup_wait<0>();
-#pragma unroll
-  for (int r = 0; r < 128; ++r) fence_accumulator(acc[r]);
+  fence_accumulators(acc);
   // acc[4j + i]: row 64h + 16w + g + 8(i / 2), column 8j + 2q + i % 2 (w: warp in the group).
   const int w = (threadIdx.x % 128) / 32, g = (threadIdx.x % 32) / 4, q = threadIdx.x % 4;
 #pragma unroll

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "ops/cuda/tensor_core.cuh"
+
 namespace dsv2::cuda {
 
 // The descriptor of a swizzled K-major tile whose (k-offset) start is `shared_byte_address`: start
@@ -44,7 +46,7 @@ struct AlignedShared {
   uint32_t address;
 };
 __device__ __forceinline__ AlignedShared align_shared_1024(unsigned char* shared) {
-  const uint32_t unaligned = static_cast<uint32_t>(__cvta_generic_to_shared(shared));
+  const uint32_t unaligned = shared_address(shared);
   const uint32_t skew = (1024 - unaligned % 1024) % 1024;
   return {shared + skew, unaligned + skew};
 }
@@ -65,6 +67,14 @@ template <int N>
 __device__ __forceinline__ void fence_accumulators(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) fence_accumulator(d[i]);
+}
+// Keeps register A operands (N k-steps of 4 registers) unmoved until the wgmma that reads them is waited for.
+template <int N>
+__device__ __forceinline__ void fence_fragments(uint32_t (&a)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(a[i][j])::"memory");
 }
 
 // Shared-memory barriers (mbarrier) that tensor copies complete: a phase ends when `count` arrivals
@@ -213,8 +223,7 @@ template <int K_STEPS>
 __device__ __forceinline__ void warpgroup_scores_m64n64_issue(float (&s)[32], uint32_t a_tiles, uint32_t b_tiles) {
 #pragma unroll
   for (int i = 0; i < 32; ++i) s[i] = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+  fence_accumulators(s);
   warpgroup_fence();
 #pragma unroll
   for (int kk = 0; kk < K_STEPS; ++kk) {
@@ -228,8 +237,7 @@ template <int K_STEPS>
 __device__ __forceinline__ void warpgroup_scores_m64n64(float (&s)[32], uint32_t a_tiles, uint32_t b_tiles) {
   warpgroup_scores_m64n64_issue<K_STEPS>(s, a_tiles, b_tiles);
   warpgroup_wait<0>();
-#pragma unroll
-  for (int i = 0; i < 32; ++i) fence_accumulator(s[i]);
+  fence_accumulators(s);
 }
 
 #undef DSV2_WGMMA_M64N256K16
