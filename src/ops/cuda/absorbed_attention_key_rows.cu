@@ -72,8 +72,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t begin = keys_of_split.begin, end = keys_of_split.end;
   if (begin >= end) {  // nothing left for this split: empty partials
     if (threadIdx.x < nh) {
-      part_of(threadIdx.x)[kLatent] = -INFINITY;
-      part_of(threadIdx.x)[kLatent + 1] = 0.0f;
+      store_split_stats(part_of(threadIdx.x), kLatent, -INFINITY, 0.0f);
     }
     return;
   }
@@ -254,9 +253,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const float l1 = sums1[h] + sums1[kHeads + h] + sums1[2 * kHeads + h] + sums1[3 * kHeads + h];
     inv[k] = l0 * f0[k] + l1 * f1[k];  // l, for now
     if (!whole && w == 0 && g == 0 && h < nh) {
-      constexpr float kLn2 = 0.69314718f;
-      part_of(h)[kLatent] = m[k] * kLn2;
-      part_of(h)[kLatent + 1] = inv[k];
+      store_split_stats(part_of(h), kLatent, m[k] * kLn2, inv[k]);
     }
     inv[k] = whole ? 1.0f / inv[k] : 1.0f;
   }

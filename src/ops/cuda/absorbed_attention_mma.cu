@@ -90,8 +90,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   const int64_t begin = keys_of_split.begin, end = keys_of_split.end;
   if (begin >= end) {  // nothing left for this split: empty partials
     if (threadIdx.x < kHeads && h0 + threadIdx.x < nh) {
-      part(h0 + threadIdx.x)[d_c] = -INFINITY;
-      part(h0 + threadIdx.x)[d_c + 1] = 0.0f;
+      store_split_stats(part(h0 + threadIdx.x), d_c, -INFINITY, 0.0f);
     }
     return;
   }
@@ -250,7 +249,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   }
   if (whole) return;
   if (warp == 0 && q4 == 0) {
-    constexpr float kLn2 = 0.69314718f;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int64_t h = h0 + g + 8 * r;
@@ -258,8 +256,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
       float l = 0.0f;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) l += red[w * kHeads + g + 8 * r];
-      part(h)[d_c] = m_run[r] * kLn2;
-      part(h)[d_c + 1] = l;
+      store_split_stats(part(h), d_c, m_run[r] * kLn2, l);
     }
   }
 }

@@ -14,6 +14,14 @@ namespace dsv2::cuda {
 // to a multiple of 4 so that the rows start 16 bytes apart.
 __host__ __device__ inline int64_t partial_stride(int64_t d_c) { return (d_c + 2 + 3) / 4 * 4; }
 
+// A partials row's tail: the split's maximum score m (natural-log units) and its sum l (an empty split:
+// m = −∞, l = 0). Kernels that track base-2 maxima scale them by kLn2.
+constexpr float kLn2 = 0.69314718f;
+__device__ __forceinline__ void store_split_stats(float* row, int64_t d_c, float m, float l) {
+  row[d_c] = m;
+  row[d_c + 1] = l;
+}
+
 // The keys [begin, end) of split `split` of n_splits over a sequence of len keys, each split whole chunks
 // of `chunk` keys (begin >= end: nothing left for this split).
 struct SplitKeys {

@@ -62,8 +62,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t begin = keys_of_split.begin, end = keys_of_split.end;
   if (begin >= end) {  // nothing left for this split: empty partials
     if (threadIdx.x < kHeads && h0 + threadIdx.x < nh) {
-      part(h0 + threadIdx.x)[kLatent] = -INFINITY;
-      part(h0 + threadIdx.x)[kLatent + 1] = 0.0f;
+      store_split_stats(part(h0 + threadIdx.x), kLatent, -INFINITY, 0.0f);
     }
     return;
   }
@@ -189,9 +188,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int j = 0; j < 32; ++j)
       *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[4 * j + 2 * r] * factor, o[4 * j + 2 * r + 1] * factor);
     if (!whole && warpgroup == 0 && q4 == 0) {
-      constexpr float kLn2 = 0.69314718f;
-      part(h)[kLatent] = m_run[r] * kLn2;
-      part(h)[kLatent + 1] = sums[row];
+      store_split_stats(part(h), kLatent, m_run[r] * kLn2, sums[row]);
     }
   }
 }

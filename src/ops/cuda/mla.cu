@@ -221,13 +221,10 @@ __global__ void __launch_bounds__(kAttnThreads)
   __shared__ float warp_m[kAttnWarps], warp_l[kAttnWarps];
   const int64_t h = blockIdx.x, b = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z, width = d_c + d_rope;
   float* part = partials + ((b * nh + h) * n_splits + split) * partial_stride(d_c);
-  const int64_t len = seq_lens[b], split_keys = (len + n_splits - 1) / n_splits;
-  const int64_t begin = split * split_keys, end = min(len, begin + split_keys);
+  const SplitKeys keys_of_split = split_keys(seq_lens[b], split, n_splits, 1);
+  const int64_t begin = keys_of_split.begin, end = keys_of_split.end;
   if (begin >= end) {  // past the end of this sequence: an empty partial
-    if (threadIdx.x == 0) {
-      part[d_c] = -INFINITY;
-      part[d_c + 1] = 0.0f;
-    }
+    if (threadIdx.x == 0) store_split_stats(part, d_c, -INFINITY, 0.0f);
     return;
   }
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -293,8 +290,7 @@ __global__ void __launch_bounds__(kAttnThreads)
     part[j] = o;
   }
   if (threadIdx.x == 0) {
-    part[d_c] = M;
-    part[d_c + 1] = L;
+    store_split_stats(part, d_c, M, L);
   }
 }
 
