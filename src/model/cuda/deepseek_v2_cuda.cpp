@@ -14,6 +14,7 @@
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/kernels.h"
+#include "ops/cuda/prompt_keys_values.h"
 
 namespace dsv2 {
 
@@ -89,9 +90,11 @@ struct CudaDeepseekV2::Impl {
   float* shared_out = nullptr;  // [Tm, H]: the shared experts' output, added in by the routed experts' combine
   int32_t* expert_ids = nullptr;
   // Attention scratch.
+  // The prompt attention on the tensor cores: bf16 keys and values decompressed into `keys_values`.
+  bool prefill_attention_mma = false;
+  void* keys_values = nullptr;
+  // The exact (f32) prompt attention: latents, rotary keys, kv_b_proj's rows, keys and scores.
   float *c_all = nullptr, *kpe_all = nullptr, *kvb = nullptr, *keys = nullptr, *scores = nullptr;
-  bool prefill_attention_mma = false;  // the tensor-core prompt attention, over `packed_kv`, instead of keys/scores
-  void* packed_kv = nullptr;
   float *q_lat = nullptr, *o_lat = nullptr, *abs_partials = nullptr;
   void* absorb_lowp = nullptr;  // [B, nh, max(d_c, d_nope)] 2-byte inputs of the absorption GEMMs (B > 8)
   // Expert-sorted MoE (prefill): gathered inputs [T·K, H], up projections [T·K, I_moe], row and slot maps [T·K].
@@ -343,16 +346,16 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   m.logits = m.alloc(size_t(std::max(opt.max_batch, std::min(Tm, kLogitRowsPerPiece)) * cfg.vocab_size));
   m.shared_out = m.alloc(size_t(Tm * H));
   m.argmax_scratch = m.alloc(size_t(cuda::argmax_scratch_floats(Tm)));
-  m.c_all = m.alloc(size_t(Lm * cfg.kv_lora_rank));
-  m.kpe_all = m.alloc(size_t(Lm * cfg.qk_rope_head_dim));
-  m.kvb = m.alloc(size_t(Lm * nh * (cfg.qk_nope_head_dim + cfg.v_head_dim)));
   const cuda::MlaShape shape{nh, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank,
                              float(cfg.softmax_scale())};
   m.prefill_attention_mma = opt.tensor_core_prefill_attention && cuda::causal_attention_mma_supported(shape) &&
-                            m.layers[0].kv_b_proj.dtype != DType::F32;
+                            cuda::decompress_keys_values_supported(shape) && m.layers[0].kv_b_proj.dtype == DType::BF16;
   if (m.prefill_attention_mma) {
-    m.packed_kv = m.alloc_bytes(size_t(cuda::causal_attention_mma_scratch_values(shape, Lm)) * 2);
+    m.keys_values = m.alloc_bytes(cuda::prompt_keys_values_bytes(shape, Lm));
   } else {
+    m.c_all = m.alloc(size_t(Lm * cfg.kv_lora_rank));
+    m.kpe_all = m.alloc(size_t(Lm * cfg.qk_rope_head_dim));
+    m.kvb = m.alloc(size_t(Lm * nh * (cfg.qk_nope_head_dim + cfg.v_head_dim)));
     m.keys = m.alloc(size_t(Lm * nh * d_qk));
     m.scores = m.alloc(size_t(nh * opt.max_prefill_chunk * Lm));
   }
@@ -630,11 +633,13 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
                         m.max_blocks, query, st);
     if (prefill_pos0 >= 0) {
       const int64_t Lk = prefill_pos0 + T;
-      cuda::gather_latents(m.cache, l, m.tables, Lk, d_c, m.c_all, m.kpe_all, st);
-      cuda::linear(m.blas, m.c_all, d_c, Lk, L.kv_b_proj, m.kvb, m.lowp, st);
       if (m.prefill_attention_mma) {
-        cuda::attend_decompressed_mma(shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.packed_kv, st);
+        cuda::decompress_keys_values(m.blas, shape, m.cache, l, m.tables, Lk, L.kv_b_proj, m.keys_values, st);
+        const cuda::PromptKeysValues kv = cuda::prompt_keys_values(shape, Lk, m.keys_values);
+        cuda::attend_decompressed_mma(shape, m.q, kv.keys, kv.values, T, prefill_pos0, m.o, st);
       } else {
+        cuda::gather_latents(m.cache, l, m.tables, Lk, d_c, m.c_all, m.kpe_all, st);
+        cuda::linear(m.blas, m.c_all, d_c, Lk, L.kv_b_proj, m.kvb, m.lowp, st);
         cuda::attend_decompressed(m.blas, shape, m.q, m.kvb, m.kpe_all, T, prefill_pos0, m.o, m.keys, m.scores, st);
       }
     } else if (absorb_beside) {

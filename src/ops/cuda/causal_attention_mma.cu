@@ -1,6 +1,6 @@
 // Causal flash attention of a prompt chunk (the decompressed MLA form) on the tensor cores.
-// The keys [k_nope | k_pe] and values of every head are first packed in bf16, head-major. Then a
-// block takes 64 queries of one head (4 warps × 16 rows, the mma's rows) and walks the keys up to its
+// The keys [k_nope | k_pe] and values of every head come in bf16, head-major (decompress_keys_values).
+// A block takes 64 queries of one head (4 warps × 16 rows, the mma's rows) and walks the keys up to its
 // last query's position in tiles of 64, the next tile's copy in flight while one is attended:
 //   S[16, 64] = Q[16, 192] · Kᵀ          per warp; Q's fragments stay in registers for every tile
 //   online softmax per query row         (base-2 exponent; the causal mask on tiles past a row's position)
@@ -36,32 +36,6 @@ struct Tiles {
   static constexpr int kQkRow = DQK + 8, kVRow = DV + 8;
   static constexpr size_t kSharedBytes = size_t(kQueries * kQkRow + 2 * kKeys * (kQkRow + kVRow)) * sizeof(__nv_bfloat16);
 };
-
-// keys[h, j] = [kvb[j, h, 0:d_nope] | k_pe[j]], values[h, j] = kvb[j, h, d_nope:], in bf16; each thread
-// four consecutive values of one row.
-__global__ void pack_keys_values_kernel(const float* __restrict__ kvb, const float* __restrict__ k_pe, int64_t L,
-                                        int64_t nh, int64_t d_nope, int64_t d_rope, int64_t d_v,
-                                        __nv_bfloat16* __restrict__ keys, __nv_bfloat16* __restrict__ values) {
-  const int64_t d_qk = d_nope + d_rope, per_row = (d_qk + d_v) / 4;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= nh * L * per_row) return;
-  const int64_t c = (i % per_row) * 4, j = (i / per_row) % L, h = i / (per_row * L);
-  const float* kv_row = kvb + (j * nh + h) * (d_nope + d_v);
-  float4 v;
-  __nv_bfloat16* dst;
-  if (c < d_nope) {
-    v = *reinterpret_cast<const float4*>(kv_row + c);
-    dst = keys + (h * L + j) * d_qk + c;
-  } else if (c < d_qk) {
-    v = *reinterpret_cast<const float4*>(k_pe + j * d_rope + c - d_nope);
-    dst = keys + (h * L + j) * d_qk + c;
-  } else {
-    v = *reinterpret_cast<const float4*>(kv_row + d_nope + c - d_qk);
-    dst = values + (h * L + j) * d_v + c - d_qk;
-  }
-  reinterpret_cast<__nv_bfloat162*>(dst)[0] = __floats2bfloat162_rn(v.x, v.y);
-  reinterpret_cast<__nv_bfloat162*>(dst)[1] = __floats2bfloat162_rn(v.z, v.w);
-}
 
 // grid (nh, query tiles), the tiles with the most keys first.
 template <int kDqk, int kDv>
@@ -203,10 +177,6 @@ bool causal_attention_mma_supported(const MlaShape& s) {
   return (is(kV2Heads) || is(kDefaultModelHeads)) && s.d_nope % 4 == 0 && s.d_rope % 4 == 0;
 }
 
-int64_t causal_attention_mma_scratch_values(const MlaShape& s, int64_t L) {
-  return s.n_heads * L * (s.d_nope + s.d_rope + s.d_v);
-}
-
 namespace {
 
 template <int DQK, int DV>
@@ -222,24 +192,19 @@ void launch_causal_attention(const MlaShape& s, const float* q, const __nv_bfloa
 
 }  // namespace
 
-void attend_decompressed_mma(const MlaShape& s, const float* q, const float* kvb, const float* k_pe, int64_t T,
-                             int64_t pos0, float* out, void* scratch, cudaStream_t stream, PrefillAttentionKernel kernel) {
+void attend_decompressed_mma(const MlaShape& s, const float* q, const void* keys_bf16, const void* values_bf16,
+                             int64_t T, int64_t pos0, float* out, cudaStream_t stream, PrefillAttentionKernel kernel) {
   check(causal_attention_mma_supported(s), "tensor-core prefill attention: head dims (qk 192, v 128) or (48, 32) only");
   using K = PrefillAttentionKernel;
   check(kernel != K::warpgroup_mma || causal_attention_wgmma_supported(s),
         "tensor-core prefill attention: the warpgroup kernel takes head dims qk 192 and v 128 only");
   if (kernel == K::automatic) kernel = causal_attention_wgmma_supported(s) ? K::warpgroup_mma : K::warp_mma;
   check(T >= 1 && pos0 >= 0, "tensor-core prefill attention: T >= 1 and pos0 >= 0");
-  const int64_t L = pos0 + T, nh = s.n_heads, d_qk = s.d_nope + s.d_rope;
-  __nv_bfloat16* keys = static_cast<__nv_bfloat16*>(scratch);
-  __nv_bfloat16* values = keys + nh * L * d_qk;
-  const int64_t n = nh * L * (d_qk + s.d_v) / 4;
-  pack_keys_values_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(kvb, k_pe, L, nh, s.d_nope, s.d_rope, s.d_v,
-                                                                         keys, values);
-  DSV2_CUDA_LAUNCH_CHECK();
+  const auto* keys = static_cast<const __nv_bfloat16*>(keys_bf16);
+  const auto* values = static_cast<const __nv_bfloat16*>(values_bf16);
   if (kernel == K::warpgroup_mma) {
     causal_attention_wgmma(s, q, keys, values, T, pos0, out, stream);
-  } else if (d_qk == kV2Heads.qk) {
+  } else if (s.d_nope + s.d_rope == kV2Heads.qk) {
     launch_causal_attention<kV2Heads.qk, kV2Heads.v>(s, q, keys, values, T, pos0, out, stream);
   } else {
     launch_causal_attention<kDefaultModelHeads.qk, kDefaultModelHeads.v>(s, q, keys, values, T, pos0, out, stream);

@@ -1,6 +1,6 @@
 // Causal flash attention of a prompt chunk (the decompressed MLA form) on Hopper's warpgroup tensor
 // cores, for DeepSeek-V2's head shape (q·k over 192 values, 128 value columns), over the keys and
-// values attend_decompressed_mma packs in bf16, head-major. A block takes 128 queries of one head: two
+// values in bf16, head-major (decompress_keys_values). A block takes 128 queries of one head: two
 // consumer warpgroups of 64 rows (the wgmma's rows) and a producer warp whose first thread brings the
 // key tiles (64 keys and their values) by tensor copies into a ring of kStages stages. Each consumer
 // walks the tiles up to its last query's position:

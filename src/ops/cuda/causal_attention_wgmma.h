@@ -1,5 +1,5 @@
 // The warpgroup (wgmma) form of the prompt attention's causal flash kernel, for DeepSeek-V2's head
-// shape; attend_decompressed_mma packs the keys and values and picks it.
+// shape; attend_decompressed_mma picks it.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -17,6 +17,13 @@ __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162flo
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f32(__nv_fp8_e4m3 v) { return float(v); }
 
+// Row `pos` of a sequence in one layer of the paged latent cache (`width` values a row).
+template <typename CT>
+__device__ __forceinline__ const CT* cache_row(const CT* layer, const int32_t* block_table, int64_t block_size,
+                                               int64_t width, int64_t pos) {
+  return layer + (int64_t(block_table[pos / block_size]) * block_size + pos % block_size) * width;
+}
+
 template <typename WT>
 constexpr bool kIsFp8 = std::is_same_v<WT, __nv_fp8_e4m3>;
 

@@ -17,12 +17,6 @@ namespace dsv2::cuda {
 
 namespace {
 
-template <typename CT>
-__device__ __forceinline__ const CT* cache_row(const CT* layer, const int32_t* block_table, int64_t block_size,
-                                               int64_t width, int64_t pos) {
-  return layer + (int64_t(block_table[pos / block_size]) * block_size + pos % block_size) * width;
-}
-
 // (a, b) rotated by the angle of RoPE pair i at position p, scaled by amplitude.
 __device__ __forceinline__ void rotate_pair(float* v, int32_t p, const float* __restrict__ inv_freq, int64_t i,
                                             float amplitude) {
