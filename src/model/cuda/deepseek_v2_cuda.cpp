@@ -391,7 +391,9 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
     m.moe_grouped.slot_of = m.alloc<int32_t>(size_t(B * K));
   }
   const int64_t K_max = std::max({H, I_max, nh * cfg.v_head_dim, cfg.kv_lora_rank, cfg.q_lora_rank.value_or(0)});
-  m.lowp = m.alloc_bytes(size_t(std::max(Tm, Lm) * K_max) * 2);
+  // 2-byte GEMM inputs of Tm rows; the exact prompt attention rounds the latents of a whole context.
+  const int64_t latents_lowp = m.prefill_attention_mma ? 0 : Lm * cfg.kv_lora_rank;
+  m.lowp = m.alloc_bytes(size_t(std::max(Tm * K_max, latents_lowp)) * 2);
   DSV2_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
