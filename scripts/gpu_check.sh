@@ -53,7 +53,6 @@ attention_rows=()
 for spec in ${ATTENTION:-64,4096,16 64,4096,128 256,2048,16 128,8192,16 1,32768,16}; do
   IFS=, read -r b l h <<<"$spec"
   kernels="warp-mma warpgroup-mma"
-  [ "$h" -le 16 ] && kernels="$kernels warpgroup-key-rows"
   for k in $kernels; do
     json="$OUT/attention_b${b}_l${l}_h${h}_$k.json"
     if "$BUILD/dsv2" bench-attention --device cuda --batch "$b" --context "$l" --heads "$h" --kernel "$k" --repeats 20 \

@@ -33,13 +33,11 @@ int bench_attention_cuda(Args& args) {
   const DType cache_dtype = cache_dtype_option(args, DType::BF16);
   const std::string kernel_name = args.value("--kernel").value_or("auto");
   using Kernel = cuda::DecodeAttentionKernel;
-  check(kernel_name == "auto" || kernel_name == "warp-mma" || kernel_name == "warpgroup-mma" ||
-            kernel_name == "warpgroup-key-rows",
-        "--kernel must be auto, warp-mma, warpgroup-mma or warpgroup-key-rows (seen '" + kernel_name + "')");
-  const Kernel kernel = kernel_name == "warp-mma"             ? Kernel::warp_mma
-                        : kernel_name == "warpgroup-mma"      ? Kernel::warpgroup_mma
-                        : kernel_name == "warpgroup-key-rows" ? Kernel::warpgroup_key_rows
-                                                              : Kernel::automatic;
+  check(kernel_name == "auto" || kernel_name == "warp-mma" || kernel_name == "warpgroup-mma",
+        "--kernel must be auto, warp-mma or warpgroup-mma (seen '" + kernel_name + "')");
+  const Kernel kernel = kernel_name == "warp-mma"        ? Kernel::warp_mma
+                        : kernel_name == "warpgroup-mma" ? Kernel::warpgroup_mma
+                                                         : Kernel::automatic;
   const bool json_out = args.flag("--json");
   args.finish();
 

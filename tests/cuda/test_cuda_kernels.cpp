@@ -601,8 +601,7 @@ TEST(CudaKernels, DecodeAttentionKernelsMatchReference) {
         want.insert(want.end(), o.begin(), o.end());
       }
     using K = cuda::DecodeAttentionKernel;
-    for (auto kernel : {K::warp_mma, K::warpgroup_mma, K::warpgroup_key_rows}) {
-      if (kernel == K::warpgroup_key_rows && nh > 16) continue;
+    for (auto kernel : {K::warp_mma, K::warpgroup_mma}) {
       DeviceBuffer dolat = nan_buffer(size_t(B * nh * d_c)),
                    dpartials = nan_buffer(size_t(cuda::absorbed_attention_scratch_floats(B, nh, d_c, max_len)));
       cuda::attend_latents(m, dq.get<float>(), dqlat.get<float>(), cache, 0, dtables.get<int32_t>(), max_blocks,
@@ -612,9 +611,7 @@ TEST(CudaKernels, DecodeAttentionKernelsMatchReference) {
         const size_t at = size_t(b * nh * d_c), n = size_t(nh * d_c);
         const std::vector<float> w(want.begin() + long(at), want.begin() + long(at + n));
         EXPECT_LE(test::rel_l2(&got[at], w.data(), n), 1e-2)
-            << (kernel == K::warp_mma ? "warp_mma" : kernel == K::warpgroup_mma ? "warpgroup_mma" : "warpgroup_key_rows")
-            << " heads " << nh
-            << " sequence " << b << " length " << c.lens[size_t(b)];
+            << (kernel == K::warp_mma ? "warp_mma" : "warpgroup_mma") << " heads " << nh << " sequence " << b << " length " << c.lens[size_t(b)];
       }
     }
   }
@@ -626,15 +623,6 @@ TEST(CudaKernels, DecodeAttentionKernelsMatchReference) {
   EXPECT_THROW(cuda::attend_latents(narrow, buf.get<float>(), buf.get<float>(), cache, 0, buf.get<int32_t>(), 1,
                                     buf.get<int32_t>(), 1, 64, buf.get<float>(), buf.get<float>(), nullptr,
                                     cuda::DecodeAttentionKernel::warpgroup_mma),
-               Error);
-  // So is the key-rows kernel for more than 16 heads.
-  const cuda::MlaShape many{17, 128, 64, 128, 512, 0.1f};
-  cuda::PagedLatentCache wide{nullptr, DType::BF16, 1, 1, 64, 576};
-  DeviceBuffer wide_data(64 * 576 * 2);
-  wide.data = wide_data.get();
-  EXPECT_THROW(cuda::attend_latents(many, buf.get<float>(), buf.get<float>(), wide, 0, buf.get<int32_t>(), 1,
-                                    buf.get<int32_t>(), 1, 64, buf.get<float>(), buf.get<float>(), nullptr,
-                                    cuda::DecodeAttentionKernel::warpgroup_key_rows),
                Error);
 }
 

@@ -150,9 +150,7 @@ void attend_decompressed(cublasHandle_t blas, const MlaShape& s, const float* q,
 // A bf16 cache takes a tensor-core kernel: `kernel` names one (benchmarks and tests compare them) or,
 // left automatic, the shape picks it (warpgroup_mma where it applies, rows of 512 + 64 values, but for
 // contexts under 512 keys in batches whose blocks fill the multiprocessors more than once).
-// warpgroup_key_rows (up to 16 heads, the same rows) is taken only when named: it has not yet been
-// measured against warpgroup_mma.
-enum class DecodeAttentionKernel { automatic, warp_mma, warpgroup_mma, warpgroup_key_rows };
+enum class DecodeAttentionKernel { automatic, warp_mma, warpgroup_mma };
 void attend_latents(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache, int64_t layer,
                     const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B, int64_t max_len,
                     float* partials, float* o_lat, cudaStream_t stream,

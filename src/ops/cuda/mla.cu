@@ -5,7 +5,6 @@
 
 #include <algorithm>
 
-#include "ops/cuda/absorbed_attention_key_rows.h"
 #include "ops/cuda/absorbed_attention_mma.h"
 #include "ops/cuda/absorbed_attention_wgmma.h"
 #include "ops/cuda/cuda_check.h"
@@ -482,9 +481,6 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
         "GPU MLA decode: the warp_mma kernel takes a bf16 cache of d_c <= 512 and d_rope <= 64");
   check(kernel != K::warpgroup_mma || absorbed_attention_wgmma_supported(m, cache),
         "GPU MLA decode: the warpgroup_mma kernel takes a bf16 cache of 512 latent and 64 rotary values a row");
-  check(kernel != K::warpgroup_key_rows || absorbed_attention_key_rows_supported(m, cache),
-        "GPU MLA decode: the warpgroup_key_rows kernel takes up to 16 heads and a bf16 cache of 512 latent and 64 "
-        "rotary values a row");
   // The warpgroup kernel, but for short contexts whose blocks (one a multiprocessor) take more than one
   // wave: there the mma.sync kernel's two blocks a multiprocessor and 32-key chunks win (cuda-notes v22).
   const int64_t head_blocks = (nh + kWarpgroupAttentionHeads - 1) / kWarpgroupAttentionHeads;
@@ -492,16 +488,11 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
   if (kernel == K::automatic && absorbed_attention_wgmma_supported(m, cache) && !short_and_many)
     kernel = K::warpgroup_mma;
   if (kernel == K::automatic && absorbed_attention_mma_supported(m, cache)) kernel = K::warp_mma;
-  const bool warpgroup = kernel == K::warpgroup_mma || kernel == K::warpgroup_key_rows;
-  const int64_t n_splits = warpgroup
+  const int64_t n_splits = kernel == K::warpgroup_mma
                                ? absorbed_splits(B, max_len, head_blocks, kWarpgroupAttentionBlocksPerMultiprocessor)
                                : absorbed_splits(B, max_len);
   check(n_splits <= kMaxCombineSplits, "GPU MLA decode: at most 1024 splits of a sequence's keys");
-  if (kernel == K::warpgroup_key_rows) {
-    absorbed_attention_key_rows(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, partials,
-                                o_lat, stream);
-    if (n_splits == 1) return;  // written to o_lat directly
-  } else if (kernel == K::warpgroup_mma) {
+  if (kernel == K::warpgroup_mma) {
     absorbed_attention_wgmma(m, q, q_lat, cache, layer, block_tables, max_blocks, seq_lens, B, n_splits, partials,
                              o_lat, stream);
     if (n_splits == 1) return;  // written to o_lat directly

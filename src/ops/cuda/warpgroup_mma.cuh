@@ -205,16 +205,6 @@ __device__ __forceinline__ void warpgroup_mma_m64n128k16_bf16_registers_a(float 
         "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
-// d += A · B for bf16 operands, N = 16: A [64 × 16] at descriptor a, K-major (d += A · Bᵀ with B's 16
-// rows K-major at descriptor b), or with MN_MAJOR_A, MN-major (A's 16 rows of k hold its 64 M values).
-template <bool MN_MAJOR_A = false>
-__device__ __forceinline__ void warpgroup_mma_m64n16k16_bf16(float (&d)[8], uint64_t a, uint64_t b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0,%1,%2,%3,%4,%5,%6,%7}, %8, %9, p, 1, 1, %10, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-      : "l"(a), "l"(b), "n"(MN_MAJOR_A ? 1 : 0));
-}
 // s = A · Bᵀ over K_STEPS steps of 16 values of k, A and B each 64 rows in swizzled tiles of 64 values
 // starting at shared addresses a_tiles and b_tiles (as swizzled_offset lays them out), issued as one
 // committed wgmma group; s (s[4j + i]: row 16w + g + 8(i / 2), column 8j + 2q + i % 2) holds the
