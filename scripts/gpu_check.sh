@@ -9,6 +9,8 @@
 # archive (its header says how to unpack it and point BUILD and LD_LIBRARY_PATH at it).
 # BENCHES="batch,prompt,gen[,weights] ..." picks the benchmarks (weights bf16, the default, or fp8);
 # ATTENTION="batch,context,heads ..." the decode attention's shapes (every kernel that takes each).
+# PROFILE=1 adds a table of each kernel's time in one decode step (Nsight Compute's ncu) at batches 1 and
+# 64 (PROFILE_BATCHES="1 64 ...").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-cuda}
@@ -63,7 +65,23 @@ for spec in ${ATTENTION:-64,4096,16 64,4096,128 256,2048,16 128,8192,16 1,32768,
     fi
   done
 done
+# PROFILE=1: each kernel's time in one decode step (the last: bench's profiler range; kernels one at a
+# time, caches flushed) at the batches in PROFILE_BATCHES (default "1 64"), summed by kernel.
+kernel_tables=()
+if [ "${PROFILE:-0}" = 1 ]; then
+  for b in ${PROFILE_BATCHES:-1 64}; do
+    csv="$OUT/kernels_b$b.csv"
+    if ncu --profile-from-start off --clock-control none --metrics gpu__time_duration.sum --csv "$BUILD/dsv2" bench \
+        --device cuda --preset v2-lite --batch "$b" --prompt-tokens 128 --gen-tokens 3 --no-graphs --json \
+        >"$csv" 2>"$csv.err"; then
+      kernel_tables+=("batch $b: $(python3 tools/ncu_kernel_table.py "$csv" 100000 | head -25)")
+    else
+      kernel_tables+=("batch $b: ncu FAILED ($(tail -1 "$csv.err"))")
+    fi
+  done
+fi
 echo
+[ ${#kernel_tables[@]} -gt 0 ] && printf 'Decode step kernels (Nsight Compute), %s\n\n' "${kernel_tables[@]}"
 echo "MLA decode attention (bench-attention, bf16 cache, captured in a CUDA graph)"
 echo "batch context heads              kernel        us   cacheGB/s  of copy"
 printf '%s\n' "${attention_rows[@]}"
