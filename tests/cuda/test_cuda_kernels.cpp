@@ -155,6 +155,26 @@ TEST(CudaKernels, NormSiluArgmax) {
   }
 }
 
+// f16 → bf16: every f16 value as the host's conversion rounds it (to nearest even), the f16 range's
+// extremes and subnormals among random values; nothing past n is written.
+TEST(CudaKernels, F16ToBf16RoundsToNearestEven) {
+  std::mt19937 rng(21);
+  std::vector<float> v = randn(4093, rng, 30.0f);
+  for (float special : {65504.0f, -65504.0f, 6e-8f, -3e-5f, 0.0f, 1.0f / 3.0f}) v.push_back(special);
+  std::vector<std::byte> f16(v.size() * 2), want(v.size() * 2);
+  convert_from_f32(DType::F16, v.data(), f16.data(), v.size());
+  convert_to_f32(DType::F16, f16.data(), v.data(), v.size());  // the f16 values, exactly
+  convert_from_f32(DType::BF16, v.data(), want.data(), v.size());
+  DeviceBuffer src = upload(f16), out(v.size() * 2 + 16);
+  DSV2_CUDA_CHECK(cudaMemset(out.get(), 0xff, v.size() * 2 + 16));
+  cuda::f16_to_bf16(src.get(), int64_t(v.size()), out.get(), nullptr);
+  std::vector<std::byte> got(v.size() * 2 + 16);
+  DSV2_CUDA_CHECK(cudaMemcpy(got.data(), out.get(), got.size(), cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < v.size(); ++i)
+    ASSERT_TRUE(got[2 * i] == want[2 * i] && got[2 * i + 1] == want[2 * i + 1]) << "value " << i << ": " << v[i];
+  for (size_t i = v.size() * 2; i < got.size(); ++i) ASSERT_EQ(got[i], std::byte{0xff}) << "wrote past n";
+}
+
 // The L2 prefetch reads only: the bytes around and inside its ranges (unaligned ends, an empty and a
 // null range, ranges longer than the grid's pieces) are unchanged, and too many ranges are an error.
 TEST(CudaKernels, L2PrefetchChangesNothing) {

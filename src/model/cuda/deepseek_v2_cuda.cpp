@@ -31,6 +31,9 @@ struct DeviceLayer {
   float *input_norm = nullptr, *post_norm = nullptr, *q_a_norm = nullptr, *kv_a_norm = nullptr;  // f32 [dim]
   DeviceMatrix q_proj, q_a_proj, q_b_proj, kv_a_proj, kv_b_proj, o_proj;
   void* wuk_t = nullptr;  // kv_b_proj's W_UK blocks transposed: [nh, d_c, d_nope]
+  // kv_b_proj for the prompt attention's decompression (bf16 latents times bf16 weights): the matrix
+  // itself, or for F16 models a copy rounded to bf16 (their absorbed decode reads the stored values).
+  DeviceMatrix kv_b_bf16;
   bool moe = false, has_shared = false;
   DeviceSwiglu dense, shared;
   DeviceMatrix router;     // [E, H]
@@ -283,6 +286,13 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
     L.kv_b_proj = matrix(n.kv_b_proj);
     L.wuk_t = m.alloc_bytes(size_t(cfg.num_attention_heads * cfg.kv_lora_rank * cfg.qk_nope_head_dim) * dtype_size(L.kv_b_proj.dtype));
     cuda::transpose_wuk(L.kv_b_proj, cfg.num_attention_heads, cfg.qk_nope_head_dim, cfg.v_head_dim, L.wuk_t, nullptr);
+    L.kv_b_bf16 = L.kv_b_proj;
+    if (L.kv_b_proj.dtype == DType::F16 && opt.tensor_core_prefill_attention) {
+      L.kv_b_bf16.dtype = DType::BF16;
+      L.kv_b_bf16.data = m.alloc_bytes(L.kv_b_proj.bytes());
+      cuda::f16_to_bf16(L.kv_b_proj.data, L.kv_b_proj.rows * L.kv_b_proj.cols, const_cast<void*>(L.kv_b_bf16.data),
+                        nullptr);
+    }
     L.o_proj = matrix(n.o_proj);
     L.moe = cfg.is_moe_layer(i);
     if (L.moe) {
@@ -349,7 +359,7 @@ static void build(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaOpt
   const cuda::MlaShape shape{nh, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank,
                              float(cfg.softmax_scale())};
   m.prefill_attention_mma = opt.tensor_core_prefill_attention && cuda::causal_attention_mma_supported(shape) &&
-                            cuda::decompress_keys_values_supported(shape) && m.layers[0].kv_b_proj.dtype == DType::BF16;
+                            cuda::decompress_keys_values_supported(shape) && m.layers[0].kv_b_bf16.dtype == DType::BF16;
   if (m.prefill_attention_mma) {
     m.keys_values = m.alloc_bytes(cuda::prompt_keys_values_bytes(shape, Lm));
   } else {
@@ -636,7 +646,7 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
     if (prefill_pos0 >= 0) {
       const int64_t Lk = prefill_pos0 + T;
       if (m.prefill_attention_mma) {
-        cuda::decompress_keys_values(m.blas, shape, m.cache, l, m.tables, Lk, L.kv_b_proj, m.keys_values, st);
+        cuda::decompress_keys_values(m.blas, shape, m.cache, l, m.tables, Lk, L.kv_b_bf16, m.keys_values, st);
         const cuda::PromptKeysValues kv = cuda::prompt_keys_values(shape, Lk, m.keys_values);
         cuda::attend_decompressed_mma(shape, m.q, kv.keys, kv.values, T, prefill_pos0, m.o, st);
       } else {

@@ -45,8 +45,8 @@ struct CudaOptions {
   // (2 bytes a value more, 2.08 GB for DeepSeek-V2-Lite); false: widened into a scratch before each GEMM.
   bool fp8_keep_widened = true;
   // Prompt attention of models with 2-byte or FP8 weights on the tensor cores (causal flash attention,
-  // Q, K, V and probabilities in bf16) for DeepSeek-V2's head shapes; false: the exact f32 form
-  // (every f32 model takes it).
+  // Q, K, V and probabilities in bf16; F16 models keep a bf16 copy of kv_b_proj for it) for
+  // DeepSeek-V2's head shapes; false: the exact f32 form (every f32 model takes it).
   bool tensor_core_prefill_attention = true;
 };
 

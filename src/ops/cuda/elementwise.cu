@@ -61,6 +61,11 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, OT* out, int
   }
 }
 
+__global__ void f16_to_bf16_kernel(const __half* __restrict__ src, int64_t n, __nv_bfloat16* __restrict__ out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(__half2float(src[i]));
+}
+
 // Argmax in two passes: blocks (row, chunk) reduce kArgmaxChunks slices of a row, then one warp per
 // row reduces the chunk winners. Larger value wins; ties go to the lower index.
 constexpr int kArgmaxChunks = 64;
@@ -142,6 +147,13 @@ void silu_mul_rounded(const float* gate, const float* up, DType dtype, void* out
   } else {
     silu_mul_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(gate, up, static_cast<__half*>(out), n);
   }
+  DSV2_CUDA_LAUNCH_CHECK();
+}
+
+void f16_to_bf16(const void* src, int64_t n, void* out, cudaStream_t stream) {
+  if (n == 0) return;
+  f16_to_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream>>>(static_cast<const __half*>(src), n,
+                                                             static_cast<__nv_bfloat16*>(out));
   DSV2_CUDA_LAUNCH_CHECK();
 }
 

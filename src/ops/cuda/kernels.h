@@ -98,6 +98,8 @@ void rms_norm(const float* x, int64_t x_stride, const float* w, float* y, int64_
 void silu_mul(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream);
 // out[i] = silu(gate[i]) · up[i] rounded to dtype (BF16 or F16): the input of a GEMM that follows.
 void silu_mul_rounded(const float* gate, const float* up, DType dtype, void* out, int64_t n, cudaStream_t stream);
+// out[i] = src[i] (n f16 values) rounded to bf16, to nearest even.
+void f16_to_bf16(const void* src, int64_t n, void* out, cudaStream_t stream);
 // ids[t] = argmax_v logits[t, v] (ties: the lower index)      logits: [T, V]; scratch: argmax_scratch_floats(T)
 void argmax_rows(const float* logits, int64_t T, int64_t V, int32_t* ids, float* scratch, cudaStream_t stream);
 int64_t argmax_scratch_floats(int64_t T);
