@@ -58,16 +58,17 @@ TEST(CudaKernels, DecompressKeysValuesMatchesReference) {
       std::vector<int32_t> order(static_cast<size_t>(n_blocks));
       std::iota(order.begin(), order.end(), 0);
       std::shuffle(order.begin(), order.end(), rng);
-      const size_t row_bytes = size_t(width) * dtype_size(cache_dtype);
-      DeviceBuffer dcache(size_t(n_blocks * c.block) * row_bytes), dtable = upload(order);
-      DSV2_CUDA_CHECK(cudaMemset(dcache.get(), 0xff, size_t(n_blocks * c.block) * row_bytes));
-      const cuda::PagedLatentCache cache{dcache.get(), cache_dtype, 1, n_blocks, c.block, width};
+      // Two layers; the test reads layer 1 (layer 0 stays NaN).
+      const size_t row_bytes = size_t(width) * dtype_size(cache_dtype), layer_bytes = size_t(n_blocks * c.block) * row_bytes;
+      DeviceBuffer dcache(2 * layer_bytes), dtable = upload(order);
+      DSV2_CUDA_CHECK(cudaMemset(dcache.get(), 0xff, 2 * layer_bytes));
+      const cuda::PagedLatentCache cache{dcache.get(), cache_dtype, 2, n_blocks, c.block, width};
       std::vector<float> lat = randn(size_t(L * width), rng);
       std::vector<std::byte> stored(lat.size() * dtype_size(cache_dtype));
       convert_from_f32(cache_dtype, lat.data(), stored.data(), lat.size());
       for (int64_t j = 0; j < L; ++j) {
         const int64_t slot = int64_t(order[size_t(j / c.block)]) * c.block + j % c.block;
-        DSV2_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dcache.get()) + size_t(slot) * row_bytes,
+        DSV2_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dcache.get()) + layer_bytes + size_t(slot) * row_bytes,
                                    stored.data() + size_t(j) * row_bytes, row_bytes, cudaMemcpyHostToDevice));
       }
       convert_to_f32(cache_dtype, stored.data(), lat.data(), lat.size());
@@ -76,7 +77,7 @@ TEST(CudaKernels, DecompressKeysValuesMatchesReference) {
       const size_t bytes = cuda::prompt_keys_values_bytes(m, L), guard = 64;
       DeviceBuffer scratch(bytes + guard);
       DSV2_CUDA_CHECK(cudaMemset(scratch.get(), 0xff, bytes + guard));
-      cuda::decompress_keys_values(blas, m, cache, 0, dtable.get<int32_t>(), L, W, scratch.get(), nullptr);
+      cuda::decompress_keys_values(blas, m, cache, 1, dtable.get<int32_t>(), L, W, scratch.get(), nullptr);
       std::vector<std::byte> out(bytes + guard);
       DSV2_CUDA_CHECK(cudaMemcpy(out.data(), scratch.get(), bytes + guard, cudaMemcpyDeviceToHost));
       for (size_t i = bytes; i < bytes + guard; ++i) ASSERT_EQ(out[i], std::byte{0xff}) << "wrote past the context";
@@ -114,7 +115,8 @@ TEST(CudaKernels, DecompressKeysValuesMatchesReference) {
 
 // What decompress_keys_values cannot take is an error before anything runs.
 TEST(CudaKernels, DecompressKeysValuesRejectsWhatItCannotTake) {
-  const cuda::MlaShape lite{16, 128, 64, 128, 512, kLiteScale}, narrow_rope{16, 128, 4, 128, 512, kLiteScale};
+  const cuda::MlaShape lite{16, 128, 64, 128, 512, kLiteScale}, narrow_rope{16, 128, 4, 128, 512, kLiteScale},
+      narrow_v{16, 128, 64, 124, 512, kLiteScale};
   cublasHandle_t blas;
   DSV2_CUBLAS_CHECK(cublasCreate(&blas));
   DeviceBuffer buf(1 << 20);
@@ -123,18 +125,26 @@ TEST(CudaKernels, DecompressKeysValuesRejectsWhatItCannotTake) {
   cuda::DeviceMatrix f32_w = W, short_w = W;
   f32_w.dtype = DType::F32;
   short_w.rows = 15 * 256;
-  cuda::PagedLatentCache f16_cache = cache, wide_cache = cache;
+  cuda::PagedLatentCache f16_cache = cache, wide_cache = cache, narrow_rope_cache = cache;
   f16_cache.dtype = DType::F16;
   wide_cache.width = 640;
+  narrow_rope_cache.width = 516;
+  cuda::DeviceMatrix narrow_v_w = W;
+  narrow_v_w.rows = 16 * (128 + 124);
   const auto run = [&](const cuda::MlaShape& m, const cuda::PagedLatentCache& c, const cuda::DeviceMatrix& w, int64_t L) {
     cuda::decompress_keys_values(blas, m, c, 0, buf.get<int32_t>(), L, w, buf.get(), nullptr);
   };
-  EXPECT_THROW(run(narrow_rope, cache, W, 10), Error);  // 4 rotary values: not whole 16-byte rows
+  // 4 rotary values, 124 value columns: not whole 16-byte rows (cache and weights otherwise fitting).
+  EXPECT_THROW(run(narrow_rope, narrow_rope_cache, W, 10), Error);
+  EXPECT_THROW(run(narrow_v, cache, narrow_v_w, 10), Error);
   EXPECT_THROW(run(lite, cache, f32_w, 10), Error);
   EXPECT_THROW(run(lite, cache, short_w, 10), Error);
   EXPECT_THROW(run(lite, f16_cache, W, 10), Error);
   EXPECT_THROW(run(lite, wide_cache, W, 10), Error);
   EXPECT_THROW(run(lite, cache, W, 0), Error);
+  cuda::PagedLatentCache misaligned = cache;
+  misaligned.data = static_cast<char*>(buf.get()) + 8;
+  EXPECT_THROW(run(lite, misaligned, W, 10), Error);
   cublasDestroy(blas);
 }
 

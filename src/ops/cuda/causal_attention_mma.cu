@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 
 bool causal_attention_mma_supported(const MlaShape& s) {
   const auto is = [&](HeadShape h) { return s.d_nope + s.d_rope == h.qk && s.d_v == h.v; };
-  return (is(kV2Heads) || is(kDefaultModelHeads)) && s.d_nope % 4 == 0 && s.d_rope % 4 == 0;
+  return is(kV2Heads) || is(kDefaultModelHeads);
 }
 
 namespace {

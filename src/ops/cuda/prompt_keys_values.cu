@@ -16,7 +16,7 @@ namespace {
 __device__ __forceinline__ uint4 eight_bf16(const __nv_bfloat16* p) { return *reinterpret_cast<const uint4*>(p); }
 __device__ __forceinline__ uint4 eight_bf16(const float* p) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-  const __nv_bfloat162 v[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
+  __align__(16) const __nv_bfloat162 v[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
                                __floats2bfloat162_rn(b.x, b.y), __floats2bfloat162_rn(b.z, b.w)};
   return *reinterpret_cast<const uint4*>(v);
 }
@@ -67,6 +67,8 @@ void decompress_keys_values(cublasHandle_t blas, const MlaShape& s, const PagedL
   check(cache.width == s.d_c + s.d_rope && (cache.dtype == DType::BF16 || cache.dtype == DType::F32),
         "prompt keys and values: a bf16 or f32 cache of d_c + d_rope values a row");
   check(L >= 1, "prompt keys and values: at least one position");
+  check(reinterpret_cast<uintptr_t>(scratch) % 16 == 0 && reinterpret_cast<uintptr_t>(cache.data) % 16 == 0,
+        "prompt keys and values: 16-byte aligned scratch and cache");
   const PromptKeysValues out = prompt_keys_values(s, L, scratch);
   auto* keys = static_cast<__nv_bfloat16*>(out.keys);
   auto* latents = static_cast<__nv_bfloat16*>(out.latents);
