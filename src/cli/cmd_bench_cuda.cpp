@@ -32,7 +32,11 @@ int bench_cuda(Args& args) {
   CudaOptions opt;
   opt.cache_dtype = cache_dtype_option(args, DType::BF16);
   opt.max_batch = batch;
-  opt.max_context = prompt_tokens + gen_tokens;
+  // The sequence capacity the model is built for, as generate's and serve's --context: the decode
+  // graphs' attention splits follow it, not the sequences' lengths.
+  opt.max_context = args.integer("--capacity", prompt_tokens + gen_tokens);
+  check(opt.max_context >= prompt_tokens + gen_tokens,
+        "--capacity must hold the prompt and the generated tokens (>= " + std::to_string(prompt_tokens + gen_tokens) + ")");
   const int64_t prefill_chunk = args.integer("--prefill-chunk", kLongPromptChunk);
   check(prefill_chunk >= 1, "--prefill-chunk must be >= 1");
   opt.max_prefill_chunk = std::min(prompt_tokens, prefill_chunk);
@@ -127,6 +131,7 @@ int bench_cuda(Args& args) {
       {"batch", batch},
       {"prompt_tokens", prompt_tokens},
       {"gen_tokens", gen_tokens},
+      {"capacity", opt.max_context},
       {"prefill_chunk", opt.max_prefill_chunk},
       {"cache_dtype", dtype_name(opt.cache_dtype)},
       {"weights", weight_format_name(weights)},
