@@ -45,11 +45,6 @@ __device__ __forceinline__ void load_matrices_x4_trans(uint32_t (&r)[4], const v
                : "r"(shared_address(row)));
 }
 
-// Two 8×8 matrices (lanes 0..15 give the rows): r[0], r[1] as load_matrices_x4 fills r[0], r[1].
-__device__ __forceinline__ void load_matrices_x2(uint32_t (&r)[2], const void* row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(shared_address(row)));
-}
-
 // Two floats rounded to bf16 in one register (lo in the low half): an mma operand or a 4-byte store.
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
