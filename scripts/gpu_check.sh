@@ -7,7 +7,8 @@
 # A GPU host without this project's build dependencies can run binaries built elsewhere:
 # scripts/package_gpu_binaries.sh packs dsv2, the GPU tests and the shared libraries they need into one
 # archive (its header says how to unpack it and point BUILD and LD_LIBRARY_PATH at it).
-# BENCHES="batch,prompt,gen[,weights] ..." picks the benchmarks (weights bf16, the default, or fp8);
+# BENCHES="batch,prompt,gen[,weights[,capacity]] ..." picks the benchmarks (weights bf16, the default, or
+# fp8; capacity: the sequence capacity the model is built for, default prompt + gen, as bench's --capacity);
 # ATTENTION="batch,context,heads ..." the decode attention's shapes (every kernel that takes each).
 # PROFILE=1 adds a table of each kernel's time in one decode step (Nsight Compute's ncu) at batches 1 and
 # 64 (PROFILE_BATCHES="1 64 ...").
@@ -36,16 +37,18 @@ else
 fi
 
 rows=()
-# Each entry: batch,prompt_tokens,gen_tokens[,weights]
-for spec in ${BENCHES:-1,128,64 16,128,32 64,128,16 256,128,8 1,512,4 1,4096,2 1,128,64,fp8 16,128,32,fp8 64,128,16,fp8 256,128,8,fp8}; do
-  IFS=, read -r b p g w <<<"$spec"
+# Each entry: batch,prompt_tokens,gen_tokens[,weights[,capacity]]
+for spec in ${BENCHES:-1,128,64 1,128,64,bf16,4096 16,128,32 64,128,16 256,128,8 1,512,4 1,4096,2 1,128,64,fp8 16,128,32,fp8 64,128,16,fp8 256,128,8,fp8}; do
+  IFS=, read -r b p g w c <<<"$spec"
   w=${w:-bf16}
-  set -- "$b" "$p" "$g" "$w"
-  json="$OUT/bench_b$1_p$2_$4.json"
-  if "$BUILD/dsv2" bench --device cuda --preset v2-lite --weights "$4" --batch "$1" --prompt-tokens "$2" --gen-tokens "$3" --json >"$json" 2>"$OUT/bench_b$1_p$2_$4.err"; then
-    rows+=("$(python3 -c "import json,sys; j=json.load(open('$json')); print(f\"{j['weights']:>7} {j['batch']:>5} {j['prompt_tokens']:>6} {j['decode_tokens_per_s']:>10.1f} {j['decode_step_ms']:>8.2f} {j['prefill_tokens_per_s']:>10.1f} {j['prefill_fraction_of_gemm_peak']:>6.3f} {j['prefill_fraction_of_gemm_peak_with_attention']:>6.3f} {j.get('decode_fraction_of_roofline', float('nan')):>6.3f} {j['decode_weight_bytes_per_token_batch1'] / 1e9:>6.2f} {j['copy_bandwidth_gb_per_s']:>7.0f} {j['bf16_gemm_tflop_per_s']:>6.0f}\")")")
+  c=${c:-$((p + g))}
+  set -- "$b" "$p" "$g" "$w" "$c"
+  json="$OUT/bench_b$1_p$2_$4_c$5.json"
+  if "$BUILD/dsv2" bench --device cuda --preset v2-lite --weights "$4" --batch "$1" --prompt-tokens "$2" --gen-tokens "$3" \
+      --capacity "$5" --json >"$json" 2>"$json.err"; then
+    rows+=("$(python3 -c "import json,sys; j=json.load(open('$json')); print(f\"{j['weights']:>7} {j['batch']:>5} {j['prompt_tokens']:>6} {j['capacity']:>6} {j['decode_tokens_per_s']:>10.1f} {j['decode_step_ms']:>8.2f} {j['prefill_tokens_per_s']:>10.1f} {j['prefill_fraction_of_gemm_peak']:>6.3f} {j['prefill_fraction_of_gemm_peak_with_attention']:>6.3f} {j.get('decode_fraction_of_roofline', float('nan')):>6.3f} {j['decode_weight_bytes_per_token_batch1'] / 1e9:>6.2f} {j['copy_bandwidth_gb_per_s']:>7.0f} {j['bf16_gemm_tflop_per_s']:>6.0f}\")")")
   else
-    rows+=("$4 batch $1 prompt $2: FAILED ($(tail -1 "$OUT/bench_b$1_p$2_$4.err"))")
+    rows+=("$4 batch $1 prompt $2 capacity $5: FAILED ($(tail -1 "$json.err"))")
   fi
 done
 # The decode attention at the issue's shapes (FlashMLA's on the H200: 64 × 4K 3.04 / 2.26 TB/s at 16 / 128
@@ -87,7 +90,7 @@ echo "batch context heads              kernel        us   cacheGB/s  of copy"
 printf '%s\n' "${attention_rows[@]}"
 echo
 echo "DeepSeek-V2-Lite shapes, random weights (bf16, or quantized to fp8 at upload), bf16 latent cache"
-echo "weights batch prompt  decode/s  step_ms  prefill/s  pf/pk  +attn  dec/rf  GB/tok1  copyGB/s  TFLOPs"
+echo "weights batch prompt    cap  decode/s  step_ms  prefill/s  pf/pk  +attn  dec/rf  GB/tok1  copyGB/s  TFLOPs"
 printf '%s\n' "${rows[@]}"
 echo "GPU tests and server suite exit code: $tests_rc"
 exit $tests_rc
