@@ -646,8 +646,8 @@ void forward_tokens(CudaDeepseekV2::Impl& m, const ModelConfig& cfg, const CudaO
     if (prefill_pos0 >= 0) {
       const int64_t Lk = prefill_pos0 + T;
       if (m.prefill_attention_mma) {
-        cuda::decompress_keys_values(m.blas, shape, m.cache, l, m.tables, Lk, L.kv_b_bf16, m.keys_values, st);
-        const cuda::PromptKeysValues kv = cuda::prompt_keys_values(shape, Lk, m.keys_values);
+        const cuda::PromptKeysValues kv =
+            cuda::decompress_keys_values(m.blas, shape, m.cache, l, m.tables, Lk, L.kv_b_bf16, m.keys_values, st);
         cuda::attend_decompressed_mma(shape, m.q, kv.keys, kv.values, T, prefill_pos0, m.o, st);
       } else {
         cuda::gather_latents(m.cache, l, m.tables, Lk, d_c, m.c_all, m.kpe_all, st);

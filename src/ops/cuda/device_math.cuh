@@ -179,6 +179,16 @@ __device__ __forceinline__ float warp_dot_row(const WT* __restrict__ w, const fl
     default: throw ::dsv2::Error("the GPU kernels take F32, BF16 or F16 weights (the matrix kernels also FP8)"); \
   }
 
+// CT: the device type of a latent cache's dtype (F32, else BF16).
+#define DSV2_DISPATCH_CACHE(dtype, ...)  \
+  if ((dtype) == ::dsv2::DType::F32) {   \
+    using CT = float;                    \
+    __VA_ARGS__;                         \
+  } else {                               \
+    using CT = __nv_bfloat16;            \
+    __VA_ARGS__;                         \
+  }
+
 // The same for the kernels that also take FP8 weights (with their tile scales).
 #define DSV2_DISPATCH_WEIGHT_DTYPE(dtype, ...)             \
   if ((dtype) == ::dsv2::DType::F8_E4M3) {                 \

@@ -63,7 +63,7 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, OT* out, int
 
 __global__ void f16_to_bf16_kernel(const __half* __restrict__ src, int64_t n, __nv_bfloat16* __restrict__ out) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = __float2bfloat16_rn(__half2float(src[i]));
+  if (i < n) from_f32(to_f32(src[i]), out + i);
 }
 
 // Argmax in two passes: blocks (row, chunk) reduce kArgmaxChunks slices of a row, then one warp per

@@ -416,15 +416,6 @@ void heads_gemm(cublasHandle_t blas, DType dtype, const void* W, int64_t w_h, in
                                                int(nh * R), R, int(nh), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-#define DSV2_DISPATCH_CACHE(dtype, ...)                                 \
-  if ((dtype) == DType::F32) {                                          \
-    using CT = float;                                                   \
-    __VA_ARGS__;                                                        \
-  } else {                                                              \
-    using CT = __nv_bfloat16;                                           \
-    __VA_ARGS__;                                                        \
-  }
-
 }  // namespace
 
 void write_latents(float* kv, int64_t T, const float* kv_norm, float eps, int64_t d_c, int64_t d_rope, const int32_t* seq,

@@ -7,6 +7,7 @@
 
 #include "ops/cuda/cuda_check.h"
 #include "ops/cuda/device_math.cuh"
+#include "ops/cuda/tensor_core.cuh"
 
 namespace dsv2::cuda {
 
@@ -16,9 +17,7 @@ namespace {
 __device__ __forceinline__ uint4 eight_bf16(const __nv_bfloat16* p) { return *reinterpret_cast<const uint4*>(p); }
 __device__ __forceinline__ uint4 eight_bf16(const float* p) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
-  __align__(16) const __nv_bfloat162 v[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
-                               __floats2bfloat162_rn(b.x, b.y), __floats2bfloat162_rn(b.z, b.w)};
-  return *reinterpret_cast<const uint4*>(v);
+  return make_uint4(pack_bf16x2(a.x, a.y), pack_bf16x2(a.z, a.w), pack_bf16x2(b.x, b.y), pack_bf16x2(b.z, b.w));
 }
 
 // grid (L): position j's latent into latents[j, :] and its rotary key into keys[h, j, d_nope:] of every
@@ -57,9 +56,9 @@ bool decompress_keys_values_supported(const MlaShape& s) {
   return s.d_c % 8 == 0 && s.d_nope % 8 == 0 && s.d_rope % 8 == 0 && s.d_v % 8 == 0;
 }
 
-void decompress_keys_values(cublasHandle_t blas, const MlaShape& s, const PagedLatentCache& cache, int64_t layer,
-                            const int32_t* block_table, int64_t L, const DeviceMatrix& W_kvb, void* scratch,
-                            cudaStream_t stream) {
+PromptKeysValues decompress_keys_values(cublasHandle_t blas, const MlaShape& s, const PagedLatentCache& cache,
+                                        int64_t layer, const int32_t* block_table, int64_t L,
+                                        const DeviceMatrix& W_kvb, void* scratch, cudaStream_t stream) {
   const int64_t nh = s.n_heads, d_qk = s.d_nope + s.d_rope;
   check(decompress_keys_values_supported(s), "prompt keys and values: d_c, d_nope, d_rope and d_v multiples of 8");
   check(W_kvb.dtype == DType::BF16 && W_kvb.rows == nh * (s.d_nope + s.d_v) && W_kvb.cols == s.d_c,
@@ -72,15 +71,11 @@ void decompress_keys_values(cublasHandle_t blas, const MlaShape& s, const PagedL
   const PromptKeysValues out = prompt_keys_values(s, L, scratch);
   auto* keys = static_cast<__nv_bfloat16*>(out.keys);
   auto* latents = static_cast<__nv_bfloat16*>(out.latents);
-  if (cache.dtype == DType::F32) {
+  DSV2_DISPATCH_CACHE(cache.dtype, {
     gather_latents_and_rotary_keys_kernel<<<unsigned(L), 128, 0, stream>>>(
-        static_cast<const float*>(cache.layer(layer)), block_table, cache.block_size, s.d_c, s.d_rope, nh, d_qk, L,
+        static_cast<const CT*>(cache.layer(layer)), block_table, cache.block_size, s.d_c, s.d_rope, nh, d_qk, L,
         latents, keys);
-  } else {
-    gather_latents_and_rotary_keys_kernel<<<unsigned(L), 128, 0, stream>>>(
-        static_cast<const __nv_bfloat16*>(cache.layer(layer)), block_table, cache.block_size, s.d_c, s.d_rope, nh,
-        d_qk, L, latents, keys);
-  }
+  });
   DSV2_CUDA_LAUNCH_CHECK();
   DSV2_CUBLAS_CHECK(cublasSetStream(blas, stream));
   const float one = 1.0f, zero = 0.0f;
@@ -92,8 +87,9 @@ void decompress_keys_values(cublasHandle_t blas, const MlaShape& s, const PagedL
         (s.d_nope + s.d_v) * s.d_c, latents, CUDA_R_16BF, int(s.d_c), 0, &zero, c, CUDA_R_16BF, int(ldc), L * ldc,
         int(nh), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   };
-  per_head(0, s.d_nope, keys, d_qk);          // keys[h, j, 0:d_nope]
+  per_head(0, s.d_nope, keys, d_qk);             // keys[h, j, 0:d_nope]
   per_head(s.d_nope, s.d_v, out.values, s.d_v);  // values[h, j, :]
+  return out;
 }
 
 }  // namespace dsv2::cuda

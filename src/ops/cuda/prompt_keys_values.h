@@ -28,9 +28,10 @@ size_t prompt_keys_values_bytes(const MlaShape& s, int64_t L);
 // Head sizes the decompression takes: d_c, d_nope, d_rope, d_v multiples of 8 (16-byte rows).
 bool decompress_keys_values_supported(const MlaShape& s);
 // Positions [0, L) of the sequence whose block table is `block_table`, from `layer` of the cache, with
-// kv_b_proj `W_kvb` (bf16, [nh·(d_nope + d_v), d_c]), into prompt_keys_values(s, L, scratch).
-void decompress_keys_values(cublasHandle_t blas, const MlaShape& s, const PagedLatentCache& cache, int64_t layer,
-                            const int32_t* block_table, int64_t L, const DeviceMatrix& W_kvb, void* scratch,
-                            cudaStream_t stream);
+// kv_b_proj `W_kvb` (bf16, [nh·(d_nope + d_v), d_c]), into prompt_keys_values(s, L, scratch), which it
+// returns.
+PromptKeysValues decompress_keys_values(cublasHandle_t blas, const MlaShape& s, const PagedLatentCache& cache,
+                                        int64_t layer, const int32_t* block_table, int64_t L,
+                                        const DeviceMatrix& W_kvb, void* scratch, cudaStream_t stream);
 
 }  // namespace dsv2::cuda
