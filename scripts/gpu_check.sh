@@ -57,8 +57,7 @@ done
 attention_rows=()
 for spec in ${ATTENTION:-64,4096,16 64,4096,128 256,2048,16 128,8192,16 1,32768,16}; do
   IFS=, read -r b l h <<<"$spec"
-  kernels="warp-mma warpgroup-mma"
-  for k in $kernels; do
+  for k in warp-mma warpgroup-mma; do
     json="$OUT/attention_b${b}_l${l}_h${h}_$k.json"
     if "$BUILD/dsv2" bench-attention --device cuda --batch "$b" --context "$l" --heads "$h" --kernel "$k" --repeats 20 \
         --json >"$json" 2>"$json.err"; then
@@ -77,7 +76,7 @@ if [ "${PROFILE:-0}" = 1 ]; then
     if ncu --profile-from-start off --clock-control none --metrics gpu__time_duration.sum --csv "$BUILD/dsv2" bench \
         --device cuda --preset v2-lite --batch "$b" --prompt-tokens 128 --gen-tokens 3 --no-graphs --json \
         >"$csv" 2>"$csv.err"; then
-      kernel_tables+=("batch $b: $(python3 tools/ncu_kernel_table.py "$csv" 100000 | head -25)")
+      kernel_tables+=("batch $b: $(python3 tools/ncu_kernel_table.py "$csv" | head -25)")
     else
       kernel_tables+=("batch $b: ncu FAILED ($(tail -1 "$csv.err"))")
     fi

@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Sums kernel durations from an Nsight Compute CSV (ncu --metrics gpu__time_duration.sum --csv),
 grouped by kernel name, over
+  - every launch in the file (e.g. a `dsv2 bench` step profiled with --profile-from-start off):
+        ncu_kernel_table.py FILE.csv
   - the last N launches (e.g. the last decode steps of a `dsv2 bench --no-graphs` run):
         ncu_kernel_table.py FILE.csv N
   - or one layer's worth: the launches from the K-th launch (counted from 0) whose name contains
     TEXT up to the next such launch (e.g. TEXT = causal_attention over a prefill: one launch a layer):
         ncu_kernel_table.py FILE.csv --span TEXT K"""
-import csv, sys, collections
+import collections, csv, signal, sys
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet when piped into head
 
 rows = [r for r in csv.DictReader(l for l in open(sys.argv[1]) if l.startswith('"'))
         if r.get("Metric Name") == "gpu__time_duration.sum"]
@@ -18,6 +22,8 @@ if len(sys.argv) == 5 and sys.argv[2] == "--span":
     chosen = rows[marks[k]:marks[k + 1]]
 elif len(sys.argv) == 3:
     chosen = rows[-int(sys.argv[2]):]
+elif len(sys.argv) == 2:
+    chosen = rows
 else:
     sys.exit(__doc__)
 total = collections.Counter()
