@@ -345,8 +345,8 @@ TEST(CudaPrefillAttention, TensorCoresMatchTheExactFormOnTheDefaultModel) {
 
 // An F16 model keeps the tensor-core prompt attention (kv_b_proj rounded to a bf16 copy for the
 // decompression's GEMMs): the default model written with each bf16 tensor as f16 (bf16's 8 significant
-// bits fit f16's 11: 558 of its 7.1M values, under f16's normal range, round), its prefill logits at
-// every position against the CPU model's on the bf16 original.
+// bits fit f16's 11; only values under f16's normal range round), its prefill logits at every position
+// against the CPU model's on the bf16 original.
 TEST(CudaPrefillAttention, F16ModelMatchesTheCpu) {
   const DefaultModelText text = default_model_text();
   const LoadedModel& m = text.m;
