@@ -1,6 +1,6 @@
 // Helpers of the GPU tests: device buffers from host vectors (and back), NaN-poisoned outputs,
-// random weights in any stored dtype (FP8 through the host reference quantizer), and a routed-expert
-// problem with its f32 reference.
+// random weights in any stored dtype (FP8 through the host reference quantizer), a paged latent cache
+// with shuffled blocks and NaN in its unused slots, and a routed-expert problem with its f32 reference.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -75,6 +75,45 @@ inline std::vector<float> rounded(DType dtype, std::vector<float> v) {
   convert_to_f32(dtype, bytes.data(), v.data(), v.size());
   return v;
 }
+
+// A paged latent cache of `layers` layers on the device, `sequences` block-table rows of `max_blocks`
+// blocks each (plus `spare_blocks` no row names), its blocks handed out in shuffled order and every
+// slot NaN until store() fills it.
+struct ShuffledPagedCache {
+  cuda::PagedLatentCache cache;
+  int64_t max_blocks;
+  std::vector<int32_t> tables;  // [sequences, max_blocks]
+  std::vector<std::byte> image;  // the cache's bytes, uploaded by upload()
+  DeviceBuffer data;
+
+  ShuffledPagedCache(DType dtype, int64_t layers, int64_t sequences, int64_t max_blocks, int64_t block, int64_t width,
+                     std::mt19937& rng, int64_t spare_blocks = 0)
+      : cache{nullptr, dtype, layers, sequences * max_blocks + spare_blocks, block, width}, max_blocks(max_blocks) {
+    std::vector<int32_t> order(size_t(cache.n_blocks));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng);
+    tables.assign(order.begin(), order.begin() + sequences * max_blocks);
+    image.assign(size_t(layers * cache.n_blocks * block * width) * dtype_size(dtype), std::byte{0xff});
+  }
+  // Sequence `seq`'s positions 0 .. rows.size() / width − 1 in `layer`; `rows` ([len, width]) becomes
+  // what the cache holds (rounded to its dtype).
+  void store(int64_t layer, int64_t seq, std::vector<float>& rows) {
+    const int64_t width = cache.width, block = cache.block_size, len = int64_t(rows.size()) / width;
+    const size_t row_bytes = size_t(width) * dtype_size(cache.dtype);
+    std::vector<std::byte> stored(rows.size() * dtype_size(cache.dtype));
+    convert_from_f32(cache.dtype, rows.data(), stored.data(), rows.size());
+    convert_to_f32(cache.dtype, stored.data(), rows.data(), rows.size());
+    for (int64_t t = 0; t < len; ++t) {
+      const int64_t slot = layer * cache.n_blocks * block + int64_t(tables[size_t(seq * max_blocks + t / block)]) * block + t % block;
+      std::copy_n(stored.begin() + long(size_t(t) * row_bytes), row_bytes, image.begin() + long(size_t(slot) * row_bytes));
+    }
+  }
+  // The stored rows to the device (cache.data points there).
+  void upload() {
+    data = cuda_test::upload(image);
+    cache.data = data.get();
+  }
+};
 
 // A routed-expert problem's shape: T tokens of H values, E experts of intermediate size I, K a token.
 struct MoeShape {

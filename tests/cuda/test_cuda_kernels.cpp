@@ -510,31 +510,17 @@ TEST(CudaKernels, AbsorbedAttentionOverAShuffledPagedCache) {
     const int64_t width = m.d_c + m.d_rope, block = c.block, B = int64_t(c.lens.size()), max_len = c.max_len;
     const int64_t max_blocks = (max_len + block - 1) / block;
     for (DType cache_dtype : {DType::F32, DType::BF16}) {
-      std::vector<int32_t> order(size_t(B * max_blocks));
-      std::iota(order.begin(), order.end(), 0);
-      std::shuffle(order.begin(), order.end(), rng);
-      cuda::PagedLatentCache cache{nullptr, cache_dtype, 1, B * max_blocks, block, width};
-      const size_t cache_bytes = size_t(B * max_blocks * block * width) * dtype_size(cache_dtype);
-      DeviceBuffer dcache(cache_bytes);
-      DSV2_CUDA_CHECK(cudaMemset(dcache.get(), 0xff, cache_bytes));
-      cache.data = dcache.get();
+      ShuffledPagedCache paged(cache_dtype, 1, B, max_blocks, block, width, rng);
       std::vector<float> kvb_w;
       auto kvb_bytes = make_weights(DType::BF16, size_t(m.n_heads * (m.d_nope + m.d_v) * m.d_c), rng, kvb_w, 0.3f / std::sqrt(float(m.d_c) / 24.0f));
-      DeviceBuffer dkvb = upload(kvb_bytes), dtables = upload(order);
-      std::vector<std::vector<float>> lat(static_cast<size_t>(B));
+      DeviceBuffer dkvb = upload(kvb_bytes), dtables = upload(paged.tables);
+      std::vector<std::vector<float>> lat(static_cast<size_t>(B));  // what the cache holds
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t len = c.lens[size_t(b)];
-        lat[size_t(b)] = randn(size_t(len * width), rng);
-        std::vector<std::byte> stored(lat[size_t(b)].size() * dtype_size(cache_dtype));  // what the cache holds
-        convert_from_f32(cache_dtype, lat[size_t(b)].data(), stored.data(), lat[size_t(b)].size());
-        convert_to_f32(cache_dtype, stored.data(), lat[size_t(b)].data(), lat[size_t(b)].size());
-        for (int64_t t = 0; t < len; ++t) {
-          const int64_t blk = order[size_t(b * max_blocks + t / block)];
-          const size_t at = size_t((blk * block + t % block) * width) * dtype_size(cache_dtype);
-          DSV2_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dcache.get()) + at, stored.data() + size_t(t * width) * dtype_size(cache_dtype),
-                                     size_t(width) * dtype_size(cache_dtype), cudaMemcpyHostToDevice));
-        }
+        lat[size_t(b)] = randn(size_t(c.lens[size_t(b)] * width), rng);
+        paged.store(0, b, lat[size_t(b)]);
       }
+      paged.upload();
+      const cuda::PagedLatentCache& cache = paged.cache;
       std::vector<float> q = randn(size_t(B * m.n_heads * (m.d_nope + m.d_rope)), rng);
       std::vector<int32_t> seq_lens(c.lens.begin(), c.lens.end());
       DeviceBuffer dq = upload(q), dlens = upload(seq_lens), dqlat = nan_buffer(size_t(B * m.n_heads * m.d_c)),
@@ -583,32 +569,19 @@ TEST(CudaKernels, DecodeAttentionKernelsMatchReference) {
     const cuda::MlaShape m{c.heads, d_nope, d_rope, d_nope, d_c, 1.0f / std::sqrt(192.0f)};
     const int64_t nh = m.n_heads, B = int64_t(c.lens.size()), block = c.block;
     const int64_t max_len = *std::max_element(c.lens.begin(), c.lens.end()), max_blocks = (max_len + block - 1) / block;
-    std::vector<int32_t> order(size_t(B * max_blocks));
-    std::iota(order.begin(), order.end(), 0);
-    std::shuffle(order.begin(), order.end(), rng);
-    cuda::PagedLatentCache cache{nullptr, DType::BF16, 1, B * max_blocks, block, width};
-    const size_t cache_bytes = size_t(B * max_blocks * block * width) * 2;
-    DeviceBuffer dcache(cache_bytes);
-    DSV2_CUDA_CHECK(cudaMemset(dcache.get(), 0xff, cache_bytes));
-    cache.data = dcache.get();
-    std::vector<std::vector<float>> lat(static_cast<size_t>(B));
+    ShuffledPagedCache paged(DType::BF16, 1, B, max_blocks, block, width, rng);
+    std::vector<std::vector<float>> lat(static_cast<size_t>(B));  // what the cache holds
     for (int64_t b = 0; b < B; ++b) {
-      const int64_t len = c.lens[size_t(b)];
-      lat[size_t(b)] = randn(size_t(len * width), rng);
-      std::vector<std::byte> stored(lat[size_t(b)].size() * 2);
-      convert_from_f32(DType::BF16, lat[size_t(b)].data(), stored.data(), lat[size_t(b)].size());
-      convert_to_f32(DType::BF16, stored.data(), lat[size_t(b)].data(), lat[size_t(b)].size());
-      for (int64_t t = 0; t < len; ++t) {
-        const int64_t blk = order[size_t(b * max_blocks + t / block)];
-        DSV2_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dcache.get()) + size_t((blk * block + t % block) * width) * 2,
-                                   stored.data() + size_t(t * width) * 2, size_t(width) * 2, cudaMemcpyHostToDevice));
-      }
+      lat[size_t(b)] = randn(size_t(c.lens[size_t(b)] * width), rng);
+      paged.store(0, b, lat[size_t(b)]);
     }
+    paged.upload();
+    const cuda::PagedLatentCache& cache = paged.cache;
     // Queries of the scale a model's absorbed queries have (scores of a few units).
     const std::vector<float> q = randn(size_t(B * nh * (d_nope + d_rope)), rng, 2.0f),
                              q_lat = randn(size_t(B * nh * d_c), rng, 0.3f);
     std::vector<int32_t> seq_lens(c.lens.begin(), c.lens.end());
-    DeviceBuffer dq = upload(q), dqlat = upload(q_lat), dlens = upload(seq_lens), dtables = upload(order);
+    DeviceBuffer dq = upload(q), dqlat = upload(q_lat), dlens = upload(seq_lens), dtables = upload(paged.tables);
     // o_lat[b, h] in f64.
     std::vector<double> want;
     want.reserve(size_t(B * nh * d_c));

@@ -48,30 +48,21 @@ TEST(CudaKernels, DecompressKeysValuesMatchesReference) {
     const cuda::MlaShape& m = c.m;
     ASSERT_TRUE(cuda::decompress_keys_values_supported(m));
     const int64_t nh = m.n_heads, dn = m.d_nope, dr = m.d_rope, dv = m.d_v, d_c = m.d_c, d_qk = dn + dr, L = c.L;
-    const int64_t width = d_c + dr, n_blocks = (L + c.block - 1) / c.block + 3;  // 3 blocks never used
+    const int64_t width = d_c + dr, n_blocks = (L + c.block - 1) / c.block;
+    constexpr int64_t kSpareBlocks = 3;  // blocks the table does not name
     std::vector<float> w;
     const std::vector<std::byte> w_bytes =
         make_weights(DType::BF16, size_t(nh * (dn + dv) * d_c), rng, w, 1.0f / std::sqrt(float(d_c)));
     DeviceBuffer dw = upload(w_bytes);
     const cuda::DeviceMatrix W{DType::BF16, dw.get(), nh * (dn + dv), d_c};
     for (DType cache_dtype : {DType::F32, DType::BF16}) {
-      std::vector<int32_t> order(static_cast<size_t>(n_blocks));
-      std::iota(order.begin(), order.end(), 0);
-      std::shuffle(order.begin(), order.end(), rng);
       // Two layers; the test reads layer 1 (layer 0 stays NaN).
-      const size_t row_bytes = size_t(width) * dtype_size(cache_dtype), layer_bytes = size_t(n_blocks * c.block) * row_bytes;
-      DeviceBuffer dcache(2 * layer_bytes), dtable = upload(order);
-      DSV2_CUDA_CHECK(cudaMemset(dcache.get(), 0xff, 2 * layer_bytes));
-      const cuda::PagedLatentCache cache{dcache.get(), cache_dtype, 2, n_blocks, c.block, width};
+      ShuffledPagedCache paged(cache_dtype, 2, 1, n_blocks, c.block, width, rng, kSpareBlocks);
       std::vector<float> lat = randn(size_t(L * width), rng);
-      std::vector<std::byte> stored(lat.size() * dtype_size(cache_dtype));
-      convert_from_f32(cache_dtype, lat.data(), stored.data(), lat.size());
-      for (int64_t j = 0; j < L; ++j) {
-        const int64_t slot = int64_t(order[size_t(j / c.block)]) * c.block + j % c.block;
-        DSV2_CUDA_CHECK(cudaMemcpy(static_cast<char*>(dcache.get()) + layer_bytes + size_t(slot) * row_bytes,
-                                   stored.data() + size_t(j) * row_bytes, row_bytes, cudaMemcpyHostToDevice));
-      }
-      convert_to_f32(cache_dtype, stored.data(), lat.data(), lat.size());
+      paged.store(1, 0, lat);  // lat: what the cache holds
+      paged.upload();
+      const cuda::PagedLatentCache& cache = paged.cache;
+      DeviceBuffer dtable = upload(paged.tables);
       const std::vector<float> lat_bf16 = rounded(DType::BF16, lat);  // what the GEMMs and the keys take
 
       const size_t bytes = cuda::prompt_keys_values_bytes(m, L), guard = 64;
