@@ -151,7 +151,8 @@ void attend_decompressed(cublasHandle_t blas, const MlaShape& s, const float* q,
 // tail), q_lat: [B, nh, d_c], o_lat: [B, nh, d_c]; partials: absorbed_attention_scratch_floats() floats.
 // A bf16 cache takes a tensor-core kernel: `kernel` names one (benchmarks and tests compare them) or,
 // left automatic, the shape picks it (warpgroup_mma where it applies, rows of 512 + 64 values, but for
-// contexts under 512 keys in batches whose blocks fill the multiprocessors more than once).
+// contexts under 512 keys in batches whose blocks fill the multiprocessors more than once, and for up to
+// kGemvMaxTokens sequences of a max_len up to 2,048).
 enum class DecodeAttentionKernel { automatic, warp_mma, warpgroup_mma };
 void attend_latents(const MlaShape& s, const float* q, const float* q_lat, const PagedLatentCache& cache, int64_t layer,
                     const int32_t* block_tables, int64_t max_blocks, const int32_t* seq_lens, int64_t B, int64_t max_len,

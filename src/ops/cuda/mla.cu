@@ -473,10 +473,14 @@ void attend_latents(const MlaShape& m, const float* q, const float* q_lat, const
   check(kernel != K::warpgroup_mma || absorbed_attention_wgmma_supported(m, cache),
         "GPU MLA decode: the warpgroup_mma kernel takes a bf16 cache of 512 latent and 64 rotary values a row");
   // The warpgroup kernel, but for short contexts whose blocks (one a multiprocessor) take more than one
-  // wave: there the mma.sync kernel's two blocks a multiprocessor and 32-key chunks win (cuda-notes v22).
+  // wave, and for up to kGemvMaxTokens sequences of at most kFewShortKeys keys (split by max_len alone,
+  // so the choice does not depend on the batch either): there the mma.sync kernel's two blocks a
+  // multiprocessor and 32-key chunks win (cuda-notes v22, v25).
+  constexpr int64_t kFewShortKeys = 2048;
   const int64_t head_blocks = (nh + kWarpgroupAttentionHeads - 1) / kWarpgroupAttentionHeads;
   const bool short_and_many = head_blocks * B > multiprocessor_count() && max_len < 512;
-  if (kernel == K::automatic && absorbed_attention_wgmma_supported(m, cache) && !short_and_many)
+  const bool few_and_short = B <= kGemvMaxTokens && max_len <= kFewShortKeys;
+  if (kernel == K::automatic && absorbed_attention_wgmma_supported(m, cache) && !short_and_many && !few_and_short)
     kernel = K::warpgroup_mma;
   if (kernel == K::automatic && absorbed_attention_mma_supported(m, cache)) kernel = K::warp_mma;
   const int64_t n_splits = kernel == K::warpgroup_mma
