@@ -86,6 +86,32 @@ TEST(Cli, ActivationsOptionRoundsTheMatmulInputs) {
   EXPECT_EQ(nlohmann::json::parse(r.out)["activations"], "bf16");
 }
 
+// --weight-pages: the logits are bit-identical with the files in huge pages or mapped, bench names the
+// mode (huge by default), and anything else is an error.
+TEST(Cli, WeightPagesKeepTheLogits) {
+  test::Golden g = test::load_golden("v2_like");
+  const std::string dir = test::temp_dir("cli");
+  std::vector<float> logits[2];
+  const char* modes[2] = {"huge", "mapped"};
+  for (int i = 0; i < 2; ++i) {
+    const std::string out = dir + "/" + modes[i] + ".f32";
+    test::RunResult r = run_dsv2("logits --model " + g.dir + " --ids " + test::join_ids(g.ids) + " --out " + out +
+                                 " --weight-pages " + modes[i]);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    logits[i] = test::read_f32_file(out);
+  }
+  ASSERT_EQ(logits[0].size(), g.logits.size());
+  EXPECT_EQ(logits[0], logits[1]);
+  for (const char* mode : {"", " --weight-pages mapped"}) {
+    test::RunResult r = run_dsv2("bench --model " + g.dir + " --prompt-tokens 4 --gen-tokens 2 --json" + mode);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["weight_pages"], *mode ? "mapped" : "huge");
+  }
+  test::RunResult bad = run_dsv2("logits --model " + g.dir + " --ids 1,2 --out " + dir + "/x.f32 --weight-pages 4k");
+  EXPECT_NE(bad.exit_code, 0);
+  test::expect_contains(bad.err, "--weight-pages must be huge or mapped (seen '4k')");
+}
+
 TEST(Cli, GenerateGreedyPrintsIdsOnTheLastLine) {
   test::Golden g = test::load_golden("lite_like");
   test::RunResult r = run_dsv2("generate --model " + g.dir + " --prompt-ids " + test::join_ids(g.greedy_prompt) +

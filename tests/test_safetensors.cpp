@@ -1,7 +1,9 @@
 // The loader on good and broken files: every problem is an Error naming the file and tensor.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -48,6 +50,36 @@ TEST(Safetensors, ReadsWhatTheWriterWrote) {
   EXPECT_EQ(static_cast<const float*>(static_cast<const void*>(tx.data))[5], 6.0f);
   EXPECT_EQ(f.tensors().at("y").dtype(), DType::BF16);
   EXPECT_EQ(f.tensors().at("z").n_bytes, 2u);
+}
+
+// A file held in huge pages has the mapped file's bytes (a size that is not a whole number of pages, one
+// byte, none), its start 2 MB aligned; broken files fail the same way either way.
+TEST(MappedFile, HugePagesHoldTheMappedBytes) {
+  std::mt19937 rng(3);
+  for (size_t n : {size_t(3 << 20) + 17, size_t(1), size_t(0)}) {
+    std::string bytes(n, '\0');
+    for (char& c : bytes) c = char(rng());
+    const std::string path = test::temp_dir("mf") + "/f.bin";
+    test::write_file(path, bytes);
+    const MappedFile mapped(path), huge(path, FileResidency::HugePages);
+    ASSERT_EQ(huge.size(), n);
+    ASSERT_EQ(mapped.size(), n);
+    if (n == 0) continue;
+    EXPECT_EQ(std::memcmp(huge.data(), mapped.data(), n), 0);
+    EXPECT_EQ(std::memcmp(huge.data(), bytes.data(), n), 0);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(huge.data()) % (2 << 20), 0u);
+  }
+  const std::string missing = test::temp_dir("mf") + "/missing.bin";
+  expect_contains(error_of([&] { MappedFile f(missing, FileResidency::HugePages); }), "missing.bin: cannot open");
+  expect_contains(error_of([&] { MappedFile f(test::temp_dir("mf"), FileResidency::HugePages); }), "not a regular file");
+  // A model directory loads the same tensors either way.
+  const std::string path = test::temp_dir("st") + "/h.safetensors";
+  SafetensorsWriter w(path, {{"x", DType::F32, {2, 3}}});
+  const float x[6] = {1, 2, 3, 4, 5, 6};
+  w.write_next(x, sizeof x);
+  w.finish();
+  const SafetensorsFile f(path, FileResidency::HugePages);
+  EXPECT_EQ(std::memcmp(f.tensors().at("x").data, x, sizeof x), 0);
 }
 
 TEST(Safetensors, RejectsBrokenFiles) {

@@ -23,8 +23,8 @@ Device device_option(Args& args) {
 }
 
 Backend::Backend(const std::string& model_dir, Device device, int threads, DType cache_dtype, int64_t capacity,
-                 WeightFormat weights, ActivationFormat activations)
-    : model_(load_model(model_dir)), cache_dtype_(cache_dtype),
+                 WeightFormat weights, ActivationFormat activations, FileResidency pages)
+    : model_(load_model(model_dir, device == Device::Cpu ? pages : FileResidency::Mapped)), cache_dtype_(cache_dtype),
       capacity_(std::min(capacity, model_.config.max_position_embeddings)) {
   check(capacity >= 1, "sequence capacity must be >= 1 token");
   if (device == Device::Cpu) {

@@ -20,10 +20,12 @@ Device device_option(Args& args);  // --device cpu|cuda (default cpu)
 class Backend {
  public:
   // Loads the model directory for sequences of up to `capacity` tokens (at most max_position_embeddings).
-  // On the CPU the Linear matrices are quantized to `weights` first and their matmuls round the activations
-  // as `activations` says (model/quantize.h).
+  // On the CPU the weight files are held as `pages` says (core/mapped_file.h), the Linear matrices are
+  // quantized to `weights` first and their matmuls round the activations as `activations` says
+  // (model/quantize.h); the GPU maps the files (they are uploaded once).
   Backend(const std::string& model_dir, Device device, int threads, DType cache_dtype, int64_t capacity,
-          WeightFormat weights = WeightFormat::AsStored, ActivationFormat activations = ActivationFormat::F32);
+          WeightFormat weights = WeightFormat::AsStored, ActivationFormat activations = ActivationFormat::F32,
+          FileResidency pages = FileResidency::HugePages);
   ~Backend();
   const ModelConfig& config() const { return model_.config; }
   const LoadedModel& model() const { return model_; }

@@ -63,10 +63,11 @@ int cmd_bench(Args& args) {
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
+  const FileResidency pages = weight_pages_option(args);
   ThreadPool pool(threads_option(args));
   args.finish();
 
-  LoadedModel m = load_model(dir);
+  LoadedModel m = load_model(dir, pages);
   quantize_model(m, weights, pool);
   set_activation_format(m, activations);
   const ModelConfig& cfg = m.config;
@@ -104,6 +105,7 @@ int cmd_bench(Args& args) {
       {"weights_dtype", dtype_name(cfg.torch_dtype)},
       {"linear_weights", dtype_name(m.weights.layers.front().kv_a_proj.dtype)},
       {"activations", activation_format_name(activations)},
+      {"weight_pages", pages == FileResidency::HugePages ? "huge" : "mapped"},
       {"cache_dtype", dtype_name(cache_dtype)},
       {"context_tokens", context},
       {"prompt_tokens", prompt_tokens},

@@ -55,11 +55,12 @@ int cmd_chat(Args& args) {
   const int threads = threads_option(args);
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
+  const FileResidency pages = weight_pages_option(args);
   args.finish();
 
   const Tokenizer tokenizer = Tokenizer::load(dir);
   const ChatTemplate chat = ChatTemplate::from_model_dir(dir, template_file);
-  Backend backend(dir, device, threads, cache_dtype, context, weights, activations);
+  Backend backend(dir, device, threads, cache_dtype, context, weights, activations, pages);
 
   struct sigaction action {};
   action.sa_handler = on_interrupt;

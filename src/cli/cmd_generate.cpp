@@ -30,6 +30,7 @@ int cmd_generate(Args& args) {
   const int threads = threads_option(args);
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
+  const FileResidency pages = weight_pages_option(args);
   args.finish();
 
   std::vector<int32_t> prompt;
@@ -50,7 +51,7 @@ int cmd_generate(Args& args) {
   }
 
   const int64_t wanted = int64_t(prompt.size()) + std::max<int64_t>(opt.max_new_tokens, 1);
-  Backend backend(dir, device, threads, cache_dtype, wanted, weights, activations);
+  Backend backend(dir, device, threads, cache_dtype, wanted, weights, activations, pages);
   std::unique_ptr<SequenceModel> seq = backend.new_sequence();
   std::unique_ptr<StreamingDetokenizer> stream;
   if (tokenizer && !print_ids) stream = std::make_unique<StreamingDetokenizer>(*tokenizer, SpecialTokenText::Skip);

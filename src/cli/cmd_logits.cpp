@@ -18,10 +18,11 @@ int cmd_logits(Args& args) {
   const int threads = threads_option(args);
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
+  const FileResidency pages = weight_pages_option(args);
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
   args.finish();
 
-  Backend backend(dir, device, threads, cache_dtype, int64_t(ids.size()), weights, activations);
+  Backend backend(dir, device, threads, cache_dtype, int64_t(ids.size()), weights, activations, pages);
   const int64_t vocab = backend.config().vocab_size;
   for (int32_t id : ids)
     check(id < vocab, "--ids: token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");

@@ -23,13 +23,14 @@ int cmd_perplexity(Args& args) {
   check(max_tokens >= 0, "--max-tokens must be >= 0 (0: the whole text)");
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
+  const FileResidency pages = weight_pages_option(args);
   const int threads = threads_option(args);
   args.finish();
 
   std::vector<int32_t> ids = Tokenizer::load(dir).encode(read_text_file(text_path), SpecialTokens::Add);
   if (max_tokens > 0 && int64_t(ids.size()) > max_tokens) ids.resize(size_t(max_tokens));
   check(ids.size() >= 2, text_path + ": fewer than 2 tokens");
-  Backend backend(dir, Device::Cpu, threads, DType::F32, context, weights, activations);
+  Backend backend(dir, Device::Cpu, threads, DType::F32, context, weights, activations, pages);
   const int64_t V = backend.config().vocab_size;
   const int64_t window_tokens = std::min(context, backend.config().max_position_embeddings);
   double nll = 0;

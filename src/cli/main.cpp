@@ -39,7 +39,9 @@ const char* kUsage =
     "                --weights bf16|int8|q4|fp8 (generate, chat, logits, bench, serve, perplexity: quantize the Linear\n"
     "                matrices at load; default bf16 = as stored; fp8 with --device cuda only),\n"
     "                --activations f32|bf16 (the same commands, CPU: bf16 rounds the activations of BF16 matrices\n"
-    "                to bf16 for the AVX512-BF16 kernels, ~1.5x the prefill speed; default f32 = exact)\n";
+    "                to bf16 for the AVX512-BF16 kernels, ~1.5x the prefill speed; default f32 = exact),\n"
+    "                --weight-pages huge|mapped (the same commands, CPU: huge reads the weight files into 2 MB\n"
+    "                pages, ~1.3x the decode speed; mapped memory-maps them: instant start, shared page cache)\n";
 
 }  // namespace
 

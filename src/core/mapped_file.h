@@ -1,14 +1,23 @@
-// A read-only memory map of a whole file (weights are read in place, never copied).
+// A read-only view of a whole file: memory-mapped (weights read in place from the page cache), or read
+// once into transparent huge pages.
 #pragma once
 #include <cstddef>
 #include <string>
 
 namespace dsv2 {
 
+// How a MappedFile holds its bytes. Mapped: the file's pages mapped in place (instant, shared with the
+// page cache and other processes, 4 KB pages). HugePages: read into private memory advised for 2 MB
+// transparent huge pages, the file's page-cache copy dropped after reading; a decode that streams
+// gigabytes of weights a token then takes a TLB miss per 2 MB instead of per 4 KB (docs/cpu-notes.md:
+// 1.3–1.4× decode on the 4-layer bf16 model). Where the kernel has no transparent huge pages it is
+// still a private copy of the file in 4 KB pages.
+enum class FileResidency { Mapped, HugePages };
+
 class MappedFile {
  public:
-  // Maps `path`; throws Error naming the path if it cannot be opened or mapped.
-  explicit MappedFile(const std::string& path);
+  // Maps or reads `path`; throws Error naming the path if it cannot be opened, mapped or read.
+  explicit MappedFile(const std::string& path, FileResidency residency = FileResidency::Mapped);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -21,6 +30,8 @@ class MappedFile {
   std::string path_;
   const std::byte* data_ = nullptr;
   size_t size_ = 0;
+  void* region_ = nullptr;  // what the destructor unmaps: region_bytes_ from region_
+  size_t region_bytes_ = 0;
 };
 
 // Reads a whole (small) file into a string; throws Error naming the path.

@@ -17,8 +17,8 @@ struct LoadedModel {
   std::vector<std::vector<uint8_t>> quantized_storage;  // matrices quantized at load (model/quantize.h)
 };
 
-// Reads config.json, maps the safetensors and checks every tensor before any compute.
-// Throws Error naming the file, field or tensor at fault.
-LoadedModel load_model(const std::string& model_dir);
+// Reads config.json, maps the safetensors (or reads them into huge pages: core/mapped_file.h) and checks
+// every tensor before any compute. Throws Error naming the file, field or tensor at fault.
+LoadedModel load_model(const std::string& model_dir, FileResidency residency = FileResidency::Mapped);
 
 }  // namespace dsv2

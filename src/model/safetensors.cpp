@@ -41,7 +41,7 @@ DType TensorRef::dtype() const {
   throw Error(*file + ": tensor '" + name + "' has dtype " + dtype_name + " (supported: BF16, F16, F32)");
 }
 
-SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
+SafetensorsFile::SafetensorsFile(const std::string& path, FileResidency residency) : file_(path, residency) {
   const size_t size = file_.size();
   check(size >= 8, path + ": truncated safetensors file (" + std::to_string(size) + " bytes, less than the 8-byte header length)");
   uint64_t header_len;
@@ -119,7 +119,7 @@ size_t Checkpoint::file_bytes() const {
   return n;
 }
 
-Checkpoint::Checkpoint(const std::string& model_dir) : dir_(model_dir) {
+Checkpoint::Checkpoint(const std::string& model_dir, FileResidency residency) : dir_(model_dir) {
   namespace fs = std::filesystem;
   check(fs::is_directory(model_dir), model_dir + ": not a directory");
   const std::string index_path = model_dir + "/model.safetensors.index.json";
@@ -141,7 +141,7 @@ Checkpoint::Checkpoint(const std::string& model_dir) : dir_(model_dir) {
             index_path + ": weight_map['" + it.key() + "'] names '" + shard + "', not a file in the model directory");
       auto s = shards.find(shard);
       if (s == shards.end()) {
-        files_.push_back(std::make_unique<SafetensorsFile>(model_dir + "/" + shard));
+        files_.push_back(std::make_unique<SafetensorsFile>(model_dir + "/" + shard, residency));
         s = shards.emplace(shard, files_.back().get()).first;
       }
       auto t = s->second->tensors().find(it.key());
@@ -150,7 +150,7 @@ Checkpoint::Checkpoint(const std::string& model_dir) : dir_(model_dir) {
       by_name_[it.key()] = &t->second;
     }
   } else if (fs::exists(single_path)) {
-    files_.push_back(std::make_unique<SafetensorsFile>(single_path));
+    files_.push_back(std::make_unique<SafetensorsFile>(single_path, residency));
     for (const auto& [name, t] : files_.back()->tensors()) by_name_[name] = &t;
   } else {
     throw Error(model_dir + ": no model.safetensors or model.safetensors.index.json");

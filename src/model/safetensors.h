@@ -27,7 +27,8 @@ struct TensorRef {
 
 class SafetensorsFile {
  public:
-  explicit SafetensorsFile(const std::string& path);  // throws Error naming the path and the problem
+  // Throws Error naming the path and the problem.
+  explicit SafetensorsFile(const std::string& path, FileResidency residency = FileResidency::Mapped);
   const std::string& path() const { return file_.path(); }
   size_t size() const { return file_.size(); }
   const std::map<std::string, TensorRef>& tensors() const { return tensors_; }
@@ -40,7 +41,7 @@ class SafetensorsFile {
 // Every tensor of a model directory, by name.
 class Checkpoint {
  public:
-  explicit Checkpoint(const std::string& model_dir);
+  explicit Checkpoint(const std::string& model_dir, FileResidency residency = FileResidency::Mapped);
   // nullptr if absent.
   const TensorRef* find(const std::string& name) const;
   const std::map<std::string, const TensorRef*>& tensors() const { return by_name_; }
