@@ -63,21 +63,21 @@ TEST(Cli, LogitsWritesEveryPositionOfBothPaths) {
   }
 }
 
+// `dsv2 logits` of fixture g's ids with `options` added (asserting that it ran), through a file in a
+// fresh directory.
+std::vector<float> logits_with(const test::Golden& g, const std::string& options) {
+  const std::string out = test::temp_dir("cli") + "/logits.f32";
+  test::RunResult r = run_dsv2("logits --model " + g.dir + " --ids " + test::join_ids(g.ids) + " --out " + out + " " + options);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return test::read_f32_file(out);
+}
+
 // --activations bf16 reaches the kernels: the BF16 fixture's logits move (measured mean relative L2 9e-3
 // against f32 activations, test_bf16_activations.cpp), and bench reports the mode.
 TEST(Cli, ActivationsOptionRoundsTheMatmulInputs) {
   test::Golden g = test::load_golden("v2_like");
-  const std::string dir = test::temp_dir("cli");
-  std::vector<float> logits[2];
-  const char* formats[2] = {"f32", "bf16"};
-  for (int i = 0; i < 2; ++i) {
-    const std::string out = dir + "/" + formats[i] + ".f32";
-    test::RunResult r = run_dsv2("logits --model " + g.dir + " --ids " + test::join_ids(g.ids) + " --out " + out +
-                                 " --activations " + formats[i]);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    logits[i] = test::read_f32_file(out);
-    ASSERT_EQ(logits[i].size(), g.logits.size());
-  }
+  const std::vector<float> logits[2] = {logits_with(g, "--activations f32"), logits_with(g, "--activations bf16")};
+  for (const std::vector<float>& l : logits) ASSERT_EQ(l.size(), g.logits.size());
   const double diff = test::rel_l2(logits[1].data(), logits[0].data(), logits[0].size());
   EXPECT_GT(diff, 1e-4);
   EXPECT_LT(diff, 5e-2);
@@ -90,24 +90,16 @@ TEST(Cli, ActivationsOptionRoundsTheMatmulInputs) {
 // mode (huge by default), and anything else is an error.
 TEST(Cli, WeightPagesKeepTheLogits) {
   test::Golden g = test::load_golden("v2_like");
-  const std::string dir = test::temp_dir("cli");
-  std::vector<float> logits[2];
-  const char* modes[2] = {"huge", "mapped"};
-  for (int i = 0; i < 2; ++i) {
-    const std::string out = dir + "/" + modes[i] + ".f32";
-    test::RunResult r = run_dsv2("logits --model " + g.dir + " --ids " + test::join_ids(g.ids) + " --out " + out +
-                                 " --weight-pages " + modes[i]);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    logits[i] = test::read_f32_file(out);
-  }
-  ASSERT_EQ(logits[0].size(), g.logits.size());
-  EXPECT_EQ(logits[0], logits[1]);
+  const std::vector<float> huge = logits_with(g, "--weight-pages huge"), mapped = logits_with(g, "--weight-pages mapped");
+  ASSERT_EQ(huge.size(), g.logits.size());
+  EXPECT_EQ(huge, mapped);
   for (const char* mode : {"", " --weight-pages mapped"}) {
     test::RunResult r = run_dsv2("bench --model " + g.dir + " --prompt-tokens 4 --gen-tokens 2 --json" + mode);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(nlohmann::json::parse(r.out)["weight_pages"], *mode ? "mapped" : "huge");
   }
-  test::RunResult bad = run_dsv2("logits --model " + g.dir + " --ids 1,2 --out " + dir + "/x.f32 --weight-pages 4k");
+  test::RunResult bad =
+      run_dsv2("logits --model " + g.dir + " --ids 1,2 --out " + test::temp_dir("cli") + "/x.f32 --weight-pages 4k");
   EXPECT_NE(bad.exit_code, 0);
   test::expect_contains(bad.err, "--weight-pages must be huge or mapped (seen '4k')");
 }
