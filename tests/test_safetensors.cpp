@@ -82,6 +82,16 @@ TEST(MappedFile, HugePagesHoldTheMappedBytes) {
   EXPECT_EQ(std::memcmp(f.tensors().at("x").data, x, sizeof x), 0);
 }
 
+// Huge pages where the files fit in the memory available; a model larger than memory stays mapped.
+TEST(MappedFile, HugePagesOnlyWhereTheyFit) {
+  EXPECT_EQ(residency_that_fits(4096, FileResidency::HugePages), FileResidency::HugePages);
+  EXPECT_EQ(residency_that_fits(size_t(1) << 50, FileResidency::HugePages), FileResidency::Mapped);  // 1 PiB
+  EXPECT_EQ(residency_that_fits(4096, FileResidency::Mapped), FileResidency::Mapped);
+  const test::Golden g = test::load_golden("lite_like");
+  EXPECT_EQ(load_model(g.dir, FileResidency::HugePages).residency, FileResidency::HugePages);
+  EXPECT_EQ(load_model(g.dir).residency, FileResidency::Mapped);
+}
+
 TEST(Safetensors, RejectsBrokenFiles) {
   const std::string data(16, '\0');
   json ok = {{"t", {{"dtype", "F32"}, {"shape", {2, 2}}, {"data_offsets", {0, 16}}}}};

@@ -48,6 +48,18 @@ std::byte* read_into_huge_pages(int fd, size_t size, const std::string& path, vo
 
 }  // namespace
 
+FileResidency residency_that_fits(size_t bytes, FileResidency wanted) {
+  if (wanted == FileResidency::Mapped) return wanted;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  size_t kib = 0;
+  while (meminfo >> key >> kib) {
+    if (key == "MemAvailable:") return double(bytes) <= 0.9 * double(kib) * 1024 ? wanted : FileResidency::Mapped;
+    meminfo.ignore(64, '\n');
+  }
+  return FileResidency::Mapped;  // unknown: as before huge pages existed here
+}
+
 MappedFile::MappedFile(const std::string& path, FileResidency residency) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   check(fd >= 0, path + ": cannot open: " + std::strerror(errno));

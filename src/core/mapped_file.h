@@ -14,6 +14,10 @@ namespace dsv2 {
 // still a private copy of the file in 4 KB pages.
 enum class FileResidency { Mapped, HugePages };
 
+// `wanted`, but Mapped where HugePages would not fit: `bytes` above 90% of the memory available now
+// (MemAvailable in /proc/meminfo). Files larger than memory still run mapped, paged in as they are used.
+FileResidency residency_that_fits(size_t bytes, FileResidency wanted);
+
 class MappedFile {
  public:
   // Maps or reads `path`; throws Error naming the path if it cannot be opened, mapped or read.
