@@ -57,7 +57,7 @@ FileResidency residency_that_fits(size_t bytes, FileResidency wanted) {
     if (key == "MemAvailable:") return double(bytes) <= 0.9 * double(kib) * 1024 ? wanted : FileResidency::Mapped;
     meminfo.ignore(64, '\n');
   }
-  return FileResidency::Mapped;  // unknown: as before huge pages existed here
+  return FileResidency::Mapped;  // unknown: the mapping, which needs no memory of its own
 }
 
 MappedFile::MappedFile(const std::string& path, FileResidency residency) : path_(path) {
