@@ -22,9 +22,15 @@ Device device_option(Args& args) {
   throw Error("--device must be cpu or cuda (seen '" + d + "')");
 }
 
+FileResidency weight_pages_option(Args& args, Device device) {
+  const std::string v = args.value("--weight-pages").value_or("huge");
+  check(v == "huge" || v == "mapped", "--weight-pages must be huge or mapped (seen '" + v + "')");
+  return v == "huge" && device == Device::Cpu ? FileResidency::HugePages : FileResidency::Mapped;
+}
+
 Backend::Backend(const std::string& model_dir, Device device, int threads, DType cache_dtype, int64_t capacity,
                  WeightFormat weights, ActivationFormat activations, FileResidency pages)
-    : model_(load_model(model_dir, device == Device::Cpu ? pages : FileResidency::Mapped)), cache_dtype_(cache_dtype),
+    : model_(load_model(model_dir, pages)), cache_dtype_(cache_dtype),
       capacity_(std::min(capacity, model_.config.max_position_embeddings)) {
   check(capacity >= 1, "sequence capacity must be >= 1 token");
   if (device == Device::Cpu) {

@@ -16,16 +16,18 @@ class CudaDeepseekV2;
 
 enum class Device { Cpu, Cuda };
 Device device_option(Args& args);  // --device cpu|cuda (default cpu)
+// --weight-pages huge|mapped (default huge): how a CPU run holds the weight files (core/mapped_file.h;
+// huge where they fit in the memory available, else mapped). The GPU maps them: they are uploaded once.
+FileResidency weight_pages_option(Args& args, Device device);
 
 class Backend {
  public:
   // Loads the model directory for sequences of up to `capacity` tokens (at most max_position_embeddings).
-  // On the CPU the weight files are held as `pages` says (core/mapped_file.h), the Linear matrices are
+  // The weight files are held as `pages` says (weight_pages_option). On the CPU the Linear matrices are
   // quantized to `weights` first and their matmuls round the activations as `activations` says
-  // (model/quantize.h); the GPU maps the files (they are uploaded once).
+  // (model/quantize.h).
   Backend(const std::string& model_dir, Device device, int threads, DType cache_dtype, int64_t capacity,
-          WeightFormat weights = WeightFormat::AsStored, ActivationFormat activations = ActivationFormat::F32,
-          FileResidency pages = FileResidency::HugePages);
+          WeightFormat weights, ActivationFormat activations, FileResidency pages);
   ~Backend();
   const ModelConfig& config() const { return model_.config; }
   const LoadedModel& model() const { return model_; }

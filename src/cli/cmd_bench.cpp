@@ -63,7 +63,7 @@ int cmd_bench(Args& args) {
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
-  const FileResidency pages = weight_pages_option(args);
+  const FileResidency pages = weight_pages_option(args, Device::Cpu);
   ThreadPool pool(threads_option(args));
   args.finish();
 

@@ -55,7 +55,7 @@ int cmd_chat(Args& args) {
   const int threads = threads_option(args);
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
-  const FileResidency pages = weight_pages_option(args);
+  const FileResidency pages = weight_pages_option(args, device);
   args.finish();
 
   const Tokenizer tokenizer = Tokenizer::load(dir);

@@ -30,7 +30,7 @@ int cmd_generate(Args& args) {
   const int threads = threads_option(args);
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
-  const FileResidency pages = weight_pages_option(args);
+  const FileResidency pages = weight_pages_option(args, device);
   args.finish();
 
   std::vector<int32_t> prompt;

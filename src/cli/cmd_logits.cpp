@@ -18,7 +18,7 @@ int cmd_logits(Args& args) {
   const int threads = threads_option(args);
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
-  const FileResidency pages = weight_pages_option(args);
+  const FileResidency pages = weight_pages_option(args, device);
   const DType cache_dtype = cache_dtype_option(args, DType::F32);
   args.finish();
 

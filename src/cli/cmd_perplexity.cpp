@@ -23,7 +23,7 @@ int cmd_perplexity(Args& args) {
   check(max_tokens >= 0, "--max-tokens must be >= 0 (0: the whole text)");
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
-  const FileResidency pages = weight_pages_option(args);
+  const FileResidency pages = weight_pages_option(args, Device::Cpu);
   const int threads = threads_option(args);
   args.finish();
 

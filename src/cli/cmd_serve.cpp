@@ -61,7 +61,7 @@ int cmd_serve(Args& args) {
   // between jobs; on 2 cores two spinning workers starve the connections).
   const WeightFormat weights = weights_option(args);
   const ActivationFormat activations = activations_option(args);
-  const FileResidency pages = weight_pages_option(args);
+  const FileResidency pages = weight_pages_option(args, device);
   int threads = threads_option(args);
   if (threads == 0) threads = int(std::max(1u, std::thread::hardware_concurrency() - 1));
   args.finish();
@@ -74,7 +74,7 @@ int cmd_serve(Args& args) {
   } catch (const Error& e) {
     std::fprintf(stderr, "no chat template (%s): /v1/chat/completions will answer 400\n", e.what());
   }
-  LoadedModel model = load_model(dir, device == Device::Cpu ? pages : FileResidency::Mapped);
+  LoadedModel model = load_model(dir, pages);
   // The CPU model's threads, which also sample each step's sequences; on the GPU, threads for sampling.
   ThreadPool pool(device == Device::Cpu ? threads : int(std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u)));
   eo.sampling_threads = &pool;

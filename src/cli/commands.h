@@ -38,8 +38,5 @@ int threads_option(Args& args);                          // --threads N (default
 DType cache_dtype_option(Args& args, DType fallback);    // --cache-dtype f32|bf16
 WeightFormat weights_option(Args& args);                 // --weights bf16|int8|q4|fp8 (default bf16: as stored)
 ActivationFormat activations_option(Args& args);         // --activations f32|bf16 (default f32)
-// --weight-pages huge|mapped (default huge): how a CPU run holds the weight files (core/mapped_file.h;
-// huge where they fit in the memory available, else mapped).
-FileResidency weight_pages_option(Args& args);
 
 }  // namespace dsv2

@@ -32,13 +32,6 @@ ActivationFormat activations_option(Args& args) {
   return parse_activation_format(args.value("--activations").value_or("f32"), "--activations");
 }
 
-FileResidency weight_pages_option(Args& args) {
-  const std::string v = args.value("--weight-pages").value_or("huge");
-  if (v == "huge") return FileResidency::HugePages;
-  if (v == "mapped") return FileResidency::Mapped;
-  throw Error("--weight-pages must be huge or mapped (seen '" + v + "')");
-}
-
 DType cache_dtype_option(Args& args, DType fallback) {
   auto v = args.value("--cache-dtype");
   if (!v) return fallback;
