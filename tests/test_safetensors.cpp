@@ -88,8 +88,8 @@ TEST(MappedFile, HugePagesOnlyWhereTheyFit) {
   EXPECT_EQ(residency_that_fits(size_t(1) << 50, FileResidency::HugePages), FileResidency::Mapped);  // 1 PiB
   EXPECT_EQ(residency_that_fits(4096, FileResidency::Mapped), FileResidency::Mapped);
   const test::Golden g = test::load_golden("lite_like");
-  EXPECT_EQ(load_model(g.dir, FileResidency::HugePages).residency, FileResidency::HugePages);
-  EXPECT_EQ(load_model(g.dir).residency, FileResidency::Mapped);
+  EXPECT_EQ(load_model(g.dir, FileResidency::HugePages).checkpoint->residency(), FileResidency::HugePages);
+  EXPECT_EQ(load_model(g.dir).checkpoint->residency(), FileResidency::Mapped);
 }
 
 TEST(Safetensors, RejectsBrokenFiles) {

@@ -105,7 +105,7 @@ int cmd_bench(Args& args) {
       {"weights_dtype", dtype_name(cfg.torch_dtype)},
       {"linear_weights", dtype_name(m.weights.layers.front().kv_a_proj.dtype)},
       {"activations", activation_format_name(activations)},
-      {"weight_pages", m.residency == FileResidency::HugePages ? "huge" : "mapped"},
+      {"weight_pages", m.checkpoint->residency() == FileResidency::HugePages ? "huge" : "mapped"},
       {"cache_dtype", dtype_name(cache_dtype)},
       {"context_tokens", context},
       {"prompt_tokens", prompt_tokens},

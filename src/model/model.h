@@ -13,7 +13,6 @@ namespace dsv2 {
 struct LoadedModel {
   ModelConfig config;
   std::unique_ptr<Checkpoint> checkpoint;
-  FileResidency residency = FileResidency::Mapped;  // how the checkpoint's files are held
   ModelWeights weights;
   std::vector<std::vector<uint8_t>> quantized_storage;  // matrices quantized at load (model/quantize.h)
 };

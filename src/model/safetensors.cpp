@@ -133,24 +133,36 @@ Checkpoint::Checkpoint(const std::string& model_dir, FileResidency residency) : 
     }
     check(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
           index_path + ": needs a 'weight_map' object");
+    // The shards the index names, checked, and their total size (whether huge pages fit), before any opens.
     std::map<std::string, SafetensorsFile*> shards;
+    size_t bytes = 0;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
       check(it.value().is_string(), index_path + ": weight_map['" + it.key() + "'] must be a file name");
-      std::string shard = it.value().get<std::string>();
+      const std::string shard = it.value().get<std::string>();
       check(shard.find('/') == std::string::npos && shard != ".." && !shard.empty(),
             index_path + ": weight_map['" + it.key() + "'] names '" + shard + "', not a file in the model directory");
-      auto s = shards.find(shard);
-      if (s == shards.end()) {
-        files_.push_back(std::make_unique<SafetensorsFile>(model_dir + "/" + shard, residency));
-        s = shards.emplace(shard, files_.back().get()).first;
+      std::error_code ec;
+      const uintmax_t n = fs::file_size(model_dir + "/" + shard, ec);  // a missing shard fails when opened
+      if (shards.emplace(shard, nullptr).second && !ec) bytes += size_t(n);
+    }
+    residency_ = residency_that_fits(bytes, residency);
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      const std::string shard = it.value().get<std::string>();
+      SafetensorsFile*& file = shards.at(shard);
+      if (!file) {
+        files_.push_back(std::make_unique<SafetensorsFile>(model_dir + "/" + shard, residency_));
+        file = files_.back().get();
       }
-      auto t = s->second->tensors().find(it.key());
-      check(t != s->second->tensors().end(),
+      auto t = file->tensors().find(it.key());
+      check(t != file->tensors().end(),
             index_path + ": tensor '" + it.key() + "' is mapped to " + shard + ", which does not hold it");
       by_name_[it.key()] = &t->second;
     }
   } else if (fs::exists(single_path)) {
-    files_.push_back(std::make_unique<SafetensorsFile>(single_path, residency));
+    std::error_code ec;
+    const uintmax_t n = fs::file_size(single_path, ec);  // not a file: fails when opened
+    residency_ = residency_that_fits(ec ? 0 : size_t(n), residency);
+    files_.push_back(std::make_unique<SafetensorsFile>(single_path, residency_));
     for (const auto& [name, t] : files_.back()->tensors()) by_name_[name] = &t;
   } else {
     throw Error(model_dir + ": no model.safetensors or model.safetensors.index.json");

@@ -41,15 +41,18 @@ class SafetensorsFile {
 // Every tensor of a model directory, by name.
 class Checkpoint {
  public:
+  // `residency` for every file, or Mapped where they would not fit (residency_that_fits).
   explicit Checkpoint(const std::string& model_dir, FileResidency residency = FileResidency::Mapped);
   // nullptr if absent.
   const TensorRef* find(const std::string& name) const;
   const std::map<std::string, const TensorRef*>& tensors() const { return by_name_; }
   const std::string& dir() const { return dir_; }
   size_t file_bytes() const;  // the safetensors files' total size
+  FileResidency residency() const { return residency_; }  // how the files are held
 
  private:
   std::string dir_;
+  FileResidency residency_ = FileResidency::Mapped;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorRef*> by_name_;
 };
