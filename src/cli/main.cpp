@@ -41,7 +41,7 @@ const char* kUsage =
     "                --activations f32|bf16 (the same commands, CPU: bf16 rounds the activations of BF16 matrices\n"
     "                to bf16 for the AVX512-BF16 kernels, ~1.5x the prefill speed; default f32 = exact),\n"
     "                --weight-pages huge|mapped (the same commands, CPU: huge reads the weight files into 2 MB\n"
-    "                pages, ~1.3x the decode speed, where they fit in 90% of the memory available; mapped\n"
+    "                pages for a faster decode, where they fit in 90% of the memory available; mapped\n"
     "                memory-maps them: instant start, shared page cache)\n";
 
 }  // namespace

@@ -8,10 +8,10 @@ namespace dsv2 {
 
 // How a MappedFile holds its bytes. Mapped: the file's pages mapped in place (instant, shared with the
 // page cache and other processes, 4 KB pages). HugePages: read into private memory advised for 2 MB
-// transparent huge pages, the file's page-cache copy dropped after reading; a decode that streams
-// gigabytes of weights a token then takes a TLB miss per 2 MB instead of per 4 KB (docs/cpu-notes.md:
-// 1.3–1.4× decode on the 4-layer bf16 model). Where the kernel has no transparent huge pages it is
-// still a private copy of the file in 4 KB pages.
+// transparent huge pages, the file's page-cache copy dropped after reading: a decode that streams
+// gigabytes of weights a token runs faster from 2 MB pages (docs/cpu-notes.md, `dsv2 bench
+// --weight-pages huge|mapped`). Where the kernel has no transparent huge pages it is still a private
+// copy of the file in 4 KB pages.
 enum class FileResidency { Mapped, HugePages };
 
 // `wanted`, but Mapped where HugePages would not fit: `bytes` above 90% of the memory available now
