@@ -159,7 +159,8 @@ TEST(Bf16Activations, RoundingFillsEitherLayoutWithTheScalarBits) {
   }
 }
 
-// The AVX512-BF16 kernel on its own, every tile form (4 or 1 rows × 1 … 4 tokens) against the portable one.
+// The AVX512-BF16 kernels on their own, every tile form (4 or 1 rows × 1 … 4 tokens; prefill: × 1 … 6) against
+// the portable one, rows past the range left as they were (NaN).
 TEST(Bf16Activations, EveryTileFormGivesThePortableBits) {
   if (!cpu::has_avx512_bf16()) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
   std::mt19937 rng(3);
@@ -177,6 +178,15 @@ TEST(Bf16Activations, EveryTileFormGivesThePortableBits) {
       cpu::gemm_bf16_rows_avx512(xb, 0, T, W, 0, N, fast.data());
       cpu::gemm_bf16_rows_portable(xb, 0, T, W, 0, N, portable.data());
       ASSERT_TRUE(same_bits(fast.data(), portable.data(), fast.size())) << "T=" << T << " K=" << K;
+    }
+    for (int64_t T = 5; T <= 13; ++T) {  // the prefill kernel: groups of 6 tokens and every remainder
+      std::vector<float> x = randn(size_t(T * K), rng, 3.0f), fast(size_t(T * N), NAN), portable(size_t(T * N), NAN);
+      cpu::Bf16Activations xb;
+      cpu::prepare_bf16_activations(T, K, xb);
+      cpu::round_activations_to_bf16(x.data(), 0, T, xb);
+      cpu::gemm_bf16_tokens_avx512(xb, T, W, 1, N, fast.data());  // rows 1 .. N - 1: tiles of 4, then 2 single rows
+      cpu::gemm_bf16_rows_portable(xb, 0, T, W, 1, N, portable.data());
+      ASSERT_TRUE(same_bits(fast.data(), portable.data(), fast.size())) << "prefill T=" << T << " K=" << K;
     }
   }
 }

@@ -40,9 +40,13 @@ bool has_avx512_bf16();
 
 // Rows [row_begin, row_end) of y = bf16(x) · Wᵀ for tokens [t0, t0 + T) of xb (token rows); W: BF16 [N, xb.cols],
 // y: [T, N] (the rows of those tokens).
-// AVX512-BF16: T <= kGemvMaxTokens, tiles of 4 rows × T tokens (T = 1: single rows). Needs has_avx512_bf16().
+// AVX512-BF16: T <= kGemvMaxTokens (decode), tiles of 4 rows × T tokens (T = 1: single rows). Needs has_avx512_bf16().
 void gemm_bf16_rows_avx512(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,
                            int64_t row_end, float* y);
+// Any T (prefill): every token over the rows in tiles of 4 rows × 6 tokens (then fewer), each row's next
+// values prefetched; the same results. Needs has_avx512_bf16().
+void gemm_bf16_tokens_avx512(const Bf16Activations& xb, int64_t T, const Matrix& W, int64_t row_begin, int64_t row_end,
+                             float* y);
 // AVX2 + FMA (CPUs without AVX512-BF16), any T (passes of up to 4 tokens over each row): the same
 // results as the portable kernel, bit for bit. Needs has_avx2() (gemv_avx2.h).
 void gemm_bf16_rows_avx2(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,

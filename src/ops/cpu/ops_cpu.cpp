@@ -94,7 +94,7 @@ void set_cpu_isa(CpuIsa isa) {
 namespace {
 
 // Row blocks of 16 are the unit of work split over the threads (balanced_parts); each thread takes tiles of kTileRows
-// weight rows (kept in L2 while every group of up to kGemvMaxTokens tokens streams over them); each row
+// weight rows (kept in L2 while every group of up to kGemvMaxTokens tokens, 6 for bf16 prefill, streams over them); each row
 // is converted in registers, never stored.
 constexpr int64_t kRowBlock = 16;
 constexpr int64_t kTileRows = 64;
@@ -232,6 +232,10 @@ void matmul_group(ThreadPool& pool, const std::vector<MatmulJob>& jobs) {
       }
       if (kernel[j] == Kernel::Bf16Amx) {
         gemm_bf16_rows_amx(xb[j], job.T, W, r0, r1, job.y);  // every token over the tile at once
+        continue;
+      }
+      if (kernel[j] == Kernel::Bf16 && job.T > kGemvMaxTokens) {
+        gemm_bf16_tokens_avx512(xb[j], job.T, W, r0, r1, job.y);  // every token over the tile, 6 at a time
         continue;
       }
       if (kernel[j] == Kernel::Quantized && job.T > kGemvMaxTokens) {
