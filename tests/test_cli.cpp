@@ -86,6 +86,21 @@ TEST(Cli, ActivationsOptionRoundsTheMatmulInputs) {
   EXPECT_EQ(nlohmann::json::parse(r.out)["activations"], "bf16");
 }
 
+// bench times a prefill after an untimed first one of the same prompt and reports both; the decode
+// starts from the timed prefill's cache (its context counts the prompt once).
+TEST(Cli, BenchTimesThePrefillAfterAFirstOne) {
+  test::Golden g = test::load_golden("v2_like");
+  test::RunResult r = run_dsv2("bench --model " + g.dir + " --prompt-tokens 5 --gen-tokens 2 --context 3 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["first_prefill_tokens_per_s"].get<double>(), 0.0);
+  EXPECT_GT(j["prefill_tokens_per_s"].get<double>(), 0.0);
+  EXPECT_EQ(j["decode_context_tokens"], 8);
+  test::RunResult text = run_dsv2("bench --model " + g.dir + " --prompt-tokens 5 --gen-tokens 2");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  test::expect_contains(text.out, "tokens/s (the first after loading: ");
+}
+
 // --weight-pages: the logits are bit-identical with the files in huge pages or mapped, bench names the
 // mode (huge by default), and anything else is an error.
 TEST(Cli, WeightPagesKeepTheLogits) {
