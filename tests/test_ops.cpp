@@ -345,10 +345,11 @@ TEST(Ops, LatentAttentionUpdateOverChunksMatchesTheFormula) {
   }
 }
 
-// Scores as bf16 dot products (--activations bf16): at every ISA level the update (AVX512-BF16, or the
-// query rounded to bf16 and the f32 update) equals its portable twin to f32 rounding, over chunks of
-// several lengths with tails, and stays near the f32-score update. Width 80 is not a multiple of 32:
-// there AVX-512 also rounds the query.
+// Attention in bf16 (--activations bf16): at every ISA level the update (AVX512-BF16, or the query
+// rounded to bf16 and the f32 update with the weights rounded) equals its portable twin to f32 rounding,
+// over chunks of several lengths with tails (odd ones: a key pair's second half missing), and stays near
+// the f32-score update; the twin rounds the weights too (it differs from the query-rounded f32 update by
+// more than f32 rounding). Width 80 is not a multiple of 32: there AVX-512 also rounds the query.
 TEST(Ops, LatentAttentionBf16ScoresMatchTheRoundedQuery) {
   std::mt19937 rng(21);
   struct Shape {
@@ -369,14 +370,23 @@ TEST(Ops, LatentAttentionBf16ScoresMatchTheRoundedQuery) {
     for (cpu::CpuIsa isa : test::supported_isas()) {
       test::IsaScope scope(isa);
       std::vector<std::vector<float>> out;
+      // The query rounded to bf16 by hand, for the portable update with f32 weights (the fourth result).
+      std::vector<float> q_lat16(q_lat.size()), q_pe16(q_pe.size());
+      for (size_t i = 0; i < q_lat.size(); ++i) q_lat16[i] = bf16_to_f32(f32_to_bf16(q_lat[i]));
+      for (size_t i = 0; i < q_pe.size(); ++i) q_pe16[i] = bf16_to_f32(f32_to_bf16(q_pe[i]));
+      const Update query_rounded = [](const float* ql, const float* qp, int64_t qps, const uint16_t* rows, int64_t w, int64_t cnt,
+                                      int64_t heads, int64_t dc, int64_t dr, float sc, float* mm, float* ll, float* aa, float* sp) {
+        cpu::latent_attention_update_bf16_portable(ql, qp, qps, rows, w, cnt, heads, dc, dr, sc, mm, ll, aa, sp);
+      };
       for (Update update : {Update(cpu::latent_attention_update_bf16_dot), Update(cpu::latent_attention_update_bf16_dot_portable),
-                            Update(cpu::latent_attention_update_bf16)}) {
+                            Update(cpu::latent_attention_update_bf16), query_rounded}) {
+        const bool by_hand = update == query_rounded;
         std::vector<float> m(size_t(sh.nh), -INFINITY), l(size_t(sh.nh), NAN), acc(size_t(sh.nh * sh.d_c), NAN), scratch;
         int64_t s0 = 0;
         for (int64_t c : sh.chunks) {
           scratch.assign(size_t(sh.nh * c), NAN);
-          update(q_lat.data(), q_pe.data(), q_pe_stride, lat.data() + s0 * width, width, c, sh.nh, sh.d_c, sh.d_rope, scale,
-                 m.data(), l.data(), acc.data(), scratch.data());
+          update((by_hand ? q_lat16 : q_lat).data(), (by_hand ? q_pe16 : q_pe).data(), q_pe_stride, lat.data() + s0 * width,
+                 width, c, sh.nh, sh.d_c, sh.d_rope, scale, m.data(), l.data(), acc.data(), scratch.data());
           s0 += c;
         }
         for (int64_t h = 0; h < sh.nh; ++h)
@@ -388,6 +398,7 @@ TEST(Ops, LatentAttentionBf16ScoresMatchTheRoundedQuery) {
       EXPECT_LE(test::rel_l2(out[0].data(), out[1].data(), out[1].size()), 1e-5) << at;
       EXPECT_LE(test::rel_l2(out[0].data(), out[2].data(), out[2].size()), 2e-2) << at;
       EXPECT_GT(test::rel_l2(out[0].data(), out[2].data(), out[2].size()), 0.0) << "the query was not rounded, " << at;
+      EXPECT_GT(test::rel_l2(out[1].data(), out[3].data(), out[3].size()), 1e-4) << "the weights were not rounded, " << at;
     }
   }
 }

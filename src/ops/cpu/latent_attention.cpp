@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "core/dtype.h"
@@ -102,6 +103,85 @@ DSV2_AVX512 inline void accumulate_tile(const T* lat, int64_t width, int64_t n, 
     for (int64_t v = 0; v < V; ++v) _mm512_storeu_ps(acc + (h0 + i) * d_c + j + 16 * v, a[i][v]);
 }
 
+// Softmax weights (finite, >= 0) rounded to bf16, nearest even, kept as f32 (low 16 bits zero).
+DSV2_AVX512 inline __m512 round_to_bf16(__m512 e) {
+  const __m512i b = _mm512_castps_si512(e);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
+  return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(int(0xffff0000u))));
+}
+
+// accumulate_tile with the weights in bf16 (p already rounded): keys in pairs, vdpbf16ps multiplying the
+// pair's two latents (interleaved per value by unpacking the two rows) by the pair's two weights, the
+// key s + 1 first, each product exact and added with f32 rounding (what fmas of the rounded weights in
+// that order give). pairs: [kHeads][ceil(n / 2)] words (bf16 weight of key 2k | key 2k + 1's << 16).
+// The accumulators hold the tile's 64 values permuted: vector 2u the unpacked low words of values
+// 32u .. 32u + 31 ([0-3, 8-11, 16-19, 24-27] + 32u), vector 2u + 1 the high ones.
+DSV2_AVX512_BF16 inline void accumulate_tile_dot(const uint16_t* lat, int64_t width, int64_t n, const uint32_t* pairs,
+                                                 int64_t n_pairs, int64_t h0, int64_t j, int64_t d_c, const float* f,
+                                                 float* acc) {
+  const __m512i low = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+  const __m512i high = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  __m512 a[kHeads][4];
+  for (int64_t i = 0; i < kHeads; ++i) {
+    const __m512 fi = _mm512_set1_ps(f[i]);  // 0 before the first chunk: acc is not read
+    for (int u = 0; u < 2; ++u) {
+      if (f[i] == 0.0f) {
+        a[i][2 * u] = a[i][2 * u + 1] = _mm512_setzero_ps();
+        continue;
+      }
+      const float* src = acc + (h0 + i) * d_c + j + 32 * u;
+      const __m512 v0 = _mm512_mul_ps(fi, _mm512_loadu_ps(src)), v1 = _mm512_mul_ps(fi, _mm512_loadu_ps(src + 16));
+      a[i][2 * u] = _mm512_permutex2var_ps(v0, low, v1);
+      a[i][2 * u + 1] = _mm512_permutex2var_ps(v0, high, v1);
+    }
+  }
+  for (int64_t k = 0; k < n_pairs; ++k) {
+    const uint16_t* c0 = lat + 2 * k * width + j;
+    const uint16_t* c1 = 2 * k + 1 < n ? c0 + width : c0;  // an odd last key pairs with itself at weight 0
+    __m512bh cv[4];
+    for (int u = 0; u < 2; ++u) {
+      const __m512i r0 = _mm512_loadu_si512(c0 + 32 * u), r1 = _mm512_loadu_si512(c1 + 32 * u);
+      cv[2 * u] = (__m512bh)_mm512_unpacklo_epi16(r0, r1);
+      cv[2 * u + 1] = (__m512bh)_mm512_unpackhi_epi16(r0, r1);
+    }
+    for (int64_t i = 0; i < kHeads; ++i) {
+      const __m512bh w = (__m512bh)_mm512_set1_epi32(int(pairs[i * n_pairs + k]));
+      for (int v = 0; v < 4; ++v) a[i][v] = _mm512_dpbf16_ps(a[i][v], cv[v], w);
+    }
+  }
+  // Back to value order: value 32u + 8q + r is lane 4q + r of vector 2u (r < 4) or 2u + 1 (r >= 4).
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int64_t i = 0; i < kHeads; ++i)
+    for (int u = 0; u < 2; ++u) {
+      float* dst = acc + (h0 + i) * d_c + j + 32 * u;
+      _mm512_storeu_ps(dst, _mm512_permutex2var_ps(a[i][2 * u], first, a[i][2 * u + 1]));
+      _mm512_storeu_ps(dst + 16, _mm512_permutex2var_ps(a[i][2 * u], second, a[i][2 * u + 1]));
+    }
+}
+
+// The weighted sums of a block of kHeads heads over bf16 rows from their rounded weights (scores rows
+// h0 .. h0 + kHeads − 1): the weights packed in pairs, then accumulate_tile_dot per tile.
+DSV2_AVX512_BF16 void accumulate_heads_dot(const uint16_t* lat, int64_t width, int64_t n, const float* scores, int64_t h0,
+                                           int64_t d_c, const float* f, float* acc) {
+  const int64_t n_pairs = (n + 1) / 2;
+  thread_local std::vector<uint32_t> pairs;
+  pairs.resize(size_t(kHeads * n_pairs));
+  for (int64_t i = 0; i < kHeads; ++i) {
+    const float* p = scores + (h0 + i) * n;
+    uint32_t* out = &pairs[size_t(i * n_pairs)];
+    for (int64_t s = 0; s < n; s += 32) {  // 32 weights to 16 pairs (exact: they are bf16 values)
+      const int64_t left = std::min<int64_t>(32, n - s);
+      const __mmask16 m0 = __mmask16((1u << std::min<int64_t>(16, left)) - 1);
+      const __mmask16 m1 = left > 16 ? __mmask16((1u << (left - 16)) - 1) : 0;
+      const __m512bh packed = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, p + s + 16), _mm512_maskz_loadu_ps(m0, p + s));
+      _mm512_mask_storeu_epi32(out + s / 2, __mmask16((1u << ((left + 1) / 2)) - 1), (__m512i)packed);
+    }
+  }
+  for (int64_t j = 0; j < d_c; j += kTile) accumulate_tile_dot(lat, width, n, pairs.data(), n_pairs, h0, j, d_c, f, acc);
+}
+
 // Stores the scale · sums of the kKeys × kHeads block `sum` (sum[k·kHeads + i]: key s0 + k, head h0 + i)
 // into scores [nh, n].
 DSV2_AVX512 inline void store_score_block(const __m512 (&sum)[16], __m512 sv, float* scores, int64_t n, int64_t s0,
@@ -114,13 +194,15 @@ DSV2_AVX512 inline void store_score_block(const __m512 (&sum)[16], __m512 sv, fl
   _mm_storeu_ps(scores + (h0 + 3) * n + s0, _mm512_extractf32x4_ps(r, 3));
 }
 
-// The online-softmax update from the chunk's scores [nh, n] (overwritten by their weights).
-template <typename T>
+// The online-softmax update from the chunk's scores [nh, n] (overwritten by their weights). Bf16Weights:
+// the weights rounded to bf16 before they are summed and used (scores as bf16 dot products); over bf16
+// rows on a CPU with AVX512-BF16 the weighted sum then runs in vdpbf16ps pairs (accumulate_heads_dot).
+template <typename T, bool Bf16Weights = false>
 DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c, float* m,
                                            float* l, float* acc, float* scores);
 
-// nh a multiple of kHeads, d_c of kTile, d_rope of 16.
-template <typename T>
+// nh a multiple of kHeads, d_c of kTile, d_rope of 16. Bf16Weights: see softmax_accumulate.
+template <typename T, bool Bf16Weights = false>
 DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
                                int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l,
                                float* acc, float* scores) {
@@ -145,10 +227,10 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
       score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat, 0, sum);
       for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * _mm512_reduce_add_ps(sum[i]);
     }
-  softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores);
+  softmax_accumulate<T, Bf16Weights>(lat, width, n, nh, d_c, m, l, acc, scores);
 }
 
-template <typename T>
+template <typename T, bool Bf16Weights>
 DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c, float* m,
                                            float* l, float* acc, float* scores) {
   // Per block of kHeads heads: the new maximum, the old state's factor f = exp(m_old − m_new), the
@@ -167,18 +249,26 @@ DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t 
       const __m512 mv = _mm512_set1_ps(m_new);
       __m512 sum = _mm512_setzero_ps();
       for (int64_t s = 0; s < n16; s += 16) {
-        const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(p + s), mv));
+        __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(p + s), mv));
+        if constexpr (Bf16Weights) e = round_to_bf16(e);
         _mm512_storeu_ps(p + s, e);
         sum = _mm512_add_ps(sum, e);
       }
       if (tail) {
-        const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p + n16), mv));
+        __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p + n16), mv));
+        if constexpr (Bf16Weights) e = round_to_bf16(e);
         _mm512_mask_storeu_ps(p + n16, tail, e);
         sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(tail, e));
       }
       f[i] = m[h] == -INFINITY ? 0.0f : std::exp(m[h] - m_new);
       m[h] = m_new;
       l[h] = (f[i] == 0.0f ? 0.0f : f[i] * l[h]) + _mm512_reduce_add_ps(sum);
+    }
+    if constexpr (Bf16Weights && std::is_same_v<T, uint16_t>) {
+      if (has_avx512_bf16()) {
+        accumulate_heads_dot(lat, width, n, scores, h0, d_c, f, acc);
+        continue;
+      }
     }
     for (int64_t j = 0; j < d_c; j += kTile) accumulate_tile(lat, width, n, scores, h0, j, d_c, f, acc);
   }
@@ -231,7 +321,7 @@ DSV2_AVX512_BF16 void update_avx512_dot(const float* q_lat, const float* q_pe, i
       score_sums_dot<1>(q16.data(), lat, width, s0, h0, lat, 0, sum);
       for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * _mm512_reduce_add_ps(sum[i]);
     }
-  softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores);
+  softmax_accumulate<uint16_t, true>(lat, width, n, nh, d_c, m, l, acc, scores);
 }
 
 // Which kernel takes a chunk: AVX-512 or AVX2 by cpu_isa() where the shape fits them, else portable.
@@ -243,16 +333,19 @@ Kernel kernel_for(int64_t nh, int64_t d_c, int64_t d_rope) {
   return Kernel::Portable;
 }
 
-// The chunk update over rows of T by kernel_for(): the AVX-512 or AVX2 kernel, else `portable`.
+// The chunk update over rows of T by kernel_for(): the AVX-512 or AVX2 kernel, else `portable`;
+// bf16_weights: the softmax weights rounded to bf16 (the portable function must do the same).
 template <typename T, typename Portable>
 void update_by_isa(Portable portable, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
                    int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
-                   float* scratch) {
+                   float* scratch, bool bf16_weights = false) {
   switch (kernel_for(nh, d_c, d_rope)) {
     case Kernel::Avx512:
-      return update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+      return (bf16_weights ? update_avx512<T, true> : update_avx512<T, false>)(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c,
+                                                                                d_rope, scale, m, l, acc, scratch);
     case Kernel::Avx2:
-      return latent_attention_update_avx2(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+      return latent_attention_update_avx2(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch,
+                                          bf16_weights);
     case Kernel::Portable:
       break;
   }
@@ -271,11 +364,10 @@ void round_query_to_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_str
   }
 }
 
-}  // namespace
-
-void latent_attention_update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
-                                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
-                                      float* l, float* acc, float* scores) {
+// latent_attention_update_portable; bf16_weights: each weight rounded to bf16 before it is summed and used.
+void update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width, int64_t n,
+                     int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scores,
+                     bool bf16_weights) {
   for (int64_t h = 0; h < nh; ++h)
     for (int64_t s = 0; s < n; ++s)
       scores[h * n + s] = scale * (dot(q_lat + h * d_c, lat + s * width, d_c) + dot(q_pe + h * q_pe_stride, lat + s * width + d_c, d_rope));
@@ -294,10 +386,28 @@ void latent_attention_update_portable(const float* q_lat, const float* q_pe, int
     m[h] = m_new;
     for (int64_t s = 0; s < n; ++s) {
       p[s] = std::exp(p[s] - m_new);
+      if (bf16_weights) p[s] = bf16_to_f32(f32_to_bf16(p[s]));
       l[h] += p[s];
       axpy(p[s], lat + s * width, a, d_c);
     }
   }
+}
+
+// update_portable over bf16 rows, widened to f32 (exactly).
+void update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat, int64_t width,
+                          int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
+                          float* scratch, bool bf16_weights) {
+  std::vector<float> rows(size_t(n * width));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = bf16_to_f32(lat[i]);
+  update_portable(q_lat, q_pe, q_pe_stride, rows.data(), width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, bf16_weights);
+}
+
+}  // namespace
+
+void latent_attention_update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
+                                      int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
+                                      float* l, float* acc, float* scratch) {
+  update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, false);
 }
 
 void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
@@ -310,9 +420,7 @@ void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe
 void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                            int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale,
                                            float* m, float* l, float* acc, float* scratch) {
-  std::vector<float> rows(size_t(n * width));
-  for (size_t i = 0; i < rows.size(); ++i) rows[i] = bf16_to_f32(lat[i]);
-  latent_attention_update_portable(q_lat, q_pe, q_pe_stride, rows.data(), width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+  update_bf16_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, false);
 }
 
 void latent_attention_update_bf16_dot_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride,
@@ -320,8 +428,7 @@ void latent_attention_update_bf16_dot_portable(const float* q_lat, const float* 
                                                int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
   std::vector<float> q16;
   round_query_to_bf16(q_lat, q_pe, q_pe_stride, nh, d_c, d_rope, q16);
-  latent_attention_update_bf16_portable(q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l,
-                                        acc, scratch);
+  update_bf16_portable(q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, true);
 }
 
 void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
@@ -330,11 +437,16 @@ void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int
   if (kernel_for(nh, d_c, d_rope) == Kernel::Avx512 && has_avx512_bf16() && width == d_c + d_rope && width % 32 == 0)
     return update_avx512_dot(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
   // The query rounded to bf16 (what the dot products multiply), then the f32-score update by cpu_isa()
-  // (with the portable kernel: latent_attention_update_bf16_dot_portable's operations).
+  // with the weights rounded to bf16 (with the portable kernel: latent_attention_update_bf16_dot_portable's
+  // operations).
   thread_local std::vector<float> q16;
   round_query_to_bf16(q_lat, q_pe, q_pe_stride, nh, d_c, d_rope, q16);
-  latent_attention_update_bf16(q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc,
-                               scratch);
+  update_by_isa(
+      [](const float* ql, const float* qp, int64_t qps, const uint16_t* rows, int64_t w, int64_t cnt, int64_t heads, int64_t dc,
+         int64_t dr, float sc, float* mm, float* ll, float* aa, float* sp) {
+        update_bf16_portable(ql, qp, qps, rows, w, cnt, heads, dc, dr, sc, mm, ll, aa, sp, true);
+      },
+      q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, true);
 }
 
 void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,

@@ -45,12 +45,13 @@ void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                   float* l, float* acc, float* scratch);
 
-// The same over a bf16 cache with the scores as bf16 dot products, for models whose activations are bf16
-// (--activations bf16): q_lat and q_pe rounded to bf16, each score's products summed in f32 (AVX512-BF16
-// vdpbf16ps, 32 values an instruction, the rows read without widening); the weighted sum of the latents
-// stays f32. AVX512-BF16 when cpu_isa() is AVX-512 or AMX on a CPU with it, nh is a multiple of 4, d_c
-// of 64, d_rope of 16 and width = d_c + d_rope of 32; else the query rounded to bf16 and the update above
-// (the AVX-512, AVX2 or portable form).
+// The same over a bf16 cache in bf16, for models whose activations are bf16 (--activations bf16), as
+// transformers runs a bf16 model: q_lat and q_pe rounded to bf16, each score's products summed in f32,
+// and each softmax weight rounded to bf16 before it is summed into l and multiplies its latent (products
+// exact, sums in f32). AVX512-BF16 (vdpbf16ps: the scores 32 values an instruction, the weighted sum two
+// keys an instruction, the rows read without widening) when cpu_isa() is AVX-512 or AMX on a CPU with it,
+// nh is a multiple of 4, d_c of 64, d_rope of 16 and width = d_c + d_rope of 32; else the query rounded
+// to bf16 and the update above with the weights rounded (the AVX-512, AVX2 or portable form).
 void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                       int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                       float* l, float* acc, float* scratch);

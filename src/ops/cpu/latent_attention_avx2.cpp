@@ -88,9 +88,17 @@ DSV2_AVX2 inline void accumulate_tile(const T* lat, int64_t width, int64_t n, co
 // The online-softmax update from the chunk's scores [nh, n] (overwritten by their weights), a block of
 // kHeads heads at a time: the new maximum, the old state's factor f = e^{m_old − m_new}, the weights
 // e^{score − m_new} and their sum, then the weighted latents.
+// bf16_weights: each weight rounded to bf16 (nearest even; finite, >= 0) before it is summed and used.
+DSV2_AVX2 inline __m256 round_to_bf16(__m256 e) {
+  const __m256i b = _mm256_castps_si256(e);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd));
+  return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(int(0xffff0000u))));
+}
+
 template <typename T>
 DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c, float* m, float* l,
-                                  float* acc, float* scores) {
+                                  float* acc, float* scores, bool bf16_weights) {
   const int64_t n8 = n & ~int64_t(7), rest = n - n8;
   for (int64_t h0 = 0; h0 < nh; h0 += kHeads) {
     float f[kHeads];
@@ -106,7 +114,8 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
       const __m256 mv = _mm256_set1_ps(m_new);
       __m256 sum = _mm256_setzero_ps();
       for (int64_t s = 0; s < n8; s += 8) {
-        const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(p + s), mv));
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(p + s), mv));
+        if (bf16_weights) e = round_to_bf16(e);
         _mm256_storeu_ps(p + s, e);
         sum = _mm256_add_ps(sum, e);
       }
@@ -115,7 +124,8 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
         std::fill(tail, tail + 8, m_new);
         std::copy(p + n8, p + n, tail);
         const __m256 keep = _mm256_castsi256_ps(lanes_below(rest));
-        const __m256 e = _mm256_and_ps(keep, exp_avx2(_mm256_sub_ps(_mm256_load_ps(tail), mv)));
+        __m256 e = _mm256_and_ps(keep, exp_avx2(_mm256_sub_ps(_mm256_load_ps(tail), mv)));
+        if (bf16_weights) e = round_to_bf16(e);
         _mm256_store_ps(tail, e);
         std::copy(tail, tail + rest, p + n8);
         sum = _mm256_add_ps(sum, e);
@@ -135,7 +145,8 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
 
 template <typename T>
 DSV2_AVX2 void update(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width, int64_t n,
-                      int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scores) {
+                      int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scores,
+                      bool bf16_weights) {
   static_assert(kKeys == 3, "the block's sums are reduced as 8 + 4 vectors");
   // scores[h, s] in blocks of kKeys keys × kHeads heads; the rows kAhead keys ahead are prefetched in the
   // first head block (the other head blocks then find the block's rows in L1).
@@ -158,7 +169,7 @@ DSV2_AVX2 void update(const float* q_lat, const float* q_pe, int64_t q_pe_stride
       score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat, 0, sum);
       for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * hsum8(sum[i]);
     }
-  softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores);
+  softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores, bf16_weights);
 }
 
 }  // namespace
@@ -169,14 +180,14 @@ bool latent_attention_avx2_fits(int64_t nh, int64_t d_c, int64_t d_rope) {
 
 void latent_attention_update_avx2(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
-                                  float* l, float* acc, float* scratch) {
-  update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+                                  float* l, float* acc, float* scratch, bool bf16_weights) {
+  update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, bf16_weights);
 }
 
 void latent_attention_update_avx2(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
-                                  float* l, float* acc, float* scratch) {
-  update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
+                                  float* l, float* acc, float* scratch, bool bf16_weights) {
+  update(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, bf16_weights);
 }
 
 }  // namespace dsv2::cpu
