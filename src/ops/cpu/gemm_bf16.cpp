@@ -7,6 +7,7 @@
 #include "core/dtype.h"
 #include "ops/cpu/count_dispatch.h"
 #include "ops/cpu/gemv_avx512.h"
+#include "ops/cpu/simd_bf16.h"
 #include "ops/cpu/simd_targets.h"
 
 namespace dsv2::cpu {
@@ -102,8 +103,7 @@ namespace {
 // 16 f32 values to bf16 as f32_to_bf16 rounds them: nearest even, a NaN kept quiet.
 DSV2_AVX512 inline __m256i to_bf16(__m512i bits) {
   const __m512i up = _mm512_srli_epi32(bits, 16);
-  const __m512i rounded = _mm512_srli_epi32(
-      _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(up, _mm512_set1_epi32(1)))), 16);
+  const __m512i rounded = _mm512_srli_epi32(bf16_rounded_bits(bits), 16);
   const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
   return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(up, _mm512_set1_epi32(0x40))));
 }

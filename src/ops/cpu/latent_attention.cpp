@@ -14,6 +14,7 @@
 #include "ops/cpu/gemv_avx512.h"
 #include "ops/cpu/latent_attention_avx2.h"
 #include "ops/cpu/ops_cpu.h"
+#include "ops/cpu/simd_bf16.h"
 #include "ops/cpu/simd_targets.h"
 
 namespace dsv2::cpu {
@@ -101,14 +102,6 @@ DSV2_AVX512 inline void accumulate_tile(const T* lat, int64_t width, int64_t n, 
   }
   for (int64_t i = 0; i < kHeads; ++i)
     for (int64_t v = 0; v < V; ++v) _mm512_storeu_ps(acc + (h0 + i) * d_c + j + 16 * v, a[i][v]);
-}
-
-// Softmax weights (finite, >= 0) rounded to bf16, nearest even, kept as f32 (low 16 bits zero).
-DSV2_AVX512 inline __m512 round_to_bf16(__m512 e) {
-  const __m512i b = _mm512_castps_si512(e);
-  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-  const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
-  return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(int(0xffff0000u))));
 }
 
 // accumulate_tile with the weights in bf16 (p already rounded): keys in pairs, vdpbf16ps multiplying the
@@ -250,13 +243,13 @@ DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t 
       __m512 sum = _mm512_setzero_ps();
       for (int64_t s = 0; s < n16; s += 16) {
         __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(p + s), mv));
-        if constexpr (Bf16Weights) e = round_to_bf16(e);
+        if constexpr (Bf16Weights) e = _mm512_castsi512_ps(bf16_rounded_bits(_mm512_castps_si512(e)));
         _mm512_storeu_ps(p + s, e);
         sum = _mm512_add_ps(sum, e);
       }
       if (tail) {
         __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p + n16), mv));
-        if constexpr (Bf16Weights) e = round_to_bf16(e);
+        if constexpr (Bf16Weights) e = _mm512_castsi512_ps(bf16_rounded_bits(_mm512_castps_si512(e)));
         _mm512_mask_storeu_ps(p + n16, tail, e);
         sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(tail, e));
       }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "ops/cpu/avx2_lanes.h"
+#include "ops/cpu/simd_bf16.h"
 #include "ops/cpu/simd_exp.h"
 #include "ops/cpu/simd_targets.h"
 
@@ -88,14 +89,7 @@ DSV2_AVX2 inline void accumulate_tile(const T* lat, int64_t width, int64_t n, co
 // The online-softmax update from the chunk's scores [nh, n] (overwritten by their weights), a block of
 // kHeads heads at a time: the new maximum, the old state's factor f = e^{m_old − m_new}, the weights
 // e^{score − m_new} and their sum, then the weighted latents.
-// bf16_weights: each weight rounded to bf16 (nearest even; finite, >= 0) before it is summed and used.
-DSV2_AVX2 inline __m256 round_to_bf16(__m256 e) {
-  const __m256i b = _mm256_castps_si256(e);
-  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
-  const __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd));
-  return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(int(0xffff0000u))));
-}
-
+// bf16_weights: each weight rounded to bf16 before it is summed and used.
 template <typename T>
 DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c, float* m, float* l,
                                   float* acc, float* scores, bool bf16_weights) {
@@ -115,7 +109,7 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
       __m256 sum = _mm256_setzero_ps();
       for (int64_t s = 0; s < n8; s += 8) {
         __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(p + s), mv));
-        if (bf16_weights) e = round_to_bf16(e);
+        if (bf16_weights) e = _mm256_castsi256_ps(bf16_rounded_bits(_mm256_castps_si256(e)));
         _mm256_storeu_ps(p + s, e);
         sum = _mm256_add_ps(sum, e);
       }
@@ -125,7 +119,7 @@ DSV2_AVX2 void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_
         std::copy(p + n8, p + n, tail);
         const __m256 keep = _mm256_castsi256_ps(lanes_below(rest));
         __m256 e = _mm256_and_ps(keep, exp_avx2(_mm256_sub_ps(_mm256_load_ps(tail), mv)));
-        if (bf16_weights) e = round_to_bf16(e);
+        if (bf16_weights) e = _mm256_castsi256_ps(bf16_rounded_bits(_mm256_castps_si256(e)));
         _mm256_store_ps(tail, e);
         std::copy(tail, tail + rest, p + n8);
         sum = _mm256_add_ps(sum, e);
