@@ -187,18 +187,18 @@ DSV2_AVX512 inline void store_score_block(const __m512 (&sum)[16], __m512 sv, fl
   _mm_storeu_ps(scores + (h0 + 3) * n + s0, _mm512_extractf32x4_ps(r, 3));
 }
 
-// The online-softmax update from the chunk's scores [nh, n] (overwritten by their weights). Bf16Weights:
-// the weights rounded to bf16 before they are summed and used (scores as bf16 dot products); over bf16
-// rows on a CPU with AVX512-BF16 the weighted sum then runs in vdpbf16ps pairs (accumulate_heads_dot).
-template <typename T, bool Bf16Weights = false>
+// The online-softmax update from the chunk's scores [nh, n] (overwritten by their weights). bf16_weights:
+// the weights rounded to bf16 before they are summed and used (the attention in bf16); over bf16 rows on
+// a CPU with AVX512-BF16 the weighted sum then runs in vdpbf16ps pairs (accumulate_heads_dot).
+template <typename T>
 DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c, float* m,
-                                           float* l, float* acc, float* scores);
+                                           float* l, float* acc, float* scores, bool bf16_weights);
 
-// nh a multiple of kHeads, d_c of kTile, d_rope of 16. Bf16Weights: see softmax_accumulate.
-template <typename T, bool Bf16Weights = false>
+// nh a multiple of kHeads, d_c of kTile, d_rope of 16. bf16_weights: see softmax_accumulate.
+template <typename T>
 DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
                                int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l,
-                               float* acc, float* scores) {
+                               float* acc, float* scores, bool bf16_weights) {
   const __m512 sv = _mm512_set1_ps(scale);
   // scores[h, s]: blocks of kKeys keys × kHeads heads, summed across lanes 16 at a time.
   // The rows kAhead keys ahead are prefetched, ceil(kKeys / head blocks) rows in each head block of
@@ -220,12 +220,12 @@ DSV2_AVX512 void update_avx512(const float* q_lat, const float* q_pe, int64_t q_
       score_sums<1, T>(q_lat, q_pe, q_pe_stride, lat, width, s0, h0, d_c, d_rope, lat, 0, sum);
       for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * _mm512_reduce_add_ps(sum[i]);
     }
-  softmax_accumulate<T, Bf16Weights>(lat, width, n, nh, d_c, m, l, acc, scores);
+  softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores, bf16_weights);
 }
 
-template <typename T, bool Bf16Weights>
+template <typename T>
 DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t n, int64_t nh, int64_t d_c, float* m,
-                                           float* l, float* acc, float* scores) {
+                                           float* l, float* acc, float* scores, bool bf16_weights) {
   // Per block of kHeads heads: the new maximum, the old state's factor f = exp(m_old − m_new), the
   // weights exp(score − m_new) in place and their sum, then the weighted latents.
   const int64_t n16 = n & ~int64_t(15);
@@ -243,13 +243,13 @@ DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t 
       __m512 sum = _mm512_setzero_ps();
       for (int64_t s = 0; s < n16; s += 16) {
         __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(p + s), mv));
-        if constexpr (Bf16Weights) e = _mm512_castsi512_ps(bf16_rounded_bits(_mm512_castps_si512(e)));
+        if (bf16_weights) e = _mm512_castsi512_ps(bf16_rounded_bits(_mm512_castps_si512(e)));
         _mm512_storeu_ps(p + s, e);
         sum = _mm512_add_ps(sum, e);
       }
       if (tail) {
         __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p + n16), mv));
-        if constexpr (Bf16Weights) e = _mm512_castsi512_ps(bf16_rounded_bits(_mm512_castps_si512(e)));
+        if (bf16_weights) e = _mm512_castsi512_ps(bf16_rounded_bits(_mm512_castps_si512(e)));
         _mm512_mask_storeu_ps(p + n16, tail, e);
         sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(tail, e));
       }
@@ -257,8 +257,8 @@ DSV2_AVX512 inline void softmax_accumulate(const T* lat, int64_t width, int64_t 
       m[h] = m_new;
       l[h] = (f[i] == 0.0f ? 0.0f : f[i] * l[h]) + _mm512_reduce_add_ps(sum);
     }
-    if constexpr (Bf16Weights && std::is_same_v<T, uint16_t>) {
-      if (has_avx512_bf16()) {
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      if (bf16_weights && has_avx512_bf16()) {
         accumulate_heads_dot(lat, width, n, scores, h0, d_c, f, acc);
         continue;
       }
@@ -314,7 +314,7 @@ DSV2_AVX512_BF16 void update_avx512_dot(const float* q_lat, const float* q_pe, i
       score_sums_dot<1>(q16.data(), lat, width, s0, h0, lat, 0, sum);
       for (int64_t i = 0; i < kHeads; ++i) scores[(h0 + i) * n + s0] = scale * _mm512_reduce_add_ps(sum[i]);
     }
-  softmax_accumulate<uint16_t, true>(lat, width, n, nh, d_c, m, l, acc, scores);
+  softmax_accumulate(lat, width, n, nh, d_c, m, l, acc, scores, true);
 }
 
 // Which kernel takes a chunk: AVX-512 or AVX2 by cpu_isa() where the shape fits them, else portable.
@@ -324,25 +324,6 @@ Kernel kernel_for(int64_t nh, int64_t d_c, int64_t d_rope) {
   if (isa >= CpuIsa::Avx512 && nh % kHeads == 0 && d_c % kTile == 0 && d_rope % 16 == 0) return Kernel::Avx512;
   if (isa >= CpuIsa::Avx2 && latent_attention_avx2_fits(nh, d_c, d_rope)) return Kernel::Avx2;
   return Kernel::Portable;
-}
-
-// The chunk update over rows of T by kernel_for(): the AVX-512 or AVX2 kernel, else `portable`;
-// bf16_weights: the softmax weights rounded to bf16 (the portable function must do the same).
-template <typename T, typename Portable>
-void update_by_isa(Portable portable, const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width,
-                   int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
-                   float* scratch, bool bf16_weights = false) {
-  switch (kernel_for(nh, d_c, d_rope)) {
-    case Kernel::Avx512:
-      return (bf16_weights ? update_avx512<T, true> : update_avx512<T, false>)(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c,
-                                                                                d_rope, scale, m, l, acc, scratch);
-    case Kernel::Avx2:
-      return latent_attention_update_avx2(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch,
-                                          bf16_weights);
-    case Kernel::Portable:
-      break;
-  }
-  portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch);
 }
 
 // q_lat [nh, d_c] and q_pe [nh] rows of stride q_pe_stride rounded to bf16 (as f32): q16 = [q_lat | q_pe],
@@ -358,6 +339,7 @@ void round_query_to_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_str
 }
 
 // latent_attention_update_portable; bf16_weights: each weight rounded to bf16 before it is summed and used.
+// Over bf16 rows, the rows widened to f32 (exactly) first.
 void update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width, int64_t n,
                      int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scores,
                      bool bf16_weights) {
@@ -386,13 +368,30 @@ void update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride,
   }
 }
 
-// update_portable over bf16 rows, widened to f32 (exactly).
-void update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat, int64_t width,
+void update_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat, int64_t width,
                           int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
                           float* scratch, bool bf16_weights) {
   std::vector<float> rows(size_t(n * width));
   for (size_t i = 0; i < rows.size(); ++i) rows[i] = bf16_to_f32(lat[i]);
   update_portable(q_lat, q_pe, q_pe_stride, rows.data(), width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, bf16_weights);
+}
+
+// The chunk update over rows of T by kernel_for(): the AVX-512 or AVX2 kernel, else update_portable;
+// bf16_weights: the softmax weights rounded to bf16 on every path.
+template <typename T>
+void update_by_isa(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const T* lat, int64_t width, int64_t n,
+                   int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch,
+                   bool bf16_weights) {
+  switch (kernel_for(nh, d_c, d_rope)) {
+    case Kernel::Avx512:
+      return update_avx512(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, bf16_weights);
+    case Kernel::Avx2:
+      return latent_attention_update_avx2(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch,
+                                          bf16_weights);
+    case Kernel::Portable:
+      break;
+  }
+  update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, bf16_weights);
 }
 
 }  // namespace
@@ -406,14 +405,13 @@ void latent_attention_update_portable(const float* q_lat, const float* q_pe, int
 void latent_attention_update(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat, int64_t width,
                              int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m, float* l, float* acc,
                              float* scratch) {
-  update_by_isa(latent_attention_update_portable, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc,
-                scratch);
+  update_by_isa(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, false);
 }
 
 void latent_attention_update_bf16_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                            int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale,
                                            float* m, float* l, float* acc, float* scratch) {
-  update_bf16_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, false);
+  update_portable(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, false);
 }
 
 void latent_attention_update_bf16_dot_portable(const float* q_lat, const float* q_pe, int64_t q_pe_stride,
@@ -421,7 +419,7 @@ void latent_attention_update_bf16_dot_portable(const float* q_lat, const float* 
                                                int64_t d_rope, float scale, float* m, float* l, float* acc, float* scratch) {
   std::vector<float> q16;
   round_query_to_bf16(q_lat, q_pe, q_pe_stride, nh, d_c, d_rope, q16);
-  update_bf16_portable(q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, true);
+  update_portable(q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, true);
 }
 
 void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
@@ -434,19 +432,13 @@ void latent_attention_update_bf16_dot(const float* q_lat, const float* q_pe, int
   // operations).
   thread_local std::vector<float> q16;
   round_query_to_bf16(q_lat, q_pe, q_pe_stride, nh, d_c, d_rope, q16);
-  update_by_isa(
-      [](const float* ql, const float* qp, int64_t qps, const uint16_t* rows, int64_t w, int64_t cnt, int64_t heads, int64_t dc,
-         int64_t dr, float sc, float* mm, float* ll, float* aa, float* sp) {
-        update_bf16_portable(ql, qp, qps, rows, w, cnt, heads, dc, dr, sc, mm, ll, aa, sp, true);
-      },
-      q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, true);
+  update_by_isa(q16.data(), q16.data() + nh * d_c, d_rope, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, true);
 }
 
 void latent_attention_update_bf16(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
                                   float* l, float* acc, float* scratch) {
-  update_by_isa(latent_attention_update_bf16_portable, q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l,
-                acc, scratch);
+  update_by_isa(q_lat, q_pe, q_pe_stride, lat, width, n, nh, d_c, d_rope, scale, m, l, acc, scratch, false);
 }
 
 namespace {

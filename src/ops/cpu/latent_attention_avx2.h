@@ -15,9 +15,9 @@ bool latent_attention_avx2_fits(int64_t nh, int64_t d_c, int64_t d_rope);
 // (latent_attention_update_bf16_dot's fallback). Callers check has_avx2() and latent_attention_avx2_fits first.
 void latent_attention_update_avx2(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const float* lat,
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
-                                  float* l, float* acc, float* scratch, bool bf16_weights = false);
+                                  float* l, float* acc, float* scratch, bool bf16_weights);
 void latent_attention_update_avx2(const float* q_lat, const float* q_pe, int64_t q_pe_stride, const uint16_t* lat,
                                   int64_t width, int64_t n, int64_t nh, int64_t d_c, int64_t d_rope, float scale, float* m,
-                                  float* l, float* acc, float* scratch, bool bf16_weights = false);
+                                  float* l, float* acc, float* scratch, bool bf16_weights);
 
 }  // namespace dsv2::cpu
