@@ -86,8 +86,8 @@ TEST(Cli, ActivationsOptionRoundsTheMatmulInputs) {
   EXPECT_EQ(nlohmann::json::parse(r.out)["activations"], "bf16");
 }
 
-// bench times a prefill after an untimed first one of the same prompt and reports both; the decode
-// starts from the timed prefill's cache (its context counts the prompt once).
+// bench times a prefill after a first one of the same prompt and reports both; the timed prefill starts
+// from the context again, so decoding starts after the prompt once.
 TEST(Cli, BenchTimesThePrefillAfterAFirstOne) {
   test::Golden g = test::load_golden("v2_like");
   test::RunResult r = run_dsv2("bench --model " + g.dir + " --prompt-tokens 5 --gen-tokens 2 --context 3 --json");
