@@ -30,26 +30,20 @@ DSV2_AVX512_BF16 inline float sum_lanes(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
-// Prefetch (prefill tiles): each row's values kPrefetchValues ahead are fetched into L1 as the step
-// reads its own. The first token group over a tile reads its rows from memory, where the hardware
-// prefetcher alone left the loads waiting: in the model (not in bench-matmul, whose activations are one
-// hot buffer) the experts' matmuls ran 15-35% faster with it on one thread.
-constexpr int64_t kPrefetchValues = 512;
 // Tokens per tile in prefill: 4 rows × 6 tokens hold 24 accumulators, 4 weight vectors and one token's
 // values in the 32 registers, and read each weight vector from L2 once per 6 tokens (4 × 4: per 4).
+// `dsv2 bench --model lite4-bf16 --prompt-tokens 512 --activations bf16` (docs/cpu-notes.md, v10).
 constexpr int kPrefillTokens = 6;
 
 // One step of 32 values for R rows × T tokens; the last step of a row (Tail) masks the weights past its
 // end (the activations are zero there). Masked loads only there: in the main loop they keep GCC from
-// holding the accumulators in registers. Prefetch: see kPrefetchValues.
-template <int R, int T, bool Tail, bool Prefetch = false>
+// holding the accumulators in registers.
+template <int R, int T, bool Tail>
 DSV2_AVX512_BF16 inline void step(__m512 (&acc)[T][R], const uint16_t* const* w, const uint16_t* x, int64_t P, int64_t k,
                                   __mmask32 m) {
   __m512bh wv[R];
   for (int r = 0; r < R; ++r)
     wv[r] = __m512bh(Tail ? _mm512_maskz_loadu_epi16(m, w[r] + k) : _mm512_loadu_si512(w[r] + k));
-  if constexpr (Prefetch)
-    for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(w[r] + k + kPrefetchValues), _MM_HINT_T0);
   for (int t = 0; t < T; ++t) {
     const __m512bh xv = __m512bh(_mm512_loadu_si512(x + t * P + k));
     for (int r = 0; r < R; ++r) acc[t][r] = _mm512_dpbf16_ps(acc[t][r], wv[r], xv);
@@ -58,14 +52,14 @@ DSV2_AVX512_BF16 inline void step(__m512 (&acc)[T][R], const uint16_t* const* w,
 
 // R weight rows × T tokens, one accumulator each.   w: R rows of K bf16, x: [T, P] bf16 (P = padded),
 // out[t * out_stride + r].
-template <int R, int T, bool Prefetch = false>
+template <int R, int T>
 DSV2_AVX512_BF16 void tile(const uint16_t* const* w, const uint16_t* x, int64_t K, int64_t P, float* out,
                            int64_t out_stride) {
   __m512 acc[T][R];
   for (int t = 0; t < T; ++t)
     for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
   int64_t k = 0;
-  for (; k + kStep <= K; k += kStep) step<R, T, false, Prefetch>(acc, w, x, P, k, 0);
+  for (; k + kStep <= K; k += kStep) step<R, T, false>(acc, w, x, P, k, 0);
   if (k < K) step<R, T, true>(acc, w, x, P, k, __mmask32((1u << (K - k)) - 1));
   for (int t = 0; t < T; ++t)
     for (int r = 0; r < R; ++r) out[t * out_stride + r] = sum_lanes(acc[t][r]);
@@ -73,18 +67,18 @@ DSV2_AVX512_BF16 void tile(const uint16_t* const* w, const uint16_t* x, int64_t 
 
 // Several tokens: tiles of 4 rows; one token (decode, bandwidth-bound): one row at a time, a single
 // stream the hardware prefetcher follows best (4 interleaved rows streamed 15-30% slower).
-template <int T, bool Prefetch = false>
+template <int T>
 DSV2_AVX512_BF16 void rows_avx512(const uint16_t* x, int64_t P, const Matrix& W, int64_t r0, int64_t r1, float* y) {
   const auto* w = static_cast<const uint16_t*>(W.data);
   const int64_t K = W.cols;
   int64_t r = r0;
   for (; T > 1 && r + 4 <= r1; r += 4) {
     const uint16_t* rows[4] = {w + r * K, w + (r + 1) * K, w + (r + 2) * K, w + (r + 3) * K};
-    tile<4, T, Prefetch>(rows, x, K, P, y + r, W.rows);
+    tile<4, T>(rows, x, K, P, y + r, W.rows);
   }
   for (; r < r1; ++r) {
     const uint16_t* row = w + r * K;
-    tile<1, T, Prefetch>(&row, x, K, P, y + r, W.rows);
+    tile<1, T>(&row, x, K, P, y + r, W.rows);
   }
 }
 
@@ -158,7 +152,7 @@ void gemm_bf16_tokens_avx512(const Bf16Activations& xb, int64_t T, const Matrix&
   for (int64_t t0 = 0; t0 < T; t0 += kPrefillTokens) {
     const uint16_t* x = xb.values.data() + t0 * xb.padded;
     with_count<kPrefillTokens>(T - t0, [&](auto n) {
-      rows_avx512<decltype(n)::value, true>(x, xb.padded, W, r0, r1, y + t0 * W.rows);
+      rows_avx512<decltype(n)::value>(x, xb.padded, W, r0, r1, y + t0 * W.rows);
     });
   }
 }

@@ -43,8 +43,8 @@ bool has_avx512_bf16();
 // AVX512-BF16: T <= kGemvMaxTokens (decode), tiles of 4 rows × T tokens (T = 1: single rows). Needs has_avx512_bf16().
 void gemm_bf16_rows_avx512(const Bf16Activations& xb, int64_t t0, int64_t T, const Matrix& W, int64_t row_begin,
                            int64_t row_end, float* y);
-// Any T (prefill): every token over the rows in tiles of 4 rows × 6 tokens (then fewer), each row's next
-// values prefetched; the same results. Needs has_avx512_bf16().
+// Any T (prefill): every token over the rows in tiles of 4 rows × 6 tokens (then fewer); the same results.
+// Needs has_avx512_bf16().
 void gemm_bf16_tokens_avx512(const Bf16Activations& xb, int64_t T, const Matrix& W, int64_t row_begin, int64_t row_end,
                              float* y);
 // AVX2 + FMA (CPUs without AVX512-BF16), any T (passes of up to 4 tokens over each row): the same
