@@ -2,8 +2,8 @@
 // in the same run and the decode roofline fraction (active weight bytes per token / bandwidth), and
 // the process's resident memory after decoding against the weight files' size. The prefill is run twice
 // from the same context and reported apart (first_prefill_tokens_per_s, prefill_tokens_per_s): the first
-// pass over the weights after loading, and the first use of each buffer, ran at 0.4-0.5 of the speed of
-// the second on the development machines.
+// pass over the weights after loading, and the first use of each buffer, ran at 0.44-0.75 of the speed
+// of the second on the development machines (docs/cpu-notes.md, v10).
 #include <unistd.h>
 
 #include <chrono>
